@@ -1,0 +1,126 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"sort"
+)
+
+// File names of the two bundle formats istiod reads from the cacerts Secret.
+const (
+	CACertFile    = "ca-cert.pem"
+	CAKeyFile     = "ca-key.pem"
+	CertChainFile = "cert-chain.pem"
+	// RootCertFile ("root-cert.pem") is shared with a root folder.
+
+	TLSCertFile = "tls.crt"
+	TLSKeyFile  = "tls.key"
+	TLSCAFile   = "ca.crt"
+
+	// ReservedKey marks istiod's own self-signed CA; meshpki never writes it.
+	ReservedKey = "istio-generated"
+)
+
+// Format is a bundle's file layout.
+type Format string
+
+// The two layouts istiod reads.
+const (
+	// FormatIstio: ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem.
+	FormatIstio Format = "istio"
+	// FormatTLS: tls.crt (cert and chain), tls.key, ca.crt (roots); istiod >= 1.15.
+	FormatTLS Format = "tls"
+)
+
+// ParseFormat parses "istio" or "tls".
+func ParseFormat(s string) (Format, error) {
+	switch Format(s) {
+	case FormatIstio, FormatTLS:
+		return Format(s), nil
+	}
+	return "", fmt.Errorf("unknown bundle format %q (want istio or tls)", s)
+}
+
+// Bundle is one cluster's signing CA as istiod loads it.
+type Bundle struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// Chain is cert-chain.pem: Cert, then each issuer up to and including the root.
+	Chain []*x509.Certificate
+	// Roots is root-cert.pem: the trusted roots (several during a root rotation).
+	Roots []*x509.Certificate
+}
+
+// NewBundle assembles a bundle from an Issuer's answer and the intermediate's key.
+func NewBundle(key crypto.Signer, iss *Issued) *Bundle {
+	chain := append([]*x509.Certificate{iss.Cert}, iss.Chain...)
+	if len(iss.Roots) > 0 {
+		chain = append(chain, iss.Roots[0])
+	}
+	return &Bundle{Cert: iss.Cert, Key: key, Chain: chain, Roots: iss.Roots}
+}
+
+// Files renders the bundle as file name -> content in format f.
+func (b *Bundle) Files(f Format) (map[string][]byte, error) {
+	keyPEM, err := MarshalPrivateKeyPEM(b.Key)
+	if err != nil {
+		return nil, err
+	}
+	chain := EncodeCertificatesPEM(b.Chain...)
+	roots := EncodeCertificatesPEM(b.Roots...)
+	switch f {
+	case FormatIstio, "":
+		return map[string][]byte{
+			CACertFile:    EncodeCertificatesPEM(b.Cert),
+			CAKeyFile:     keyPEM,
+			CertChainFile: chain,
+			RootCertFile:  roots,
+		}, nil
+	case FormatTLS:
+		return map[string][]byte{TLSCertFile: chain, TLSKeyFile: keyPEM, TLSCAFile: roots}, nil
+	}
+	return nil, fmt.Errorf("unknown bundle format %q", f)
+}
+
+// KeyFiles are the file names that hold private keys: written 0600, never printed.
+var KeyFiles = map[string]bool{CAKeyFile: true, TLSKeyFile: true, RootKeyFile: true}
+
+// DetectFormat tells which layout files use: istio when ca-cert.pem is present, tls
+// when tls.crt is; istiod prefers the tls layout when both are present, and so does
+// this.
+func DetectFormat(files map[string][]byte) (Format, error) {
+	if _, ok := files[TLSCertFile]; ok {
+		return FormatTLS, nil
+	}
+	if _, ok := files[CACertFile]; ok {
+		return FormatIstio, nil
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return "", fmt.Errorf("neither %s nor %s found (have %v)", CACertFile, TLSCertFile, names)
+}
+
+// layout maps a format to its file names.
+type layout struct{ cert, key, chain, roots string }
+
+func layoutOf(f Format) layout {
+	if f == FormatTLS {
+		return layout{cert: TLSCertFile, key: TLSKeyFile, chain: TLSCertFile, roots: TLSCAFile}
+	}
+	return layout{cert: CACertFile, key: CAKeyFile, chain: CertChainFile, roots: RootCertFile}
+}
+
+// ParseBundle reads a bundle from file name -> content (a folder or a Secret's data),
+// in either format, and runs the same checks as Verify. It fails with the first
+// error-level problem.
+func ParseBundle(files map[string][]byte, opts VerifyOptions) (*Bundle, *Report, error) {
+	b, rep := parseAndVerify(files, opts)
+	if err := rep.Err(); err != nil {
+		return nil, rep, err
+	}
+	return b, rep, nil
+}

@@ -1,0 +1,162 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// KeyType names a private key algorithm and size.
+type KeyType string
+
+// The key types meshpki generates.
+const (
+	ECDSAP256 KeyType = "ecdsa-p256"
+	ECDSAP384 KeyType = "ecdsa-p384"
+	RSA2048   KeyType = "rsa-2048"
+	RSA3072   KeyType = "rsa-3072"
+	RSA4096   KeyType = "rsa-4096"
+)
+
+// KeyTypes lists every supported KeyType, default first.
+var KeyTypes = []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072, RSA4096}
+
+// ParseKeyType parses a key type name such as "ecdsa-p256" or "rsa-4096".
+func ParseKeyType(s string) (KeyType, error) {
+	for _, k := range KeyTypes {
+		if strings.EqualFold(s, string(k)) {
+			return k, nil
+		}
+	}
+	names := make([]string, len(KeyTypes))
+	for i, k := range KeyTypes {
+		names[i] = string(k)
+	}
+	return "", fmt.Errorf("unknown key type %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
+// GenerateKey makes a new private key of type kt.
+func GenerateKey(kt KeyType) (crypto.Signer, error) {
+	switch kt {
+	case ECDSAP256, "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case ECDSAP384:
+		return ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	case RSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case RSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	case RSA4096:
+		return rsa.GenerateKey(rand.Reader, 4096)
+	}
+	return nil, fmt.Errorf("unknown key type %q", kt)
+}
+
+// Errors a key can fail with. Callers wrap them with the file or field name.
+var (
+	ErrNoPEM        = errors.New("no PEM data found")
+	ErrEncryptedKey = errors.New("private key is encrypted (istiod needs an unencrypted key)")
+	ErrKeyMismatch  = errors.New("private key does not match the certificate")
+	ErrWeakKey      = errors.New("key is too weak")
+)
+
+// MarshalPrivateKeyPEM encodes an ECDSA key as SEC 1 ("EC PRIVATE KEY") and an RSA
+// key as PKCS #1 ("RSA PRIVATE KEY"): the forms every istiod version reads.
+func MarshalPrivateKeyPEM(key crypto.Signer) ([]byte, error) {
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+	case *rsa.PrivateKey:
+		return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), nil
+	}
+	return nil, fmt.Errorf("unsupported private key type %T", key)
+}
+
+// ParsePrivateKeyPEM reads one PEM private key: SEC 1, PKCS #1 or PKCS #8, ECDSA or
+// RSA, unencrypted. Anything after the key other than white space is an error.
+// Errors never contain key material.
+func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
+	block, rest := pem.Decode(data)
+	if block == nil {
+		if len(strings.TrimSpace(string(data))) == 0 {
+			return nil, errors.New("empty")
+		}
+		return nil, ErrNoPEM
+	}
+	if strings.TrimSpace(string(rest)) != "" {
+		return nil, errors.New("unexpected data after the private key")
+	}
+	//lint:ignore SA1019 detecting legacy encryption is what we want
+	if block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) { //nolint:staticcheck
+		return nil, ErrEncryptedKey
+	}
+	var (
+		key any
+		err error
+	)
+	switch block.Type {
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("PEM block is %q, want a private key", block.Type)
+	}
+	if err != nil {
+		// The x509 errors describe structure only, never key bytes.
+		return nil, fmt.Errorf("malformed %s: %w", block.Type, err)
+	}
+	switch k := key.(type) {
+	case *ecdsa.PrivateKey:
+		return k, nil
+	case *rsa.PrivateKey:
+		return k, nil
+	}
+	return nil, fmt.Errorf("unsupported private key type %T (want ECDSA or RSA)", key)
+}
+
+// CheckKeyStrength rejects RSA keys under 2048 bits and ECDSA curves under P-256.
+func CheckKeyStrength(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("%w: RSA %d bits (minimum 2048)", ErrWeakKey, k.N.BitLen())
+		}
+		return nil
+	case *ecdsa.PublicKey:
+		if k.Curve.Params().BitSize < 256 {
+			return fmt.Errorf("%w: ECDSA %s (minimum P-256)", ErrWeakKey, k.Curve.Params().Name)
+		}
+		return nil
+	}
+	return fmt.Errorf("unsupported public key type %T (want ECDSA or RSA)", pub)
+}
+
+// KeyMatches reports whether key is the private half of pub.
+func KeyMatches(key crypto.Signer, pub crypto.PublicKey) bool {
+	return KeyMatchesPublic(key.Public(), pub)
+}
+
+// DescribeKey names a public key, e.g. "ECDSA P-256" or "RSA 4096".
+func DescribeKey(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	}
+	return fmt.Sprintf("%T", pub)
+}

@@ -1,0 +1,97 @@
+package ca
+
+import (
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// DefaultIstiodSAN is the SAN Istio's tools/certs puts on every intermediate.
+const DefaultIstiodSAN = "istiod.istio-system.svc"
+
+// DefaultIntermediateTTL is one year.
+const DefaultIntermediateTTL = 8760 * time.Hour
+
+// Profile describes one cluster's intermediate CA. It is plain data: build it with
+// IntermediateProfile and change what you need.
+type Profile struct {
+	// Cluster names the cluster; it is the bundle's folder name and the subject's L=.
+	Cluster  string
+	Subject  pkix.Name
+	DNSNames []string
+	URIs     []*url.URL
+	TTL      time.Duration
+	KeyType  KeyType
+	// MaxPathLen is the intermediate's pathlen; 0 (Istio's choice) means it may sign
+	// only leaf certificates.
+	MaxPathLen int
+	// AllowShortTTL accepts a not-after cut short by the root's expiry instead of
+	// refusing to sign.
+	AllowShortTTL bool
+}
+
+// IntermediateProfile is Istio's tools/certs profile with an ECDSA P-256 key:
+// "O=<org>, CN=Intermediate CA, L=<cluster>", SAN DNS:istiod.istio-system.svc, one
+// year, pathlen 0.
+func IntermediateProfile(cluster, org string) Profile {
+	if org == "" {
+		org = "Istio"
+	}
+	return Profile{
+		Cluster: cluster,
+		Subject: pkix.Name{
+			Organization: []string{org},
+			CommonName:   "Intermediate CA",
+			Locality:     []string{cluster},
+		},
+		DNSNames: []string{DefaultIstiodSAN},
+		TTL:      DefaultIntermediateTTL,
+		KeyType:  ECDSAP256,
+	}
+}
+
+// ValidateClusterName checks that name can be a folder and a Kubernetes label value.
+func ValidateClusterName(name string) error {
+	if name == "" {
+		return errors.New("cluster name is empty")
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("cluster name %q is longer than 63 characters", name)
+	}
+	for i, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			(r == '-' || r == '_' || r == '.') && i > 0 && i < len(name)-1
+		if !ok {
+			return fmt.Errorf("cluster name %q: only letters, digits and inner '-', '_' or '.' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// Validate reports the first field of p that cannot make a valid intermediate.
+func (p Profile) Validate() error {
+	if err := ValidateClusterName(p.Cluster); err != nil {
+		return err
+	}
+	if p.TTL <= 0 {
+		return fmt.Errorf("cluster %s: ttl must be positive, got %s", p.Cluster, p.TTL)
+	}
+	if p.Subject.CommonName == "" && len(p.Subject.Organization) == 0 {
+		return fmt.Errorf("cluster %s: subject is empty", p.Cluster)
+	}
+	if p.MaxPathLen < 0 {
+		return fmt.Errorf("cluster %s: pathlen must be 0 or more, got %d", p.Cluster, p.MaxPathLen)
+	}
+	if _, err := ParseKeyType(string(p.KeyType)); err != nil {
+		return fmt.Errorf("cluster %s: %w", p.Cluster, err)
+	}
+	for _, n := range p.DNSNames {
+		if n == "" || strings.ContainsAny(n, " /:@") {
+			return fmt.Errorf("cluster %s: SAN %q is not a DNS name", p.Cluster, n)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,216 @@
+package ca
+
+import (
+	"crypto"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names of a root kept in a folder.
+const (
+	RootCertFile = "root-cert.pem"
+	RootKeyFile  = "root-key.pem"
+)
+
+// Errors a root can fail with.
+var (
+	ErrNotCA         = errors.New("certificate is not a CA (basicConstraints CA:TRUE missing)")
+	ErrNoCertSign    = errors.New("certificate's key usage lacks keyCertSign")
+	ErrPathLenZero   = errors.New("certificate has pathlen 0, so it cannot sign intermediate CAs")
+	ErrNotSelfSigned = errors.New("certificate is not self-signed: meshpki needs the root itself")
+	ErrExpired       = errors.New("certificate has expired")
+	ErrNotYetValid   = errors.New("certificate is not valid yet")
+)
+
+// Root is a CA certificate with the signer for its key.
+type Root struct {
+	Cert   *x509.Certificate
+	Signer crypto.Signer
+}
+
+// RootProfile describes a new self-signed root.
+type RootProfile struct {
+	Subject pkix.Name
+	TTL     time.Duration
+	KeyType KeyType
+	// MaxPathLen limits the CA levels below the root; negative means no limit (the default,
+	// as in Istio's tools/certs). It must be at least 1 for the root to sign intermediates.
+	MaxPathLen int
+}
+
+// DefaultRootProfile is a 10-year ECDSA P-256 root "CN=Root CA, O=<org>".
+func DefaultRootProfile(org string) RootProfile {
+	if org == "" {
+		org = "Istio"
+	}
+	return RootProfile{
+		Subject:    pkix.Name{Organization: []string{org}, CommonName: "Root CA"},
+		TTL:        10 * 365 * 24 * time.Hour,
+		KeyType:    ECDSAP256,
+		MaxPathLen: -1,
+	}
+}
+
+// NewSerial returns a random 128-bit certificate serial number.
+func NewSerial() (*big.Int, error) {
+	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+}
+
+// CreateRoot makes a self-signed root CA valid from now (backdated 5 minutes for
+// clock skew) for p.TTL. It returns the root and its key in PEM.
+func CreateRoot(p RootProfile, now time.Time) (*Root, []byte, error) {
+	if p.TTL <= 0 {
+		return nil, nil, fmt.Errorf("ttl must be positive, got %s", p.TTL)
+	}
+	if p.Subject.CommonName == "" {
+		return nil, nil, errors.New("root subject needs a common name")
+	}
+	if p.MaxPathLen == 0 {
+		return nil, nil, ErrPathLenZero
+	}
+	key, err := GenerateKey(p.KeyType)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := NewSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	ski, err := subjectKeyID(key.Public())
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               p.Subject,
+		NotBefore:             now.Add(-5 * time.Minute).UTC(),
+		NotAfter:              now.Add(p.TTL).UTC(),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            p.MaxPathLen,
+		SubjectKeyId:          ski,
+		AuthorityKeyId:        ski,
+	}
+	if p.MaxPathLen < 0 {
+		tmpl.MaxPathLen = -1
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign root: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err := MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Root{Cert: cert, Signer: key}, keyPEM, nil
+}
+
+// subjectKeyID is the RFC 5280 method 1 key identifier: SHA-1 of the public key bits.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, err
+	}
+	sum := sha1.Sum(spki.PublicKey.Bytes)
+	return sum[:], nil
+}
+
+// ParseRoot reads a root CA from PEM bytes and checks that it can sign intermediates
+// at time now: a self-signed CA certificate allowed to sign CAs, in its validity
+// period, with a strong key that matches the certificate.
+func ParseRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
+	cert, err := ParseCertificatePEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	if err := CheckRootCert(cert, now); err != nil {
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	key, err := ParsePrivateKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key: %w", err)
+	}
+	if !KeyMatches(key, cert.PublicKey) {
+		return nil, fmt.Errorf("key: %w", ErrKeyMismatch)
+	}
+	return &Root{Cert: cert, Signer: key}, nil
+}
+
+// CheckRootCert checks that cert can serve as the root that signs intermediates.
+func CheckRootCert(cert *x509.Certificate, now time.Time) error {
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		return ErrNotCA
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return ErrNoCertSign
+	}
+	if cert.MaxPathLen == 0 && cert.MaxPathLenZero {
+		return ErrPathLenZero
+	}
+	if err := cert.CheckSignatureFrom(cert); err != nil {
+		return ErrNotSelfSigned
+	}
+	if err := CheckKeyStrength(cert.PublicKey); err != nil {
+		return err
+	}
+	return checkValidity(cert, now)
+}
+
+func checkValidity(cert *x509.Certificate, now time.Time) error {
+	if now.After(cert.NotAfter) {
+		return fmt.Errorf("%w (not after %s)", ErrExpired, cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(cert.NotBefore) {
+		return fmt.Errorf("%w (not before %s)", ErrNotYetValid, cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ReadRootDir reads DIR/root-cert.pem and DIR/root-key.pem. Errors name the file.
+func ReadRootDir(dir string, now time.Time) (*Root, error) {
+	certFile, keyFile := filepath.Join(dir, RootCertFile), filepath.Join(dir, RootKeyFile)
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := ParseCertificatePEM(certPEM)
+	if err == nil {
+		err = CheckRootCert(cert, now)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", certFile, err)
+	}
+	key, err := ParsePrivateKeyPEM(keyPEM)
+	if err == nil && !KeyMatches(key, cert.PublicKey) {
+		err = fmt.Errorf("%w %s", ErrKeyMismatch, RootCertFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	return &Root{Cert: cert, Signer: key}, nil
+}

@@ -1,0 +1,342 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Severity says whether a problem fails verification.
+type Severity string
+
+// Severities.
+const (
+	SeverityError   Severity = "error"
+	SeverityWarning Severity = "warning"
+)
+
+// Problem is one failed check, with a reason a person can act on.
+type Problem struct {
+	Severity Severity `json:"severity"`
+	// Check is a stable identifier, e.g. "key-mismatch" or "chain".
+	Check string `json:"check"`
+	// File is the bundle file the problem is in, when there is one.
+	File    string `json:"file,omitempty"`
+	Message string `json:"message"`
+}
+
+func (p Problem) String() string {
+	if p.File != "" {
+		return fmt.Sprintf("%s: %s: %s", p.Check, p.File, p.Message)
+	}
+	return p.Check + ": " + p.Message
+}
+
+// Report is the result of verifying one bundle.
+type Report struct {
+	Format           Format    `json:"format,omitempty"`
+	Subject          string    `json:"subject,omitempty"`
+	Issuer           string    `json:"issuer,omitempty"`
+	Serial           string    `json:"serial,omitempty"`
+	NotAfter         time.Time `json:"notAfter,omitzero"`
+	KeyType          string    `json:"keyType,omitempty"`
+	RootFingerprints []string  `json:"rootFingerprints,omitempty"`
+	Problems         []Problem `json:"problems"`
+}
+
+// OK reports whether no problem is an error.
+func (r *Report) OK() bool { return r.Err() == nil }
+
+// Err returns the first error-level problem as an error, or nil.
+func (r *Report) Err() error {
+	for _, p := range r.Problems {
+		if p.Severity == SeverityError {
+			return &VerifyError{Problem: p}
+		}
+	}
+	return nil
+}
+
+func (r *Report) add(sev Severity, check, file, format string, args ...any) {
+	r.Problems = append(r.Problems, Problem{Severity: sev, Check: check, File: file, Message: fmt.Sprintf(format, args...)})
+}
+
+// VerifyError is a bundle that failed a check.
+type VerifyError struct{ Problem Problem }
+
+func (e *VerifyError) Error() string { return e.Problem.String() }
+
+// ErrRootsDiffer means bundles of one mesh trust different roots.
+var ErrRootsDiffer = errors.New("roots differ across the mesh")
+
+// VerifyOptions tunes the stricter-than-istiod checks.
+type VerifyOptions struct {
+	// Now is the time to check validity at; zero means time.Now().
+	Now time.Time
+	// MinRemaining warns when the intermediate has less life left; zero means 30 days.
+	MinRemaining time.Duration
+}
+
+// DefaultMinRemaining is the remaining life under which Verify warns.
+const DefaultMinRemaining = 30 * 24 * time.Hour
+
+func (o VerifyOptions) now() time.Time {
+	if o.Now.IsZero() {
+		return time.Now()
+	}
+	return o.Now
+}
+
+// Fingerprint is the hex SHA-256 of a certificate's DER.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// Verify checks a bundle given as file name -> content (a folder or a Secret's data)
+// with istiod's rules, then stricter ones. istiod's rules (errors): all files
+// present; an unencrypted ECDSA or RSA key that matches the signing certificate; the
+// signing certificate is a CA; it verifies up to root-cert.pem through cert-chain.pem
+// with Go's default options (so an EKU without serverAuth fails). Stricter rules:
+// chain order, self-signed roots, validity, key strength (errors); pathlen and
+// remaining life (warnings).
+func Verify(files map[string][]byte, opts VerifyOptions) *Report {
+	_, rep := parseAndVerify(files, opts)
+	return rep
+}
+
+// Check runs Verify's checks on a bundle already in memory.
+func (b *Bundle) Check(opts VerifyOptions) *Report {
+	rep := &Report{Format: FormatIstio}
+	b.check(rep, layoutOf(FormatIstio), opts)
+	return rep
+}
+
+func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Report) {
+	rep := &Report{}
+	if _, ok := files[ReservedKey]; ok {
+		rep.add(SeverityError, "reserved-key", ReservedKey, "present: it marks istiod's own self-signed CA, and istiod would ignore this bundle")
+	}
+	f, err := DetectFormat(files)
+	if err != nil {
+		rep.add(SeverityError, "missing-file", "", "%v", err)
+		return nil, rep
+	}
+	rep.Format = f
+	l := layoutOf(f)
+	b := &Bundle{}
+	parseCerts := func(name string) []*x509.Certificate {
+		data, ok := files[name]
+		if !ok {
+			rep.add(SeverityError, "missing-file", name, "missing")
+			return nil
+		}
+		certs, err := ParseCertificatesPEM(data)
+		if err != nil {
+			rep.add(SeverityError, "parse", name, "%v", err)
+		}
+		return certs
+	}
+	if chain := parseCerts(l.chain); len(chain) > 0 {
+		b.Chain = chain
+		b.Cert = chain[0]
+	}
+	if l.cert != l.chain {
+		if certs := parseCerts(l.cert); len(certs) == 1 {
+			b.Cert = certs[0]
+		} else if len(certs) > 1 {
+			rep.add(SeverityError, "parse", l.cert, "holds %d certificates, want 1 (the chain belongs in %s)", len(certs), l.chain)
+		}
+	}
+	b.Roots = parseCerts(l.roots)
+	if data, ok := files[l.key]; !ok {
+		rep.add(SeverityError, "missing-file", l.key, "missing")
+	} else if key, err := ParsePrivateKeyPEM(data); err != nil {
+		check := "key"
+		if errors.Is(err, ErrEncryptedKey) {
+			check = "key-encrypted"
+		}
+		rep.add(SeverityError, check, l.key, "%v", err)
+	} else {
+		b.Key = key
+	}
+	if !rep.OK() && (b.Cert == nil || len(b.Roots) == 0) {
+		return nil, rep
+	}
+	b.check(rep, l, opts)
+	if !rep.OK() {
+		return nil, rep
+	}
+	return b, rep
+}
+
+// check runs every rule that needs parsed certificates.
+func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions) {
+	now := opts.now()
+	cert := b.Cert
+	if cert == nil {
+		return
+	}
+	rep.Subject = cert.Subject.String()
+	rep.Issuer = cert.Issuer.String()
+	rep.Serial = hex.EncodeToString(cert.SerialNumber.Bytes())
+	rep.NotAfter = cert.NotAfter.UTC()
+	rep.KeyType = DescribeKey(cert.PublicKey)
+	for _, r := range b.Roots {
+		rep.RootFingerprints = append(rep.RootFingerprints, Fingerprint(r))
+	}
+
+	// istiod: the key matches the signing certificate.
+	if b.Key != nil && !KeyMatches(b.Key, cert.PublicKey) {
+		rep.add(SeverityError, "key-mismatch", l.key, "%v %s", ErrKeyMismatch, l.cert)
+	}
+	// istiod: the signing certificate is a CA.
+	if !cert.BasicConstraintsValid || !cert.IsCA {
+		rep.add(SeverityError, "not-ca", l.cert, "%v", ErrNotCA)
+	} else if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		rep.add(SeverityError, "key-usage", l.cert, "%v", ErrNoCertSign)
+	}
+	// istiod: the chain verifies with Go's default options (EKU serverAuth).
+	if len(b.Roots) > 0 {
+		b.checkChain(rep, l, now)
+	}
+	// Stricter: strong keys, validity, pathlen, remaining life.
+	if err := CheckKeyStrength(cert.PublicKey); err != nil {
+		rep.add(SeverityError, "key-strength", l.cert, "%v", err)
+	}
+	for i, r := range b.Roots {
+		if err := CheckKeyStrength(r.PublicKey); err != nil {
+			rep.add(SeverityError, "key-strength", l.roots, "root %d: %v", i+1, err)
+		}
+	}
+	if err := checkValidity(cert, now); err != nil {
+		rep.add(SeverityError, "validity", l.cert, "%v", err)
+	} else if left := cert.NotAfter.Sub(now); left < opts.minRemaining() {
+		rep.add(SeverityWarning, "expires-soon", l.cert, "%s of life left (not after %s): every workload certificate it signs is cut to that",
+			FormatDuration(left), cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	switch {
+	case cert.IsCA && (cert.MaxPathLen < 0 || cert.MaxPathLen == 0 && !cert.MaxPathLenZero):
+		rep.add(SeverityWarning, "pathlen", l.cert, "no pathlen constraint: it could sign further CAs (Istio's tools/certs sets pathlen 0)")
+	case cert.IsCA && cert.MaxPathLen > 0:
+		rep.add(SeverityWarning, "pathlen", l.cert, "pathlen %d: it could sign further CAs (Istio's tools/certs sets pathlen 0)", cert.MaxPathLen)
+	}
+}
+
+func (o VerifyOptions) minRemaining() time.Duration {
+	if o.MinRemaining == 0 {
+		return DefaultMinRemaining
+	}
+	return o.MinRemaining
+}
+
+func (b *Bundle) checkChain(rep *Report, l layout, now time.Time) {
+	cert := b.Cert
+	roots := x509.NewCertPool()
+	for i, r := range b.Roots {
+		if !r.BasicConstraintsValid || !r.IsCA {
+			rep.add(SeverityError, "root", l.roots, "root %d (%s): %v", i+1, r.Subject, ErrNotCA)
+		} else if !bytes.Equal(r.RawSubject, r.RawIssuer) || r.CheckSignatureFrom(r) != nil {
+			rep.add(SeverityError, "root", l.roots, "root %d (%s): %v", i+1, r.Subject, ErrNotSelfSigned)
+		} else if err := checkValidity(r, now); err != nil {
+			rep.add(SeverityError, "validity", l.roots, "root %d (%s): %v", i+1, r.Subject, err)
+		}
+		roots.AddCert(r)
+	}
+	// Chain order: cert-chain.pem starts with the signing certificate and each
+	// certificate is signed by the next one.
+	if len(b.Chain) > 0 {
+		if !b.Chain[0].Equal(cert) {
+			rep.add(SeverityError, "chain-order", l.chain, "does not start with the certificate in %s", l.cert)
+		}
+		for i := 0; i+1 < len(b.Chain); i++ {
+			if err := b.Chain[i].CheckSignatureFrom(b.Chain[i+1]); err != nil {
+				rep.add(SeverityError, "chain-order", l.chain, "certificate %d (%s) is not signed by certificate %d (%s): the chain must run from the signing certificate up to the root",
+					i+1, b.Chain[i].Subject, i+2, b.Chain[i+1].Subject)
+				break
+			}
+		}
+		last := b.Chain[len(b.Chain)-1]
+		if len(b.Chain) < 2 || !inPool(last, b.Roots) {
+			rep.add(SeverityWarning, "chain-root", l.chain, "does not end with a root from %s (istio's cert-chain.pem runs up to and including the root)", l.roots)
+		}
+	}
+	inters := x509.NewCertPool()
+	for _, c := range b.Chain {
+		inters.AddCert(c)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: now}); err != nil {
+		msg := err.Error()
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage {
+			msg = "its extended key usage excludes serverAuth, which istiod's chain check requires (" + msg + ")"
+		}
+		rep.add(SeverityError, "chain", l.cert, "does not verify against %s as istiod checks it: %s", l.roots, msg)
+	}
+}
+
+func inPool(c *x509.Certificate, certs []*x509.Certificate) bool {
+	for _, r := range certs {
+		if r.Equal(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// SameRoots checks that every report trusts the same set of roots. It returns a
+// problem naming the bundles that differ from the first one, or nil.
+func SameRoots(names []string, reps []*Report) *Problem {
+	var ref string
+	var refName string
+	var differ []string
+	for i, r := range reps {
+		if len(r.RootFingerprints) == 0 {
+			continue
+		}
+		set := strings.Join(sortedCopy(r.RootFingerprints), ",")
+		if refName == "" {
+			ref, refName = set, names[i]
+			continue
+		}
+		if set != ref {
+			differ = append(differ, names[i])
+		}
+	}
+	if len(differ) == 0 {
+		return nil
+	}
+	return &Problem{Severity: SeverityError, Check: "mesh-roots",
+		Message: fmt.Sprintf("%v: %s trust other roots than %s: cross-cluster mTLS will fail", ErrRootsDiffer, strings.Join(differ, ", "), refName)}
+}
+
+func sortedCopy(s []string) []string {
+	return slices.Sorted(slices.Values(s))
+}
+
+// FormatDuration prints a duration in days and hours, e.g. "364d23h" or "5h30m".
+func FormatDuration(d time.Duration) string {
+	neg := d < 0
+	if neg {
+		d = -d
+	}
+	var s string
+	switch {
+	case d >= 24*time.Hour:
+		s = fmt.Sprintf("%dd%dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
+	case d >= time.Hour:
+		s = fmt.Sprintf("%dh%dm", d/time.Hour, (d%time.Hour)/time.Minute)
+	default:
+		s = d.Round(time.Second).String()
+	}
+	if neg {
+		return "-" + s
+	}
+	return s
+}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+func intermediateCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "intermediate",
+		Usage: "mint per-cluster intermediate CAs",
+		Subcommands: []*cli.Command{
+			intermediateCreateCommand(e),
+		},
+	}
+}
+
+// intermediateCreateOptions is "intermediate create" after flag parsing.
+type intermediateCreateOptions struct {
+	Root        rootSource
+	Out         string
+	Profiles    []ca.Profile
+	Format      ca.Format
+	Force       bool
+	Concurrency int
+	Output      string
+}
+
+func intermediateCreateCommand(e *env) *cli.Command {
+	flags := append(rootSourceFlags(),
+		&cli.StringSliceFlag{Name: "cluster", Aliases: []string{"c"}, Usage: "cluster name (repeat for several)"},
+		&cli.StringFlag{Name: "clusters-from", Usage: "file with one cluster name per line (# comments allowed)"},
+		&cli.StringFlag{Name: "out", Usage: "folder to write one bundle folder per cluster into", Required: true},
+		&cli.StringFlag{Name: "ttl", Value: "8760h", Usage: "lifetime (Go duration, or days: 365d)"},
+		&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
+		&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O"},
+		&cli.StringFlag{Name: "common-name", Value: "Intermediate CA", Usage: "subject CN (L= is the cluster name)"},
+		&cli.StringSliceFlag{Name: "san", Usage: "DNS SAN, repeatable; replaces the default " + ca.DefaultIstiodSAN},
+		&cli.StringSliceFlag{Name: "uri-san", Usage: "URI SAN, repeatable"},
+		&cli.IntFlag{Name: "pathlen", Value: 0, Usage: "path length constraint of the intermediate"},
+		&cli.StringFlag{Name: "format", Value: string(ca.FormatIstio), Usage: "bundle files: istio (ca-cert.pem, ...) or tls (tls.crt, tls.key, ca.crt)"},
+		&cli.BoolFlag{Name: "allow-short-ttl", Usage: "accept a life cut short by the root's expiry instead of failing"},
+		&cli.BoolFlag{Name: "force", Usage: "replace existing bundle folders (each is kept as <cluster>.bak-<time>)"},
+		&cli.IntFlag{Name: "concurrency", Value: runtime.GOMAXPROCS(0) * 4, Usage: "clusters minted and written at once"},
+		outputFlag(),
+	)
+	return &cli.Command{
+		Name:  "create",
+		Usage: "mint one intermediate CA per cluster and write its cacerts bundle",
+		Description: `For each cluster, generates a key and CSR locally, signs it with the root as an
+intermediate CA (pathlen 0, keyCertSign+cRLSign+digitalSignature, no EKU), verifies
+the result as istiod would and writes OUT/<cluster>/ with ca-cert.pem, ca-key.pem
+(0600), cert-chain.pem (intermediate then root) and root-cert.pem, atomically.
+Nothing is written if any bundle folder exists already, unless --force.
+
+Examples:
+   meshpki intermediate create --root-dir root --cluster east --cluster west --out bundles
+   meshpki intermediate create --root-dir root --clusters-from clusters.txt --out bundles --key-type rsa-4096
+   meshpki intermediate create --root-dir root --cluster east --out bundles --force --ttl 90d`,
+		Flags: flags,
+		Action: action(func(c *cli.Context) error {
+			o, err := parseIntermediateCreate(c)
+			if err != nil {
+				return err
+			}
+			return runIntermediateCreate(c, e, o)
+		}),
+	}
+}
+
+func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	root, err := parseRootSource(c)
+	if err != nil {
+		return nil, err
+	}
+	clusters := c.StringSlice("cluster")
+	if f := c.String("clusters-from"); f != "" {
+		more, err := readClusterList(f)
+		if err != nil {
+			return nil, inputError(err)
+		}
+		clusters = append(clusters, more...)
+	}
+	if len(clusters) == 0 {
+		return nil, inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
+	}
+	seen := map[string]bool{}
+	for _, n := range clusters {
+		if err := ca.ValidateClusterName(n); err != nil {
+			return nil, inputError(fmt.Errorf("--cluster: %w", err))
+		}
+		if seen[n] {
+			return nil, inputError(fmt.Errorf("--cluster: %q given twice", n))
+		}
+		seen[n] = true
+	}
+	kt, err := ca.ParseKeyType(c.String("key-type"))
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+	}
+	ttl, err := parseDuration("ttl", c.String("ttl"))
+	if err != nil {
+		return nil, err
+	}
+	format, err := ca.ParseFormat(c.String("format"))
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--format: %w", err))
+	}
+	output, err := outputFormat(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.Int("pathlen") < 0 {
+		return nil, inputError(fmt.Errorf("--pathlen must be 0 or more, got %d", c.Int("pathlen")))
+	}
+	if c.Int("concurrency") < 1 {
+		return nil, inputError(fmt.Errorf("--concurrency must be at least 1, got %d", c.Int("concurrency")))
+	}
+	var uris []*url.URL
+	for _, s := range c.StringSlice("uri-san") {
+		u, err := url.Parse(s)
+		if err != nil || u.Scheme == "" {
+			return nil, inputError(fmt.Errorf("--uri-san: %q is not an absolute URI", s))
+		}
+		uris = append(uris, u)
+	}
+	profiles := make([]ca.Profile, len(clusters))
+	for i, name := range clusters {
+		p := ca.IntermediateProfile(name, c.String("org"))
+		p.Subject.CommonName = c.String("common-name")
+		if c.IsSet("san") {
+			p.DNSNames = c.StringSlice("san")
+		}
+		p.URIs = uris
+		p.TTL, p.KeyType, p.MaxPathLen = ttl, kt, c.Int("pathlen")
+		p.AllowShortTTL = c.Bool("allow-short-ttl")
+		if err := p.Validate(); err != nil {
+			return nil, inputError(err)
+		}
+		profiles[i] = p
+	}
+	return &intermediateCreateOptions{
+		Root: root, Out: c.String("out"), Profiles: profiles, Format: format,
+		Force: c.Bool("force"), Concurrency: c.Int("concurrency"), Output: output,
+	}, nil
+}
+
+// readClusterList reads one cluster name per line; blank lines and # comments are skipped.
+func readClusterList(name string) ([]string, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		s, _, _ := strings.Cut(sc.Text(), "#")
+		if s = strings.TrimSpace(s); s != "" {
+			if err := ca.ValidateClusterName(s); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", name, line, err)
+			}
+			out = append(out, s)
+		}
+	}
+	return out, sc.Err()
+}
+
+type mintResult struct {
+	Cluster  string    `json:"cluster"`
+	Dir      string    `json:"dir"`
+	Subject  string    `json:"subject,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
+	NotAfter time.Time `json:"notAfter,omitzero"`
+	Backup   string    `json:"backup,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
+func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions) error {
+	// Pre-flight: refuse before minting anything if any bundle folder exists.
+	var exists []string
+	for _, p := range o.Profiles {
+		if err := ca.CheckWritable(filepath.Join(o.Out, p.Cluster), o.Force); errors.Is(err, ca.ErrExists) {
+			exists = append(exists, p.Cluster)
+		} else if err != nil {
+			return inputError(err)
+		}
+	}
+	if len(exists) > 0 {
+		return inputError(fmt.Errorf("bundle folder already exists in %s for %s (pass --force to replace; the old one is kept as a backup)", o.Out, strings.Join(exists, ", ")))
+	}
+	iss, err := o.Root.issuer(c.Context, e)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.Out, 0o700); err != nil {
+		return failed(err)
+	}
+	if strings.HasPrefix(string(o.Profiles[0].KeyType), "rsa") && len(o.Profiles) > 1 {
+		e.log.Info("generating RSA keys: this takes a while", "clusters", len(o.Profiles), "type", o.Profiles[0].KeyType)
+	}
+	prog := newProgress(e, "minted", len(o.Profiles))
+	results := make([]mintResult, len(o.Profiles))
+	now := time.Now()
+	errs := ca.MintEach(c.Context, iss, o.Profiles, o.Concurrency, func(i int, b *ca.Bundle, err error) error {
+		p := o.Profiles[i]
+		dir := filepath.Join(o.Out, p.Cluster)
+		r := &results[i]
+		r.Cluster, r.Dir = p.Cluster, dir
+		if err == nil {
+			var files map[string][]byte
+			if files, err = b.Files(o.Format); err == nil {
+				r.Backup, err = ca.WriteDir(dir, files, ca.WriteOptions{Force: o.Force, Now: now, NoSyncParent: true})
+			}
+		}
+		if err != nil {
+			prog.item(p.Cluster, err)
+			return err
+		}
+		r.Subject, r.Serial, r.NotAfter = b.Cert.Subject.String(), fmt.Sprintf("%x", b.Cert.SerialNumber), b.Cert.NotAfter.UTC()
+		prog.item(p.Cluster, nil, "dir", dir, "notAfter", r.NotAfter.Format(time.RFC3339))
+		return nil
+	})
+	prog.finish()
+	syncErr := ca.SyncDir(o.Out)
+	var nfail int
+	for i, err := range errs {
+		if err != nil {
+			nfail++
+			results[i].Error = err.Error()
+		}
+	}
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, results); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			if r.Error != "" {
+				fmt.Fprintf(e.stdout, "FAILED  %s: %s\n", r.Cluster, r.Error)
+				continue
+			}
+			fmt.Fprintf(e.stdout, "minted  %s  %s  not after %s", r.Cluster, r.Dir, r.NotAfter.Format(time.RFC3339))
+			if r.Backup != "" {
+				fmt.Fprintf(e.stdout, "  (previous kept in %s)", r.Backup)
+			}
+			fmt.Fprintln(e.stdout)
+		}
+	}
+	if syncErr != nil {
+		return failed(syncErr)
+	}
+	if nfail > 0 {
+		var ee *exitError
+		for _, err := range errs {
+			if errors.As(err, &ee) {
+				return err // an input error surfaced per cluster: keep its code
+			}
+		}
+		return failed(fmt.Errorf("%d of %d clusters failed", nfail, len(errs)))
+	}
+	return nil
+}

@@ -1,0 +1,9 @@
+// Command meshpki mints per-cluster intermediate CAs from one shared root and
+// bundles them as Istio's cacerts. Run "meshpki help" for the commands.
+package main
+
+import "os"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+func outputFlag() cli.Flag {
+	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "result format on stdout: text or json"}
+}
+
+// outputFormat reads --output.
+func outputFormat(c *cli.Context) (string, error) {
+	switch o := c.String("output"); o {
+	case "text", "json":
+		return o, nil
+	default:
+		return "", inputError(fmt.Errorf("--output: unknown format %q (want text or json)", o))
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// progress reports per-item completion on stderr: a self-updating line on a
+// terminal, one log line per item otherwise.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	log   *slog.Logger
+	tty   bool
+	total int
+	done  int
+	fails int
+	verb  string
+	last  time.Time
+}
+
+func newProgress(e *env, verb string, total int) *progress {
+	tty := false
+	if f, ok := e.stderr.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return &progress{w: e.stderr, log: e.log, tty: tty, total: total, verb: verb}
+}
+
+// item records one finished item; attrs go to the log line.
+func (p *progress) item(name string, err error, attrs ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done++
+	if err != nil {
+		p.fails++
+	}
+	if !p.tty {
+		if err != nil {
+			p.log.Error(p.verb+" failed", append([]any{"cluster", name, "err", err}, attrs...)...)
+		} else {
+			p.log.Info(p.verb, append([]any{"cluster", name}, attrs...)...)
+		}
+		return
+	}
+	if err != nil {
+		fmt.Fprintf(p.w, "\r\033[K%s: %s failed: %v\n", name, p.verb, err)
+	}
+	if now := time.Now(); p.done == p.total || now.Sub(p.last) > 100*time.Millisecond {
+		p.last = now
+		fmt.Fprintf(p.w, "\r\033[K[%d/%d] %s %s", p.done, p.total, p.verb, name)
+		if p.fails > 0 {
+			fmt.Fprintf(p.w, " (%d failed)", p.fails)
+		}
+	}
+}
+
+// finish ends the terminal line.
+func (p *progress) finish() {
+	if p.tty && p.total > 0 {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// parseDuration accepts Go durations plus a "d" suffix for days ("365d", "90d12h").
+func parseDuration(flag, s string) (time.Duration, error) {
+	orig := s
+	var days time.Duration
+	if i := strings.Index(s, "d"); i > 0 {
+		var n int
+		if _, err := fmt.Sscanf(s[:i], "%d", &n); err != nil || fmt.Sprint(n) != s[:i] {
+			return 0, inputError(fmt.Errorf("--%s: bad duration %q (e.g. 8760h, 365d, 90d12h)", flag, orig))
+		}
+		days = time.Duration(n) * 24 * time.Hour
+		s = s[i+1:]
+	}
+	var rest time.Duration
+	if s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return 0, inputError(fmt.Errorf("--%s: bad duration %q (e.g. 8760h, 365d, 90d12h)", flag, orig))
+		}
+		rest = d
+	}
+	d := days + rest
+	if d <= 0 {
+		return 0, inputError(fmt.Errorf("--%s: duration must be positive, got %q", flag, orig))
+	}
+	return d, nil
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+func rootCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "root",
+		Usage: "create the mesh's root CA",
+		Subcommands: []*cli.Command{
+			rootCreateCommand(e),
+		},
+	}
+}
+
+// rootCreateOptions is "root create" after flag parsing.
+type rootCreateOptions struct {
+	Out     string
+	Profile ca.RootProfile
+	Output  string
+}
+
+func rootCreateCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "create",
+		Usage: "create a self-signed root CA in a folder",
+		Description: `Writes DIR/root-cert.pem and DIR/root-key.pem (0600, folder 0700). An existing root
+in DIR is never overwritten.
+
+Examples:
+   meshpki root create --out root
+   meshpki root create --out root --key-type rsa-4096 --org "Example Corp" --ttl 7300d`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to", Required: true},
+			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
+			&cli.StringFlag{Name: "common-name", Value: "Root CA", Usage: "subject CN"},
+			&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O"},
+			&cli.StringFlag{Name: "ttl", Value: "87600h", Usage: "lifetime (Go duration, or days: 3650d)"},
+			outputFlag(),
+		},
+		Action: action(func(c *cli.Context) error {
+			opts, err := parseRootCreate(c)
+			if err != nil {
+				return err
+			}
+			return runRootCreate(e, opts)
+		}),
+	}
+}
+
+func parseRootCreate(c *cli.Context) (*rootCreateOptions, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	kt, err := ca.ParseKeyType(c.String("key-type"))
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+	}
+	ttl, err := parseDuration("ttl", c.String("ttl"))
+	if err != nil {
+		return nil, err
+	}
+	out, err := outputFormat(c)
+	if err != nil {
+		return nil, err
+	}
+	if c.String("common-name") == "" {
+		return nil, inputError(errors.New("--common-name must not be empty"))
+	}
+	p := ca.DefaultRootProfile(c.String("org"))
+	p.Subject = pkix.Name{CommonName: c.String("common-name"), Organization: []string{c.String("org")}}
+	p.KeyType, p.TTL = kt, ttl
+	return &rootCreateOptions{Out: c.String("out"), Profile: p, Output: out}, nil
+}
+
+type rootResult struct {
+	Dir         string    `json:"dir"`
+	Subject     string    `json:"subject"`
+	KeyType     string    `json:"keyType"`
+	NotAfter    time.Time `json:"notAfter"`
+	Fingerprint string    `json:"sha256Fingerprint"`
+}
+
+func runRootCreate(e *env, o *rootCreateOptions) error {
+	certFile, keyFile := filepath.Join(o.Out, ca.RootCertFile), filepath.Join(o.Out, ca.RootKeyFile)
+	for _, f := range []string{certFile, keyFile} {
+		if _, err := os.Lstat(f); err == nil {
+			return inputError(fmt.Errorf("%s already exists: a root is never overwritten; choose another --out", f))
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if o.Profile.KeyType == ca.RSA4096 || o.Profile.KeyType == ca.RSA3072 {
+		e.log.Info("generating RSA key", "type", o.Profile.KeyType)
+	}
+	root, keyPEM, err := ca.CreateRoot(o.Profile, time.Now())
+	if err != nil {
+		return failed(err)
+	}
+	if err := os.MkdirAll(o.Out, 0o700); err != nil {
+		return failed(err)
+	}
+	// Key first, certificate last: a root folder with a certificate always has its key.
+	if err := ca.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return failed(err)
+	}
+	if err := ca.WriteFile(certFile, ca.EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
+		os.Remove(keyFile)
+		return failed(err)
+	}
+	res := rootResult{Dir: o.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
+		NotAfter: root.Cert.NotAfter.UTC(), Fingerprint: ca.Fingerprint(root.Cert)}
+	if o.Output == "json" {
+		return writeJSON(e.stdout, res)
+	}
+	fmt.Fprintf(e.stdout, "root CA written to %s\n  subject:     %s\n  key:         %s\n  not after:   %s\n  sha256:      %s\n",
+		res.Dir, res.Subject, res.KeyType, res.NotAfter.Format(time.RFC3339), res.Fingerprint)
+	return nil
+}
