@@ -116,8 +116,8 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("PEM block is %q, want a private key", block.Type)
 	}
 	if err != nil {
-		// The x509 errors describe structure only, never key bytes.
-		return nil, fmt.Errorf("malformed %s: %w", block.Type, err)
+		// The parser's detail is about ASN.1 structure and helps nobody; keep it short.
+		return nil, fmt.Errorf("malformed %s: the PEM body is not a valid key of that type", block.Type)
 	}
 	switch k := key.(type) {
 	case *ecdsa.PrivateKey:

@@ -207,9 +207,6 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(o.Out, 0o700); err != nil {
-		return failed(err)
-	}
 	if strings.HasPrefix(string(o.Profiles[0].KeyType), "rsa") && len(o.Profiles) > 1 {
 		e.log.Info("generating RSA keys: this takes a while", "clusters", len(o.Profiles), "type", o.Profiles[0].KeyType)
 	}
@@ -236,7 +233,10 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 		return nil
 	})
 	prog.finish()
-	syncErr := ca.SyncDir(o.Out)
+	var syncErr error
+	if _, err := os.Stat(o.Out); err == nil { // absent when nothing was written
+		syncErr = ca.SyncDir(o.Out)
+	}
 	var nfail int
 	for i, err := range errs {
 		if err != nil {

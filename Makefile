@@ -1,0 +1,55 @@
+# meshpki — see README.md. `make test` is the one command that runs every test.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+# Test servers (real Vault, real kube-apiserver + etcd) are built from tools/ and
+# cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
+export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
+
+.PHONY: all build test test-unit test-race vet fmt-check tools vaultdev k8s-testenv bench bench-go bench-openssl demo fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/meshpki ./cmd/meshpki
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+# Build (or find cached) test servers; one at a time, they are heavy.
+vaultdev:
+	@tools/build.sh vaultdev
+k8s-testenv:
+	@tools/build.sh k8s-testenv
+tools: vaultdev k8s-testenv
+
+# Every test, against real servers: the harness in internal/testenv starts them.
+test: fmt-check vet build
+	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
+	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
+	MESHPKI_REQUIRE_SERVERS=1 \
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Unit tests only: tests that need a server skip without one.
+test-unit:
+	$(GO) test -count=1 ./...
+
+bench: bench-go bench-openssl
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2x ./ca/
+
+bench-openssl: build
+	scripts/bench-mint.sh
+
+demo: build
+	scripts/demo.sh
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./ca/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,320 @@
+package ca
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	cflog "github.com/cloudflare/cfssl/log"
+)
+
+func TestMain(m *testing.M) {
+	cflog.Level = cflog.LevelFatal
+	os.Exit(m.Run())
+}
+
+func newRoot(t testing.TB, p RootProfile) *Root {
+	t.Helper()
+	r, _, err := CreateRoot(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func mint(t testing.TB, iss Issuer, p Profile) *Bundle {
+	t.Helper()
+	b, err := Mint(context.Background(), iss, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestCreateRoot(t *testing.T) {
+	now := time.Now()
+	r, keyPEM, err := CreateRoot(DefaultRootProfile("Example"), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Cert
+	if !c.IsCA || !c.BasicConstraintsValid {
+		t.Error("root is not a CA")
+	}
+	if c.KeyUsage&x509.KeyUsageCertSign == 0 || c.KeyUsage&x509.KeyUsageCRLSign == 0 {
+		t.Errorf("key usage %b lacks certSign/cRLSign", c.KeyUsage)
+	}
+	if c.MaxPathLen != -1 || c.MaxPathLenZero {
+		t.Errorf("root pathlen = %d (zero=%v), want unlimited", c.MaxPathLen, c.MaxPathLenZero)
+	}
+	if len(c.SubjectKeyId) == 0 || !bytes.Equal(c.SubjectKeyId, c.AuthorityKeyId) {
+		t.Errorf("SKI %x / AKI %x: want both, equal", c.SubjectKeyId, c.AuthorityKeyId)
+	}
+	if c.SerialNumber.BitLen() < 100 || c.SerialNumber.BitLen() > 128 {
+		t.Errorf("serial has %d bits, want a 128-bit random number", c.SerialNumber.BitLen())
+	}
+	if got := c.NotAfter.Sub(now); got < 3649*24*time.Hour {
+		t.Errorf("root lasts %s, want 10 years", got)
+	}
+	if c.Subject.CommonName != "Root CA" || c.Subject.Organization[0] != "Example" {
+		t.Errorf("subject %s", c.Subject)
+	}
+	if _, err := ParseRoot(EncodeCertificatesPEM(c), keyPEM, now); err != nil {
+		t.Fatalf("created root does not parse back: %v", err)
+	}
+	if _, _, err := CreateRoot(RootProfile{Subject: c.Subject, TTL: time.Hour, MaxPathLen: 0}, now); !errors.Is(err, ErrPathLenZero) {
+		t.Errorf("pathlen 0 root: got %v, want ErrPathLenZero", err)
+	}
+}
+
+// TestMintProfile checks the intermediate against Istio's contract and the profile.
+func TestMintProfile(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile(""))
+	before := time.Now()
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("east", "Example"))
+	c := b.Cert
+	if !c.IsCA || !c.BasicConstraintsValid || c.MaxPathLen != 0 || !c.MaxPathLenZero {
+		t.Errorf("basic constraints: CA=%v pathlen=%d zero=%v, want CA:true pathlen:0", c.IsCA, c.MaxPathLen, c.MaxPathLenZero)
+	}
+	if want := x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature; c.KeyUsage != want {
+		t.Errorf("key usage %b, want %b", c.KeyUsage, want)
+	}
+	if len(c.ExtKeyUsage) != 0 || len(c.UnknownExtKeyUsage) != 0 {
+		t.Errorf("EKU %v: an intermediate must carry none (istiod checks serverAuth)", c.ExtKeyUsage)
+	}
+	if len(c.DNSNames) != 1 || c.DNSNames[0] != DefaultIstiodSAN {
+		t.Errorf("SANs %v, want [%s]", c.DNSNames, DefaultIstiodSAN)
+	}
+	if c.Subject.CommonName != "Intermediate CA" || c.Subject.Organization[0] != "Example" || c.Subject.Locality[0] != "east" {
+		t.Errorf("subject %s, want O=Example, CN=Intermediate CA, L=east", c.Subject)
+	}
+	if d := c.NotAfter.Sub(before); d < DefaultIntermediateTTL-time.Minute || d > DefaultIntermediateTTL+time.Minute {
+		t.Errorf("lifetime %s, want %s", d, DefaultIntermediateTTL)
+	}
+	if c.SerialNumber.BitLen() > 128 || c.SerialNumber.BitLen() < 100 {
+		t.Errorf("serial has %d bits", c.SerialNumber.BitLen())
+	}
+	if !bytes.Equal(c.AuthorityKeyId, root.Cert.SubjectKeyId) || len(c.SubjectKeyId) == 0 {
+		t.Error("SKI/AKI missing or AKI is not the root's SKI")
+	}
+	if _, ok := b.Key.(*ecdsa.PrivateKey); !ok || DescribeKey(c.PublicKey) != "ECDSA P-256" {
+		t.Errorf("key %s, want ECDSA P-256 by default", DescribeKey(c.PublicKey))
+	}
+	if len(b.Chain) != 2 || !b.Chain[0].Equal(c) || !b.Chain[1].Equal(root.Cert) {
+		t.Error("cert-chain must be intermediate then root")
+	}
+	files, err := b.Files(FormatIstio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := Verify(files, VerifyOptions{}); len(rep.Problems) != 0 {
+		t.Errorf("minted bundle has problems: %v", rep.Problems)
+	}
+	if !bytes.HasPrefix(files[CAKeyFile], []byte("-----BEGIN EC PRIVATE KEY-----")) {
+		t.Errorf("ca-key.pem should be SEC 1 PEM")
+	}
+	if !bytes.Equal(files[CertChainFile], append(append([]byte{}, files[CACertFile]...), files[RootCertFile]...)) {
+		t.Error("cert-chain.pem != ca-cert.pem + root-cert.pem")
+	}
+}
+
+func TestMintKeyTypesAndOptions(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile(""))
+	iss := NewLocalIssuer(root)
+	for _, kt := range KeyTypes {
+		t.Run(string(kt), func(t *testing.T) {
+			if testing.Short() && (kt == RSA4096 || kt == RSA3072) {
+				t.Skip("slow key generation")
+			}
+			p := IntermediateProfile("c1", "")
+			p.KeyType = kt
+			b := mint(t, iss, p)
+			want := map[KeyType]string{ECDSAP256: "ECDSA P-256", ECDSAP384: "ECDSA P-384", RSA2048: "RSA 2048", RSA3072: "RSA 3072", RSA4096: "RSA 4096"}[kt]
+			if got := DescribeKey(b.Cert.PublicKey); got != want {
+				t.Errorf("key %s, want %s", got, want)
+			}
+			if _, ok := b.Key.(*rsa.PrivateKey); ok {
+				files, _ := b.Files(FormatIstio)
+				if !bytes.HasPrefix(files[CAKeyFile], []byte("-----BEGIN RSA PRIVATE KEY-----")) {
+					t.Error("RSA key should be PKCS #1 PEM")
+				}
+			}
+		})
+	}
+	t.Run("pathlen-1-sans-ttl", func(t *testing.T) {
+		p := IntermediateProfile("c2", "")
+		p.MaxPathLen, p.DNSNames, p.TTL = 1, []string{"a.example", "b.example"}, 48*time.Hour
+		b := mint(t, iss, p)
+		if b.Cert.MaxPathLen != 1 || strings.Join(b.Cert.DNSNames, ",") != "a.example,b.example" {
+			t.Errorf("pathlen %d SANs %v", b.Cert.MaxPathLen, b.Cert.DNSNames)
+		}
+		if d := time.Until(b.Cert.NotAfter); d > 48*time.Hour || d < 47*time.Hour {
+			t.Errorf("ttl %s", d)
+		}
+	})
+}
+
+func TestProfileValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Profile)
+		want string
+	}{
+		{"empty cluster", func(p *Profile) { p.Cluster = "" }, "cluster name is empty"},
+		{"slash in cluster", func(p *Profile) { p.Cluster = "a/b" }, "only letters"},
+		{"dot-dot", func(p *Profile) { p.Cluster = ".." }, "only letters"},
+		{"zero ttl", func(p *Profile) { p.TTL = 0 }, "ttl must be positive"},
+		{"negative pathlen", func(p *Profile) { p.MaxPathLen = -1 }, "pathlen must be 0 or more"},
+		{"bad key type", func(p *Profile) { p.KeyType = "dsa" }, "unknown key type"},
+		{"bad SAN", func(p *Profile) { p.DNSNames = []string{"http://x"} }, "is not a DNS name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := IntermediateProfile("ok", "")
+			tc.edit(&p)
+			if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestTTLBeyondRoot: never truncate silently.
+func TestTTLBeyondRoot(t *testing.T) {
+	rp := DefaultRootProfile("")
+	rp.TTL = 30 * 24 * time.Hour
+	root := newRoot(t, rp)
+	iss := NewLocalIssuer(root)
+	p := IntermediateProfile("short", "")
+	_, err := Mint(context.Background(), iss, p)
+	if !errors.Is(err, ErrTTLTruncated) || !strings.Contains(err.Error(), "root expires") {
+		t.Fatalf("got %v, want ErrTTLTruncated", err)
+	}
+	p.AllowShortTTL = true
+	b := mint(t, iss, p)
+	if !b.Cert.NotAfter.Equal(root.Cert.NotAfter) {
+		t.Errorf("with AllowShortTTL not-after = %s, want the root's %s", b.Cert.NotAfter, root.Cert.NotAfter)
+	}
+}
+
+// truncatingIssuer stands for an issuer (such as Vault) that silently cuts the TTL.
+type truncatingIssuer struct{ root *Root }
+
+func (ti truncatingIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, p Profile) (*Issued, error) {
+	p.TTL /= 2
+	return NewLocalIssuer(ti.root).Issue(ctx, csr, p)
+}
+
+// wrongIssuer returns a certificate for another key.
+type wrongIssuer struct{ root *Root }
+
+func (wi wrongIssuer) Issue(ctx context.Context, _ *x509.CertificateRequest, p Profile) (*Issued, error) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: p.Subject}, k)
+	csr, _ := x509.ParseCertificateRequest(der)
+	return NewLocalIssuer(wi.root).Issue(ctx, csr, p)
+}
+
+func TestCheckIssuedCatchesBadIssuers(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile(""))
+	p := IntermediateProfile("x", "")
+	if _, err := Mint(context.Background(), truncatingIssuer{root}, p); !errors.Is(err, ErrTTLTruncated) {
+		t.Errorf("truncated TTL: got %v, want ErrTTLTruncated", err)
+	}
+	if _, err := Mint(context.Background(), wrongIssuer{root}, p); err == nil || !strings.Contains(err.Error(), "not the CSR's") {
+		t.Errorf("wrong key: got %v", err)
+	}
+}
+
+// TestCrossClusterMTLS is the point of the product: workloads of two clusters whose
+// intermediates share a root complete mutual TLS; with different roots they do not.
+func TestCrossClusterMTLS(t *testing.T) {
+	rootA := newRoot(t, DefaultRootProfile("A"))
+	rootB := newRoot(t, DefaultRootProfile("B"))
+	east := mint(t, NewLocalIssuer(rootA), IntermediateProfile("east", ""))
+	west := mint(t, NewLocalIssuer(rootA), IntermediateProfile("west", ""))
+	pw := IntermediateProfile("west", "")
+	pw.KeyType = RSA2048 // mixed key types still interoperate
+	westRSA := mint(t, NewLocalIssuer(rootA), pw)
+	stranger := mint(t, NewLocalIssuer(rootB), IntermediateProfile("stranger", ""))
+
+	wl := func(b *Bundle, sa string) *Workload {
+		w, err := b.IssueWorkload(SPIFFEID("cluster.local", "default", sa), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e, w, wr, s := wl(east, "east"), wl(west, "west"), wl(westRSA, "west-rsa"), wl(stranger, "stranger")
+	for _, pair := range [][2]*Workload{{e, w}, {w, e}, {e, wr}, {wr, e}} {
+		if err := Handshake(ctx, pair[0], pair[1]); err != nil {
+			t.Errorf("same root: handshake %s <- %s failed: %v", pair[0].ID, pair[1].ID, err)
+		}
+	}
+	for _, pair := range [][2]*Workload{{e, s}, {s, e}} {
+		if err := Handshake(ctx, pair[0], pair[1]); err == nil {
+			t.Errorf("different roots: handshake %s <- %s succeeded", pair[0].ID, pair[1].ID)
+		} else if !strings.Contains(err.Error(), "unknown authority") && !strings.Contains(err.Error(), "bad certificate") {
+			t.Errorf("different roots: unexpected error %v", err)
+		}
+	}
+}
+
+func TestFormatsRoundTrip(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile(""))
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("c", ""))
+	for _, f := range []Format{FormatIstio, FormatTLS} {
+		files, err := b.Files(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, rep, err := ParseBundle(files, VerifyOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if rep.Format != f || !got.Cert.Equal(b.Cert) || !KeyMatches(got.Key, b.Cert.PublicKey) || len(got.Roots) != 1 || len(got.Chain) != 2 {
+			t.Errorf("%s: round trip lost something (format %s)", f, rep.Format)
+		}
+	}
+}
+
+func TestSameRoots(t *testing.T) {
+	a := &Report{RootFingerprints: []string{"a"}}
+	a2 := &Report{RootFingerprints: []string{"a"}}
+	ab := &Report{RootFingerprints: []string{"b", "a"}}
+	ba := &Report{RootFingerprints: []string{"a", "b"}}
+	if p := SameRoots([]string{"x", "y"}, []*Report{a, a2}); p != nil {
+		t.Errorf("same roots flagged: %v", p)
+	}
+	if p := SameRoots([]string{"x", "y"}, []*Report{ab, ba}); p != nil {
+		t.Errorf("same root set in another order flagged: %v", p)
+	}
+	p := SameRoots([]string{"x", "y", "z"}, []*Report{a, a2, ab})
+	if p == nil || !strings.Contains(p.Message, "z trust other roots than x") {
+		t.Errorf("different roots: got %v", p)
+	}
+}
+
+func TestParseKeyTypeAndDuration(t *testing.T) {
+	if k, err := ParseKeyType("RSA-4096"); err != nil || k != RSA4096 {
+		t.Errorf("got %v %v", k, err)
+	}
+	if _, err := ParseKeyType("rsa-1024"); err == nil || !strings.Contains(err.Error(), "want one of ecdsa-p256") {
+		t.Errorf("got %v", err)
+	}
+	for d, want := range map[time.Duration]string{25 * time.Hour: "1d1h", 90 * time.Minute: "1h30m", 5 * time.Second: "5s", -48 * time.Hour: "-2d0h"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%s) = %s, want %s", d, got, want)
+		}
+	}
+}

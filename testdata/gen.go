@@ -1,0 +1,202 @@
+//go:build ignore
+
+// gen writes the bad-input corpus under testdata/: go run testdata/gen.go
+//
+// testdata/roots/<case>/ holds a root folder (root-cert.pem, root-key.pem) and
+// testdata/bundles/<case>/ a bundle folder; each case's "want" file holds the text
+// the error must contain, or "ok" for input that must be accepted.
+package main
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+var (
+	t0   = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	long = time.Date(2125, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		log.Fatal(err)
+	}
+	return v
+}
+
+func ec() crypto.Signer  { return must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader)) }
+func keyPEM(k crypto.Signer) []byte {
+	if _, ok := k.(ed25519.PrivateKey); ok {
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: must(x509.MarshalPKCS8PrivateKey(k))})
+	}
+	return must(ca.MarshalPrivateKeyPEM(k))
+}
+func certPEM(c *x509.Certificate) []byte { return ca.EncodeCertificatesPEM(c) }
+
+type spec struct {
+	cn        string
+	ca        bool
+	pathlen   int // -1 none
+	notBefore time.Time
+	notAfter  time.Time
+	ku        x509.KeyUsage
+	eku       []x509.ExtKeyUsage
+}
+
+var serial int64
+
+func mk(s spec, key crypto.Signer, parent *x509.Certificate, parentKey crypto.Signer) *x509.Certificate {
+	serial++
+	if s.notBefore.IsZero() {
+		s.notBefore = t0
+	}
+	if s.notAfter.IsZero() {
+		s.notAfter = long
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: s.cn, Organization: []string{"meshpki test"}},
+		NotBefore: s.notBefore, NotAfter: s.notAfter, KeyUsage: s.ku, ExtKeyUsage: s.eku,
+		BasicConstraintsValid: true, IsCA: s.ca,
+	}
+	if s.ca {
+		tmpl.MaxPathLen = s.pathlen
+		tmpl.MaxPathLenZero = s.pathlen == 0
+		if tmpl.KeyUsage == 0 {
+			tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
+		}
+	} else if tmpl.KeyUsage == 0 {
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	return must(x509.ParseCertificate(must(x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey))))
+}
+
+func write(dir string, files map[string][]byte, want string) {
+	must(0, os.RemoveAll(dir))
+	must(0, os.MkdirAll(dir, 0o755))
+	for n, b := range files {
+		perm := os.FileMode(0o644)
+		if strings.Contains(n, "key") {
+			perm = 0o600
+		}
+		must(0, os.WriteFile(filepath.Join(dir, n), b, perm))
+	}
+	must(0, os.WriteFile(filepath.Join(dir, "want"), []byte(want+"\n"), 0o644))
+}
+
+func main() {
+	base := "testdata"
+	rootKey := ec()
+	root := mk(spec{cn: "Good Root", ca: true, pathlen: -1}, rootKey, nil, nil)
+	otherKey := ec()
+	other := mk(spec{cn: "Other Root", ca: true, pathlen: -1}, otherKey, nil, nil)
+
+	r := func(name string, cert, key []byte, want string) {
+		files := map[string][]byte{}
+		if cert != nil {
+			files[ca.RootCertFile] = cert
+		}
+		if key != nil {
+			files[ca.RootKeyFile] = key
+		}
+		write(filepath.Join(base, "roots", name), files, want)
+	}
+	good, goodKey := certPEM(root), keyPEM(rootKey)
+	r("ok-ecdsa", good, goodKey, "ok")
+	r("ok-crlf", []byte(strings.ReplaceAll(string(good), "\n", "\r\n")), []byte(strings.ReplaceAll(string(goodKey), "\n", "\r\n")), "ok")
+	r("ok-pkcs8-key", good, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: must(x509.MarshalPKCS8PrivateKey(rootKey))}), "ok")
+	rsaKey := must(rsa.GenerateKey(rand.Reader, 2048))
+	r("ok-rsa-pkcs1", certPEM(mk(spec{cn: "RSA Root", ca: true, pathlen: -1}, rsaKey, nil, nil)), keyPEM(rsaKey), "ok")
+
+	r("garbage-cert", []byte("this is not a certificate\n"), goodKey, "root-cert.pem: no PEM data found")
+	r("truncated-cert", good[:len(good)/2], goodKey, "root-cert.pem: no PEM data found")
+	r("empty-cert", []byte{}, goodKey, "root-cert.pem: empty")
+	r("empty-key", good, []byte("\n"), "root-key.pem: empty")
+	r("missing-key", good, nil, "root-key.pem: no such file")
+	r("der-cert", root.Raw, goodKey, "root-cert.pem: no PEM data found")
+	r("trailing-junk", append(append([]byte{}, good...), "junk after the end\n"...), goodKey, "root-cert.pem: unexpected data after certificate 1")
+	r("leading-junk", append([]byte("junk before\n"), good...), goodKey, "root-cert.pem: unexpected data before certificate 1")
+	r("two-certs", append(append([]byte{}, good...), certPEM(other)...), goodKey, "root-cert.pem: holds 2 certificates, want 1")
+	r("cert-is-key", goodKey, goodKey, `root-cert.pem: block 1 is "EC PRIVATE KEY", want CERTIFICATE`)
+	r("key-is-cert", good, good, `root-key.pem: PEM block is "CERTIFICATE", want a private key`)
+	//lint:ignore SA1019 the corpus needs a legacy encrypted key
+	encBlock := must(x509.EncryptPEMBlock(rand.Reader, "EC PRIVATE KEY", must(x509.MarshalECPrivateKey(rootKey.(*ecdsa.PrivateKey))), []byte("secret"), x509.PEMCipherAES256)) //nolint:staticcheck
+	r("encrypted-key-legacy", good, pem.EncodeToMemory(encBlock), "root-key.pem: private key is encrypted")
+	r("encrypted-key-pkcs8", good, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{0x30, 0x03, 0x02, 0x01, 0x00}}), "root-key.pem: private key is encrypted")
+	r("mismatched-key", good, keyPEM(otherKey), "root-key.pem: private key does not match the certificate")
+	r("malformed-key", good, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte("not asn1")}), "root-key.pem: malformed EC PRIVATE KEY")
+	leafKey := ec()
+	r("leaf-as-root", certPEM(mk(spec{cn: "Leaf", ca: false}, leafKey, nil, nil)), keyPEM(leafKey), "root-cert.pem: certificate is not a CA")
+	pl0Key := ec()
+	r("root-pathlen-0", certPEM(mk(spec{cn: "Pathlen0 Root", ca: true, pathlen: 0}, pl0Key, nil, nil)), keyPEM(pl0Key), "root-cert.pem: certificate has pathlen 0")
+	expKey := ec()
+	r("expired-root", certPEM(mk(spec{cn: "Expired Root", ca: true, pathlen: -1, notBefore: time.Date(2015, 1, 1, 0, 0, 0, 0, time.UTC), notAfter: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}, expKey, nil, nil)), keyPEM(expKey), "root-cert.pem: certificate has expired")
+	futKey := ec()
+	r("not-yet-valid-root", certPEM(mk(spec{cn: "Future Root", ca: true, pathlen: -1, notBefore: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)}, futKey, nil, nil)), keyPEM(futKey), "root-cert.pem: certificate is not valid yet")
+	weak := must(rsa.GenerateKey(rand.Reader, 1024))
+	r("rsa-1024-root", certPEM(mk(spec{cn: "Weak Root", ca: true, pathlen: -1}, weak, nil, nil)), keyPEM(weak), "root-cert.pem: key is too weak: RSA 1024 bits")
+	p224 := must(ecdsa.GenerateKey(elliptic.P224(), rand.Reader))
+	r("p224-root", certPEM(mk(spec{cn: "P224 Root", ca: true, pathlen: -1}, p224, nil, nil)), keyPEM(p224), "root-cert.pem: key is too weak: ECDSA P-224")
+	_, edKey, _ := ed25519.GenerateKey(rand.Reader)
+	r("ed25519-root", certPEM(mk(spec{cn: "Ed25519 Root", ca: true, pathlen: -1}, edKey, nil, nil)), keyPEM(edKey), "root-cert.pem: unsupported public key type ed25519.PublicKey")
+	intKey := ec()
+	r("intermediate-as-root", certPEM(mk(spec{cn: "Some Intermediate", ca: true, pathlen: 1}, intKey, root, rootKey)), keyPEM(intKey), "root-cert.pem: certificate is not self-signed")
+	noSignKey := ec()
+	r("ca-without-certsign", certPEM(mk(spec{cn: "No CertSign", ca: true, pathlen: -1, ku: x509.KeyUsageDigitalSignature}, noSignKey, nil, nil)), keyPEM(noSignKey), "root-cert.pem: certificate's key usage lacks keyCertSign")
+
+	// Bundles.
+	b := func(name string, files map[string][]byte, want string) { write(filepath.Join(base, "bundles", name), files, want) }
+	interKey := ec()
+	inter := mk(spec{cn: "Intermediate CA", ca: true, pathlen: 0, ku: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}, interKey, root, rootKey)
+	istio := func(cert, key, chain, roots []byte) map[string][]byte {
+		return map[string][]byte{ca.CACertFile: cert, ca.CAKeyFile: key, ca.CertChainFile: chain, ca.RootCertFile: roots}
+	}
+	ic, ik := certPEM(inter), keyPEM(interKey)
+	chain := append(append([]byte{}, ic...), good...)
+	b("ok-istio", istio(ic, ik, chain, good), "ok")
+	b("ok-tls", map[string][]byte{ca.TLSCertFile: chain, ca.TLSKeyFile: ik, ca.TLSCAFile: good}, "ok")
+	b("ok-two-roots", istio(ic, ik, chain, append(append([]byte{}, good...), certPEM(other)...)), "ok")
+	b("missing-key", map[string][]byte{ca.CACertFile: ic, ca.CertChainFile: chain, ca.RootCertFile: good}, "missing-file: ca-key.pem: missing")
+	b("missing-root", map[string][]byte{ca.CACertFile: ic, ca.CAKeyFile: ik, ca.CertChainFile: chain}, "missing-file: root-cert.pem: missing")
+	b("no-bundle-files", map[string][]byte{"README": []byte("hi")}, "missing-file: neither ca-cert.pem nor tls.crt found")
+	b("key-mismatch", istio(ic, keyPEM(otherKey), chain, good), "key-mismatch: ca-key.pem: private key does not match the certificate")
+	b("encrypted-key", istio(ic, pem.EncodeToMemory(encBlock), chain, good), "key-encrypted: ca-key.pem: private key is encrypted")
+	b("reserved-key", func() map[string][]byte { f := istio(ic, ik, chain, good); f[ca.ReservedKey] = []byte("true"); return f }(), "reserved-key: istio-generated")
+	lk := ec()
+	leaf := mk(spec{cn: "Not A CA"}, lk, root, rootKey)
+	lc := certPEM(leaf)
+	b("leaf-as-intermediate", istio(lc, keyPEM(lk), append(append([]byte{}, lc...), good...), good), "not-ca: ca-cert.pem: certificate is not a CA")
+	b("wrong-chain-order", istio(ic, ik, append(append([]byte{}, good...), ic...), good), "chain-order: cert-chain.pem: does not start with the certificate in ca-cert.pem")
+	b("other-root", istio(ic, ik, chain, certPEM(other)), "chain: ca-cert.pem: does not verify against root-cert.pem")
+	ek := ec()
+	ekuInter := mk(spec{cn: "ClientAuth-only Intermediate", ca: true, pathlen: 0, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ek, root, rootKey)
+	b("eku-client-only", istio(certPEM(ekuInter), keyPEM(ek), append(certPEM(ekuInter), good...), good), "its extended key usage excludes serverAuth")
+	xk := ec()
+	expInter := mk(spec{cn: "Expired Intermediate", ca: true, pathlen: 0, notBefore: time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC), notAfter: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)}, xk, root, rootKey)
+	b("expired-intermediate", istio(certPEM(expInter), keyPEM(xk), append(certPEM(expInter), good...), good), "validity: ca-cert.pem: certificate has expired")
+	wk := must(rsa.GenerateKey(rand.Reader, 1024))
+	weakInter := mk(spec{cn: "Weak Intermediate", ca: true, pathlen: 0}, wk, root, rootKey)
+	b("rsa-1024-intermediate", istio(certPEM(weakInter), keyPEM(wk), append(certPEM(weakInter), good...), good), "key-strength: ca-cert.pem: key is too weak: RSA 1024 bits")
+	b("root-not-self-signed", istio(ic, ik, append(append([]byte{}, ic...), ic...), ic), "root: root-cert.pem: root 1 (CN=Intermediate CA,O=meshpki test): certificate is not self-signed")
+	b("empty-chain", istio(ic, ik, []byte{}, good), "parse: cert-chain.pem: empty")
+	b("two-certs-in-ca-cert", istio(chain, ik, chain, good), "parse: ca-cert.pem: holds 2 certificates, want 1")
+	b("truncated-root", istio(ic, ik, chain, good[:len(good)-40]), "parse: root-cert.pem: no PEM data found")
+	log.Print("corpus written")
+}
