@@ -44,7 +44,9 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 		return nil, fmt.Errorf("cluster %s: issuer returned a bad certificate: %w", p.Cluster, err)
 	}
 	b := NewBundle(key, iss2)
-	if err := b.Check(VerifyOptions{}).Err(); err != nil {
+	rep := &Report{Format: FormatIstio}
+	b.check(rep, layoutOf(FormatIstio), VerifyOptions{}, true)
+	if err := rep.Err(); err != nil {
 		return nil, fmt.Errorf("cluster %s: minted bundle fails verification: %w", p.Cluster, err)
 	}
 	return b, nil
@@ -52,7 +54,7 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 
 // CheckIssued checks an Issuer's answer for csr against p, asked for at time asked:
 // the certificate carries the CSR's key and subject, is a CA with p's pathlen, is
-// signed by the first root, and lasts for p.TTL (unless p.AllowShortTTL) — issuers
+// and lasts for p.TTL (unless p.AllowShortTTL) — issuers
 // such as Vault silently cut a TTL at the root's expiry.
 func CheckIssued(iss *Issued, csr *x509.CertificateRequest, p Profile, asked time.Time) error {
 	c := iss.Cert
@@ -71,13 +73,7 @@ func CheckIssued(iss *Issued, csr *x509.CertificateRequest, p Profile, asked tim
 	if c.MaxPathLen != p.MaxPathLen || (p.MaxPathLen == 0 && !c.MaxPathLenZero) {
 		return fmt.Errorf("pathlen is %s, asked for %d", describePathLen(c), p.MaxPathLen)
 	}
-	issuer := iss.Roots[0]
-	if len(iss.Chain) > 0 {
-		issuer = iss.Chain[0]
-	}
-	if err := c.CheckSignatureFrom(issuer); err != nil {
-		return fmt.Errorf("not signed by its issuer %s: %w", issuer.Subject, err)
-	}
+	// The signature itself is checked once, by the chain verification Mint runs next.
 	// One minute of slack for issuers that round times.
 	if want := asked.Add(p.TTL).Add(-time.Minute); c.NotAfter.Before(want) && !p.AllowShortTTL {
 		return fmt.Errorf("%w: certificate ends %s, asked for %s (ttl %s); the issuer cut it short",

@@ -35,6 +35,7 @@ type intermediateCreateOptions struct {
 	Force       bool
 	Concurrency int
 	Output      string
+	Store       *bundleStore // --store-bundles; nil without it
 }
 
 func intermediateCreateCommand(e *env) *cli.Command {
@@ -52,8 +53,9 @@ func intermediateCreateCommand(e *env) *cli.Command {
 		&cli.StringFlag{Name: "format", Value: string(ca.FormatIstio), Usage: "bundle files: istio (ca-cert.pem, ...) or tls (tls.crt, tls.key, ca.crt)"},
 		&cli.BoolFlag{Name: "allow-short-ttl", Usage: "accept a life cut short by the root's expiry instead of failing"},
 		&cli.BoolFlag{Name: "force", Usage: "replace existing bundle folders (each is kept as <cluster>.bak-<time>)"},
-		&cli.IntFlag{Name: "concurrency", Value: runtime.GOMAXPROCS(0) * 4, Usage: "clusters minted and written at once"},
+		&cli.IntFlag{Name: "concurrency", Value: runtime.GOMAXPROCS(0), Usage: "clusters minted and written at once"},
 		outputFlag(),
+		storeBundlesFlag(),
 	)
 	return &cli.Command{
 		Name:  "create",
@@ -84,6 +86,10 @@ func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error)
 		return nil, err
 	}
 	root, err := parseRootSource(c)
+	if err != nil {
+		return nil, err
+	}
+	store, err := parseStoreBundles(c, root)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +161,7 @@ func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error)
 	}
 	return &intermediateCreateOptions{
 		Root: root, Out: c.String("out"), Profiles: profiles, Format: format,
-		Force: c.Bool("force"), Concurrency: c.Int("concurrency"), Output: output,
+		Force: c.Bool("force"), Concurrency: c.Int("concurrency"), Output: output, Store: store,
 	}, nil
 }
 
@@ -207,12 +213,17 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	if err != nil {
 		return err
 	}
+	if err := o.Store.preflight(c.Context, e, o.Profiles); err != nil {
+		return err
+	}
 	if strings.HasPrefix(string(o.Profiles[0].KeyType), "rsa") && len(o.Profiles) > 1 {
 		e.log.Info("generating RSA keys: this takes a while", "clusters", len(o.Profiles), "type", o.Profiles[0].KeyType)
 	}
 	prog := newProgress(e, "minted", len(o.Profiles))
 	results := make([]mintResult, len(o.Profiles))
-	now := time.Now()
+	// Bundles are staged in temporary folders as they are minted, then made durable
+	// with one file-system sync and renamed into place together.
+	batch := ca.NewBatch(ca.WriteOptions{Force: o.Force, Now: time.Now()})
 	errs := ca.MintEach(c.Context, iss, o.Profiles, o.Concurrency, func(i int, b *ca.Bundle, err error) error {
 		p := o.Profiles[i]
 		dir := filepath.Join(o.Out, p.Cluster)
@@ -221,7 +232,9 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 		if err == nil {
 			var files map[string][]byte
 			if files, err = b.Files(o.Format); err == nil {
-				r.Backup, err = ca.WriteDir(dir, files, ca.WriteOptions{Force: o.Force, Now: now, NoSyncParent: true})
+				if err = o.Store.store(c.Context, p.Cluster, files); err == nil {
+					err = batch.Stage(dir, files)
+				}
 			}
 		}
 		if err != nil {
@@ -233,9 +246,12 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 		return nil
 	})
 	prog.finish()
-	var syncErr error
-	if _, err := os.Stat(o.Out); err == nil { // absent when nothing was written
-		syncErr = ca.SyncDir(o.Out)
+	backups, commitErrs := batch.Commit()
+	for i := range results {
+		if err := commitErrs[results[i].Dir]; err != nil && errs[i] == nil {
+			errs[i] = err
+		}
+		results[i].Backup = backups[results[i].Dir]
 	}
 	var nfail int
 	for i, err := range errs {
@@ -260,9 +276,6 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 			}
 			fmt.Fprintln(e.stdout)
 		}
-	}
-	if syncErr != nil {
-		return failed(syncErr)
 	}
 	if nfail > 0 {
 		var ee *exitError

@@ -29,30 +29,46 @@ type rootCreateOptions struct {
 	Out     string
 	Profile ca.RootProfile
 	Output  string
+	// Vault is set instead of Out for a root in Vault (rootvault.go).
+	Vault *rootVaultTarget
 }
 
 func rootCreateCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "create",
-		Usage: "create a self-signed root CA in a folder",
+		Usage: "create a self-signed root CA in a folder, a Vault PKI mount or a Vault KV secret",
 		Description: `Writes DIR/root-cert.pem and DIR/root-key.pem (0600, folder 0700). An existing root
 in DIR is never overwritten.
 
+With --vault-pki MOUNT the root is generated inside Vault (MOUNT/root/generate/internal):
+its key never leaves Vault. --enable-mount mounts a PKI engine at MOUNT first if none is
+there. A mount that already holds a root is refused (name a new issuer with
+--vault-issuer to add a second root, e.g. for a root rotation).
+With --vault-kv MOUNT/PATH the root is generated locally and stored in a KV v2 secret
+(fields certificate and private_key) with check-and-set, so an existing secret is never
+overwritten; the key touches no disk. Vault is reached through VAULT_ADDR, VAULT_TOKEN
+and the --vault-* flags (see docs/vault.md).
+
 Examples:
    meshpki root create --out root
-   meshpki root create --out root --key-type rsa-4096 --org "Example Corp" --ttl 7300d`,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to", Required: true},
+   meshpki root create --out root --key-type rsa-4096 --org "Example Corp" --ttl 7300d
+   meshpki root create --vault-pki pki-mesh --enable-mount --ttl 3650d
+   meshpki root create --vault-kv secret/meshpki/root`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to (or use --vault-pki / --vault-kv)"},
 			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
 			&cli.StringFlag{Name: "common-name", Value: "Root CA", Usage: "subject CN"},
 			&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O"},
 			&cli.StringFlag{Name: "ttl", Value: "87600h", Usage: "lifetime (Go duration, or days: 3650d)"},
 			outputFlag(),
-		},
+		}, rootVaultFlags()...),
 		Action: action(func(c *cli.Context) error {
 			opts, err := parseRootCreate(c)
 			if err != nil {
 				return err
+			}
+			if opts.Vault != nil {
+				return runRootCreateVault(c.Context, e, opts)
 			}
 			return runRootCreate(e, opts)
 		}),
@@ -81,11 +97,18 @@ func parseRootCreate(c *cli.Context) (*rootCreateOptions, error) {
 	p := ca.DefaultRootProfile(c.String("org"))
 	p.Subject = pkix.Name{CommonName: c.String("common-name"), Organization: []string{c.String("org")}}
 	p.KeyType, p.TTL = kt, ttl
-	return &rootCreateOptions{Out: c.String("out"), Profile: p, Output: out}, nil
+	vt, err := parseRootVault(c)
+	if err != nil {
+		return nil, err
+	}
+	return &rootCreateOptions{Out: c.String("out"), Profile: p, Output: out, Vault: vt}, nil
 }
 
 type rootResult struct {
-	Dir         string    `json:"dir"`
+	Dir         string    `json:"dir,omitempty"`
+	VaultPKI    string    `json:"vaultPKI,omitempty"`
+	IssuerID    string    `json:"vaultIssuerId,omitempty"`
+	VaultKV     string    `json:"vaultKV,omitempty"`
 	Subject     string    `json:"subject"`
 	KeyType     string    `json:"keyType"`
 	NotAfter    time.Time `json:"notAfter"`

@@ -3,39 +3,271 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/hashicorp/vault/api"
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/vault"
 )
 
-// rootSourceFlags are the flags that choose where the root lives.
+// Flag categories in help output.
+const (
+	catRoot  = "Root source"
+	catVault = "Vault connection"
+)
+
+// rootSourceFlags are the flags that choose where the root lives: a folder, a Vault
+// PKI mount or a Vault KV v2 secret, and how to reach Vault.
 func rootSourceFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "root-dir", Category: catRoot, Usage: "folder holding root-cert.pem and root-key.pem, e.g. --root-dir root"},
+		&cli.StringFlag{Name: "vault-pki", Category: catRoot, Usage: "Vault PKI mount whose root signs the intermediates (the root key never leaves Vault), e.g. --vault-pki pki"},
+		&cli.StringFlag{Name: "vault-issuer", Category: catRoot, Usage: "with --vault-pki: issuer name or ID to sign with instead of the mount's default, e.g. --vault-issuer mesh-root"},
+		&cli.StringFlag{Name: "vault-kv", Category: catRoot, Usage: "Vault KV v2 secret holding the root (fields certificate, private_key), as MOUNT/PATH, e.g. --vault-kv secret/meshpki/root"},
+	}, vaultConnFlags()...)
+}
+
+// vaultConnFlags say how to reach and log in to Vault. Secrets never come from argv:
+// the token from VAULT_TOKEN, --vault-token-file or ~/.vault-token, the AppRole secret
+// ID from VAULT_SECRET_ID or --vault-secret-id-file.
+func vaultConnFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "root-dir", Usage: "folder holding root-cert.pem and root-key.pem"},
+		&cli.StringFlag{Name: "vault-addr", Category: catVault, EnvVars: []string{"VAULT_ADDR"}, Usage: "Vault's URL, e.g. --vault-addr https://vault.example.com:8200"},
+		&cli.StringFlag{Name: "vault-namespace", Category: catVault, EnvVars: []string{"VAULT_NAMESPACE"}, Usage: "Vault Enterprise namespace, e.g. --vault-namespace mesh"},
+		&cli.StringFlag{Name: "vault-ca-cert", Category: catVault, EnvVars: []string{"VAULT_CACERT"}, Usage: "PEM file with the CA that signed Vault's TLS certificate, e.g. --vault-ca-cert /etc/vault/ca.pem"},
+		&cli.StringFlag{Name: "vault-ca-path", Category: catVault, EnvVars: []string{"VAULT_CAPATH"}, Usage: "folder of PEM CA files for Vault's TLS certificate, e.g. --vault-ca-path /etc/vault/cas"},
+		&cli.BoolFlag{Name: "vault-skip-verify", Category: catVault, EnvVars: []string{"VAULT_SKIP_VERIFY"}, Usage: "do not verify Vault's TLS certificate (dangerous: anyone on the path could sign your mesh's CAs)"},
+		&cli.StringFlag{Name: "vault-auth", Category: catVault, Value: string(vault.AuthToken), Usage: "login method: token (VAULT_TOKEN, --vault-token-file or ~/.vault-token), approle or kubernetes, e.g. --vault-auth approle"},
+		&cli.StringFlag{Name: "vault-auth-mount", Category: catVault, Usage: "mount path of the auth method (default: approle or kubernetes), e.g. --vault-auth-mount k8s-east"},
+		&cli.StringFlag{Name: "vault-token-file", Category: catVault, Usage: "file holding the Vault token (instead of VAULT_TOKEN), e.g. --vault-token-file /run/secrets/vault-token"},
+		&cli.StringFlag{Name: "vault-role-id-file", Category: catVault, Usage: "approle: file holding the role ID (or set VAULT_ROLE_ID), e.g. --vault-role-id-file /run/secrets/role-id"},
+		&cli.StringFlag{Name: "vault-secret-id-file", Category: catVault, Usage: "approle: file holding the secret ID (or set VAULT_SECRET_ID), e.g. --vault-secret-id-file /run/secrets/secret-id"},
+		&cli.StringFlag{Name: "vault-role", Category: catVault, Usage: "kubernetes: the Vault role to log in as, e.g. --vault-role meshpki"},
+		&cli.StringFlag{Name: "vault-sa-token-file", Category: catVault, Value: vault.DefaultServiceAccountTokenFile, Usage: "kubernetes: the service-account token to log in with"},
+		&cli.DurationFlag{Name: "vault-timeout", Category: catVault, Value: vault.DefaultTimeout, Usage: "time limit of one request to Vault, e.g. --vault-timeout 10s"},
+		&cli.IntFlag{Name: "vault-retries", Category: catVault, Value: vault.DefaultRetries, Usage: "retries (with backoff) of a request that timed out or got a 5xx or 429; 0 disables them"},
 	}
 }
 
-// rootSource is where the root lives, after flag parsing.
+// rootSource is where the root lives, after flag parsing: exactly one of Dir,
+// VaultPKI and VaultKV is set.
 type rootSource struct {
 	Dir string
+	// VaultPKI is a PKI mount; VaultIssuer an issuer in it (empty: the default).
+	VaultPKI    string
+	VaultIssuer string
+	// VaultKV is a KV v2 secret holding the root.
+	VaultKV *vault.KVPath
+	// Vault connects to Vault; nil unless a Vault flag needs it.
+	Vault *vaultConn
 }
 
 func parseRootSource(c *cli.Context) (rootSource, error) {
-	s := rootSource{Dir: c.String("root-dir")}
-	if s.Dir == "" {
-		return s, inputError(errors.New("no root given: pass --root-dir DIR"))
+	s := rootSource{Dir: c.String("root-dir"), VaultPKI: strings.Trim(c.String("vault-pki"), "/"), VaultIssuer: c.String("vault-issuer")}
+	n := 0
+	for _, f := range []string{"root-dir", "vault-pki", "vault-kv"} {
+		if c.String(f) != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return s, inputError(errors.New("no root given: pass --root-dir DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH"))
+	case n > 1:
+		return s, inputError(errors.New("pass only one of --root-dir, --vault-pki and --vault-kv"))
+	case s.VaultIssuer != "" && s.VaultPKI == "":
+		return s, inputError(errors.New("--vault-issuer needs --vault-pki"))
+	}
+	if kv := c.String("vault-kv"); kv != "" {
+		k, err := vault.ParseKVPath(kv)
+		if err != nil {
+			return s, inputError(fmt.Errorf("--vault-kv: %w", err))
+		}
+		s.VaultKV = &k
+	}
+	if s.VaultPKI != "" || s.VaultKV != nil {
+		v, err := parseVaultConn(c)
+		if err != nil {
+			return s, err
+		}
+		s.Vault = v
 	}
 	return s, nil
 }
 
-// issuer opens the root source. Errors reading the root are bad input (exit 2).
-func (s rootSource) issuer(_ context.Context, e *env) (ca.Issuer, error) {
+// issuer opens the root source, and for Vault connects, logs in and checks that
+// the mount, issuer or secret is there and usable, all before anything is minted.
+// Errors reading the root are bad input (exit 2); Vault being unreachable, sealed or
+// refusing is a failure (exit 1).
+func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
+	switch {
+	case s.VaultPKI != "":
+		client, err := s.Vault.connect(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		iss, err := vault.NewPKIIssuer(ctx, client.Logical(), s.VaultPKI, s.VaultIssuer)
+		if err != nil {
+			return nil, vaultError(err)
+		}
+		e.log.Debug("Vault PKI issuer ready", "signPath", iss.SignPath(), "issuer", iss.IssuerCert().Subject.String(), "notAfter", iss.IssuerCert().NotAfter)
+		return iss, nil
+	case s.VaultKV != nil:
+		client, err := s.Vault.connect(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		root, err := vault.LoadRootKV(ctx, client.Logical(), *s.VaultKV, time.Now())
+		if err != nil {
+			return nil, vaultError(err)
+		}
+		e.log.Debug("root loaded from Vault KV", "path", s.VaultKV.String(), "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
+		return ca.NewLocalIssuer(root), nil
+	}
 	root, err := ca.ReadRootDir(s.Dir, time.Now())
 	if err != nil {
 		return nil, inputError(err)
 	}
 	e.log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
 	return ca.NewLocalIssuer(root), nil
+}
+
+// vaultConn is a Vault connection from flags and the standard environment, opened
+// (and logged in) once, on first use.
+type vaultConn struct {
+	cfg       vault.Config
+	tokenFrom string
+	client    *api.Client
+}
+
+// parseVaultConn fills a vault.Config from flags, which override VAULT_ADDR,
+// VAULT_CACERT, VAULT_CAPATH, VAULT_NAMESPACE and VAULT_SKIP_VERIFY, and reads the
+// credentials of the chosen login method from files or the environment, never argv.
+func parseVaultConn(c *cli.Context) (*vaultConn, error) {
+	auth, err := vault.ParseAuthMethod(c.String("vault-auth"))
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--vault-auth: %w", err))
+	}
+	v := &vaultConn{cfg: vault.Config{
+		Address:    c.String("vault-addr"),
+		Namespace:  c.String("vault-namespace"),
+		CACert:     c.String("vault-ca-cert"),
+		CAPath:     c.String("vault-ca-path"),
+		SkipVerify: c.Bool("vault-skip-verify"),
+		Auth:       auth,
+		AuthMount:  c.String("vault-auth-mount"),
+		Timeout:    c.Duration("vault-timeout"),
+		Retries:    c.Int("vault-retries"),
+	}}
+	if v.cfg.Address == "" {
+		return nil, inputError(errors.New("no Vault address: set VAULT_ADDR or pass --vault-addr URL"))
+	}
+	if v.cfg.Timeout <= 0 {
+		return nil, inputError(fmt.Errorf("--vault-timeout must be positive, got %s", v.cfg.Timeout))
+	}
+	switch r := c.Int("vault-retries"); {
+	case r < 0:
+		return nil, inputError(fmt.Errorf("--vault-retries must be 0 or more, got %d", r))
+	case r == 0:
+		v.cfg.Retries = -1 // the library's "none"
+	}
+	switch auth {
+	case vault.AuthToken:
+		if err := v.readToken(c.String("vault-token-file")); err != nil {
+			return nil, err
+		}
+	case vault.AuthAppRole:
+		v.cfg.RoleIDFile = c.String("vault-role-id-file")
+		if v.cfg.RoleIDFile == "" {
+			v.cfg.RoleID = os.Getenv("VAULT_ROLE_ID")
+		}
+		v.cfg.SecretIDFile = c.String("vault-secret-id-file")
+		if v.cfg.SecretIDFile == "" {
+			v.cfg.SecretID = os.Getenv("VAULT_SECRET_ID")
+		}
+		if v.cfg.RoleID == "" && v.cfg.RoleIDFile == "" {
+			return nil, inputError(errors.New("--vault-auth approle needs a role ID: pass --vault-role-id-file FILE or set VAULT_ROLE_ID"))
+		}
+		if v.cfg.SecretID == "" && v.cfg.SecretIDFile == "" {
+			return nil, inputError(errors.New("--vault-auth approle needs a secret ID: pass --vault-secret-id-file FILE or set VAULT_SECRET_ID (never on the command line)"))
+		}
+	case vault.AuthKubernetes:
+		v.cfg.Role = c.String("vault-role")
+		v.cfg.ServiceAccountTokenFile = c.String("vault-sa-token-file")
+		if v.cfg.Role == "" {
+			return nil, inputError(errors.New("--vault-auth kubernetes needs --vault-role ROLE"))
+		}
+	}
+	return v, nil
+}
+
+// readToken takes the token from file, else VAULT_TOKEN, else ~/.vault-token (where
+// `vault login` keeps it).
+func (v *vaultConn) readToken(file string) error {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return inputError(fmt.Errorf("--vault-token-file: %w", err))
+		}
+		if v.cfg.Token = strings.TrimSpace(string(b)); v.cfg.Token == "" {
+			return inputError(fmt.Errorf("--vault-token-file: %s is empty", file))
+		}
+		v.tokenFrom = file
+		return nil
+	}
+	if t := os.Getenv("VAULT_TOKEN"); t != "" {
+		v.cfg.Token, v.tokenFrom = t, "VAULT_TOKEN"
+		return nil
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		f := filepath.Join(home, ".vault-token")
+		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) != "" {
+			v.cfg.Token, v.tokenFrom = strings.TrimSpace(string(b)), f
+			return nil
+		}
+	}
+	return inputError(errors.New("no Vault token: set VAULT_TOKEN, pass --vault-token-file FILE, log in with `vault login`, or use --vault-auth approle|kubernetes"))
+}
+
+// connect opens the connection on first use: reachability, TLS, seal status and login
+// are all checked here, before anything is minted or written.
+func (v *vaultConn) connect(ctx context.Context, e *env) (*api.Client, error) {
+	if v.client != nil {
+		return v.client, nil
+	}
+	if v.cfg.SkipVerify {
+		e.log.Warn("Vault's TLS certificate is not verified (VAULT_SKIP_VERIFY / --vault-skip-verify): anyone on the network path can impersonate Vault", "addr", v.cfg.Address)
+	}
+	e.log.Debug("connecting to Vault", "addr", v.cfg.Address, "auth", v.cfg.Auth, "token", v.tokenFrom, "namespace", v.cfg.Namespace)
+	client, err := vault.NewClient(ctx, v.cfg)
+	if err != nil {
+		return nil, vaultError(err)
+	}
+	v.client = client
+	return client, nil
+}
+
+// vaultError gives a Vault error its exit code: a wrong mount, issuer, path or stored
+// root is bad input (2), like a wrong --root-dir; Vault unreachable, sealed, refusing
+// the login or a capability, or failing is a failed operation (1).
+func vaultError(err error) error {
+	var ve *vault.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled):
+		return failed(err)
+	case !errors.As(err, &ve):
+		return inputError(err) // settings: address, files, names
+	case errors.Is(err, vault.ErrMountNotFound), errors.Is(err, vault.ErrIssuerNotFound),
+		errors.Is(err, vault.ErrSecretNotFound), errors.Is(err, vault.ErrMalformed), errors.Is(err, vault.ErrExists):
+		return inputError(err)
+	}
+	return failed(err)
 }
