@@ -39,7 +39,7 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func ec() crypto.Signer  { return must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader)) }
+func ec() crypto.Signer { return must(ecdsa.GenerateKey(elliptic.P256(), rand.Reader)) }
 func keyPEM(k crypto.Signer) []byte {
 	if _, ok := k.(ed25519.PrivateKey); ok {
 		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: must(x509.MarshalPKCS8PrivateKey(k))})
@@ -162,7 +162,9 @@ func main() {
 	r("ca-without-certsign", certPEM(mk(spec{cn: "No CertSign", ca: true, pathlen: -1, ku: x509.KeyUsageDigitalSignature}, noSignKey, nil, nil)), keyPEM(noSignKey), "root-cert.pem: certificate's key usage lacks keyCertSign")
 
 	// Bundles.
-	b := func(name string, files map[string][]byte, want string) { write(filepath.Join(base, "bundles", name), files, want) }
+	b := func(name string, files map[string][]byte, want string) {
+		write(filepath.Join(base, "bundles", name), files, want)
+	}
 	interKey := ec()
 	inter := mk(spec{cn: "Intermediate CA", ca: true, pathlen: 0, ku: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}, interKey, root, rootKey)
 	istio := func(cert, key, chain, roots []byte) map[string][]byte {
@@ -178,7 +180,11 @@ func main() {
 	b("no-bundle-files", map[string][]byte{"README": []byte("hi")}, "missing-file: neither ca-cert.pem nor tls.crt found")
 	b("key-mismatch", istio(ic, keyPEM(otherKey), chain, good), "key-mismatch: ca-key.pem: private key does not match the certificate")
 	b("encrypted-key", istio(ic, pem.EncodeToMemory(encBlock), chain, good), "key-encrypted: ca-key.pem: private key is encrypted")
-	b("reserved-key", func() map[string][]byte { f := istio(ic, ik, chain, good); f[ca.ReservedKey] = []byte("true"); return f }(), "reserved-key: istio-generated")
+	b("reserved-key", func() map[string][]byte {
+		f := istio(ic, ik, chain, good)
+		f[ca.ReservedKey] = []byte("true")
+		return f
+	}(), "reserved-key: istio-generated")
 	lk := ec()
 	leaf := mk(spec{cn: "Not A CA"}, lk, root, rootKey)
 	lc := certPEM(leaf)
