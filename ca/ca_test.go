@@ -318,3 +318,30 @@ func TestParseKeyTypeAndDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestRenewBefore(t *testing.T) {
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	cert := &x509.Certificate{NotBefore: now.Add(-300 * 24 * time.Hour), NotAfter: now.Add(65 * 24 * time.Hour)} // 365d life, 65d left
+	for _, tc := range []struct {
+		in  string
+		due bool
+	}{
+		{"15%", false}, {"20%", true}, {"720h", false}, {"90d", true}, {"65d1h", true}, {"64d", false},
+	} {
+		rb, err := ParseRenewBefore(tc.in)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if due, left := rb.Due(cert, now); due != tc.due || left != 65*24*time.Hour {
+			t.Errorf("%s: due=%v left=%s, want due=%v", tc.in, due, left, tc.due)
+		}
+	}
+	if due, _ := DefaultRenewBefore.Due(cert, now); !due {
+		t.Error("65 of 365 days left is under the default third of the lifetime: want due")
+	}
+	for _, bad := range []string{"", "0%", "150%", "soon", "-5h", "d"} {
+		if _, err := ParseRenewBefore(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

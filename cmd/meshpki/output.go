@@ -6,11 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
 	"golang.org/x/term"
 )
 
@@ -91,29 +92,11 @@ func (p *progress) finish() {
 	}
 }
 
-// parseDuration accepts Go durations plus a "d" suffix for days ("365d", "90d12h").
+// parseDuration reads a duration flag: Go durations plus a "d" suffix for days.
 func parseDuration(flag, s string) (time.Duration, error) {
-	orig := s
-	var days time.Duration
-	if i := strings.Index(s, "d"); i > 0 {
-		var n int
-		if _, err := fmt.Sscanf(s[:i], "%d", &n); err != nil || fmt.Sprint(n) != s[:i] {
-			return 0, inputError(fmt.Errorf("--%s: bad duration %q (e.g. 8760h, 365d, 90d12h)", flag, orig))
-		}
-		days = time.Duration(n) * 24 * time.Hour
-		s = s[i+1:]
-	}
-	var rest time.Duration
-	if s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, inputError(fmt.Errorf("--%s: bad duration %q (e.g. 8760h, 365d, 90d12h)", flag, orig))
-		}
-		rest = d
-	}
-	d := days + rest
-	if d <= 0 {
-		return 0, inputError(fmt.Errorf("--%s: duration must be positive, got %q", flag, orig))
+	d, err := ca.ParseDuration(s)
+	if err != nil {
+		return 0, inputError(fmt.Errorf("--%s: %w", flag, err))
 	}
 	return d, nil
 }
