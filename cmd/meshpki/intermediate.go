@@ -69,7 +69,9 @@ Nothing is written if any bundle folder exists already, unless --force.
 Examples:
    meshpki intermediate create --root-dir root --cluster east --cluster west --out bundles
    meshpki intermediate create --root-dir root --clusters-from clusters.txt --out bundles --key-type rsa-4096
-   meshpki intermediate create --root-dir root --cluster east --out bundles --force --ttl 90d`,
+   meshpki intermediate create --root-dir root --cluster east --out bundles --force --ttl 90d
+   meshpki intermediate create --vault-pki pki --cluster east --cluster west --out bundles
+   meshpki intermediate create --vault-kv secret/meshpki/root --cluster east --out bundles --store-bundles secret/meshpki/bundles`,
 		Flags: flags,
 		Action: action(func(c *cli.Context) error {
 			o, err := parseIntermediateCreate(c)
