@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// installOptions is "install" after flag parsing.
+type installOptions struct {
+	Clusters clusterOptions
+	Bundles  string
+	Install  k8s.InstallOptions
+	Output   string
+}
+
+func installCommand(e *env) *cli.Command {
+	flags := append(clusterFlags(true),
+		&cli.StringFlag{Name: "bundles", Usage: "folder holding one bundle folder per cluster (DIR/<cluster>/), as intermediate create writes it", Required: true},
+		&cli.BoolFlag{Name: "dry-run", Usage: "send every write as a server-side dry run and print what would change; nothing is stored"},
+		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod (kubectl rollout restart) where cacerts changed: Istio before 1.19, or a switch from istiod's self-signed CA"},
+		&cli.BoolFlag{Name: "allow-new-root", Usage: "install a bundle whose roots differ from those installed (a root change breaks cross-cluster mTLS: prefer a root rotation)"},
+		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all (and needs no list/delete permission)"},
+		outputFlag(),
+	)
+	return &cli.Command{
+		Name:  "install",
+		Usage: "install each cluster's bundle as Secret cacerts, in every cluster at once",
+		Description: `For every chosen kubeconfig context, installs the bundle folder DIR/<cluster>/ as
+Secret cacerts in the namespace (istio-system), clusters in parallel:
+
+  - the bundle is verified as istiod would before anything is sent, and all bundles
+    must trust the same roots;
+  - the namespace is created if it is missing;
+  - an identical cacerts is left alone ("unchanged": nothing is written);
+  - a bundle whose roots differ from the installed cacerts' roots is refused unless
+    --allow-new-root;
+  - the installed cacerts is first copied to cacerts-backup-<UTC time> (the newest
+    --keep-backups are kept), then updated with its resourceVersion as
+    precondition; if someone else changed it meanwhile, meshpki reads it again and
+    decides again;
+  - the key istio-generated (istiod's self-signed CA marker) is never written.
+
+A cluster is named after its context (map it with --cluster CTX=NAME). Progress goes
+to stderr, one line per cluster; the result to stdout. Key material is never printed.
+
+Exit status: 0 when every cluster succeeded, 1 when any failed (the others still
+ran), 2 on bad usage or input (flags, kubeconfig, bundles).
+
+Examples:
+   meshpki install --bundles bundles --all-contexts
+   meshpki install --bundles bundles --context east --context west --dry-run
+   meshpki install --bundles bundles --context gke_prod_europe-west1_mesh --cluster gke_prod_europe-west1_mesh=eu
+   KUBECONFIG=east.yaml:west.yaml meshpki install --bundles bundles --all-contexts --output json`,
+		Flags: flags,
+		Action: action(func(c *cli.Context) error {
+			o, err := parseInstall(c, e)
+			if err != nil {
+				return err
+			}
+			return runInstall(c.Context, e, o)
+		}),
+	}
+}
+
+func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	cl, err := parseClusterFlags(c, e)
+	if err != nil {
+		return nil, err
+	}
+	out, err := outputFormat(c)
+	if err != nil {
+		return nil, err
+	}
+	keep := c.Int("keep-backups")
+	switch {
+	case keep < -1:
+		return nil, inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
+	case keep == 0:
+		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
+	}
+	st, err := os.Stat(c.String("bundles"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, inputError(fmt.Errorf("--bundles %s: no such folder", c.String("bundles")))
+		}
+		return nil, inputError(err)
+	}
+	if !st.IsDir() {
+		return nil, inputError(fmt.Errorf("--bundles %s: not a folder", c.String("bundles")))
+	}
+	return &installOptions{
+		Clusters: cl,
+		Bundles:  c.String("bundles"),
+		Install: k8s.InstallOptions{
+			Namespace:     cl.Namespace,
+			DryRun:        c.Bool("dry-run"),
+			AllowNewRoot:  c.Bool("allow-new-root"),
+			RestartIstiod: c.Bool("restart-istiod"),
+			KeepBackups:   keep,
+		},
+		Output: out,
+	}, nil
+}
+
+// installEntry is one cluster's line of install's result.
+type installEntry struct {
+	*k8s.InstallResult
+	Error string `json:"error,omitempty"`
+}
+
+type installReport struct {
+	OK       bool           `json:"ok"`
+	DryRun   bool           `json:"dryRun"`
+	Clusters []installEntry `json:"clusters"`
+}
+
+// readBundles reads DIR/<cluster>/ for every cluster. A missing or unreadable
+// folder fails that cluster alone (errs[i]); bundles that verify but trust different
+// roots are refused as a whole: a mesh needs one root.
+func readBundles(dir string, clusters []*k8s.Cluster) ([]map[string][]byte, []error, error) {
+	files := make([]map[string][]byte, len(clusters))
+	errs := make([]error, len(clusters))
+	var names []string
+	var reps []*ca.Report
+	for i, cl := range clusters {
+		d := filepath.Join(dir, cl.Name)
+		f, err := ca.ReadDir(d)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("no bundle folder %s (mint one: meshpki intermediate create --cluster %s --out %s)", d, cl.Name, dir)
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("cluster %s: %w", cl.Name, err)
+			continue
+		}
+		files[i] = f
+		if rep := ca.Verify(f, ca.VerifyOptions{}); rep.OK() {
+			names, reps = append(names, cl.Name), append(reps, rep)
+		}
+	}
+	if p := ca.SameRoots(names, reps); p != nil {
+		return nil, nil, fmt.Errorf("bundles in %s: %s; nothing was installed", dir, p.Message)
+	}
+	return files, errs, nil
+}
+
+func runInstall(ctx context.Context, e *env, o *installOptions) error {
+	clusters, err := o.Clusters.loadClusters()
+	if err != nil {
+		return err
+	}
+	bundles, readErrs, err := readBundles(o.Bundles, clusters)
+	if err != nil {
+		return inputError(err)
+	}
+	index := map[*k8s.Cluster]int{}
+	for i, cl := range clusters {
+		index[cl] = i
+	}
+	verb := "install"
+	if o.Install.DryRun {
+		verb = "install (dry run)"
+	}
+	prog := newProgress(e, verb, len(clusters))
+	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.InstallResult, error) {
+		i := index[cl]
+		if readErrs[i] != nil {
+			return &k8s.InstallResult{Cluster: cl.Name, Namespace: o.Install.Namespace, DryRun: o.Install.DryRun}, readErrs[i]
+		}
+		return k8s.Install(ctx, cl, bundles[i], o.Install)
+	}, func(r k8s.Result[*k8s.InstallResult]) {
+		var attrs []any
+		if r.Value != nil && r.Err == nil {
+			attrs = append(attrs, "action", r.Value.Action, "elapsed", r.Elapsed.Round(time.Millisecond))
+		}
+		prog.item(r.Cluster.Name, r.Err, attrs...)
+	})
+	prog.finish()
+
+	rep := installReport{OK: true, DryRun: o.Install.DryRun}
+	var failedNames, why []string
+	for _, r := range results {
+		res := r.Value
+		if res == nil {
+			res = &k8s.InstallResult{Cluster: r.Cluster.Name, Namespace: o.Install.Namespace, DryRun: o.Install.DryRun}
+		}
+		entry := installEntry{InstallResult: res}
+		if r.Err != nil {
+			entry.Error = r.Err.Error()
+			if errors.Is(r.Err, k8s.ErrRootChanged) {
+				entry.Error += " (--allow-new-root replaces them anyway)"
+			}
+			rep.OK = false
+			failedNames = append(failedNames, r.Cluster.Name)
+			why = append(why, r.Err.Error())
+		}
+		rep.Clusters = append(rep.Clusters, entry)
+	}
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printInstall(e.stdout, rep)
+	}
+	if len(failedNames) > 0 {
+		return failed(fmt.Errorf("%d of %d clusters failed (%s): %s", len(failedNames), len(results), strings.Join(failedNames, ", "), strings.Join(why, "; ")))
+	}
+	return nil
+}
+
+func printInstall(w io.Writer, rep installReport) {
+	width := 0
+	for _, c := range rep.Clusters {
+		width = max(width, len(c.Cluster))
+	}
+	counts := map[string]int{}
+	var order []string
+	count := func(k string) {
+		if counts[k] == 0 {
+			order = append(order, k)
+		}
+		counts[k]++
+	}
+	for _, c := range rep.Clusters {
+		if c.Error != "" {
+			fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, c.Cluster, "FAILED", c.Error)
+			count("failed")
+			continue
+		}
+		what := string(c.Action)
+		if rep.DryRun && c.Action != k8s.ActionUnchanged {
+			what = "would " + strings.TrimSuffix(what, "d")
+		}
+		count(what)
+		fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, c.Cluster, what, describeChange(c.InstallResult))
+		for _, warn := range c.Warnings {
+			fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, "", "warning:", warn)
+		}
+	}
+	var parts []string
+	for _, k := range order {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+	}
+	prefix := ""
+	if rep.DryRun {
+		prefix = "dry run, nothing changed: "
+	}
+	fmt.Fprintln(w, prefix+countLine(len(rep.Clusters), parts))
+}
+
+// describeChange prints what install did to one cluster's cacerts: subject, serial
+// and not-after before and after. Never key material.
+func describeChange(r *k8s.InstallResult) string {
+	var parts []string
+	a, b := r.After, r.Before
+	switch {
+	case a == nil:
+	case b == nil || r.Action == k8s.ActionUnchanged:
+		parts = append(parts, fmt.Sprintf("%s  serial %s  not after %s (%s left)", a.Subject, a.Serial, a.NotAfter.Format(time.RFC3339), timeLeft(a.NotAfter)))
+	default:
+		if b.Subject != a.Subject {
+			parts = append(parts, fmt.Sprintf("subject %s -> %s", orDash(b.Subject), a.Subject))
+		} else {
+			parts = append(parts, a.Subject)
+		}
+		parts = append(parts, fmt.Sprintf("serial %s -> %s", orDash(b.Serial), a.Serial))
+		parts = append(parts, fmt.Sprintf("not after %s -> %s", formatTime(b.NotAfter), formatTime(a.NotAfter)))
+		if len(r.ChangedFiles) > 0 {
+			parts = append(parts, "changes "+strings.Join(r.ChangedFiles, ","))
+		}
+	}
+	would := func(done, dry string) string {
+		if r.DryRun {
+			return dry
+		}
+		return done
+	}
+	if r.NamespaceCreated {
+		parts = append(parts, would("namespace "+r.Namespace+" created", "namespace "+r.Namespace+" would be created"))
+	}
+	if r.Backup != "" {
+		parts = append(parts, would("previous kept as ", "previous would be kept as ")+r.Backup)
+	}
+	if len(r.PrunedBackups) > 0 {
+		parts = append(parts, "old backups deleted: "+strings.Join(r.PrunedBackups, ","))
+	}
+	if len(r.IstiodRestarted) > 0 {
+		parts = append(parts, would("restarted ", "would restart ")+strings.Join(r.IstiodRestarted, ","))
+	}
+	return strings.Join(parts, "  ")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

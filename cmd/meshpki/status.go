@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// statusOptions is "status" after flag parsing.
+type statusOptions struct {
+	Clusters clusterOptions
+	Status   k8s.StatusOptions
+	Strict   bool
+	Output   string
+}
+
+func statusCommand(e *env) *cli.Command {
+	flags := append(clusterFlags(true),
+		&cli.StringFlag{Name: "min-remaining", Value: "720h", Usage: "warn when an intermediate has less life left (Go duration, or days: 30d)"},
+		&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "result format on stdout: table or json"},
+	)
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show every cluster's installed intermediate CA, and whether the mesh shares one root",
+		Description: `Reads Secret cacerts from every chosen cluster (in parallel) and verifies it as istiod
+would. One row per cluster: verdict, issuer, subject, serial, not-after, time left,
+root fingerprint. Then the problems found, and a mesh-wide line that flags clusters
+whose root differs from the others', or whose cacerts is missing or broken.
+
+Verdicts: ok; warning (istiod accepts it, a stricter check does not, e.g. it
+expires within --min-remaining); broken (istiod would refuse it); missing (no
+cacerts: istiod signs with its own self-signed root); error (the cluster could not
+be read).
+
+Exit status: 0 when every cluster is ok (or warning, unless --strict) and the mesh
+shares one root, 1 otherwise, 2 on bad usage. Read access to cacerts is all it
+needs (Role meshpki-status in deploy/rbac.yaml).
+
+Examples:
+   meshpki status --all-contexts
+   meshpki status --context east --context west --output json
+   meshpki status --all-contexts --min-remaining 60d --strict`,
+		Flags: flags,
+		Action: action(func(c *cli.Context) error {
+			o, err := parseStatus(c, e)
+			if err != nil {
+				return err
+			}
+			return runStatus(c.Context, e, o)
+		}),
+	}
+}
+
+func parseStatus(c *cli.Context, e *env) (*statusOptions, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	cl, err := parseClusterFlags(c, e)
+	if err != nil {
+		return nil, err
+	}
+	out := c.String("output")
+	switch out {
+	case "table", "text":
+		out = "table"
+	case "json":
+	default:
+		return nil, inputError(fmt.Errorf("--output: unknown format %q (want table or json)", out))
+	}
+	minRem, err := parseDuration("min-remaining", c.String("min-remaining"))
+	if err != nil {
+		return nil, err
+	}
+	return &statusOptions{Clusters: cl, Output: out, Strict: c.Bool("strict"),
+		Status: k8s.StatusOptions{Namespace: cl.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}}}, nil
+}
+
+type statusReport struct {
+	OK       bool                 `json:"ok"`
+	Clusters []*k8s.ClusterStatus `json:"clusters"`
+	// Mesh holds the mesh-wide problems; empty when the mesh is consistent.
+	Mesh []ca.Problem `json:"mesh"`
+}
+
+func runStatus(ctx context.Context, e *env, o *statusOptions) error {
+	clusters, err := o.Clusters.loadClusters()
+	if err != nil {
+		return err
+	}
+	prog := newProgress(e, "read", len(clusters))
+	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.ClusterStatus, error) {
+		return k8s.Status(ctx, cl, o.Status)
+	}, func(r k8s.Result[*k8s.ClusterStatus]) {
+		var attrs []any
+		if r.Value != nil && r.Err == nil {
+			attrs = append(attrs, "verdict", r.Value.Verdict)
+		}
+		prog.item(r.Cluster.Name, r.Err, attrs...)
+	})
+	prog.finish()
+	rep := statusReport{OK: true, Mesh: []ca.Problem{}}
+	for _, r := range results {
+		st := r.Value
+		if st == nil { // not started
+			st = &k8s.ClusterStatus{Cluster: r.Cluster.Name, Namespace: o.Status.Namespace, Verdict: k8s.VerdictError, Error: r.Err.Error()}
+		}
+		switch st.Verdict {
+		case k8s.VerdictOK:
+		case k8s.VerdictWarning:
+			rep.OK = rep.OK && !o.Strict
+		default:
+			rep.OK = false
+		}
+		rep.Clusters = append(rep.Clusters, st)
+	}
+	rep.Mesh = append(rep.Mesh, k8s.MeshProblems(rep.Clusters)...)
+	if len(rep.Mesh) > 0 {
+		rep.OK = false
+	}
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printStatus(e.stdout, rep)
+	}
+	if !rep.OK {
+		return silentFailure
+	}
+	return nil
+}
+
+func printStatus(w io.Writer, rep statusReport) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLUSTER\tVERDICT\tISSUER\tSUBJECT\tSERIAL\tNOT AFTER\tLEFT\tROOT")
+	for _, st := range rep.Clusters {
+		r := st.Report
+		if r == nil {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\n", st.Cluster, st.Verdict)
+			continue
+		}
+		root := "-"
+		if len(r.RootFingerprints) > 0 {
+			root = k8s.ShortFingerprint(r.RootFingerprints[0])
+			if n := len(r.RootFingerprints); n > 1 {
+				root += fmt.Sprintf(" (+%d)", n-1)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Cluster, st.Verdict, orDash(r.Issuer), orDash(r.Subject), orDash(r.Serial),
+			formatTime(r.NotAfter), timeLeft(r.NotAfter), root)
+	}
+	tw.Flush()
+	for _, st := range rep.Clusters {
+		switch {
+		case st.Error != "":
+			fmt.Fprintf(w, "%s: error: %s\n", st.Cluster, st.Error)
+		case st.Verdict == k8s.VerdictMissing:
+			fmt.Fprintf(w, "%s: no Secret %s in namespace %s\n", st.Cluster, k8s.SecretName, st.Namespace)
+		case st.Report != nil:
+			for _, p := range st.Report.Problems {
+				fmt.Fprintf(w, "%s: %s: %s\n", st.Cluster, p.Severity, p)
+			}
+		}
+	}
+	if len(rep.Mesh) == 0 {
+		root := ""
+		if len(rep.Clusters) > 0 && rep.Clusters[0].Report != nil && len(rep.Clusters[0].Report.RootFingerprints) > 0 {
+			root = " (" + shortRoots(rep.Clusters[0].Report.RootFingerprints) + ")"
+		}
+		fmt.Fprintf(w, "mesh: OK: all %d clusters trust the same roots%s\n", len(rep.Clusters), root)
+		return
+	}
+	for _, p := range rep.Mesh {
+		fmt.Fprintf(w, "mesh: FAIL: %s\n", p.Message)
+	}
+}
+
+func shortRoots(fps []string) string {
+	out := make([]string, len(fps))
+	for i, f := range fps {
+		out[i] = k8s.ShortFingerprint(f)
+	}
+	return strings.Join(out, ", ")
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package testenv
+
+import "syscall"
+
+func k8sProcAttr() *syscall.SysProcAttr { return nil }

@@ -1,0 +1,410 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// Action is what Install did (or, in a dry run, would do) to cacerts.
+type Action string
+
+// Actions.
+const (
+	ActionCreated   Action = "created"
+	ActionUpdated   Action = "updated"
+	ActionUnchanged Action = "unchanged"
+)
+
+// FieldManager is the name meshpki's writes are recorded under.
+const FieldManager = "meshpki"
+
+// IstiodSelector selects istiod's Deployments, revisioned ones included.
+const IstiodSelector = "app=istiod"
+
+// RestartedAtAnnotation is the pod template annotation kubectl rollout restart sets.
+const RestartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
+
+// Errors Install refuses with.
+var (
+	// ErrRootChanged means the bundle trusts other roots than the installed cacerts:
+	// a root change belongs to a root rotation, which keeps both roots for a while.
+	ErrRootChanged = errors.New("bundle's roots differ from the roots already installed")
+	// ErrSecretExists means cacerts exists and InstallOptions.CreateOnly was set.
+	ErrSecretExists = errors.New("cacerts already exists")
+	// ErrBundle means the bundle failed verification and nothing was sent.
+	ErrBundle = errors.New("bundle does not verify")
+)
+
+// InstallOptions controls Install.
+type InstallOptions struct {
+	// Namespace holds cacerts; empty means DefaultNamespace.
+	Namespace string
+	// DryRun sends every write as a server-side dry run: the API server validates
+	// and authorizes it, and nothing is stored.
+	DryRun bool
+	// AllowNewRoot installs a bundle whose roots differ from the installed ones.
+	AllowNewRoot bool
+	// CreateOnly refuses (ErrSecretExists) when cacerts exists already.
+	CreateOnly bool
+	// RestartIstiod restarts istiod's Deployments (as kubectl rollout restart does)
+	// when cacerts was created or updated: Istio before 1.19, and a switch from
+	// istiod's self-signed CA, need it.
+	RestartIstiod bool
+	// KeepBackups is how many cacerts-backup-* Secrets to keep; zero means
+	// DefaultKeepBackups, negative keeps all.
+	KeepBackups int
+	// Verify tunes the bundle checks.
+	Verify ca.VerifyOptions
+	// Now stamps backups and restarts; nil means time.Now.
+	Now func() time.Time
+
+	// beforeWrite, for tests, runs after the read and before the create or update.
+	beforeWrite func(ctx context.Context, attempt int) error
+}
+
+func (o InstallOptions) namespace() string {
+	if o.Namespace == "" {
+		return DefaultNamespace
+	}
+	return o.Namespace
+}
+
+func (o InstallOptions) now() time.Time {
+	if o.Now == nil {
+		return time.Now()
+	}
+	return o.Now()
+}
+
+// InstallResult says what Install did in one cluster. It never holds key material.
+type InstallResult struct {
+	Cluster   string `json:"cluster"`
+	Namespace string `json:"namespace"`
+	Action    Action `json:"action,omitempty"`
+	DryRun    bool   `json:"dryRun,omitempty"`
+	// NamespaceCreated: the namespace did not exist and was (or would be) created.
+	NamespaceCreated bool `json:"namespaceCreated,omitempty"`
+	// Before describes the cacerts found in the cluster, nil if there was none.
+	Before *ca.Report `json:"before,omitempty"`
+	// After describes the bundle installed.
+	After *ca.Report `json:"after,omitempty"`
+	// ChangedFiles names the keys whose content changed (names only).
+	ChangedFiles []string `json:"changedFiles,omitempty"`
+	// Backup names the Secret the previous cacerts was copied to.
+	Backup string `json:"backup,omitempty"`
+	// PrunedBackups are older backups deleted to keep KeepBackups.
+	PrunedBackups []string `json:"prunedBackups,omitempty"`
+	// ResourceVersion is cacerts' resourceVersion after the install.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// Attempts counts reads of cacerts: more than 1 means a concurrent writer
+	// changed it between read and write, and Install decided again.
+	Attempts int `json:"attempts"`
+	// IstiodRestarted names the Deployments restarted (or that would be).
+	IstiodRestarted []string `json:"istiodRestarted,omitempty"`
+	Warnings        []string `json:"warnings,omitempty"`
+}
+
+// Install installs files (a bundle as ca.ReadDir or ca.Bundle.Files return it) as
+// cacerts in cluster cl:
+//
+//   - the bundle is verified first; a bundle that fails is never sent;
+//   - the namespace is created if it is missing;
+//   - cacerts is read; if its data equals the bundle nothing is written
+//     (ActionUnchanged);
+//   - a bundle whose roots differ from those of the installed cacerts is refused
+//     unless AllowNewRoot;
+//   - the installed cacerts is copied to a backup Secret (cacerts-backup-<UTC time>)
+//     and then updated with its resourceVersion as precondition, or created; if
+//     another writer got there first, Install reads again and decides again;
+//   - old backups beyond KeepBackups are deleted.
+//
+// The result is returned even with an error, as far as Install got. Errors name the
+// cluster; RBAC refusals are *ForbiddenError.
+func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts InstallOptions) (*InstallResult, error) {
+	ns := opts.namespace()
+	res := &InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: opts.DryRun}
+	_, rep, err := ca.ParseBundle(files, opts.Verify)
+	res.After = rep
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: %w, nothing sent: %w", cl.Name, ErrBundle, err)
+	}
+	desired, err := NewSecret(ns, files)
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
+	}
+	in := &installer{cl: cl, opts: opts, ns: ns, res: res, desired: desired, now: opts.now()}
+	err = retry.OnError(retry.DefaultRetry, func(err error) bool {
+		return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+	}, func() error {
+		res.Attempts++
+		return in.attempt(ctx)
+	})
+	if err != nil {
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			err = fmt.Errorf("cluster %s: gave up after %d attempts, cacerts in namespace %s keeps changing under us: %w", cl.Name, res.Attempts, ns, err)
+		}
+		return res, err
+	}
+	if res.Backup != "" && !opts.DryRun && opts.KeepBackups >= 0 {
+		keep := opts.KeepBackups
+		if keep == 0 {
+			keep = DefaultKeepBackups
+		}
+		pruned, err := PruneBackups(ctx, cl, ns, keep)
+		res.PrunedBackups = pruned
+		if err != nil {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("pruning old backups: %v", err))
+		}
+	}
+	if opts.RestartIstiod && res.Action != ActionUnchanged {
+		restarted, err := RestartIstiod(ctx, cl, ns, in.now, opts.DryRun)
+		res.IstiodRestarted = restarted
+		if err != nil {
+			return res, err
+		}
+		if len(restarted) == 0 {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("no istiod Deployment (%s) in namespace %s: nothing restarted", IstiodSelector, ns))
+		}
+	}
+	return res, nil
+}
+
+type installer struct {
+	cl      *Cluster
+	opts    InstallOptions
+	ns      string
+	res     *InstallResult
+	desired *corev1.Secret
+	now     time.Time
+}
+
+func (in *installer) dryRun() []string {
+	if in.opts.DryRun {
+		return []string{metav1.DryRunAll}
+	}
+	return nil
+}
+
+// attempt reads cacerts and decides. A conflict or already-exists error makes
+// Install call it again.
+func (in *installer) attempt(ctx context.Context) error {
+	secrets := in.cl.Client.CoreV1().Secrets(in.ns)
+	res := in.res
+	res.Warnings = nil
+	cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		res.Before, res.ChangedFiles, res.Backup = nil, nil, ""
+		return in.create(ctx)
+	}
+	if err != nil {
+		return apiError(in.cl.Name, "get", "secrets", in.ns, err)
+	}
+	if in.opts.CreateOnly {
+		return fmt.Errorf("cluster %s: %w in namespace %s", in.cl.Name, ErrSecretExists, in.ns)
+	}
+	curFiles := SecretFiles(cur)
+	res.Before = ca.Verify(curFiles, in.opts.Verify)
+	res.ChangedFiles = ChangedFiles(curFiles, in.desired.Data)
+	if len(res.ChangedFiles) == 0 {
+		res.Action, res.ResourceVersion = ActionUnchanged, cur.ResourceVersion
+		return nil
+	}
+	if old := res.Before.RootFingerprints; len(old) == 0 {
+		res.Warnings = append(res.Warnings, "the installed cacerts has no readable root: replacing it")
+	} else if !sameSet(old, res.After.RootFingerprints) && !in.opts.AllowNewRoot {
+		return fmt.Errorf("cluster %s: %w (installed %s, bundle %s): changing roots belongs to a root rotation, or must be allowed explicitly",
+			in.cl.Name, ErrRootChanged, shortFingerprints(old), shortFingerprints(res.After.RootFingerprints))
+	}
+	backup, err := in.backup(ctx, cur)
+	if err != nil {
+		return err
+	}
+	res.Backup = backup
+	upd := cur.DeepCopy()
+	upd.Data, upd.StringData = in.desired.Data, nil
+	if upd.Labels == nil {
+		upd.Labels = map[string]string{}
+	}
+	upd.Labels[LabelManagedBy] = ManagedBy
+	if err := in.hook(ctx); err != nil {
+		return err
+	}
+	out, err := secrets.Update(ctx, upd, metav1.UpdateOptions{DryRun: in.dryRun(), FieldManager: FieldManager})
+	if apierrors.IsConflict(err) {
+		return err // read again, decide again
+	}
+	if err != nil {
+		return apiError(in.cl.Name, "update", "secrets", in.ns, err)
+	}
+	res.Action, res.ResourceVersion = ActionUpdated, out.ResourceVersion
+	return nil
+}
+
+func (in *installer) hook(ctx context.Context) error {
+	if in.opts.beforeWrite == nil {
+		return nil
+	}
+	return in.opts.beforeWrite(ctx, in.res.Attempts)
+}
+
+func (in *installer) create(ctx context.Context) error {
+	secrets := in.cl.Client.CoreV1().Secrets(in.ns)
+	if err := in.hook(ctx); err != nil {
+		return err
+	}
+	opts := metav1.CreateOptions{DryRun: in.dryRun(), FieldManager: FieldManager}
+	out, err := secrets.Create(ctx, in.desired.DeepCopy(), opts)
+	if isNamespaceNotFound(err) {
+		if err := in.createNamespace(ctx); err != nil {
+			return err
+		}
+		in.res.NamespaceCreated = true
+		if in.opts.DryRun {
+			// A dry-run Secret cannot go into a dry-run namespace: the local checks
+			// (NewSecret) are all there is.
+			in.res.Action = ActionCreated
+			return nil
+		}
+		out, err = secrets.Create(ctx, in.desired.DeepCopy(), opts)
+	}
+	if apierrors.IsAlreadyExists(err) {
+		return err // created meanwhile: read again, decide again
+	}
+	if err != nil {
+		return apiError(in.cl.Name, "create", "secrets", in.ns, err)
+	}
+	in.res.Action, in.res.ResourceVersion = ActionCreated, out.ResourceVersion
+	return nil
+}
+
+func isNamespaceNotFound(err error) bool {
+	var status apierrors.APIStatus
+	if !apierrors.IsNotFound(err) || !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	return d != nil && d.Kind == "namespaces"
+}
+
+func (in *installer) createNamespace(ctx context.Context) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: in.ns}}
+	_, err := in.cl.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{DryRun: in.dryRun(), FieldManager: FieldManager})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return apiError(in.cl.Name, "create", "namespaces", "", err)
+	}
+	return nil
+}
+
+// backup copies cur to a new backup Secret and returns its name. Backups made in the
+// same second get a -N suffix; an existing backup of the very same resourceVersion
+// is reused.
+func (in *installer) backup(ctx context.Context, cur *corev1.Secret) (string, error) {
+	secrets := in.cl.Client.CoreV1().Secrets(in.ns)
+	for n := 0; n < 10; n++ {
+		b := NewBackup(cur, in.now, n)
+		_, err := secrets.Create(ctx, b, metav1.CreateOptions{DryRun: in.dryRun(), FieldManager: FieldManager})
+		if err == nil {
+			return b.Name, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return "", apiError(in.cl.Name, "create", "secrets", in.ns, fmt.Errorf("backup of cacerts: %w", err))
+		}
+		old, err := secrets.Get(ctx, b.Name, metav1.GetOptions{})
+		if err == nil && old.Annotations[AnnotationBackupResourceVersion] == cur.ResourceVersion {
+			return b.Name, nil
+		}
+	}
+	return "", fmt.Errorf("cluster %s: backup of cacerts: ten backups in one second already exist", in.cl.Name)
+}
+
+// Backups lists the names of cacerts' backup Secrets in namespace, oldest first.
+func Backups(ctx context.Context, cl *Cluster, namespace string) ([]string, error) {
+	list, err := cl.Client.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelBackupOf + "=" + SecretName})
+	if err != nil {
+		return nil, apiError(cl.Name, "list", "secrets", namespace, err)
+	}
+	var names []string
+	for _, s := range list.Items {
+		if strings.HasPrefix(s.Name, BackupPrefix) {
+			names = append(names, s.Name)
+		}
+	}
+	// Names carry the UTC time, so name order is age order.
+	slices.Sort(names)
+	return names, nil
+}
+
+// PruneBackups deletes all but the newest keep backups of cacerts and returns the
+// names it deleted.
+func PruneBackups(ctx context.Context, cl *Cluster, namespace string, keep int) ([]string, error) {
+	names, err := Backups(ctx, cl, namespace)
+	if err != nil || len(names) <= keep {
+		return nil, err
+	}
+	var deleted []string
+	for _, name := range names[:len(names)-keep] {
+		err := cl.Client.CoreV1().Secrets(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return deleted, apiError(cl.Name, "delete", "secrets", namespace, err)
+		}
+		deleted = append(deleted, name)
+	}
+	return deleted, nil
+}
+
+// RestartIstiod restarts every istiod Deployment (IstiodSelector) in namespace the
+// way kubectl rollout restart does: it sets the pod template annotation
+// kubectl.kubernetes.io/restartedAt to now. It returns the Deployments restarted.
+func RestartIstiod(ctx context.Context, cl *Cluster, namespace string, now time.Time, dryRun bool) ([]string, error) {
+	deps := cl.Client.AppsV1().Deployments(namespace)
+	list, err := deps.List(ctx, metav1.ListOptions{LabelSelector: IstiodSelector})
+	if err != nil {
+		return nil, apiError(cl.Name, "list", "deployments", namespace, err)
+	}
+	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, RestartedAtAnnotation, now.UTC().Format(time.RFC3339))
+	opts := metav1.PatchOptions{FieldManager: FieldManager}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	var restarted []string
+	for _, d := range list.Items {
+		if _, err := deps.Patch(ctx, d.Name, types.StrategicMergePatchType, patch, opts); err != nil {
+			return restarted, apiError(cl.Name, "patch", "deployments", namespace, fmt.Errorf("restart %s: %w", d.Name, err))
+		}
+		restarted = append(restarted, d.Name)
+	}
+	return restarted, nil
+}
+
+func sameSet(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
+}
+
+// shortFingerprints prints root fingerprints as sha256:<first 16 hex digits>.
+func shortFingerprints(fps []string) string {
+	out := make([]string, len(fps))
+	for i, f := range fps {
+		out[i] = ShortFingerprint(f)
+	}
+	return strings.Join(out, ",")
+}
+
+// ShortFingerprint prints a root fingerprint as sha256:<first 16 hex digits>.
+func ShortFingerprint(fp string) string {
+	if len(fp) > 16 {
+		fp = fp[:16]
+	}
+	return "sha256:" + fp
+}

@@ -1,0 +1,156 @@
+package k8s
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// Names, labels and defaults of the Secrets meshpki writes.
+const (
+	// SecretName is the Secret istiod reads its signing CA from.
+	SecretName = "cacerts"
+	// DefaultNamespace is istiod's namespace.
+	DefaultNamespace = "istio-system"
+	// BackupPrefix starts every backup Secret's name: cacerts-backup-<UTC time>.
+	BackupPrefix = SecretName + "-backup-"
+	// DefaultKeepBackups is how many backups of cacerts are kept per cluster.
+	DefaultKeepBackups = 3
+
+	// LabelManagedBy marks Secrets meshpki wrote.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedBy is LabelManagedBy's value.
+	ManagedBy = "meshpki"
+	// LabelBackupOf marks a backup and names the Secret it copies.
+	LabelBackupOf = "meshpki.io/backup-of"
+	// AnnotationBackupResourceVersion is the copied Secret's resourceVersion.
+	AnnotationBackupResourceVersion = "meshpki.io/backup-of-resource-version"
+
+	// backupTimeLayout is lower case only: Secret names are DNS subdomains.
+	backupTimeLayout = "20060102-150405"
+)
+
+// ErrReservedKey means a bundle carries istiod's reserved key istio-generated.
+var ErrReservedKey = errors.New(`key "` + ca.ReservedKey + `" is reserved for istiod's self-signed CA and is never written`)
+
+// NewSecret builds the cacerts Secret holding files (file name -> content), without
+// sending anything. It checks what the API server would refuse (a bad namespace, a key
+// that is not a valid Secret key, more than 1 MiB of data) and refuses the reserved
+// istio-generated key. The Secret is labelled as managed by meshpki. Errors name keys,
+// never contents.
+func NewSecret(namespace string, files map[string][]byte) (*corev1.Secret, error) {
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return nil, fmt.Errorf("namespace %q: %s", namespace, strings.Join(errs, "; "))
+	}
+	if len(files) == 0 {
+		return nil, errors.New("no files to put in the Secret")
+	}
+	if _, ok := files[ca.ReservedKey]; ok {
+		return nil, ErrReservedKey
+	}
+	size := 0
+	data := make(map[string][]byte, len(files))
+	for _, k := range slices.Sorted(maps.Keys(files)) {
+		if errs := validation.IsConfigMapKey(k); len(errs) > 0 {
+			return nil, fmt.Errorf("file %q cannot be a Secret key: %s", k, strings.Join(errs, "; "))
+		}
+		size += len(files[k])
+		data[k] = bytes.Clone(files[k])
+	}
+	if size > corev1.MaxSecretSize {
+		return nil, fmt.Errorf("bundle is %d bytes, more than a Secret holds (%d)", size, corev1.MaxSecretSize)
+	}
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      SecretName,
+			Namespace: namespace,
+			Labels:    map[string]string{LabelManagedBy: ManagedBy},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: data,
+	}, nil
+}
+
+// BundleSecret builds the cacerts Secret for bundle b in format f (see NewSecret).
+func BundleSecret(namespace string, b *ca.Bundle, f ca.Format) (*corev1.Secret, error) {
+	files, err := b.Files(f)
+	if err != nil {
+		return nil, err
+	}
+	return NewSecret(namespace, files)
+}
+
+// SecretFiles returns a Secret's data as file name -> content, the form ca.Verify
+// and ca.ParseBundle read. The result is a copy.
+func SecretFiles(s *corev1.Secret) map[string][]byte {
+	files := make(map[string][]byte, len(s.Data)+len(s.StringData))
+	for k, v := range s.Data {
+		files[k] = bytes.Clone(v)
+	}
+	for k, v := range s.StringData {
+		files[k] = []byte(v)
+	}
+	return files
+}
+
+// BackupName is the name of a backup made at now; n > 0 tells apart backups made
+// within one second.
+func BackupName(now time.Time, n int) string {
+	name := BackupPrefix + now.UTC().Format(backupTimeLayout)
+	if n > 0 {
+		name += fmt.Sprintf("-%d", n)
+	}
+	return name
+}
+
+// NewBackup builds a copy of old named BackupName(now, n): same type and data,
+// labelled as a backup of old, annotated with old's resourceVersion.
+func NewBackup(old *corev1.Secret, now time.Time, n int) *corev1.Secret {
+	labels := map[string]string{}
+	for k, v := range old.Labels {
+		labels[k] = v
+	}
+	labels[LabelManagedBy] = ManagedBy
+	labels[LabelBackupOf] = old.Name
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        BackupName(now, n),
+			Namespace:   old.Namespace,
+			Labels:      labels,
+			Annotations: map[string]string{AnnotationBackupResourceVersion: old.ResourceVersion},
+		},
+		Type: old.Type,
+		Data: SecretFiles(old),
+	}
+}
+
+// ChangedFiles lists, sorted, the file names whose content differs between two
+// Secrets' data (added, removed or changed). It never returns contents, so it is
+// safe to print even for key files.
+func ChangedFiles(before, after map[string][]byte) []string {
+	var out []string
+	for k, v := range after {
+		if old, ok := before[k]; !ok || !bytes.Equal(old, v) {
+			out = append(out, k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,112 @@
+package k8s
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// Verdict sums up one cluster's cacerts.
+type Verdict string
+
+// Verdicts, best first.
+const (
+	// VerdictOK: the bundle passes every check.
+	VerdictOK Verdict = "ok"
+	// VerdictWarning: istiod accepts it, a stricter check warns (e.g. expires soon).
+	VerdictWarning Verdict = "warning"
+	// VerdictBroken: istiod would refuse it (or refuse to start).
+	VerdictBroken Verdict = "broken"
+	// VerdictMissing: no cacerts; istiod uses its own self-signed CA.
+	VerdictMissing Verdict = "missing"
+	// VerdictError: the cluster could not be read.
+	VerdictError Verdict = "error"
+)
+
+// ClusterStatus is one cluster's cacerts as Status read it. It never holds key material.
+type ClusterStatus struct {
+	Cluster         string  `json:"cluster"`
+	Namespace       string  `json:"namespace"`
+	Verdict         Verdict `json:"verdict"`
+	ResourceVersion string  `json:"resourceVersion,omitempty"`
+	// Report is the ca verification of the Secret's data, nil when there is none.
+	Report *ca.Report `json:"report,omitempty"`
+	Error  string     `json:"error,omitempty"`
+}
+
+// StatusOptions controls Status.
+type StatusOptions struct {
+	// Namespace holds cacerts; empty means DefaultNamespace.
+	Namespace string
+	// Verify tunes the checks.
+	Verify ca.VerifyOptions
+}
+
+// Status reads cacerts from cl and verifies it as istiod would. A missing or broken
+// Secret is a verdict, not an error; the error is for a cluster that could not be
+// read, and then the status has VerdictError. The status is never nil.
+func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatus, error) {
+	ns := opts.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	st := &ClusterStatus{Cluster: cl.Name, Namespace: ns}
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		st.Verdict = VerdictMissing
+		return st, nil
+	case err != nil:
+		err = apiError(cl.Name, "get", "secrets", ns, err)
+		st.Verdict, st.Error = VerdictError, err.Error()
+		return st, err
+	}
+	st.ResourceVersion = s.ResourceVersion
+	st.Report = ca.Verify(SecretFiles(s), opts.Verify)
+	switch {
+	case !st.Report.OK():
+		st.Verdict = VerdictBroken
+	case len(st.Report.Problems) > 0:
+		st.Verdict = VerdictWarning
+	default:
+		st.Verdict = VerdictOK
+	}
+	return st, nil
+}
+
+// MeshProblems checks statuses as one mesh: every cluster must have a usable
+// cacerts, and all must trust the same roots. It returns one problem per finding,
+// none when the mesh is consistent.
+func MeshProblems(statuses []*ClusterStatus) []ca.Problem {
+	var problems []ca.Problem
+	byVerdict := map[Verdict][]string{}
+	var names []string
+	var reps []*ca.Report
+	for _, st := range statuses {
+		byVerdict[st.Verdict] = append(byVerdict[st.Verdict], st.Cluster)
+		if st.Report != nil {
+			names = append(names, st.Cluster)
+			reps = append(reps, st.Report)
+		}
+	}
+	if p := ca.SameRoots(names, reps); p != nil {
+		problems = append(problems, *p)
+	}
+	add := func(v Verdict, check, what string) {
+		if cl := byVerdict[v]; len(cl) > 0 {
+			slices.Sort(cl)
+			problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: check,
+				Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), what)})
+		}
+	}
+	add(VerdictMissing, "mesh-missing", "no cacerts Secret: istiod there signs with its own self-signed root, so cross-cluster mTLS fails")
+	add(VerdictBroken, "mesh-broken", "cacerts fails istiod's checks: istiod will not load it")
+	add(VerdictError, "mesh-unreadable", "could not be read, its state is unknown")
+	return problems
+}
