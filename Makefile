@@ -6,7 +6,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit test-race vet fmt-check tools vaultdev k8s-testenv bench bench-go bench-openssl demo fuzz clean
+.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz clean
 
 all: build
 
@@ -37,17 +37,25 @@ test: fmt-check vet build
 test-unit:
 	$(GO) test -count=1 ./...
 
-bench: bench-go bench-openssl
+bench: bench-go bench-k8s bench-openssl
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./ca/
 	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev $(GO) test -run '^$$' -bench PKIMint -benchtime 2000x ./vault/
+
+# Install into 3 real clusters, concurrently and sequentially.
+bench-k8s:
+	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) $(GO) test -run '^$$' -bench Install3Clusters -benchtime 20x ./k8s/
 
 bench-openssl: build
 	scripts/bench-mint.sh
 
 demo: build
 	scripts/demo.sh
+
+# Two or three local clusters, mint, install, status, stop: the whole product.
+demo-mesh: build
+	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) MESHPKI=bin/meshpki scripts/demo-mesh.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./ca/

@@ -300,7 +300,7 @@ func TestSameRoots(t *testing.T) {
 		t.Errorf("same root set in another order flagged: %v", p)
 	}
 	p := SameRoots([]string{"x", "y", "z"}, []*Report{a, a2, ab})
-	if p == nil || !strings.Contains(p.Message, "z trust other roots than x") {
+	if p == nil || !strings.Contains(p.Message, "z trusts other roots than x") {
 		t.Errorf("different roots: got %v", p)
 	}
 }

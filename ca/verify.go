@@ -93,6 +93,9 @@ func (o VerifyOptions) now() time.Time {
 	return o.Now
 }
 
+// FormatSerial prints a certificate's serial number in lower-case hex.
+func FormatSerial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
+
 // Fingerprint is the hex SHA-256 of a certificate's DER.
 func Fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)
@@ -113,13 +116,13 @@ func Verify(files map[string][]byte, opts VerifyOptions) *Report {
 
 // Check runs Verify's checks on a bundle already in memory.
 func (b *Bundle) Check(opts VerifyOptions) *Report {
-	rep := &Report{Format: FormatIstio}
+	rep := &Report{Format: FormatIstio, Problems: []Problem{}}
 	b.check(rep, layoutOf(FormatIstio), opts, false)
 	return rep
 }
 
 func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Report) {
-	rep := &Report{}
+	rep := &Report{Problems: []Problem{}}
 	if _, ok := files[ReservedKey]; ok {
 		rep.add(SeverityError, "reserved-key", ReservedKey, "present: it marks istiod's own self-signed CA, and istiod would ignore this bundle")
 	}
@@ -187,7 +190,7 @@ func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built bool) {
 	}
 	rep.Subject = cert.Subject.String()
 	rep.Issuer = cert.Issuer.String()
-	rep.Serial = hex.EncodeToString(cert.SerialNumber.Bytes())
+	rep.Serial = FormatSerial(cert)
 	rep.NotAfter = cert.NotAfter.UTC()
 	rep.KeyType = DescribeKey(cert.PublicKey)
 	for _, r := range b.Roots {
@@ -314,8 +317,12 @@ func SameRoots(names []string, reps []*Report) *Problem {
 	if len(differ) == 0 {
 		return nil
 	}
+	verb := "trust"
+	if len(differ) == 1 {
+		verb = "trusts"
+	}
 	return &Problem{Severity: SeverityError, Check: "mesh-roots",
-		Message: fmt.Sprintf("%v: %s trust other roots than %s: cross-cluster mTLS will fail", ErrRootsDiffer, strings.Join(differ, ", "), refName)}
+		Message: fmt.Sprintf("%v: %s %s other roots than %s: cross-cluster mTLS will fail", ErrRootsDiffer, strings.Join(differ, ", "), verb, refName)}
 }
 
 func sortedCopy(s []string) []string {

@@ -10,7 +10,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 mod=$here/$name
 cache=${MESHPKI_CACHE:-$HOME/.cache/meshpki}
 export GOWORK=off GOFLAGS=-mod=mod
-stamp=$(cat "$mod"/go.mod "$mod"/go.sum "$mod"/cmd/*/main.go "$mod"/*.go "$mod"/*.sh 2>/dev/null | sha256sum | cut -c1-16)-$(go env GOVERSION)
+# The stamp covers what the binaries are built from: the module files, its Go code
+# and, for vaultdev, the script that composes the Vault sdk.
+stamp=$(cd "$mod" && cat go.mod go.sum $(find . -name '*.go' -not -path './third_party/*' | sort) $(ls mksdk.sh 2>/dev/null) | sha256sum | cut -c1-16)-$(go env GOVERSION)
 out=$cache/$name-$stamp
 if [[ -f $out/.ok ]]; then echo "$out"; exit 0; fi
 mkdir -p "$out"

@@ -60,14 +60,17 @@ func newApp(e *env) *cli.App {
 	return &cli.App{
 		Name:  "meshpki",
 		Usage: "one root of trust for every cluster of an Istio mesh",
-		Description: `meshpki mints one intermediate CA per cluster from a shared root CA and writes
-Istio's cacerts bundle (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)
-for each, then verifies bundles the way istiod does.
+		Description: `meshpki mints one intermediate CA per cluster from a shared root CA (files or
+HashiCorp Vault), writes Istio's cacerts bundle (ca-cert.pem, ca-key.pem,
+cert-chain.pem, root-cert.pem) for each, verifies bundles the way istiod does, and
+installs them as the cacerts Secret in every cluster of a kubeconfig.
 
 Examples:
    meshpki root create --out root
    meshpki intermediate create --root-dir root --cluster east --cluster west --out bundles
-   meshpki verify --mtls bundles/east bundles/west`,
+   meshpki verify --mtls bundles/east bundles/west
+   meshpki install --bundles bundles --all-contexts
+   meshpki status --all-contexts`,
 		EnableBashCompletion: true,
 		HideVersion:          true,
 		Flags: []cli.Flag{

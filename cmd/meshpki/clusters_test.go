@@ -118,7 +118,7 @@ func TestClusterCommands(t *testing.T) {
 		k8sMustRun(t, "install", "--kubeconfig", kc, "--context", "east", "--context", "west", "--bundles", bundles, "--namespace", ns)
 		k8sMustRun(t, "install", "--kubeconfig", kc, "--context", "north", "--bundles", bundles2, "--namespace", ns)
 		code, out, _ := k8sRun(t, "status", "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
-		if code != 1 || !strings.Contains(out, "mesh: FAIL: roots differ across the mesh: north trust other roots than east") {
+		if code != 1 || !strings.Contains(out, "mesh: FAIL: roots differ across the mesh: north trusts other roots than east") {
 			t.Fatalf("status: exit %d\n%s", code, out)
 		}
 		// And install refuses to move a cluster to the other root.
@@ -137,7 +137,7 @@ func TestClusterCommands(t *testing.T) {
 			}
 		}
 		code, _, errOut = k8sRun(t, "install", "--kubeconfig", kc, "--context", "east", "--context", "north", "--bundles", mixed, "--namespace", newNS())
-		if code != 2 || !strings.Contains(errOut, "trust other roots") || !strings.Contains(errOut, "nothing was installed") {
+		if code != 2 || !strings.Contains(errOut, "other roots than") || !strings.Contains(errOut, "nothing was installed") {
 			t.Fatalf("mixed roots: exit %d\n%s", code, errOut)
 		}
 	})

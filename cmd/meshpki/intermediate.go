@@ -243,7 +243,7 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 			prog.item(p.Cluster, err)
 			return err
 		}
-		r.Subject, r.Serial, r.NotAfter = b.Cert.Subject.String(), fmt.Sprintf("%x", b.Cert.SerialNumber), b.Cert.NotAfter.UTC()
+		r.Subject, r.Serial, r.NotAfter = b.Cert.Subject.String(), ca.FormatSerial(b.Cert), b.Cert.NotAfter.UTC()
 		prog.item(p.Cluster, nil, "dir", dir, "notAfter", r.NotAfter.Format(time.RFC3339))
 		return nil
 	})
