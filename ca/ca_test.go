@@ -336,7 +336,7 @@ func TestRenewBefore(t *testing.T) {
 			t.Errorf("%s: due=%v left=%s, want due=%v", tc.in, due, left, tc.due)
 		}
 	}
-	if due, _ := DefaultRenewBefore.Due(cert, now); !due {
+	if due, _ := DefaultRenewBefore().Due(cert, now); !due {
 		t.Error("65 of 365 days left is under the default third of the lifetime: want due")
 	}
 	for _, bad := range []string{"", "0%", "150%", "soon", "-5h", "d"} {

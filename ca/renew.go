@@ -17,7 +17,7 @@ type RenewBefore struct {
 }
 
 // DefaultRenewBefore renews with a third of the lifetime left.
-var DefaultRenewBefore = RenewBefore{Fraction: 1.0 / 3}
+func DefaultRenewBefore() RenewBefore { return RenewBefore{Fraction: 1.0 / 3} }
 
 // ParseRenewBefore reads "720h", "30d" or a percentage of the lifetime such as "33%".
 func ParseRenewBefore(s string) (RenewBefore, error) {
@@ -39,7 +39,7 @@ func (r RenewBefore) String() string {
 	if r.Duration > 0 {
 		return FormatDuration(r.Duration)
 	}
-	return strconv.FormatFloat(r.Fraction*100, 'f', -1, 64) + "% of lifetime"
+	return strconv.FormatFloat(r.Fraction*100, 'g', 4, 64) + "% of lifetime"
 }
 
 // Due reports whether cert should be renewed at now, and how much life it has left.

@@ -3,7 +3,6 @@ package k8s
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -171,7 +170,7 @@ func TestInstallUpdateKeepsBackupOfOldSecret(t *testing.T) {
 	if res.Action != ActionUpdated || res.Attempts != 1 {
 		t.Fatalf("got %+v, want updated in one attempt", res)
 	}
-	if res.Before == nil || res.Before.Serial != hex.EncodeToString(oldBundle.Cert.SerialNumber.Bytes()) || res.After.Serial != hex.EncodeToString(newBundle.Cert.SerialNumber.Bytes()) {
+	if res.Before == nil || res.Before.Serial != ca.FormatSerial(oldBundle.Cert) || res.After.Serial != ca.FormatSerial(newBundle.Cert) {
 		t.Fatalf("before/after serials: %+v -> %+v", res.Before, res.After)
 	}
 	if want := []string{ca.CACertFile, ca.CAKeyFile, ca.CertChainFile}; strings.Join(res.ChangedFiles, ",") != strings.Join(want, ",") {
@@ -368,7 +367,7 @@ func TestInstallDryRunChangesNothing(t *testing.T) {
 	before := getSecret(t, cl, ns, SecretName)
 	newBundle, newFiles := mint(t, nil, cl.Name)
 	res = mustInstall(t, cl, newFiles, InstallOptions{Namespace: ns, DryRun: true, RestartIstiod: true})
-	if res.Action != ActionUpdated || res.Before == nil || res.After.Serial != hex.EncodeToString(newBundle.Cert.SerialNumber.Bytes()) || res.Backup == "" {
+	if res.Action != ActionUpdated || res.Before == nil || res.After.Serial != ca.FormatSerial(newBundle.Cert) || res.Backup == "" {
 		t.Fatalf("dry run update: %+v", res)
 	}
 	if fmt.Sprint(res.IstiodRestarted) != "[istiod]" {

@@ -91,6 +91,7 @@ Examples:
 			installCommand(e),
 			statusCommand(e),
 			bootstrapCommand(e),
+			rotateCommand(e),
 			versionCommand(e),
 		},
 		Writer:         e.stdout,

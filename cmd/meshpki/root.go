@@ -17,9 +17,11 @@ import (
 func rootCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "root",
-		Usage: "create the mesh's root CA",
+		Usage: "create, bundle or rotate the mesh's root CA",
 		Subcommands: []*cli.Command{
 			rootCreateCommand(e),
+			rootRotateCommand(e),
+			rootBundleCommand(e),
 		},
 	}
 }

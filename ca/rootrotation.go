@@ -1,0 +1,757 @@
+package ca
+
+// Root rotation: the pure part. Istio supports replacing a mesh's root only as a
+// sequence of steps, each of which must reach every cluster (and every workload)
+// before the next starts:
+//
+//	step 0  trusts old              intermediate from old   (where it starts)
+//	step 1  trusts old + new        intermediate from old   ("trust both")
+//	step 2  trusts old + new        intermediate from new   ("switch")
+//	step 3  trusts new              intermediate from new   ("drop")
+//
+// Two clusters one step apart still complete mutual TLS with each other; two steps
+// apart they do not (a cluster at step 0 rejects certificates from a cluster at step
+// 2). This file says where a bundle stands, and plans a run over a whole mesh.
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// RotationStep is where a cluster (or a mesh) stands in a root rotation from an
+// old root to a new one.
+type RotationStep int
+
+// The steps of a root rotation.
+const (
+	// StepUnknown: the bundle is foreign to the rotation or inconsistent.
+	StepUnknown RotationStep = -1
+	// StepOldRoot: trusts the old root only; intermediate signed by the old root.
+	StepOldRoot RotationStep = 0
+	// StepTrustBoth: trusts old and new roots; intermediate still from the old root.
+	StepTrustBoth RotationStep = 1
+	// StepSwitched: trusts old and new roots; intermediate from the new root.
+	StepSwitched RotationStep = 2
+	// StepNewRoot: trusts the new root only; intermediate from the new root.
+	StepNewRoot RotationStep = 3
+)
+
+// Name is the step's short name: old-root, trust-both, switched, new-root or
+// unknown.
+func (s RotationStep) Name() string {
+	switch s {
+	case StepOldRoot:
+		return "old-root"
+	case StepTrustBoth:
+		return "trust-both"
+	case StepSwitched:
+		return "switched"
+	case StepNewRoot:
+		return "new-root"
+	}
+	return "unknown"
+}
+
+// String is the step's number and name, e.g. "1 (trust-both)".
+func (s RotationStep) String() string {
+	if s == StepUnknown {
+		return "unknown"
+	}
+	return fmt.Sprintf("%d (%s)", int(s), s.Name())
+}
+
+// Describe says what a bundle at step s holds, e.g. "trusts old + new roots,
+// intermediate from the old root".
+func (s RotationStep) Describe() string {
+	switch s {
+	case StepOldRoot:
+		return "trusts the old root only, intermediate from the old root"
+	case StepTrustBoth:
+		return "trusts old + new roots, intermediate from the old root"
+	case StepSwitched:
+		return "trusts old + new roots, intermediate from the new root"
+	case StepNewRoot:
+		return "trusts the new root only, intermediate from the new root"
+	}
+	return "foreign to this rotation or inconsistent"
+}
+
+// Action names the change that brings a cluster to step s: "trust both", "switch"
+// or "drop".
+func (s RotationStep) Action() string {
+	switch s {
+	case StepTrustBoth:
+		return "trust both"
+	case StepSwitched:
+		return "switch"
+	case StepNewRoot:
+		return "drop"
+	}
+	return "none"
+}
+
+// ParseRotationStep reads a step to move to: 1, 2 or 3, or trust-both, switch,
+// drop.
+func ParseRotationStep(s string) (RotationStep, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "1", "trust-both":
+		return StepTrustBoth, nil
+	case "2", "switch", "switched":
+		return StepSwitched, nil
+	case "3", "drop", "new-root":
+		return StepNewRoot, nil
+	}
+	return StepUnknown, fmt.Errorf("unknown root rotation step %q (want 1 or trust-both, 2 or switch, 3 or drop)", s)
+}
+
+// Why a root rotation refuses to go on. Plan errors wrap one of them.
+var (
+	// ErrRotationUnreadable: a cluster could not be read; its step is unknown.
+	ErrRotationUnreadable = errors.New("cluster state unknown")
+	// ErrRotationInconsistent: a cluster's bundle is foreign to the rotation or
+	// inconsistent, or the clusters disagree on the old root.
+	ErrRotationInconsistent = errors.New("inconsistent root rotation state")
+	// ErrRotationBehind: the step asked for needs clusters that are behind to
+	// catch up first, or clusters are more than one step apart.
+	ErrRotationBehind = errors.New("clusters are behind")
+	// ErrRotationTooEarly: the minimum time between two steps has not passed.
+	ErrRotationTooEarly = errors.New("too early for the next step")
+	// ErrRotationIncomplete: clusters recorded as part of the rotation are missing
+	// from this run.
+	ErrRotationIncomplete = errors.New("not every cluster of the rotation was given")
+	// ErrRotationSameRoot: the new root is the old one (or has its key).
+	ErrRotationSameRoot = errors.New("the new root is not new")
+)
+
+// signerName names the root that anchors an intermediate.
+const (
+	signerOld = "old"
+	signerNew = "new"
+)
+
+// shortFP prints a fingerprint as sha256:<first 16 hex digits>.
+func shortFP(c *x509.Certificate) string { return "sha256:" + Fingerprint(c)[:16] }
+
+// ChainsTo reports whether b's signing certificate chains up to root through the
+// certificates of b's chain, checking signatures (not validity). Roots that share
+// a subject, as two roots made with the same profile do, are told apart by their
+// keys.
+func (b *Bundle) ChainsTo(root *x509.Certificate) bool {
+	if b == nil || b.Cert == nil || root == nil {
+		return false
+	}
+	cur := b.Cert
+	for range len(b.Chain) + 1 {
+		if cur.Equal(root) {
+			return true
+		}
+		if bytes.Equal(cur.RawIssuer, root.RawSubject) && cur.CheckSignatureFrom(root) == nil {
+			return true
+		}
+		var next *x509.Certificate
+		for _, c := range b.Chain {
+			if c.Equal(cur) || bytes.Equal(c.RawSubject, c.RawIssuer) || !bytes.Equal(cur.RawIssuer, c.RawSubject) {
+				continue
+			}
+			if cur.CheckSignatureFrom(c) == nil {
+				next = c
+				break
+			}
+		}
+		if next == nil {
+			return false
+		}
+		cur = next
+	}
+	return false
+}
+
+// RotationStepOf tells where bundle b stands in the rotation from root old to root
+// newRoot: which of the two it trusts (root-cert.pem) and which signed its
+// intermediate. old may be nil when no cluster tells it any more (the rotation is
+// complete): then only StepNewRoot can be recognised. A bundle that trusts another
+// root, whose intermediate chains to neither, or whose intermediate chains to a
+// root it does not trust, is StepUnknown with an error wrapping
+// ErrRotationInconsistent.
+func RotationStepOf(b *Bundle, old, newRoot *x509.Certificate) (RotationStep, error) {
+	if b == nil || b.Cert == nil {
+		return StepUnknown, fmt.Errorf("%w: no bundle", ErrRotationInconsistent)
+	}
+	if newRoot == nil {
+		return StepUnknown, errors.New("no new root given")
+	}
+	var trustsOld, trustsNew bool
+	var foreign []string
+	for _, r := range b.Roots {
+		switch {
+		case r.Equal(newRoot):
+			trustsNew = true
+		case old != nil && r.Equal(old):
+			trustsOld = true
+		default:
+			foreign = append(foreign, shortFP(r))
+		}
+	}
+	if len(foreign) > 0 {
+		oldFP := "unknown"
+		if old != nil {
+			oldFP = shortFP(old)
+		}
+		return StepUnknown, fmt.Errorf("%w: trusts %s, which is neither the old root (%s) nor the new root (%s)",
+			ErrRotationInconsistent, strings.Join(foreign, ", "), oldFP, shortFP(newRoot))
+	}
+	signer := ""
+	switch {
+	case b.ChainsTo(newRoot):
+		signer = signerNew
+	case old != nil && b.ChainsTo(old):
+		signer = signerOld
+	default:
+		return StepUnknown, fmt.Errorf("%w: its intermediate (%s) chains to neither the old nor the new root", ErrRotationInconsistent, b.Cert.Subject)
+	}
+	switch {
+	case signer == signerOld && trustsOld && !trustsNew:
+		return StepOldRoot, nil
+	case signer == signerOld && trustsOld && trustsNew:
+		return StepTrustBoth, nil
+	case signer == signerNew && trustsOld && trustsNew:
+		return StepSwitched, nil
+	case signer == signerNew && trustsNew:
+		return StepNewRoot, nil
+	case signer == signerOld:
+		return StepUnknown, fmt.Errorf("%w: its intermediate is signed by the old root, which its root-cert.pem does not hold", ErrRotationInconsistent)
+	default:
+		return StepUnknown, fmt.Errorf("%w: its intermediate is signed by the new root, which its root-cert.pem does not hold (step 1, trust both, was skipped)", ErrRotationInconsistent)
+	}
+}
+
+// RotationRecord is what meshpki records on a cluster when it moves it to a step
+// (as an annotation on cacerts), so that the next run knows when that was.
+type RotationRecord struct {
+	Step RotationStep `json:"step"`
+	At   time.Time    `json:"at"`
+	// OldRoot and NewRoot are the two roots' SHA-256 fingerprints (hex).
+	OldRoot string `json:"oldRoot,omitempty"`
+	NewRoot string `json:"newRoot"`
+	// Clusters are the clusters of the run that made the step: every later run
+	// must include all of them.
+	Clusters []string `json:"clusters,omitempty"`
+	// Observed: meshpki did not make this step; it found the cluster there at At.
+	Observed bool `json:"observed,omitempty"`
+}
+
+// matches reports whether r belongs to the rotation from old to newRoot (old may
+// be unknown: "").
+func (r *RotationRecord) matches(oldFP, newFP string) bool {
+	return r != nil && r.NewRoot == newFP && (oldFP == "" || r.OldRoot == "" || r.OldRoot == oldFP)
+}
+
+// RotationInput is one cluster as a root rotation sees it.
+type RotationInput struct {
+	Cluster string
+	// Bundle is the cluster's installed bundle; nil when it could not be read.
+	Bundle *Bundle
+	// Err says why the cluster could not be read (or holds no usable bundle).
+	Err error
+	// Record is the last step meshpki recorded on the cluster, nil if none.
+	Record *RotationRecord
+}
+
+// RotationOptions tunes PlanRootRotation.
+type RotationOptions struct {
+	// NewRoot is the root the mesh moves to.
+	NewRoot *x509.Certificate
+	// ToStep is the step to move to; zero means the next one (or, when clusters
+	// are at different steps, the step the furthest of them reached).
+	ToStep RotationStep
+	// MinStepInterval is the least time a cluster must have spent at a step
+	// (since it was recorded) before it moves on from it. Zero disables the check.
+	MinStepInterval time.Duration
+	// Now is the time of the run; zero means time.Now().
+	Now time.Time
+}
+
+// ClusterRotation is one cluster's place in a root rotation plan.
+type ClusterRotation struct {
+	Cluster  string       `json:"cluster"`
+	Step     RotationStep `json:"step"`
+	StepName string       `json:"stepName"`
+	// IntermediateFrom is "old" or "new": the root that signed the intermediate.
+	IntermediateFrom string `json:"intermediateFrom,omitempty"`
+	// Trusts holds the fingerprints of the roots in root-cert.pem.
+	Trusts []string `json:"trusts,omitempty"`
+	// Since is when the cluster reached Step, as recorded; zero when unknown.
+	Since time.Time `json:"since,omitzero"`
+	// Unrecorded: the cluster is past step 0 with no record of when it got there.
+	Unrecorded bool `json:"unrecorded,omitempty"`
+	// Next is the step this run brings the cluster to; Step when it stays.
+	Next RotationStep `json:"next"`
+	// Problem says why Step is unknown.
+	Problem string `json:"problem,omitempty"`
+}
+
+// Moves reports whether the plan changes this cluster.
+func (c ClusterRotation) Moves() bool { return c.Next != c.Step && c.Step != StepUnknown }
+
+// RotationPlan is what one run of a root rotation does to a mesh.
+type RotationPlan struct {
+	// OldRoot is the root being replaced; nil when no cluster holds it any more.
+	OldRoot        *x509.Certificate `json:"-"`
+	NewRoot        *x509.Certificate `json:"-"`
+	OldFingerprint string            `json:"oldRoot,omitempty"`
+	NewFingerprint string            `json:"newRoot"`
+	// MeshStep is the lowest step of all clusters, StepUnknown when any is unknown.
+	MeshStep RotationStep `json:"meshStep"`
+	// Target is the step this run brings clusters to (MeshStep when none moves).
+	Target   RotationStep      `json:"target"`
+	Clusters []ClusterRotation `json:"clusters"`
+	// NextAllowed is when the clusters that must move next may do so
+	// (MinStepInterval after they reached their step); zero when they may now.
+	NextAllowed time.Time `json:"nextAllowed,omitzero"`
+	// Err is why the run must change no cluster; nil when it may. It wraps one
+	// of the ErrRotation* errors.
+	Err error `json:"-"`
+	// Refused is Err's message, for JSON.
+	Refused string `json:"refused,omitempty"`
+}
+
+// Done reports whether every cluster is at the last step: the rotation is over.
+func (p *RotationPlan) Done() bool {
+	if len(p.Clusters) == 0 {
+		return false
+	}
+	for _, c := range p.Clusters {
+		if c.Step != StepNewRoot {
+			return false
+		}
+	}
+	return true
+}
+
+// Moving lists the clusters this run changes, in input order (none when Err is set).
+func (p *RotationPlan) Moving() []string {
+	if p.Err != nil {
+		return nil
+	}
+	var out []string
+	for _, c := range p.Clusters {
+		if c.Moves() {
+			out = append(out, c.Cluster)
+		}
+	}
+	return out
+}
+
+// Unrecorded lists the clusters past step 0 with no record of when they got
+// there: a run records them as first seen now.
+func (p *RotationPlan) Unrecorded() []string {
+	var out []string
+	for _, c := range p.Clusters {
+		if c.Unrecorded {
+			out = append(out, c.Cluster)
+		}
+	}
+	return out
+}
+
+func (p *RotationPlan) refuse(err error) *RotationPlan {
+	p.Err, p.Refused = err, err.Error()
+	return p
+}
+
+// PlanRootRotation works out where a mesh stands in the rotation to opts.NewRoot
+// and what one run does. The old root is the one that anchors the intermediates
+// that the new root does not; all clusters must agree on it. The plan refuses
+// (Err, changing nothing) when:
+//
+//   - a cluster could not be read (ErrRotationUnreadable);
+//   - a cluster's bundle is foreign or inconsistent, or clusters disagree on the
+//     old root (ErrRotationInconsistent);
+//   - clusters recorded by earlier steps are missing (ErrRotationIncomplete);
+//   - clusters are two or more steps apart, or the step asked for needs clusters
+//     that are behind to catch up first (ErrRotationBehind, naming them);
+//   - a cluster that would move has spent less than MinStepInterval at its step,
+//     or has no record of when it got there (ErrRotationTooEarly, NextAllowed).
+//
+// Otherwise: when clusters are at different (adjacent) steps, the laggards move to
+// the step the others reached; when all are at one step, all move to the next.
+// Clusters already at the target stay untouched, so a rerun is a no-op.
+func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
+	now := opts.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	newRoot := opts.NewRoot
+	p := &RotationPlan{NewRoot: newRoot, MeshStep: StepUnknown, Target: StepUnknown}
+	if newRoot == nil {
+		return p.refuse(errors.New("no new root given"))
+	}
+	p.NewFingerprint = Fingerprint(newRoot)
+	switch opts.ToStep {
+	case 0, StepTrustBoth, StepSwitched, StepNewRoot:
+	default:
+		return p.refuse(fmt.Errorf("step %d: a root rotation has steps 1 (trust both), 2 (switch) and 3 (drop)", int(opts.ToStep)))
+	}
+	if len(in) == 0 {
+		return p.refuse(errors.New("no clusters"))
+	}
+	p.Clusters = make([]ClusterRotation, len(in))
+	var unreadable []string
+	for i, c := range in {
+		p.Clusters[i] = ClusterRotation{Cluster: c.Cluster, Step: StepUnknown, StepName: StepUnknown.Name(), Next: StepUnknown}
+		if c.Bundle == nil {
+			why := "no bundle"
+			if c.Err != nil {
+				why = c.Err.Error()
+			}
+			p.Clusters[i].Problem = why
+			unreadable = append(unreadable, c.Cluster+" ("+why+")")
+			continue
+		}
+		for _, r := range c.Bundle.Roots {
+			p.Clusters[i].Trusts = append(p.Clusters[i].Trusts, Fingerprint(r))
+		}
+	}
+
+	old, oldErr := meshOldRoot(in, newRoot)
+	if old != nil {
+		p.OldRoot, p.OldFingerprint = old, Fingerprint(old)
+		if bytes.Equal(old.RawSubjectPublicKeyInfo, newRoot.RawSubjectPublicKeyInfo) {
+			return p.refuse(fmt.Errorf("%w: it has the same key as the old root %s (the mesh's current root): intermediates of either chain to both, and nothing needs rotating",
+				ErrRotationSameRoot, shortFP(old)))
+		}
+	} else {
+		// No cluster holds the old root any more: take it from the records.
+		for _, c := range in {
+			if c.Record != nil && c.Record.NewRoot == p.NewFingerprint && c.Record.OldRoot != "" {
+				p.OldFingerprint = c.Record.OldRoot
+				break
+			}
+		}
+	}
+
+	// Classify every readable cluster.
+	var inconsistent []string
+	for i, c := range in {
+		if c.Bundle == nil {
+			continue
+		}
+		row := &p.Clusters[i]
+		if oldErr != nil {
+			row.Problem = oldErr.Error()
+			continue
+		}
+		step, err := RotationStepOf(c.Bundle, old, newRoot)
+		row.Step, row.StepName, row.Next = step, step.Name(), step
+		if err != nil {
+			row.Problem = strings.TrimPrefix(err.Error(), ErrRotationInconsistent.Error()+": ")
+			inconsistent = append(inconsistent, c.Cluster+": "+row.Problem)
+			continue
+		}
+		switch {
+		case c.Bundle.ChainsTo(newRoot):
+			row.IntermediateFrom = signerNew
+		default:
+			row.IntermediateFrom = signerOld
+		}
+		if step == StepOldRoot {
+			continue // nothing has changed yet: no record needed
+		}
+		if r := c.Record; r.matches(p.OldFingerprint, p.NewFingerprint) && r.Step == step && !r.At.IsZero() {
+			row.Since = r.At
+		} else {
+			row.Unrecorded = true
+		}
+	}
+	if len(unreadable) > 0 {
+		return p.refuse(fmt.Errorf("%w: could not read %s; nothing was changed (a rotation step must reach every cluster)",
+			ErrRotationUnreadable, strings.Join(unreadable, "; ")))
+	}
+	if oldErr != nil {
+		return p.refuse(oldErr)
+	}
+	if len(inconsistent) > 0 {
+		return p.refuse(fmt.Errorf("%w: %s; nothing was changed", ErrRotationInconsistent, strings.Join(inconsistent, "; ")))
+	}
+
+	lo, hi := StepNewRoot, StepOldRoot
+	for _, c := range p.Clusters {
+		lo, hi = min(lo, c.Step), max(hi, c.Step)
+	}
+	if lo == hi && lo == StepNewRoot {
+		p.MeshStep, p.Target = StepNewRoot, StepNewRoot
+		return p // done: nothing can move, whichever clusters were given
+	}
+
+	// Every cluster recorded by an earlier step must be part of this run.
+	given := map[string]bool{}
+	for _, c := range in {
+		given[c.Cluster] = true
+	}
+	missing := map[string]bool{}
+	for _, c := range in {
+		if c.Record.matches(p.OldFingerprint, p.NewFingerprint) {
+			for _, n := range c.Record.Clusters {
+				if !given[n] {
+					missing[n] = true
+				}
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return p.refuse(fmt.Errorf("%w: earlier steps of this rotation covered %s, which this run lacks; pass every cluster of the mesh (a step must reach all of them)",
+			ErrRotationIncomplete, strings.Join(slices.Sorted(maps.Keys(missing)), ", ")))
+	}
+
+	p.MeshStep = lo
+	if hi-lo > 1 {
+		return p.refuse(fmt.Errorf("%w: clusters are more than one step apart (%s): workloads of clusters two steps apart cannot complete mutual TLS; meshpki will not guess how to repair this: restore the clusters ahead from their %s backups, or bring the others to step %d by hand",
+			ErrRotationBehind, p.describeSteps(), "cacerts-backup-*", int(hi)-1))
+	}
+
+	target := opts.ToStep
+	switch {
+	case target == 0 && lo == hi:
+		target = lo + 1
+	case target == 0:
+		target = hi
+	case target <= lo:
+		p.Target = lo
+		return p // every cluster is at the asked step or past it: a no-op
+	case target == hi && lo == hi-1, target == hi+1 && lo == hi:
+		// Laggards complete the current step, or all advance.
+	default:
+		var behind []string
+		for _, c := range p.Clusters {
+			if c.Step < target-1 {
+				behind = append(behind, fmt.Sprintf("%s (at step %s)", c.Cluster, c.Step))
+			}
+		}
+		return p.refuse(fmt.Errorf("%w: step %d (%s) needs every cluster at step %s first; behind: %s; nothing was changed (a run without a step asked for brings them there)",
+			ErrRotationBehind, int(target), target.Action(), target-1, strings.Join(behind, ", ")))
+	}
+	p.Target = target
+
+	// Every cluster that moves must have spent MinStepInterval at its step.
+	var early, unrecorded []string
+	for i := range p.Clusters {
+		c := &p.Clusters[i]
+		if c.Step >= target {
+			continue
+		}
+		c.Next = target
+		if c.Step == StepOldRoot || opts.MinStepInterval <= 0 {
+			continue
+		}
+		allowed := c.Since.Add(opts.MinStepInterval)
+		if c.Unrecorded {
+			allowed = now.Add(opts.MinStepInterval)
+			unrecorded = append(unrecorded, c.Cluster)
+		} else if !now.Before(allowed) {
+			continue
+		} else {
+			early = append(early, fmt.Sprintf("%s reached step %s at %s", c.Cluster, c.Step, c.Since.UTC().Format(time.RFC3339)))
+		}
+		if allowed.After(p.NextAllowed) {
+			p.NextAllowed = allowed
+		}
+	}
+	if len(early)+len(unrecorded) > 0 {
+		for i := range p.Clusters {
+			p.Clusters[i].Next = p.Clusters[i].Step
+		}
+		var why []string
+		if len(early) > 0 {
+			why = append(why, strings.Join(early, ", "))
+		}
+		if len(unrecorded) > 0 {
+			why = append(why, fmt.Sprintf("%s got to its step without meshpki (no record of when): the wait starts now", strings.Join(unrecorded, ", ")))
+		}
+		return p.refuse(fmt.Errorf("%w: step %d (%s) is allowed from %s, %s after the last step (the minimum step interval): %s; workloads need that long to pick up the last change",
+			ErrRotationTooEarly, int(target), target.Action(), p.NextAllowed.UTC().Format(time.RFC3339), FormatInterval(opts.MinStepInterval), strings.Join(why, "; ")))
+	}
+	return p
+}
+
+// FormatInterval prints a duration as a flag takes it, without zero units:
+// "24h", "1h30m", "90s".
+func FormatInterval(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// describeSteps lists the clusters by step, e.g. "step 0: east; step 2: north, west".
+func (p *RotationPlan) describeSteps() string {
+	by := map[RotationStep][]string{}
+	for _, c := range p.Clusters {
+		by[c.Step] = append(by[c.Step], c.Cluster)
+	}
+	var parts []string
+	for _, s := range slices.Sorted(maps.Keys(by)) {
+		parts = append(parts, fmt.Sprintf("step %d: %s", int(s), strings.Join(by[s], ", ")))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// meshOldRoot finds the old root: the one root other than newRoot that anchors
+// intermediates, or failing that the one root other than newRoot that clusters
+// trust. nil (and no error) means no cluster holds an old root any more.
+func meshOldRoot(in []RotationInput, newRoot *x509.Certificate) (*x509.Certificate, error) {
+	type cand struct {
+		cert     *x509.Certificate
+		clusters []string
+	}
+	pick := func(anchors bool) (*x509.Certificate, error) {
+		var cands []*cand
+		for _, c := range in {
+			if c.Bundle == nil {
+				continue
+			}
+			for _, r := range c.Bundle.Roots {
+				if r.Equal(newRoot) || anchors && !c.Bundle.ChainsTo(r) {
+					continue
+				}
+				i := slices.IndexFunc(cands, func(x *cand) bool { return x.cert.Equal(r) })
+				if i < 0 {
+					cands = append(cands, &cand{cert: r})
+					i = len(cands) - 1
+				}
+				if !slices.Contains(cands[i].clusters, c.Cluster) {
+					cands[i].clusters = append(cands[i].clusters, c.Cluster)
+				}
+				if anchors {
+					break // one anchor per cluster
+				}
+			}
+		}
+		switch len(cands) {
+		case 0:
+			return nil, nil
+		case 1:
+			return cands[0].cert, nil
+		}
+		var parts []string
+		for _, c := range cands {
+			parts = append(parts, fmt.Sprintf("%s by %s", shortFP(c.cert), strings.Join(c.clusters, ", ")))
+		}
+		what := "trusted"
+		if anchors {
+			what = "signing intermediates"
+		}
+		return nil, fmt.Errorf("%w: the clusters disagree on the old root (roots other than the new one %s: %s): a root rotation moves one mesh from one root to another",
+			ErrRotationInconsistent, what, strings.Join(parts, "; "))
+	}
+	if old, err := pick(true); old != nil || err != nil {
+		return old, err
+	}
+	return pick(false)
+}
+
+// RootRotationProfile is the profile of the intermediate that replaces current at
+// step 2 (switch): the same subject, SANs, key type and pathlen, and the same
+// lifetime (rounded down to the hour, as issuers backdate by minutes).
+func RootRotationProfile(cluster string, current *x509.Certificate) (Profile, error) {
+	kt, err := rotationKeyType(current)
+	if err != nil {
+		return Profile{}, fmt.Errorf("cluster %s: %w", cluster, err)
+	}
+	ttl := current.NotAfter.Sub(current.NotBefore)
+	if ttl > 2*time.Hour {
+		ttl = ttl.Truncate(time.Hour)
+	}
+	pathLen := current.MaxPathLen
+	if pathLen < 0 || !current.MaxPathLenZero && pathLen == 0 {
+		pathLen = 0 // no constraint: use Istio's pathlen 0
+	}
+	subject := current.Subject
+	subject.Names, subject.ExtraNames = nil, nil
+	p := Profile{
+		Cluster:    cluster,
+		Subject:    subject,
+		DNSNames:   slices.Clone(current.DNSNames),
+		URIs:       slices.Clone(current.URIs),
+		TTL:        ttl,
+		KeyType:    kt,
+		MaxPathLen: pathLen,
+	}
+	return p, p.Validate()
+}
+
+func rotationKeyType(c *x509.Certificate) (KeyType, error) {
+	switch d := DescribeKey(c.PublicKey); d {
+	case "ECDSA P-256":
+		return ECDSAP256, nil
+	case "ECDSA P-384":
+		return ECDSAP384, nil
+	case "RSA 2048", "RSA 3072", "RSA 4096":
+		return ParseKeyType("rsa-" + strings.TrimPrefix(d, "RSA "))
+	default:
+		return "", fmt.Errorf("intermediate key %s: not a key type meshpki makes (ECDSA P-256 or P-384, RSA 2048, 3072 or 4096)", d)
+	}
+}
+
+// RootRotationFiles returns the bundle files (as in a Secret) that move a cluster
+// from the step before target to target, given its current files:
+//
+//   - step 1 (trust both): the roots file becomes old + new; every other file is
+//     kept byte for byte (intermediate, key, cert-chain.pem);
+//   - step 2 (switch): the files of switched, a bundle minted under the new root,
+//     whose roots file becomes new + old; files other than the bundle's (e.g.
+//     ca-crl.pem) are kept;
+//   - step 3 (drop): the roots file becomes new alone; every other file is kept.
+//
+// The roots file always lists the root that anchors the intermediate first.
+func RootRotationFiles(current map[string][]byte, target RotationStep, old, newRoot *x509.Certificate, switched *Bundle) (map[string][]byte, error) {
+	if _, err := DetectFormat(current); err != nil {
+		return nil, err
+	}
+	// A Secret may carry both layouts (istiod reads the tls one): change both alike.
+	var formats []Format
+	for _, f := range []Format{FormatIstio, FormatTLS} {
+		if _, ok := current[layoutOf(f).cert]; ok {
+			formats = append(formats, f)
+		}
+	}
+	out := maps.Clone(current)
+	for _, f := range formats {
+		l := layoutOf(f)
+		switch target {
+		case StepTrustBoth:
+			if old == nil {
+				return nil, errors.New("step 1 (trust both) needs the old root")
+			}
+			out[l.roots] = EncodeCertificatesPEM(old, newRoot)
+		case StepSwitched:
+			if old == nil || switched == nil {
+				return nil, errors.New("step 2 (switch) needs the old root and a new intermediate")
+			}
+			if !switched.ChainsTo(newRoot) {
+				return nil, fmt.Errorf("the new intermediate (%s) does not chain to the new root %s", switched.Cert.Subject, shortFP(newRoot))
+			}
+			b := *switched
+			b.Roots = []*x509.Certificate{newRoot, old}
+			files, err := b.Files(f)
+			if err != nil {
+				return nil, err
+			}
+			maps.Copy(out, files)
+		case StepNewRoot:
+			out[l.roots] = EncodeCertificatesPEM(newRoot)
+		default:
+			return nil, fmt.Errorf("step %d: a root rotation has steps 1, 2 and 3", int(target))
+		}
+	}
+	return out, nil
+}

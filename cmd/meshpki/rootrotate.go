@@ -1,0 +1,632 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/vault"
+)
+
+// catNewRoot groups "root rotate"'s flags that say where the new root lives.
+const catNewRoot = "New root"
+
+// defaultMinStepInterval is Istio's default workload certificate lifetime: the
+// time every workload needs to get a certificate from a new intermediate.
+const defaultMinStepInterval = "24h"
+
+// newRootFlags choose the root a mesh rotates to: a folder, a Vault PKI mount or a
+// Vault KV v2 secret (reached with the --vault-* connection flags).
+func newRootFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "new-root-dir", Category: catNewRoot, Usage: "folder holding the new root's root-cert.pem and root-key.pem, e.g. --new-root-dir root-2027"},
+		&cli.StringFlag{Name: "new-vault-pki", Category: catNewRoot, Usage: "Vault PKI mount whose root signs the new intermediates (its key never leaves Vault), e.g. --new-vault-pki pki-2027"},
+		&cli.StringFlag{Name: "new-vault-issuer", Category: catNewRoot, Usage: "with --new-vault-pki: the new root's issuer name or ID instead of the mount's default, e.g. --new-vault-issuer root-2027"},
+		&cli.StringFlag{Name: "new-vault-kv", Category: catNewRoot, Usage: "Vault KV v2 secret holding the new root (fields certificate, private_key), as MOUNT/PATH, e.g. --new-vault-kv secret/meshpki/root-2027"},
+	}
+}
+
+// parseNewRootSource reads the --new-* flags into a rootSource, so that opening it
+// is rootsource.go's job.
+func parseNewRootSource(c *cli.Context) (rootSource, error) {
+	s := rootSource{Dir: c.String("new-root-dir"), VaultPKI: strings.Trim(c.String("new-vault-pki"), "/"), VaultIssuer: c.String("new-vault-issuer")}
+	n := 0
+	for _, f := range []string{"new-root-dir", "new-vault-pki", "new-vault-kv"} {
+		if c.String(f) != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return s, inputError(errors.New("no new root given: pass --new-root-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)"))
+	case n > 1:
+		return s, inputError(errors.New("pass only one of --new-root-dir, --new-vault-pki and --new-vault-kv"))
+	case s.VaultIssuer != "" && s.VaultPKI == "":
+		return s, inputError(errors.New("--new-vault-issuer needs --new-vault-pki"))
+	}
+	if kv := c.String("new-vault-kv"); kv != "" {
+		k, err := vault.ParseKVPath(kv)
+		if err != nil {
+			return s, inputError(fmt.Errorf("--new-vault-kv: %w", err))
+		}
+		s.VaultKV = &k
+	}
+	if s.VaultPKI != "" || s.VaultKV != nil {
+		v, err := parseVaultConn(c)
+		if err != nil {
+			return s, err
+		}
+		s.Vault = v
+	}
+	return s, nil
+}
+
+// openNewRoot opens the new root source: the issuer for step 2 and the root's
+// certificate, which must be a self-signed CA.
+func openNewRoot(ctx context.Context, e *env, s rootSource) (ca.Issuer, *x509.Certificate, error) {
+	iss, err := s.issuer(ctx, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	var root *x509.Certificate
+	switch i := iss.(type) {
+	case *ca.LocalIssuer:
+		root = i.RootCert()
+	case *vault.PKIIssuer:
+		root = i.IssuerCert()
+		if err := ca.CheckRootCert(root, time.Now()); err != nil {
+			return nil, nil, inputError(fmt.Errorf("--new-vault-pki %s: its issuer (%s) cannot be the new root: %w (name the root's own issuer with --new-vault-issuer)", s.VaultPKI, root.Subject, err))
+		}
+	default:
+		return nil, nil, fmt.Errorf("new root source: unexpected issuer %T", iss)
+	}
+	return iss, root, nil
+}
+
+// rootRotateOptions is "root rotate" after flag parsing.
+type rootRotateOptions struct {
+	NewRoot  rootSource
+	Clusters clusterOptions
+	Rotation k8s.RootRotationOptions
+	Status   bool
+	Output   string
+}
+
+func rootRotateCommand(e *env) *cli.Command {
+	flags := append(newRootFlags(), clusterFlags(true)...)
+	flags = append(flags,
+		&cli.BoolFlag{Name: "status", Usage: "only show where each cluster stands and what a run would do; change nothing"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "mint what the step needs, then send every write as a server-side dry run; nothing is stored"},
+		&cli.StringFlag{Name: "min-step-interval", Value: defaultMinStepInterval, Usage: "least time a cluster stays at a step before the next (the workload certificate TTL); 0 disables the check, e.g. --min-step-interval 48h"},
+		&cli.StringFlag{Name: "step", Usage: "move only to this step: 1 or trust-both, 2 or switch, 3 or drop; a rerun at that step is a no-op (default: the next step), e.g. --step 2"},
+		&cli.StringFlag{Name: "ttl", Usage: "lifetime of the new intermediates of step 2 (default: each cluster's current one), e.g. --ttl 365d"},
+		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
+		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload cacerts by itself)"},
+		&cli.DurationFlag{Name: "lock-wait", Value: time.Minute, Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ", shared with rotate) that another run holds; 0 gives up at once, e.g. --lock-wait 5m"},
+		outputFlag(),
+	)
+	flags = append(flags, vaultConnFlags()...)
+	return &cli.Command{
+		Name:  "rotate",
+		Usage: "replace the mesh's root, one safe step per run, without breaking cross-cluster mTLS",
+		Description: `Moves every cluster of the mesh from its current (old) root to a new root, in the
+three steps Istio supports (ISTIO_MULTIROOT_MESH=true on istiod; see
+docs/root-rotation.md), one step per run:
+
+  1 trust both: root-cert.pem becomes old root + new root; the intermediate and
+    cert-chain.pem are unchanged;
+  2 switch:     a new intermediate signed by the new root (same subject, SANs, key
+    type and lifetime); root-cert.pem stays old + new;
+  3 drop:       root-cert.pem becomes the new root alone.
+
+Each run reads every cluster's cacerts, works out where it stands (which roots it
+trusts, which root signed its intermediate; the old root is the one that signed
+the intermediates) and moves every cluster to the next step. It refuses, changing
+nothing, when a cluster cannot be read or is foreign to the rotation, when a
+cluster of earlier steps is missing from the run, when clusters are two steps
+apart, or when --min-step-interval has not passed since a cluster reached its step
+(recorded in the annotation meshpki.io/root-rotation on cacerts). When clusters
+are at different steps (a run that failed half-way), a run brings the laggards to
+the step the others reached, and nothing further.
+
+Between two steps every workload must pick up the change: the new trust bundle
+after step 1, a certificate from the new intermediate after step 2 (workload
+certificates last 24h by default). Hence --min-step-interval 24h. Always pass
+every cluster of the mesh. Every write keeps a backup (cacerts-backup-*), goes
+through the same checks as install, uses optimistic concurrency, and is made
+holding the cluster's Lease ` + k8s.LeaseName + ` (the lock rotate takes), so that two
+runs never change one cluster at once. Key material is never printed.
+
+Exit status: 0 when the step was made, nothing was due, or the next step is not
+allowed yet (the output says from when); 1 when the run was refused or a cluster
+failed; 2 on bad usage or input.
+
+Examples:
+   meshpki root create --out root-2027 --common-name "Root CA 2027"
+   meshpki root rotate --new-root-dir root-2027 --all-contexts --status
+   meshpki root rotate --new-root-dir root-2027 --all-contexts --dry-run
+   meshpki root rotate --new-root-dir root-2027 --all-contexts
+   meshpki root rotate --new-vault-pki pki --new-vault-issuer root-2027 --context east --context west --step 2
+   meshpki root rotate --new-vault-kv secret/meshpki/root-2027 --all-contexts --min-step-interval 48h -o json`,
+		Flags: flags,
+		Action: action(func(c *cli.Context) error {
+			o, err := parseRootRotate(c, e)
+			if err != nil {
+				return err
+			}
+			return runRootRotate(c.Context, e, o)
+		}),
+	}
+}
+
+func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	src, err := parseNewRootSource(c)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := parseClusterFlags(c, e)
+	if err != nil {
+		return nil, err
+	}
+	out, err := outputFormat(c)
+	if err != nil {
+		return nil, err
+	}
+	o := &rootRotateOptions{NewRoot: src, Clusters: cl, Status: c.Bool("status"), Output: out,
+		Rotation: k8s.RootRotationOptions{
+			Namespace:     cl.Namespace,
+			DryRun:        c.Bool("dry-run"),
+			KeepBackups:   c.Int("keep-backups"),
+			RestartIstiod: c.Bool("restart-istiod"),
+			Concurrency:   cl.Concurrency,
+		}}
+	if wait := c.Duration("lock-wait"); wait < 0 {
+		return nil, inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", wait))
+	} else if !o.Status && !o.Rotation.DryRun {
+		holder, err := lockHolder()
+		if err != nil {
+			return nil, err
+		}
+		o.Rotation.Lock = &k8s.LeaseOptions{Holder: holder, Wait: wait}
+	}
+	if o.Status && o.Rotation.DryRun {
+		return nil, inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))
+	}
+	switch s := strings.TrimSpace(c.String("min-step-interval")); s {
+	case "0", "0s", "0h":
+	default:
+		if o.Rotation.MinStepInterval, err = parseDuration("min-step-interval", s); err != nil {
+			return nil, err
+		}
+	}
+	if s := c.String("step"); s != "" {
+		if o.Rotation.ToStep, err = ca.ParseRotationStep(s); err != nil {
+			return nil, inputError(fmt.Errorf("--step: %w", err))
+		}
+	}
+	if s := c.String("ttl"); s != "" {
+		if o.Rotation.TTL, err = parseDuration("ttl", s); err != nil {
+			return nil, err
+		}
+	}
+	switch keep := o.Rotation.KeepBackups; {
+	case keep < -1:
+		return nil, inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
+	case keep == 0:
+		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
+	}
+	return o, nil
+}
+
+// rootRotateOutput is root rotate's JSON result.
+type rootRotateOutput struct {
+	OK bool `json:"ok"`
+	// Waiting: nothing was done because the next step is not allowed yet.
+	Waiting bool `json:"waiting,omitempty"`
+	Status  bool `json:"status,omitempty"`
+	*k8s.RootRotationReport
+	Error string `json:"error,omitempty"`
+}
+
+func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
+	clusters, err := o.Clusters.loadClusters()
+	if err != nil {
+		return err
+	}
+	iss, newRoot, err := openNewRoot(ctx, e, o.NewRoot)
+	if err != nil {
+		return err
+	}
+	o.Rotation.NewRoot, o.Rotation.Issuer = newRoot, iss
+	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
+
+	var rep *k8s.RootRotationReport
+	var runErr error
+	if o.Status {
+		rep = k8s.RootRotationStatus(ctx, clusters, o.Rotation)
+	} else {
+		rep, runErr = k8s.RotateRoot(ctx, clusters, o.Rotation)
+		verb := "root rotation"
+		if o.Rotation.DryRun {
+			verb += " (dry run)"
+		}
+		// One line per cluster changed (or failed) on stderr; the table goes to stdout.
+		var changed []*k8s.RootRotationClusterResult
+		for _, r := range rep.Clusters {
+			if r.Action != "none" || r.Error != "" {
+				changed = append(changed, r)
+			}
+		}
+		prog := newProgress(e, verb, len(changed))
+		for _, r := range changed {
+			var err error
+			if r.Error != "" {
+				err = errors.New(r.Error)
+			}
+			prog.item(r.Cluster, err, "action", r.Action, "from", int(r.From), "to", int(r.To))
+		}
+		prog.finish()
+	}
+	plan := rep.Plan
+	waiting := errors.Is(plan.Err, ca.ErrRotationTooEarly)
+	clusterFailed := false
+	for _, r := range rep.Clusters {
+		clusterFailed = clusterFailed || r.Error != ""
+	}
+	ok := (plan.Err == nil || waiting) && !clusterFailed
+	out := rootRotateOutput{OK: ok, Waiting: waiting, Status: o.Status, RootRotationReport: rep}
+	if runErr != nil {
+		out.Error = runErr.Error()
+	} else if plan.Err != nil {
+		out.Error = plan.Err.Error()
+	}
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, out); err != nil {
+			return err
+		}
+	} else {
+		printRootRotation(e.stdout, out, o.Rotation.MinStepInterval, time.Now())
+	}
+	switch {
+	case ok:
+		if waiting {
+			e.log.Info("next root rotation step not allowed yet", "from", plan.NextAllowed.UTC().Format(time.RFC3339))
+		}
+		return nil
+	case runErr != nil:
+		return failed(runErr)
+	default:
+		return failed(plan.Err)
+	}
+}
+
+// rootLabel names a root fingerprint as old, new or its short fingerprint.
+func rootLabel(plan *ca.RotationPlan, fp string) string {
+	switch fp {
+	case plan.NewFingerprint:
+		return "new"
+	case plan.OldFingerprint:
+		return "old"
+	}
+	return k8s.ShortFingerprint(fp)
+}
+
+func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration, now time.Time) {
+	plan := out.Plan
+	old := "unknown"
+	if plan.OldFingerprint != "" {
+		old = k8s.ShortFingerprint(plan.OldFingerprint)
+	}
+	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, k8s.ShortFingerprint(plan.NewFingerprint))
+	results := map[string]*k8s.RootRotationClusterResult{}
+	for _, r := range out.Clusters {
+		results[r.Cluster] = r
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if out.Status {
+		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tSINCE\tNEXT RUN")
+	} else {
+		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tSINCE\tTHIS RUN")
+	}
+	for _, c := range plan.Clusters {
+		inter, trusts, since := "-", "-", "-"
+		if c.IntermediateFrom != "" {
+			inter = "from " + c.IntermediateFrom + " root"
+		}
+		if len(c.Trusts) > 0 {
+			var labels []string
+			for _, fp := range c.Trusts {
+				labels = append(labels, rootLabel(plan, fp))
+			}
+			trusts = strings.Join(labels, " + ")
+		}
+		switch {
+		case !c.Since.IsZero():
+			since = fmt.Sprintf("%s (%s ago)", c.Since.UTC().Format(time.RFC3339), ca.FormatDuration(now.Sub(c.Since)))
+		case c.Unrecorded:
+			since = "not recorded"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Cluster, c.Step, inter, trusts, since, describeRotationRun(out, c, results[c.Cluster]))
+	}
+	tw.Flush()
+	for _, c := range plan.Clusters {
+		if c.Problem != "" {
+			fmt.Fprintf(w, "%s: %s\n", c.Cluster, c.Problem)
+		}
+		if r := results[c.Cluster]; r != nil && r.Error != "" {
+			fmt.Fprintf(w, "%s: FAILED: %s\n", c.Cluster, r.Error)
+		}
+		if r := results[c.Cluster]; r != nil && r.Install != nil {
+			for _, warn := range r.Install.Warnings {
+				fmt.Fprintf(w, "%s: warning: %s\n", c.Cluster, warn)
+			}
+		}
+	}
+
+	// The mesh, and what comes next.
+	switch {
+	case plan.Err != nil && !out.Waiting:
+		fmt.Fprintf(w, "mesh: REFUSED: %s\n", plan.Err)
+		return
+	case plan.Done():
+		fmt.Fprintln(w, "mesh: root rotation complete: every cluster trusts the new root only, and its intermediate comes from it; retire the old root once nothing else trusts it")
+		return
+	}
+	afterRun := !out.Status && !out.DryRun && !out.Waiting && out.OK
+	reached := plan.MeshStep
+	if afterRun {
+		reached = plan.Target // every cluster is there now
+	}
+	fmt.Fprintln(w, "mesh: "+describeMeshStep(plan, afterRun))
+	moving := plan.Moving()
+	if out.Status || out.DryRun {
+		switch {
+		case out.Waiting:
+			fmt.Fprintf(w, "next: step %d (%s) is allowed from %s (--min-step-interval %s)\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), ca.FormatInterval(interval))
+		case len(moving) > 0:
+			verb := "a run brings"
+			if out.DryRun {
+				verb = "dry run, nothing changed: a run would bring"
+			}
+			fmt.Fprintf(w, "next: %s %s to step %d (%s)\n", verb, strings.Join(moving, ", "), int(plan.Target), plan.Target.Action())
+		default:
+			fmt.Fprintln(w, "next: nothing to do")
+		}
+		return
+	}
+	if out.Waiting {
+		fmt.Fprintf(w, "waiting: step %d (%s) is allowed from %s (--min-step-interval %s); nothing was changed\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), ca.FormatInterval(interval))
+		return
+	}
+	if !out.OK {
+		fmt.Fprintln(w, "mesh: some clusters failed: fix them and rerun; the run brings them to the step the others reached")
+		return
+	}
+	if len(moving) == 0 {
+		fmt.Fprintln(w, "nothing to do: every cluster is at the step asked for")
+	}
+	if reached < ca.StepNewRoot {
+		fmt.Fprintln(w, "next: "+nextStepAdvice(reached+1, interval, now))
+	} else {
+		fmt.Fprintln(w, "root rotation complete: retire the old root once nothing else trusts it")
+	}
+}
+
+// describeMeshStep is e.g. "all 3 clusters at step 1 (trust-both): trusts old +
+// new roots, intermediate from the old root".
+func describeMeshStep(plan *ca.RotationPlan, afterRun bool) string {
+	lo, hi := ca.StepNewRoot, ca.StepOldRoot
+	for _, c := range plan.Clusters {
+		lo, hi = min(lo, c.Step), max(hi, c.Step)
+	}
+	if afterRun {
+		lo, hi = plan.Target, plan.Target
+	}
+	if lo == hi {
+		all := fmt.Sprintf("all %d clusters", len(plan.Clusters))
+		if len(plan.Clusters) == 1 {
+			all = "the one cluster"
+		}
+		return fmt.Sprintf("%s at step %s: %s", all, lo, lo.Describe())
+	}
+	return fmt.Sprintf("clusters at steps %s and %s: a run brings the others to step %d (%s)", lo, hi, int(hi), hi.Action())
+}
+
+func describeRotationRun(out rootRotateOutput, c ca.ClusterRotation, r *k8s.RootRotationClusterResult) string {
+	if out.Status {
+		if out.Plan.Err == nil && c.Moves() {
+			return fmt.Sprintf("%s -> step %d", c.Next.Action(), int(c.Next))
+		}
+		return "-"
+	}
+	if r == nil {
+		return "-"
+	}
+	switch {
+	case r.Error != "":
+		return "FAILED"
+	case r.Action == "record":
+		return "record only: " + r.Note
+	case r.Action == "none":
+		return "unchanged"
+	}
+	s := r.Action + fmt.Sprintf(" -> step %d", int(r.To))
+	if r.DryRun {
+		s = "would " + s
+	}
+	if r.Install != nil {
+		if r.Install.Before != nil && r.Install.After != nil && r.Install.Before.Serial != r.Install.After.Serial {
+			s += fmt.Sprintf(", new intermediate serial %s (not after %s)", r.Install.After.Serial, formatTime(r.Install.After.NotAfter))
+		}
+		if r.Install.Backup != "" {
+			if r.DryRun {
+				s += ", previous would be kept as a backup"
+			} else {
+				s += ", previous kept as " + r.Install.Backup
+			}
+		}
+		if len(r.Install.IstiodRestarted) > 0 {
+			s += ", restarted " + strings.Join(r.Install.IstiodRestarted, ",")
+		}
+	}
+	return s
+}
+
+// nextStepAdvice says what to wait for before step next, and from when.
+func nextStepAdvice(next ca.RotationStep, interval time.Duration, now time.Time) string {
+	from := ""
+	if interval > 0 {
+		from = fmt.Sprintf(" The next run may make it from %s (--min-step-interval %s).", now.Add(interval).UTC().Format(time.RFC3339), ca.FormatInterval(interval))
+	}
+	switch next {
+	case ca.StepTrustBoth:
+		return "rerun to make every cluster trust both roots (step 1)." + from
+	case ca.StepSwitched:
+		return "wait until every workload of every cluster trusts the new root (istiod pushes the new root-cert.pem to every namespace; proxies pick it up, at once with PROXY_CONFIG_XDS_AGENT, or when restarted), then rerun to switch to intermediates from the new root (step 2)." + from
+	default:
+		return "wait until every workload of every cluster carries a certificate from its new intermediate (workload certificates last 24h by default and are renewed before they expire; restart workloads to hurry), then rerun to drop the old root (step 3)." + from
+	}
+}
+
+// rootBundleCommand builds a root bundle file (several roots in one PEM file) by
+// hand, e.g. for a trust bundle outside the mesh.
+func rootBundleCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "bundle",
+		Usage:     "combine several root certificates into one root bundle file (root-cert.pem), checked and deduplicated",
+		ArgsUsage: "ROOT...",
+		Description: `Reads each ROOT (a PEM file of one or more certificates, or a root folder holding
+root-cert.pem), checks that every certificate is a root: a self-signed CA that may
+sign certificates, currently valid, with a strong key; drops duplicates (same
+certificate, even from two files) and writes them, in the order first seen, to
+--out. This is the root-cert.pem of a root rotation's steps 1 and 2 (old + new);
+root rotate writes it into the clusters by itself. Private keys are never read:
+a file holding one is refused.
+
+An existing --out is never overwritten without --force. --out - writes the bundle
+to stdout (and the summary to stderr).
+
+Examples:
+   meshpki root bundle --out combined-root.pem root root-2027
+   meshpki root bundle --out - old-root.pem new-root.pem > root-cert.pem
+   meshpki root bundle --out trust.pem --force root/root-cert.pem partner-roots.pem`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Required: true, Usage: "file to write the bundle to, or - for stdout, e.g. --out combined-root.pem"},
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing --out file"},
+			outputFlag(),
+		},
+		Action: action(func(c *cli.Context) error {
+			out, err := outputFormat(c)
+			if err != nil {
+				return err
+			}
+			if c.NArg() == 0 {
+				return inputError(errors.New("no roots given: pass root certificate files or root folders as arguments"))
+			}
+			return runRootBundle(e, c.Args().Slice(), c.String("out"), c.Bool("force"), out)
+		}),
+	}
+}
+
+type rootBundleEntry struct {
+	Source      string    `json:"source"`
+	Subject     string    `json:"subject"`
+	NotAfter    time.Time `json:"notAfter"`
+	Fingerprint string    `json:"sha256Fingerprint"`
+}
+
+type rootBundleResult struct {
+	Out   string            `json:"out"`
+	Roots []rootBundleEntry `json:"roots"`
+	// Duplicates are the sources of certificates dropped as duplicates.
+	Duplicates []string `json:"duplicates,omitempty"`
+}
+
+func runRootBundle(e *env, args []string, outFile string, force bool, format string) error {
+	now := time.Now()
+	res := rootBundleResult{Out: outFile}
+	var certs []*x509.Certificate
+	seen := map[string]bool{}
+	for _, arg := range args {
+		file := arg
+		if st, err := os.Stat(arg); err == nil && st.IsDir() {
+			file = filepath.Join(arg, ca.RootCertFile)
+		}
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return inputError(err)
+		}
+		found, err := ca.ParseCertificatesPEM(data)
+		if err != nil && bytes.Contains(data, []byte("PRIVATE KEY-----")) {
+			return inputError(fmt.Errorf("%s holds a private key: a root bundle takes certificates only", file))
+		}
+		if err != nil {
+			return inputError(fmt.Errorf("%s: %w", file, err))
+		}
+		for i, c := range found {
+			where := file
+			if len(found) > 1 {
+				where = fmt.Sprintf("%s (certificate %d)", file, i+1)
+			}
+			if err := ca.CheckRootCert(c, now); err != nil {
+				return inputError(fmt.Errorf("%s: %s: %w", where, c.Subject, err))
+			}
+			fp := ca.Fingerprint(c)
+			if seen[fp] {
+				res.Duplicates = append(res.Duplicates, where)
+				continue
+			}
+			seen[fp] = true
+			certs = append(certs, c)
+			res.Roots = append(res.Roots, rootBundleEntry{Source: where, Subject: c.Subject.String(), NotAfter: c.NotAfter.UTC(), Fingerprint: fp})
+		}
+	}
+	pemData := ca.EncodeCertificatesPEM(certs...)
+	summary := e.stdout
+	if outFile == "-" {
+		if _, err := io.Copy(e.stdout, bytes.NewReader(pemData)); err != nil {
+			return err
+		}
+		summary = e.stderr
+	} else {
+		if _, err := os.Lstat(outFile); err == nil && !force {
+			return inputError(fmt.Errorf("%s already exists: pass --force to replace it", outFile))
+		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return inputError(err)
+		}
+		if err := ca.WriteFile(outFile, pemData, 0o644); err != nil {
+			return failed(fmt.Errorf("write %s: %w", outFile, err))
+		}
+	}
+	if format == "json" {
+		return writeJSON(summary, res)
+	}
+	where := "written to " + outFile
+	if outFile == "-" {
+		where = "written to stdout"
+	}
+	fmt.Fprintf(summary, "root bundle of %d roots %s\n", len(res.Roots), where)
+	for _, r := range res.Roots {
+		fmt.Fprintf(summary, "  sha256:%s  %s  not after %s  (%s)\n", r.Fingerprint, r.Subject, r.NotAfter.Format(time.RFC3339), r.Source)
+	}
+	for _, d := range res.Duplicates {
+		fmt.Fprintf(summary, "  duplicate dropped: %s\n", d)
+	}
+	return nil
+}

@@ -1,0 +1,404 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/metrics"
+	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/vault"
+)
+
+// rotateOptions is "rotate" after flag parsing.
+type rotateOptions struct {
+	Root        rootSource
+	Clusters    clusterOptions
+	Rotate      k8s.RotateOptions // Issuer and Anchor are set once the root is open
+	MetricsFile string
+	Output      string
+}
+
+const catRotate = "Rotation"
+
+func rotateCommand(e *env) *cli.Command {
+	flags := append(rootSourceFlags(), clusterFlags(true)...)
+	flags = append(flags,
+		&cli.StringFlag{Name: "renew-before", Category: catRotate, Usage: "rotate when less life is left than this: a duration (720h, 30d) or a share of the lifetime (33%); default: a third of the lifetime, e.g. --renew-before 60d"},
+		&cli.BoolFlag{Name: "force", Category: catRotate, Usage: "rotate every chosen cluster, due or not, e.g. after a key may have leaked"},
+		&cli.BoolFlag{Name: "allow-new-root", Category: catRotate, Usage: "also rotate clusters whose intermediate chains to another root, moving them to the current root (breaks cross-cluster mTLS until every cluster moved: prefer a root rotation)"},
+		&cli.BoolFlag{Name: "dry-run", Category: catRotate, Usage: "decide and report only: no lock taken, nothing minted, nothing written"},
+		&cli.DurationFlag{Name: "lock-wait", Category: catRotate, Value: time.Minute, Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ") that another run holds before giving up on that cluster; 0 gives up at once, e.g. --lock-wait 5m"},
+		&cli.StringFlag{Name: "ttl", Category: catRotate, Value: "8760h", Usage: "lifetime of new intermediates (Go duration, or days), e.g. --ttl 90d"},
+		&cli.StringFlag{Name: "key-type", Category: catRotate, Value: string(ca.ECDSAP256), Usage: "key of new intermediates: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096, e.g. --key-type rsa-4096"},
+		&cli.StringFlag{Name: "org", Category: catRotate, Value: "Istio", Usage: "subject O of new intermediates (CN=Intermediate CA, L=<cluster>), e.g. --org Example"},
+		&cli.StringFlag{Name: "format", Category: catRotate, Usage: "Secret keys to write: istio or tls; default: the layout installed (istio when none), e.g. --format tls"},
+		&cli.BoolFlag{Name: "allow-short-ttl", Category: catRotate, Usage: "accept a lifetime cut short by the root's expiry instead of failing"},
+		&cli.IntFlag{Name: "keep-backups", Category: catRotate, Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all, e.g. --keep-backups 5"},
+		&cli.BoolFlag{Name: "restart-istiod", Category: catRotate, Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload it)"},
+		&cli.StringFlag{Name: "metrics-file", Category: catRotate, Usage: "write Prometheus metrics for node_exporter's textfile collector here, atomically; counters carry over from the previous file, e.g. --metrics-file /var/lib/node_exporter/textfile/meshpki.prom"},
+		outputFlag(),
+	)
+	return &cli.Command{
+		Name:  "rotate",
+		Usage: "renew each cluster's intermediate CA when it is due: for cron",
+		Description: `For every chosen cluster (in parallel), reads Secret cacerts and decides whether
+its intermediate CA is due:
+
+  - missing, or failing istiod's checks: due;
+  - signed by another root than the current one (--root-dir, --vault-pki or
+    --vault-kv): due with --allow-new-root, otherwise that cluster fails;
+  - less life left than --renew-before (default: a third of its lifetime): due;
+  - --force: every cluster is due.
+
+A cluster that is not due gets no write at all. A due cluster is locked (a
+coordination.k8s.io Lease named ` + k8s.LeaseName + ` in the namespace; another run's
+lock is waited for up to --lock-wait, an expired one is taken over), read again,
+given a freshly minted intermediate (new key) that is verified, and installed as
+install does: the previous cacerts is backed up first, the update carries the
+resourceVersion read, the Secret is written whole. Then cacerts is read back and
+the lock released. Vault (or the root folder) is opened and checked before any
+cluster is touched: a sealed Vault or a revoked token changes nothing.
+
+Output: one line per cluster on stderr as it finishes ("rotated", "not due (N days
+left, ...)", "locked by HOLDER", "failed: reason"); then the summary on stdout, or
+with --output json the per-cluster records on stdout (and the summary on stderr).
+Key material is never printed.
+
+Exit status: 0 when every cluster is healthy afterwards (rotated or not due; in a
+dry run, due counts as healthy), 1 when any cluster failed or stayed locked (the
+others still ran) or the root source or the metrics file failed, 2 on bad usage.
+
+Examples:
+   meshpki rotate --all-contexts --root-dir root
+   meshpki rotate --all-contexts --vault-pki pki --dry-run
+   meshpki rotate --all-contexts --vault-pki pki --renew-before 30d --metrics-file /var/lib/node_exporter/textfile/meshpki.prom
+   meshpki rotate --context east --vault-kv secret/meshpki/root --force --output json
+   meshpki rotate --kubeconfig /etc/meshpki/kubeconfig --all-contexts --vault-pki pki \
+       --vault-auth kubernetes --vault-role meshpki-rotate`,
+		Flags: flags,
+		Action: action(func(c *cli.Context) error {
+			o, err := parseRotate(c, e)
+			if err != nil {
+				return err
+			}
+			return runRotate(c.Context, e, o)
+		}),
+	}
+}
+
+func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
+	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	root, err := parseRootSource(c)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := parseClusterFlags(c, e)
+	if err != nil {
+		return nil, err
+	}
+	out, err := outputFormat(c)
+	if err != nil {
+		return nil, err
+	}
+	rb := ca.DefaultRenewBefore()
+	if s := c.String("renew-before"); s != "" {
+		if rb, err = ca.ParseRenewBefore(s); err != nil {
+			return nil, inputError(err)
+		}
+	}
+	ttl, err := parseDuration("ttl", c.String("ttl"))
+	if err != nil {
+		return nil, err
+	}
+	if rb.Duration >= ttl {
+		return nil, inputError(fmt.Errorf("--renew-before %s is not shorter than --ttl %s: every new intermediate would be due at once, and every run would rotate again",
+			c.String("renew-before"), c.String("ttl")))
+	}
+	kt, err := ca.ParseKeyType(c.String("key-type"))
+	if err != nil {
+		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+	}
+	var format ca.Format
+	if s := c.String("format"); s != "" {
+		if format, err = ca.ParseFormat(s); err != nil {
+			return nil, inputError(fmt.Errorf("--format: %w", err))
+		}
+	}
+	keep := c.Int("keep-backups")
+	switch {
+	case keep < -1:
+		return nil, inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
+	case keep == 0:
+		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
+	}
+	wait := c.Duration("lock-wait")
+	if wait < 0 {
+		return nil, inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", wait))
+	}
+	dry := c.Bool("dry-run")
+	mf := c.String("metrics-file")
+	if mf != "" {
+		if dry {
+			return nil, inputError(errors.New("--metrics-file records what a run did, and a dry run does nothing: drop one of them"))
+		}
+		if err := metrics.CheckPath(mf); err != nil {
+			return nil, inputError(fmt.Errorf("--metrics-file: %w", err))
+		}
+	}
+	p := ca.IntermediateProfile("", c.String("org"))
+	p.TTL, p.KeyType, p.AllowShortTTL = ttl, kt, c.Bool("allow-short-ttl")
+	holder, err := lockHolder()
+	if err != nil {
+		return nil, err
+	}
+	return &rotateOptions{
+		Root: root, Clusters: cl, MetricsFile: mf, Output: out,
+		Rotate: k8s.RotateOptions{
+			Namespace:     cl.Namespace,
+			Profile:       p,
+			Format:        format,
+			RenewBefore:   rb,
+			Force:         c.Bool("force"),
+			AllowNewRoot:  c.Bool("allow-new-root"),
+			DryRun:        dry,
+			KeepBackups:   keep,
+			RestartIstiod: c.Bool("restart-istiod"),
+			Lock:          k8s.LeaseOptions{Holder: holder, Wait: wait},
+		},
+	}, nil
+}
+
+// lockHolder names this run in the Leases it takes: the host name (a CronJob's pod
+// name) and a random suffix, so that two runs on one host differ.
+func lockHolder() (string, error) {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "meshpki"
+	}
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return host + "_" + hex.EncodeToString(b), nil
+}
+
+// rotateEntry is one cluster's record in rotate's JSON.
+type rotateEntry struct {
+	*k8s.RotateResult
+	Error string `json:"error,omitempty"`
+}
+
+type rotateReport struct {
+	// OK: every cluster is healthy after the run.
+	OK          bool   `json:"ok"`
+	DryRun      bool   `json:"dryRun"`
+	RenewBefore string `json:"renewBefore"`
+	// Summary counts clusters by outcome.
+	Summary  map[k8s.Outcome]int `json:"summary"`
+	Clusters []rotateEntry       `json:"clusters"`
+	// Error is what stopped the whole run (the root source), if anything did.
+	Error string `json:"error,omitempty"`
+}
+
+// issuerAnchor opens the root source and returns the issuer with the certificate
+// its intermediates chain to.
+func (o *rotateOptions) issuerAnchor(ctx context.Context, e *env) (ca.Issuer, *x509.Certificate, error) {
+	iss, err := o.Root.issuer(ctx, e)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch i := iss.(type) {
+	case *ca.LocalIssuer:
+		return iss, i.RootCert(), nil
+	case *vault.PKIIssuer:
+		return iss, i.IssuerCert(), nil
+	}
+	return nil, nil, fmt.Errorf("root source %T cannot tell its root", iss)
+}
+
+func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
+	clusters, err := o.Clusters.loadClusters()
+	if err != nil {
+		return err
+	}
+	rep := rotateReport{OK: true, DryRun: o.Rotate.DryRun, RenewBefore: o.Rotate.RenewBefore.String(), Summary: map[k8s.Outcome]int{}}
+	lines := &lineWriter{w: e.stderr}
+
+	// The root source first: a sealed Vault or a refused token must stop the run
+	// before any cluster is touched.
+	iss, anchor, err := o.issuerAnchor(ctx, e)
+	if err != nil {
+		err = fmt.Errorf("%w; no cluster was touched", err)
+		rep.OK, rep.Error = false, err.Error()
+		var runs []metrics.Run
+		for _, cl := range clusters {
+			res := &k8s.RotateResult{Cluster: cl.Name, Namespace: o.Rotate.Namespace, DryRun: o.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
+			rep.Clusters = append(rep.Clusters, rotateEntry{RotateResult: res, Error: "not started: " + err.Error()})
+			rep.Summary[k8s.OutcomeFailed]++
+			runs = append(runs, metrics.Run{Cluster: cl.Name})
+		}
+		if o.Output == "json" {
+			if werr := writeJSON(e.stdout, rep); werr != nil {
+				return werr
+			}
+		}
+		if o.MetricsFile != "" {
+			if werr := writeMetrics(e, o.MetricsFile, runs); werr != nil {
+				e.log.Error("metrics file", "err", werr)
+			}
+		}
+		return err
+	}
+	o.Rotate.Issuer, o.Rotate.Anchor = iss, anchor
+	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.Rotate.RenewBefore.String(), "root", k8s.ShortFingerprint(ca.Fingerprint(anchor)),
+		"lockHolder", o.Rotate.Lock.Holder, "dryRun", o.Rotate.DryRun)
+
+	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
+		return k8s.Rotate(ctx, cl, o.Rotate)
+	}, func(r k8s.Result[*k8s.RotateResult]) {
+		lines.cluster(r.Cluster.Name, r.Value, r.Err)
+	})
+
+	var runs []metrics.Run
+	var bad []string
+	for _, r := range results {
+		res := r.Value
+		if res == nil { // not started
+			res = &k8s.RotateResult{Cluster: r.Cluster.Name, Namespace: o.Rotate.Namespace, DryRun: o.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
+		}
+		entry := rotateEntry{RotateResult: res}
+		if r.Err != nil {
+			entry.Error = r.Err.Error()
+			if errors.Is(r.Err, k8s.ErrOtherRoot) {
+				entry.Error += " (--allow-new-root rotates it anyway)"
+			}
+		}
+		if !res.Outcome.OK() || r.Err != nil {
+			rep.OK = false
+			bad = append(bad, fmt.Sprintf("%s: %s", res.Cluster, res.Outcome))
+		}
+		rep.Summary[res.Outcome]++
+		rep.Clusters = append(rep.Clusters, entry)
+		runs = append(runs, metrics.Run{Cluster: res.Cluster, OK: res.Outcome.OK() && r.Err == nil,
+			Rotated: res.Outcome == k8s.OutcomeRotated, NotAfter: res.NotAfter})
+	}
+	summary := rotateSummary(rep)
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, rep); err != nil {
+			return err
+		}
+		lines.line(summary)
+	} else {
+		fmt.Fprintln(e.stdout, summary)
+	}
+	var merr error
+	if o.MetricsFile != "" {
+		merr = writeMetrics(e, o.MetricsFile, runs)
+	}
+	switch {
+	case len(bad) > 0 && merr != nil:
+		return failed(fmt.Errorf("%d of %d clusters not healthy (%s); and %w", len(bad), len(results), strings.Join(bad, ", "), merr))
+	case len(bad) > 0:
+		return failed(fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(results), strings.Join(bad, ", ")))
+	}
+	return failed(merr)
+}
+
+func writeMetrics(e *env, path string, runs []metrics.Run) error {
+	note, err := metrics.Update(path, time.Now(), runs)
+	if note != "" {
+		e.log.Warn(note)
+	}
+	return err
+}
+
+// rotateSummary is the closing line, e.g. "3 clusters: 1 rotated, 2 not due".
+func rotateSummary(rep rotateReport) string {
+	var parts []string
+	for _, o := range []struct {
+		outcome k8s.Outcome
+		label   string
+	}{
+		{k8s.OutcomeRotated, "rotated"}, {k8s.OutcomeDue, "due (would rotate)"}, {k8s.OutcomeNotDue, "not due"},
+		{k8s.OutcomeLocked, "locked"}, {k8s.OutcomeFailed, "failed"},
+	} {
+		if n := rep.Summary[o.outcome]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, o.label))
+		}
+	}
+	line := countLine(len(rep.Clusters), parts)
+	if rep.DryRun {
+		line = "dry run, nothing changed: " + line
+	}
+	return line
+}
+
+// lineWriter prints one line per cluster as it finishes, from many goroutines.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) line(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fmt.Fprintln(l.w, s)
+}
+
+// cluster prints what happened to one cluster: never key material.
+func (l *lineWriter) cluster(name string, res *k8s.RotateResult, err error) {
+	l.line(name + ": " + describeRotation(name, res, err))
+	if res != nil {
+		for _, w := range res.Warnings {
+			l.line(name + ": warning: " + w)
+		}
+	}
+}
+
+func describeRotation(name string, res *k8s.RotateResult, err error) string {
+	msg := ""
+	if err != nil {
+		msg = strings.TrimPrefix(err.Error(), "cluster "+name+": ")
+	}
+	if res == nil {
+		return "failed: " + msg
+	}
+	switch res.Outcome {
+	case k8s.OutcomeRotated:
+		var parts []string
+		if res.Before != nil && res.Before.Serial != "" {
+			parts = append(parts, fmt.Sprintf("serial %s -> %s", res.Before.Serial, res.After.Serial))
+		} else {
+			parts = append(parts, "serial "+res.After.Serial)
+		}
+		parts = append(parts, fmt.Sprintf("not after %s (%d days left)", res.NotAfter.Format(time.RFC3339), res.RemainingSeconds/86400))
+		if res.Backup != "" {
+			parts = append(parts, "previous kept as "+res.Backup)
+		}
+		if len(res.IstiodRestarted) > 0 {
+			parts = append(parts, "restarted "+strings.Join(res.IstiodRestarted, ","))
+		}
+		return "rotated (" + res.Reason + "): " + strings.Join(parts, ", ")
+	case k8s.OutcomeNotDue:
+		return "not due (" + res.Reason + ")"
+	case k8s.OutcomeDue:
+		return "due, would rotate: " + res.Reason
+	case k8s.OutcomeLocked:
+		return msg + "; not rotated (" + res.Reason + ")"
+	}
+	return "failed: " + msg
+}

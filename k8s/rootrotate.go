@@ -1,0 +1,453 @@
+package k8s
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// AnnotationRootRotation on cacerts records, as JSON (a ca.RotationRecord), the
+// last root rotation step meshpki made or first saw in that cluster, and when.
+const AnnotationRootRotation = "meshpki.io/root-rotation"
+
+// ErrRootRotationStep means a cluster cannot move to the step asked for from the
+// step it is at (only one step forward at a time).
+var ErrRootRotationStep = errors.New("not one step behind the target")
+
+// RootRotationOptions controls a root rotation run.
+type RootRotationOptions struct {
+	// Namespace holds cacerts; empty means DefaultNamespace.
+	Namespace string
+	// NewRoot is the root the mesh moves to.
+	NewRoot *x509.Certificate
+	// Issuer signs the new intermediates of step 2 (switch) under NewRoot. Only
+	// step 2 needs it.
+	Issuer ca.Issuer
+	// TTL is the new intermediates' lifetime; zero keeps each cluster's current one.
+	TTL time.Duration
+	// ToStep is the step to move to; zero means the next (see ca.PlanRootRotation).
+	ToStep ca.RotationStep
+	// MinStepInterval is the least time between a cluster's steps; zero disables
+	// the check.
+	MinStepInterval time.Duration
+	// DryRun mints, then sends every write as a server-side dry run; nothing is
+	// stored and no annotation is written.
+	DryRun bool
+	// KeepBackups, RestartIstiod: as in InstallOptions.
+	KeepBackups   int
+	RestartIstiod bool
+	// Concurrency bounds the clusters worked on at once; <= 0 means DefaultConcurrency.
+	Concurrency int
+	// Now is the time recorded in annotations and the interval check; nil means
+	// time.Now.
+	Now func() time.Time
+	// Lock, when set, is the Lease (the one rotate takes, by default) held around
+	// each cluster's step: read, decide, mint, write and record. Namespace
+	// defaults to cacerts' namespace; Holder is required. nil takes no Lease (a
+	// dry run never takes one).
+	Lock *LeaseOptions
+}
+
+func (o RootRotationOptions) namespace() string {
+	if o.Namespace == "" {
+		return DefaultNamespace
+	}
+	return o.Namespace
+}
+
+func (o RootRotationOptions) now() time.Time {
+	if o.Now == nil {
+		return time.Now()
+	}
+	return o.Now()
+}
+
+// RootRotationClusterResult is one cluster's part of a root rotation run. It never
+// holds key material.
+type RootRotationClusterResult struct {
+	Cluster   string          `json:"cluster"`
+	Namespace string          `json:"namespace"`
+	From      ca.RotationStep `json:"from"`
+	To        ca.RotationStep `json:"to"`
+	// Action is "trust both", "switch", "drop", "record" (only the annotation was
+	// written: the cluster got to its step without meshpki, or its record lacked
+	// clusters of this run) or "none".
+	Action string `json:"action"`
+	DryRun bool   `json:"dryRun,omitempty"`
+	// Install is what the write of cacerts did, nil when nothing was written.
+	Install *InstallResult `json:"install,omitempty"`
+	// Record is the annotation written, nil when none was.
+	Record *ca.RotationRecord `json:"record,omitempty"`
+	// ResourceVersion is cacerts' resourceVersion after the run.
+	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// Note explains a "record" action.
+	Note  string `json:"note,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// RootRotationReport is a root rotation run (or status) over a mesh.
+type RootRotationReport struct {
+	Namespace string                       `json:"namespace"`
+	DryRun    bool                         `json:"dryRun,omitempty"`
+	Plan      *ca.RotationPlan             `json:"plan"`
+	Clusters  []*RootRotationClusterResult `json:"clusters,omitempty"`
+}
+
+// rotationRead is one cluster's cacerts as a root rotation reads it.
+type rotationRead struct {
+	input           ca.RotationInput
+	files           map[string][]byte
+	resourceVersion string
+}
+
+// readForRotation reads cacerts and its rotation record from one cluster. A missing
+// or broken cacerts is an input with an Err, not a function error.
+func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead, error) {
+	r := &rotationRead{input: ca.RotationInput{Cluster: cl.Name}}
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first: meshpki install or bootstrap)", SecretName, ns)
+		return r, nil
+	case err != nil:
+		err = apiError(cl.Name, "get", "secrets", ns, err)
+		r.input.Err = err
+		return r, err
+	}
+	r.resourceVersion = s.ResourceVersion
+	r.files = SecretFiles(s)
+	b, _, err := ca.ParseBundle(r.files, ca.VerifyOptions{})
+	if err != nil {
+		r.input.Err = fmt.Errorf("%s in namespace %s does not verify: %w", SecretName, ns, err)
+		return r, nil
+	}
+	r.input.Bundle = b
+	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
+		var rec ca.RotationRecord
+		if json.Unmarshal([]byte(v), &rec) == nil {
+			r.input.Record = &rec
+		}
+	}
+	return r, nil
+}
+
+// RootRotationStatus reads every cluster and plans the next run without changing
+// anything: the plan says where each cluster stands, and why a run would refuse.
+func RootRotationStatus(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) *RootRotationReport {
+	rep, _ := planRootRotation(ctx, clusters, opts)
+	return rep
+}
+
+func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) (*RootRotationReport, []*rotationRead) {
+	ns := opts.namespace()
+	results := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*rotationRead, error) {
+		return readForRotation(ctx, cl, ns)
+	}, nil)
+	reads := make([]*rotationRead, len(results))
+	inputs := make([]ca.RotationInput, len(results))
+	for i, r := range results {
+		reads[i] = r.Value
+		if reads[i] == nil { // not started
+			reads[i] = &rotationRead{input: ca.RotationInput{Cluster: r.Cluster.Name, Err: r.Err}}
+		}
+		inputs[i] = reads[i].input
+	}
+	plan := ca.PlanRootRotation(inputs, ca.RotationOptions{
+		NewRoot: opts.NewRoot, ToStep: opts.ToStep, MinStepInterval: opts.MinStepInterval, Now: opts.now(),
+	})
+	return &RootRotationReport{Namespace: ns, DryRun: opts.DryRun, Plan: plan}, reads
+}
+
+// RotateRoot moves a mesh one step along the rotation to opts.NewRoot: it reads
+// every cluster, plans (ca.PlanRootRotation) and, unless the plan refuses, brings
+// every cluster that must move to the plan's target with ApplyRootRotationStep,
+// concurrently. Clusters already there are left untouched, so a rerun is a no-op.
+// Clusters past step 0 with no record of when they got there (changed by hand, or
+// a record lost) get one, stamped now, so that the minimum step interval counts
+// from now; records that list fewer clusters than this run are widened, so that a
+// later run given only some of the clusters is refused.
+//
+// A refused plan changes nothing and returns an error wrapping one of the
+// ca.ErrRotation* errors. The report is returned in every case; its Clusters hold
+// one result per cluster of the run.
+func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) (*RootRotationReport, error) {
+	rep, reads := planRootRotation(ctx, clusters, opts)
+	plan := rep.Plan
+	for i, cl := range clusters {
+		row := plan.Clusters[i]
+		rep.Clusters = append(rep.Clusters, &RootRotationClusterResult{Cluster: cl.Name, Namespace: rep.Namespace,
+			From: row.Step, To: row.Step, Action: "none", DryRun: opts.DryRun, ResourceVersion: reads[i].resourceVersion})
+	}
+	if plan.Err != nil && !errors.Is(plan.Err, ca.ErrRotationTooEarly) {
+		return rep, plan.Err
+	}
+	names := make([]string, len(clusters))
+	for i, cl := range clusters {
+		names[i] = cl.Name
+	}
+	slices.Sort(names)
+	now := opts.now()
+	type job struct {
+		i      int
+		stamp  bool // only record the step the cluster is at
+		target ca.RotationStep
+	}
+	var jobs []job
+	for i, row := range plan.Clusters {
+		switch {
+		case plan.Err == nil && row.Moves():
+			jobs = append(jobs, job{i: i, target: row.Next})
+		case opts.DryRun || plan.Done():
+		case row.Unrecorded, narrowRecord(reads[i].input.Record, plan, names):
+			jobs = append(jobs, job{i: i, stamp: true, target: row.Step})
+		}
+	}
+	byCluster := map[*Cluster]job{}
+	var work []*Cluster
+	for _, j := range jobs {
+		byCluster[clusters[j.i]] = j
+		work = append(work, clusters[j.i])
+	}
+	results := Each(ctx, work, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*RootRotationClusterResult, error) {
+		j := byCluster[cl]
+		if j.stamp {
+			return rewriteRecord(ctx, cl, reads[j.i], plan, names, now, opts)
+		}
+		return ApplyRootRotationStep(ctx, cl, plan.OldRoot, plan.NewRoot, j.target, names, opts)
+	}, nil)
+	var errs []error
+	for k, r := range results {
+		i := jobs[k].i
+		if r.Value != nil {
+			rep.Clusters[i] = r.Value
+		}
+		if r.Err != nil {
+			rep.Clusters[i].Error = r.Err.Error()
+			errs = append(errs, r.Err)
+		}
+	}
+	if plan.Err != nil {
+		errs = append([]error{plan.Err}, errs...)
+	}
+	return rep, errors.Join(errs...)
+}
+
+// ApplyRootRotationStep moves one cluster to step target of the rotation from old
+// to newRoot, when it is one step behind it; when it is at target already it
+// changes nothing. It reads cacerts itself and checks the step it is at, so it is
+// safe to call on any subset of clusters, but it knows nothing of the others:
+// RotateRoot is what keeps a mesh together. The write goes through Install
+// (verified first, backup of the previous cacerts, resourceVersion precondition);
+// then the annotation AnnotationRootRotation records target, the time, the two
+// roots and meshClusters, on condition that cacerts still holds what was written. With
+// opts.Lock it does all that holding the cluster's Lease, so that neither another
+// root rotation nor rotate writes cacerts meanwhile.
+func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target ca.RotationStep, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+	ns := opts.namespace()
+	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: ca.StepUnknown, To: ca.StepUnknown, Action: "none", DryRun: opts.DryRun}
+	if newRoot == nil {
+		return res, fmt.Errorf("cluster %s: no new root given", cl.Name)
+	}
+	if opts.Lock != nil && !opts.DryRun {
+		lock := *opts.Lock
+		if lock.Namespace == "" {
+			lock.Namespace = ns
+		}
+		lease, err := AcquireLease(ctx, cl, lock)
+		if err != nil {
+			return res, err
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			_ = lease.Release(rctx) // it expires on its own otherwise
+		}()
+		ctx = lease.Context()
+	}
+	res, err := applyRootRotationStep(ctx, cl, old, newRoot, target, meshClusters, opts, res)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
+		err = fmt.Errorf("%w (%w)", err, cause)
+	}
+	return res, err
+}
+
+func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target ca.RotationStep, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult) (*RootRotationClusterResult, error) {
+	ns := res.Namespace
+	rd, err := readForRotation(ctx, cl, ns)
+	if err != nil {
+		return res, err
+	}
+	if rd.input.Err != nil {
+		return res, fmt.Errorf("cluster %s: %w", cl.Name, rd.input.Err)
+	}
+	res.ResourceVersion = rd.resourceVersion
+	cur := rd.input.Bundle
+	step, err := ca.RotationStepOf(cur, old, newRoot)
+	res.From, res.To = step, step
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
+	}
+	if step == target {
+		return res, nil
+	}
+	if step != target-1 {
+		return res, fmt.Errorf("cluster %s: %w: it is at step %s, and step %d (%s) needs step %s first",
+			cl.Name, ErrRootRotationStep, step, int(target), target.Action(), target-1)
+	}
+
+	var switched *ca.Bundle
+	if target == ca.StepSwitched {
+		if opts.Issuer == nil {
+			return res, fmt.Errorf("cluster %s: step 2 (switch) needs an issuer for the new root", cl.Name)
+		}
+		p, err := ca.RootRotationProfile(cl.Name, cur.Cert)
+		if err != nil {
+			return res, err
+		}
+		if opts.TTL > 0 {
+			p.TTL = opts.TTL
+		}
+		switched, err = ca.Mint(ctx, opts.Issuer, p)
+		if err != nil {
+			return res, err
+		}
+		if !switched.ChainsTo(newRoot) {
+			return res, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
+				cl.Name, ShortFingerprint(ca.Fingerprint(switched.Roots[0])), ShortFingerprint(ca.Fingerprint(newRoot)))
+		}
+	}
+	files, err := ca.RootRotationFiles(rd.files, target, old, newRoot, switched)
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
+	}
+	// The bundle about to be written must be exactly at target: checked before
+	// anything is sent.
+	nb, _, err := ca.ParseBundle(files, ca.VerifyOptions{})
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: the step %d bundle does not verify, nothing sent: %w", cl.Name, int(target), err)
+	}
+	if got, err := ca.RotationStepOf(nb, old, newRoot); err != nil || got != target {
+		return res, fmt.Errorf("cluster %s: the bundle made for step %d is at step %s (%v), nothing sent", cl.Name, int(target), got, err)
+	}
+
+	now := opts.now()
+	ir, err := Install(ctx, cl, files, InstallOptions{
+		Namespace: ns,
+		DryRun:    opts.DryRun,
+		// Steps 1 and 3 change the set of roots; step 2 keeps it.
+		AllowNewRoot:  target != ca.StepSwitched,
+		KeepBackups:   opts.KeepBackups,
+		RestartIstiod: opts.RestartIstiod,
+		Now:           func() time.Time { return now },
+	})
+	res.Install = ir
+	if err != nil {
+		return res, err
+	}
+	res.To, res.Action, res.ResourceVersion = target, target.Action(), ir.ResourceVersion
+	if opts.DryRun {
+		return res, nil
+	}
+	rec := &ca.RotationRecord{Step: target, At: now.UTC().Truncate(time.Second), NewRoot: ca.Fingerprint(newRoot), Clusters: meshClusters}
+	if old != nil {
+		rec.OldRoot = ca.Fingerprint(old)
+	}
+	// Clusters of earlier steps stay in the record: every later run needs them.
+	if prev := rd.input.Record; prev != nil && prev.NewRoot == rec.NewRoot && (prev.OldRoot == "" || prev.OldRoot == rec.OldRoot) {
+		rec.Clusters = unionSorted(prev.Clusters, meshClusters)
+	}
+	rv, err := annotateRotation(ctx, cl, ns, files, rec)
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: step %d written, but recording it failed (the next run records it as first seen then): %w", cl.Name, int(target), err)
+	}
+	res.Record, res.ResourceVersion = rec, rv
+	return res, nil
+}
+
+// rewriteRecord writes the record of a cluster that stays at its step: either it
+// got there without meshpki (no record; stamped now, marked observed), or its
+// record lists fewer clusters than this run (widened, time kept).
+func rewriteRecord(ctx context.Context, cl *Cluster, rd *rotationRead, plan *ca.RotationPlan, names []string, now time.Time, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+	ns := opts.namespace()
+	row := plan.Clusters[slices.IndexFunc(plan.Clusters, func(c ca.ClusterRotation) bool { return c.Cluster == cl.Name })]
+	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: row.Step, To: row.Step, Action: "none", ResourceVersion: rd.resourceVersion}
+	rec := &ca.RotationRecord{Step: row.Step, At: now.UTC().Truncate(time.Second), OldRoot: plan.OldFingerprint, NewRoot: plan.NewFingerprint, Clusters: names, Observed: true}
+	res.Note = "no record of when it got to this step: recorded as first seen now"
+	if prev := rd.input.Record; !row.Unrecorded && prev != nil {
+		cp := *prev
+		cp.Clusters = unionSorted(prev.Clusters, names)
+		rec = &cp
+		res.Note = "its record listed fewer clusters than this run: widened to " + strings.Join(cp.Clusters, ", ")
+	}
+	rv, err := annotateRotation(ctx, cl, ns, rd.files, rec)
+	if err != nil {
+		return res, fmt.Errorf("cluster %s: recording step %d: %w", cl.Name, int(row.Step), err)
+	}
+	res.Action, res.Record, res.ResourceVersion = "record", rec, rv
+	return res, nil
+}
+
+// narrowRecord reports whether rec, a record of this rotation, lists fewer
+// clusters than names (an earlier run was given only some of them).
+func narrowRecord(rec *ca.RotationRecord, plan *ca.RotationPlan, names []string) bool {
+	if rec == nil || rec.NewRoot != plan.NewFingerprint || rec.OldRoot != "" && plan.OldFingerprint != "" && rec.OldRoot != plan.OldFingerprint {
+		return false
+	}
+	for _, n := range names {
+		if !slices.Contains(rec.Clusters, n) {
+			return true
+		}
+	}
+	return false
+}
+
+func unionSorted(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// annotateRotation sets AnnotationRootRotation on cacerts, provided its data is
+// still files (what the step wrote, or read): it reads cacerts and updates it with
+// that resourceVersion as precondition, and on a conflict reads and checks again.
+// It needs only the get and update that install needs.
+func annotateRotation(ctx context.Context, cl *Cluster, ns string, files map[string][]byte, rec *ca.RotationRecord) (string, error) {
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return "", err
+	}
+	secrets := cl.Client.CoreV1().Secrets(ns)
+	for range 5 {
+		cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
+		if err != nil {
+			return "", apiError(cl.Name, "get", "secrets", ns, err)
+		}
+		if changed := ChangedFiles(SecretFiles(cur), files); len(changed) > 0 {
+			return "", fmt.Errorf("%s in namespace %s was changed by someone else meanwhile (files %s): rerun to see where it stands",
+				SecretName, ns, strings.Join(changed, ", "))
+		}
+		upd := cur.DeepCopy()
+		if upd.Annotations == nil {
+			upd.Annotations = map[string]string{}
+		}
+		upd.Annotations[AnnotationRootRotation] = string(val)
+		out, err := secrets.Update(ctx, upd, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err == nil {
+			return out.ResourceVersion, nil
+		}
+		if !apierrors.IsConflict(err) {
+			return "", apiError(cl.Name, "update", "secrets", ns, err)
+		}
+	}
+	return "", fmt.Errorf("%s in namespace %s keeps changing under us", SecretName, ns)
+}

@@ -1,0 +1,476 @@
+package k8s
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/testenv"
+)
+
+// rrClock is a test clock that only moves when told: the records and the
+// minimum step interval use it; certificates use the real time.
+type rrClock struct{ offset atomic.Int64 }
+
+func (c *rrClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *rrClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// rrVersions returns every cluster's cacerts resourceVersion.
+func rrVersions(t *testing.T, clusters []*Cluster, ns string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, cl := range clusters {
+		out[cl.Name] = getSecret(t, cl, ns, SecretName).ResourceVersion
+	}
+	return out
+}
+
+func rrSameVersions(t *testing.T, what string, before, after map[string]string) {
+	t.Helper()
+	for name, rv := range before {
+		if after[name] != rv {
+			t.Fatalf("%s wrote to %s: resourceVersion %s -> %s", what, name, rv, after[name])
+		}
+	}
+}
+
+// rrCheckMesh reads every cluster's cacerts back, checks its step, and has a
+// workload of every cluster (signed by the cluster's then-current intermediate,
+// trusting its then-current roots) complete mutual TLS with a workload of every
+// other cluster, both ways.
+func rrCheckMesh(t *testing.T, clusters []*Cluster, ns string, old, newRoot *ca.Root, want map[string]ca.RotationStep) {
+	t.Helper()
+	workloads := make([]*ca.Workload, len(clusters))
+	for i, cl := range clusters {
+		s := getSecret(t, cl, ns, SecretName)
+		b, _, err := ca.ParseBundle(SecretFiles(s), ca.VerifyOptions{})
+		if err != nil {
+			t.Fatalf("%s: cacerts does not verify: %v", cl.Name, err)
+		}
+		step, err := ca.RotationStepOf(b, old.Cert, newRoot.Cert)
+		if err != nil || step != want[cl.Name] {
+			t.Fatalf("%s is at step %v (%v), want %v", cl.Name, step, err, want[cl.Name])
+		}
+		if step != ca.StepOldRoot {
+			var rec ca.RotationRecord
+			if err := json.Unmarshal([]byte(s.Annotations[AnnotationRootRotation]), &rec); err != nil || rec.Step != step {
+				t.Fatalf("%s: annotation %q does not record step %v (%v)", cl.Name, s.Annotations[AnnotationRootRotation], step, err)
+			}
+		}
+		if workloads[i], err = b.IssueWorkload(ca.SPIFFEID("cluster.local", "default", cl.Name), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := testContext(t)
+	for i := range clusters {
+		for j := range clusters {
+			if i == j {
+				continue
+			}
+			if err := ca.Handshake(ctx, workloads[i], workloads[j]); err != nil {
+				t.Fatalf("steps %v: %s server, %s client: %v", want, clusters[i].Name, clusters[j].Name, err)
+			}
+		}
+	}
+}
+
+func rrNames(clusters []*Cluster) []string {
+	var out []string
+	for _, cl := range clusters {
+		out = append(out, cl.Name)
+	}
+	return out
+}
+
+// TestRootRotationWalksThreeClusters walks a three-cluster mesh from root A to
+// root B, through every mixed state a real rollout passes (one cluster a step
+// ahead of the others), checking mutual TLS between every pair of clusters after
+// every change; runs that would break it are refused, and reruns write nothing.
+func TestRootRotationWalksThreeClusters(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	east, west, north := clusters[0], clusters[1], clusters[2]
+	ns := testNamespace(t)
+	ctx := testContext(t)
+	rootA, rootB := newRoot(t), newRoot(t) // same subject: told apart by key only
+	for _, cl := range clusters {
+		b, files := mint(t, rootA, cl.Name)
+		if cl == north { // one cluster in cert-manager's layout
+			var err error
+			if files, err = b.Files(ca.FormatTLS); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	clock := &rrClock{}
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), MinStepInterval: 24 * time.Hour, Now: clock.Now}
+	steps := func(e, w, n ca.RotationStep) map[string]ca.RotationStep {
+		return map[string]ca.RotationStep{east.Name: e, west.Name: w, north.Name: n}
+	}
+	names := rrNames(clusters)
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(0, 0, 0))
+
+	st := RootRotationStatus(ctx, clusters, opts)
+	if st.Plan.Err != nil || st.Plan.MeshStep != ca.StepOldRoot || st.Plan.Target != ca.StepTrustBoth || len(st.Plan.Moving()) != 3 {
+		t.Fatalf("status at the start: %+v", st.Plan)
+	}
+
+	// A dry run changes nothing.
+	rvs := rrVersions(t, clusters, ns)
+	rep, err := RotateRoot(ctx, clusters, withDryRun(opts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Clusters {
+		if r.Action != "trust both" || !r.DryRun || r.Install == nil || !r.Install.DryRun || r.Record != nil {
+			t.Fatalf("dry run result %+v", r)
+		}
+	}
+	rrSameVersions(t, "dry run", rvs, rrVersions(t, clusters, ns))
+
+	// Mixed: east trusts both, the others only A.
+	if _, err := ApplyRootRotationStep(ctx, east, rootA.Cert, rootB.Cert, ca.StepTrustBoth, names, opts); err != nil {
+		t.Fatal(err)
+	}
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(1, 0, 0))
+
+	// A run completes step 1 on the laggards; east is left alone.
+	rvs = rrVersions(t, clusters, ns)
+	rep, err = RotateRoot(ctx, clusters, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Plan.Target != ca.StepTrustBoth || strings.Join(rep.Plan.Moving(), ",") != "west,north" {
+		t.Fatalf("run 1: target %v moving %v", rep.Plan.Target, rep.Plan.Moving())
+	}
+	if after := rrVersions(t, clusters, ns); after[east.Name] != rvs[east.Name] {
+		t.Fatal("run 1 wrote to east, which was at step 1 already")
+	}
+	for _, r := range rep.Clusters[1:] {
+		if r.Action != "trust both" || r.Install.Backup == "" || r.Record == nil || r.Record.Step != 1 {
+			t.Fatalf("run 1 %s: %+v", r.Cluster, r)
+		}
+		if got := r.Install.ChangedFiles; len(got) != 1 || got[0] != ca.RootCertFile && got[0] != ca.TLSCAFile {
+			t.Fatalf("step 1 changed %v, want only the roots file", got)
+		}
+	}
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(1, 1, 1))
+
+	// Rerun at once: too early, nothing written. With --step 1: a no-op.
+	rvs = rrVersions(t, clusters, ns)
+	rep, err = RotateRoot(ctx, clusters, opts)
+	if !errors.Is(err, ca.ErrRotationTooEarly) || rep.Plan.NextAllowed.Before(clock.Now().Add(23*time.Hour)) {
+		t.Fatalf("immediate rerun: %v (next allowed %v)", err, rep.Plan.NextAllowed)
+	}
+	pinned := opts
+	pinned.ToStep = ca.StepTrustBoth
+	if rep, err = RotateRoot(ctx, clusters, pinned); err != nil || len(rep.Plan.Moving()) != 0 {
+		t.Fatalf("rerun of step 1: %v, moving %v", err, rep.Plan.Moving())
+	}
+	rrSameVersions(t, "rerun of step 1", rvs, rrVersions(t, clusters, ns))
+
+	// A day later. Mixed: west switched, the others still on A's intermediates.
+	clock.Advance(25 * time.Hour)
+	res, err := ApplyRootRotationStep(ctx, west, rootA.Cert, rootB.Cert, ca.StepSwitched, names, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Action != "switch" || res.Install.After == nil || !strings.Contains(res.Install.After.Subject, "L="+west.Name) {
+		t.Fatalf("switch of west: %+v", res)
+	}
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(1, 2, 1))
+
+	// Dropping the old root now would cut east and north off: refused, naming them.
+	rvs = rrVersions(t, clusters, ns)
+	drop := opts
+	drop.ToStep = ca.StepNewRoot
+	_, err = RotateRoot(ctx, clusters, drop)
+	if !errors.Is(err, ca.ErrRotationBehind) || !strings.Contains(err.Error(), "behind: east (at step 1 (trust-both)), north (at step 1 (trust-both))") {
+		t.Fatalf("drop before switch reached all: %v", err)
+	}
+	if _, err := ApplyRootRotationStep(ctx, east, rootA.Cert, rootB.Cert, ca.StepNewRoot, names, opts); !errors.Is(err, ErrRootRotationStep) {
+		t.Fatalf("library drop on a cluster at step 1: %v", err)
+	}
+	rrSameVersions(t, "refused drop", rvs, rrVersions(t, clusters, ns))
+
+	// A run completes the switch on east and north.
+	rep, err = RotateRoot(ctx, clusters, opts)
+	if err != nil || strings.Join(rep.Plan.Moving(), ",") != "east,north" {
+		t.Fatalf("run 2: %v, moving %v", err, rep.Plan.Moving())
+	}
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(2, 2, 2))
+	if s := getSecret(t, north, ns, SecretName); s.Data[ca.TLSCertFile] == nil || s.Data[ca.CACertFile] != nil {
+		t.Fatal("north's tls layout was not kept")
+	}
+
+	// A day later. Mixed: north dropped A.
+	clock.Advance(25 * time.Hour)
+	if _, err := ApplyRootRotationStep(ctx, north, rootA.Cert, rootB.Cert, ca.StepNewRoot, names, opts); err != nil {
+		t.Fatal(err)
+	}
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(2, 2, 3))
+	rep, err = RotateRoot(ctx, clusters, opts)
+	if err != nil || strings.Join(rep.Plan.Moving(), ",") != "east,west" {
+		t.Fatalf("run 3: %v, moving %v", err, rep.Plan.Moving())
+	}
+	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(3, 3, 3))
+
+	// Done: reruns write nothing and say so.
+	rvs = rrVersions(t, clusters, ns)
+	clock.Advance(48 * time.Hour)
+	rep, err = RotateRoot(ctx, clusters, opts)
+	if err != nil || !rep.Plan.Done() || len(rep.Plan.Moving()) != 0 || rep.Plan.OldFingerprint != ca.Fingerprint(rootA.Cert) {
+		t.Fatalf("rerun when done: %v, %+v", err, rep.Plan)
+	}
+	rrSameVersions(t, "rerun when done", rvs, rrVersions(t, clusters, ns))
+	for _, cl := range clusters {
+		if b, err := Backups(ctx, cl, ns); err != nil || len(b) == 0 {
+			t.Fatalf("%s: backups %v, %v", cl.Name, b, err)
+		}
+	}
+}
+
+func withDryRun(o RootRotationOptions) RootRotationOptions {
+	o.DryRun = true
+	return o
+}
+
+// TestRootRotationRecordsStepsMadeByHand: a mesh brought to step 1 without
+// meshpki gets a record stamped now, and the wait starts then.
+func TestRootRotationRecordsStepsMadeByHand(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	clusters = clusters[:2]
+	ns := testNamespace(t)
+	ctx := testContext(t)
+	rootA, rootB := newRoot(t), newRoot(t)
+	for _, cl := range clusters {
+		b, _ := mint(t, rootA, cl.Name)
+		b.Roots = append(b.Roots, rootB.Cert)
+		files, err := b.Files(ca.FormatIstio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), MinStepInterval: time.Hour}
+	st := RootRotationStatus(ctx, clusters, opts)
+	if !errors.Is(st.Plan.Err, ca.ErrRotationTooEarly) || len(st.Plan.Unrecorded()) != 2 {
+		t.Fatalf("status: %v, unrecorded %v", st.Plan.Err, st.Plan.Unrecorded())
+	}
+	rep, err := RotateRoot(ctx, clusters, opts)
+	if !errors.Is(err, ca.ErrRotationTooEarly) {
+		t.Fatalf("first run: %v", err)
+	}
+	for _, r := range rep.Clusters {
+		if r.Action != "record" || r.Record == nil || !r.Record.Observed || r.Record.Step != ca.StepTrustBoth || r.Install != nil {
+			t.Fatalf("%s: %+v", r.Cluster, r)
+		}
+	}
+	rvs := rrVersions(t, clusters, ns)
+	rep, err = RotateRoot(ctx, clusters, opts)
+	if !errors.Is(err, ca.ErrRotationTooEarly) || len(rep.Plan.Unrecorded()) != 0 {
+		t.Fatalf("second run: %v, unrecorded %v", err, rep.Plan.Unrecorded())
+	}
+	rrSameVersions(t, "second run", rvs, rrVersions(t, clusters, ns))
+	// An hour later the switch goes ahead.
+	opts.Now = func() time.Time { return time.Now().Add(61 * time.Minute) }
+	if rep, err = RotateRoot(ctx, clusters, opts); err != nil || len(rep.Plan.Moving()) != 2 || rep.Plan.Target != ca.StepSwitched {
+		t.Fatalf("run after the wait: %v, %+v", err, rep.Plan)
+	}
+}
+
+// TestRootRotationRefusesUnreachableCluster: one cluster down, nothing changes
+// anywhere, and the error names it.
+func TestRootRotationRefusesUnreachableCluster(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	ctx := testContext(t)
+	rootA, rootB := newRoot(t), newRoot(t)
+	for _, cl := range clusters[:2] {
+		_, files := mint(t, rootA, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	down, err := NewCluster("south", &rest.Config{Host: "https://127.0.0.1:1"}, ClusterOptions{Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh := []*Cluster{clusters[0], clusters[1], down}
+	rvs := rrVersions(t, clusters[:2], ns)
+	rep, err := RotateRoot(ctx, mesh, RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)})
+	if !errors.Is(err, ca.ErrRotationUnreadable) || !strings.Contains(err.Error(), "could not read south (cluster south:") {
+		t.Fatalf("got %v", err)
+	}
+	if rep.Plan.Clusters[2].Problem == "" || len(rep.Plan.Moving()) != 0 {
+		t.Fatalf("plan %+v", rep.Plan)
+	}
+	rrSameVersions(t, "refused run", rvs, rrVersions(t, clusters[:2], ns))
+
+	// A cluster without cacerts is refused just the same.
+	_, err = RotateRoot(ctx, clusters, RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)})
+	if !errors.Is(err, ca.ErrRotationUnreadable) || !strings.Contains(err.Error(), clusters[2].Name+" (no Secret cacerts in namespace "+ns) {
+		t.Fatalf("cluster without cacerts: %v", err)
+	}
+}
+
+// TestAnnotateRotationConflicts: the annotation goes onto cacerts only while it
+// holds what the step wrote; a concurrent change of metadata is retried, a change
+// of data is not.
+func TestAnnotateRotationConflicts(t *testing.T) {
+	_, files := mint(t, nil, "east")
+	rec := &ca.RotationRecord{Step: 1, At: time.Now(), NewRoot: "n"}
+	for _, tc := range []struct {
+		name      string
+		dataAfter map[string][]byte
+		wantErr   string
+	}{
+		{"metadata changed: retried", files, ""},
+		{"data changed: refused", map[string][]byte{ca.CACertFile: []byte("other")}, "was changed by someone else meanwhile (files ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, cs := fakeCluster("east", installed(t, "istio-system", files))
+			var updates atomic.Int32
+			cs.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				if updates.Add(1) > 1 {
+					return false, nil, nil
+				}
+				// Someone else writes first: metadata only, or the data too.
+				s := installed(t, "istio-system", tc.dataAfter)
+				s.ResourceVersion = "2"
+				if err := cs.Tracker().Update(secretsGR.WithVersion("v1"), s, "istio-system"); err != nil {
+					t.Fatal(err)
+				}
+				return true, nil, apierrors.NewConflict(secretsGR, SecretName, errors.New("the object has been modified"))
+			})
+			rv, err := annotateRotation(context.Background(), cl, "istio-system", files, rec)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case tc.wantErr == "":
+				s := getSecret(t, cl, "istio-system", SecretName)
+				if !strings.Contains(s.Annotations[AnnotationRootRotation], `"step":1`) || rv == "" || updates.Load() != 2 {
+					t.Fatalf("annotation %v, rv %q, %d updates", s.Annotations, rv, updates.Load())
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.wantErr):
+				t.Fatalf("got %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+// TestRootRotationRefusesSubsetOfTheMesh: a first run given only some clusters
+// cannot be told from a whole mesh, but once a run saw every cluster, every
+// record lists them all, and a run given fewer is refused.
+func TestRootRotationRefusesSubsetOfTheMesh(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	ctx := testContext(t)
+	rootA, rootB := newRoot(t), newRoot(t)
+	for _, cl := range clusters {
+		_, files := mint(t, rootA, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)}
+	if _, err := RotateRoot(ctx, clusters[:1], opts); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := RotateRoot(ctx, clusters, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rep.Clusters[0]; r.Action != "record" || !strings.Contains(r.Note, "widened to east, north, west") || r.Record.Step != ca.StepTrustBoth {
+		t.Fatalf("east: %+v", r)
+	}
+	rvs := rrVersions(t, clusters, ns)
+	if rep, err = RotateRoot(ctx, clusters, withDryRun(opts)); err != nil || rep.Plan.Target != ca.StepSwitched {
+		t.Fatalf("dry run of the switch: %v, %+v", err, rep.Plan)
+	}
+	for _, sub := range [][]*Cluster{clusters[:1], clusters[1:]} {
+		_, err := RotateRoot(ctx, sub, opts)
+		if !errors.Is(err, ca.ErrRotationIncomplete) {
+			t.Fatalf("run on %v: %v", rrNames(sub), err)
+		}
+	}
+	rrSameVersions(t, "refused subset runs", rvs, rrVersions(t, clusters, ns))
+}
+
+// TestRootRotationTakesTheLease: a step waits for (here: gives up on) the Lease
+// another run (rotate, or another root rotation) holds, and releases its own.
+func TestRootRotationTakesTheLease(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	cl := clusters[0]
+	ns := testNamespace(t)
+	ctx := testContext(t)
+	rootA, rootB := newRoot(t), newRoot(t)
+	_, files := mint(t, rootA, cl.Name)
+	mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	other, err := AcquireLease(ctx, cl, LeaseOptions{Namespace: ns, Holder: "rotate-cron"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &LeaseOptions{Holder: "root-rotate"}}
+	rv := getSecret(t, cl, ns, SecretName).ResourceVersion
+	rep, err := RotateRoot(ctx, []*Cluster{cl}, opts)
+	var le *LockedError
+	if !errors.As(err, &le) || le.Holder != "rotate-cron" || !strings.Contains(rep.Clusters[0].Error, "locked by rotate-cron") {
+		t.Fatalf("run while locked: %v", err)
+	}
+	if got := getSecret(t, cl, ns, SecretName).ResourceVersion; got != rv {
+		t.Fatal("a locked cluster was written")
+	}
+	if err := other.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err = RotateRoot(ctx, []*Cluster{cl}, opts); err != nil || rep.Clusters[0].Action != "trust both" {
+		t.Fatalf("run after release: %v, %+v", err, rep.Clusters[0])
+	}
+	if holder, _, err := LeaseHolder(ctx, cl, LeaseOptions{Namespace: ns}); err != nil || holder != "" {
+		t.Fatalf("lease still held by %q (%v)", holder, err)
+	}
+}
+
+// TestRootRotationWithDeployedRBAC: the Roles of deploy/rbac.yaml that rotate
+// needs (meshpki-install and meshpki-rotate) are all a root rotation needs too.
+func TestRootRotationWithDeployedRBAC(t *testing.T) {
+	_, admins := realClusters(t, false)
+	_, limited := realClusters(t, true)
+	admin, cl := admins[0], limited[0]
+	ns := testNamespace(t)
+	ctx := testContext(t)
+	rootA, rootB := newRoot(t), newRoot(t)
+	_, files := mint(t, rootA, cl.Name)
+	mustInstall(t, admin, files, InstallOptions{Namespace: ns})
+	applyRBAC(t, admin, ns, "meshpki-install")
+	applyRBAC(t, admin, ns, "meshpki-rotate")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: testenv.LimitedUser,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "coordination.k8s.io", Resource: "leases"}}}
+		out, err := admin.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err == nil && out.Status.Allowed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Role meshpki-rotate did not take effect (%v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &LeaseOptions{Holder: "root-rotate"}}
+	for want := ca.StepTrustBoth; want <= ca.StepNewRoot; want++ {
+		rep, err := RotateRoot(ctx, []*Cluster{cl}, opts)
+		if err != nil || rep.Clusters[0].To != want || rep.Clusters[0].Record == nil {
+			t.Fatalf("step %v as %s: %v, %+v", want, testenv.LimitedUser, err, rep.Clusters[0])
+		}
+	}
+}
