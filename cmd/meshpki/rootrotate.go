@@ -42,36 +42,7 @@ func newRootFlags() []cli.Flag {
 // parseNewRootSource reads the --new-* flags into a rootSource, so that opening it
 // is rootsource.go's job.
 func parseNewRootSource(c *cli.Context) (rootSource, error) {
-	s := rootSource{Dir: c.String("new-root-dir"), VaultPKI: strings.Trim(c.String("new-vault-pki"), "/"), VaultIssuer: c.String("new-vault-issuer")}
-	n := 0
-	for _, f := range []string{"new-root-dir", "new-vault-pki", "new-vault-kv"} {
-		if c.String(f) != "" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
-		return s, inputError(errors.New("no new root given: pass --new-root-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)"))
-	case n > 1:
-		return s, inputError(errors.New("pass only one of --new-root-dir, --new-vault-pki and --new-vault-kv"))
-	case s.VaultIssuer != "" && s.VaultPKI == "":
-		return s, inputError(errors.New("--new-vault-issuer needs --new-vault-pki"))
-	}
-	if kv := c.String("new-vault-kv"); kv != "" {
-		k, err := vault.ParseKVPath(kv)
-		if err != nil {
-			return s, inputError(fmt.Errorf("--new-vault-kv: %w", err))
-		}
-		s.VaultKV = &k
-	}
-	if s.VaultPKI != "" || s.VaultKV != nil {
-		v, err := parseVaultConn(c)
-		if err != nil {
-			return s, err
-		}
-		s.Vault = v
-	}
-	return s, nil
+	return parseRootSourceFlags(c, "new-", "no new root given: pass --new-root-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)")
 }
 
 // openNewRoot opens the new root source: the issuer for step 2 and the root's

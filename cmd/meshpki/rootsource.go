@@ -69,25 +69,32 @@ type rootSource struct {
 }
 
 func parseRootSource(c *cli.Context) (rootSource, error) {
-	s := rootSource{Dir: c.String("root-dir"), VaultPKI: strings.Trim(c.String("vault-pki"), "/"), VaultIssuer: c.String("vault-issuer")}
+	return parseRootSourceFlags(c, "", "no root given: pass --root-dir DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH")
+}
+
+// parseRootSourceFlags reads the root-source flags whose names start with prefix
+// ("" for --root-dir and friends, "new-" for root rotation's --new-root-dir ...).
+func parseRootSourceFlags(c *cli.Context, prefix, missing string) (rootSource, error) {
+	f := func(name string) string { return c.String(prefix + name) }
+	s := rootSource{Dir: f("root-dir"), VaultPKI: strings.Trim(f("vault-pki"), "/"), VaultIssuer: f("vault-issuer")}
 	n := 0
-	for _, f := range []string{"root-dir", "vault-pki", "vault-kv"} {
-		if c.String(f) != "" {
+	for _, name := range []string{"root-dir", "vault-pki", "vault-kv"} {
+		if f(name) != "" {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		return s, inputError(errors.New("no root given: pass --root-dir DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH"))
+		return s, inputError(errors.New(missing))
 	case n > 1:
-		return s, inputError(errors.New("pass only one of --root-dir, --vault-pki and --vault-kv"))
+		return s, inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]svault-pki and --%[1]svault-kv", prefix))
 	case s.VaultIssuer != "" && s.VaultPKI == "":
-		return s, inputError(errors.New("--vault-issuer needs --vault-pki"))
+		return s, inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", prefix))
 	}
-	if kv := c.String("vault-kv"); kv != "" {
+	if kv := f("vault-kv"); kv != "" {
 		k, err := vault.ParseKVPath(kv)
 		if err != nil {
-			return s, inputError(fmt.Errorf("--vault-kv: %w", err))
+			return s, inputError(fmt.Errorf("--%svault-kv: %w", prefix, err))
 		}
 		s.VaultKV = &k
 	}
