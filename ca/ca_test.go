@@ -345,3 +345,30 @@ func TestRenewBefore(t *testing.T) {
 		}
 	}
 }
+
+// ekuIssuer signs like a foreign issuer would, adding an EKU that excludes
+// serverAuth: Mint must run istiod's full chain check on it and refuse.
+type ekuIssuer struct{ root *Root }
+
+func (ei ekuIssuer) Issue(_ context.Context, csr *x509.CertificateRequest, p Profile) (*Issued, error) {
+	serial, _ := NewSerial()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: csr.Subject, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(p.TTL),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ei.root.Cert, csr.PublicKey, ei.root.Signer)
+	if err != nil {
+		return nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	return &Issued{Cert: c, Roots: []*x509.Certificate{ei.root.Cert}}, err
+}
+
+func TestMintVerifiesForeignIssuers(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile(""))
+	_, err := Mint(context.Background(), ekuIssuer{root}, IntermediateProfile("x", ""))
+	if err == nil || !strings.Contains(err.Error(), "excludes serverAuth") {
+		t.Fatalf("an intermediate with EKU clientAuth only was accepted: %v", err)
+	}
+}

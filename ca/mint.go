@@ -45,7 +45,7 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	}
 	b := NewBundle(key, iss2)
 	rep := &Report{Format: FormatIstio}
-	b.check(rep, layoutOf(FormatIstio), VerifyOptions{}, true)
+	b.check(rep, layoutOf(FormatIstio), VerifyOptions{}, &checkBuilt{signedHere: iss2.signedHere})
 	if err := rep.Err(); err != nil {
 		return nil, fmt.Errorf("cluster %s: minted bundle fails verification: %w", p.Cluster, err)
 	}

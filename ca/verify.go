@@ -117,7 +117,7 @@ func Verify(files map[string][]byte, opts VerifyOptions) *Report {
 // Check runs Verify's checks on a bundle already in memory.
 func (b *Bundle) Check(opts VerifyOptions) *Report {
 	rep := &Report{Format: FormatIstio, Problems: []Problem{}}
-	b.check(rep, layoutOf(FormatIstio), opts, false)
+	b.check(rep, layoutOf(FormatIstio), opts, nil)
 	return rep
 }
 
@@ -172,17 +172,22 @@ func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Repo
 	if !rep.OK() && (b.Cert == nil || len(b.Roots) == 0) {
 		return nil, rep
 	}
-	b.check(rep, l, opts, false)
+	b.check(rep, l, opts, nil)
 	if !rep.OK() {
 		return nil, rep
 	}
 	return b, rep
 }
 
-// check runs every rule that needs parsed certificates. Mint sets built when it
-// assembled the chain itself: the chain order and the roots' self-signatures are
-// then known good, and only istiod's chain verification costs a signature check.
-func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built bool) {
+// checkBuilt tells check what Mint already knows of a bundle it assembled itself:
+// the chain order and the roots' self-signatures are good (checked when the root
+// was loaded or by CheckIssued), and with signedHere the intermediate's signature
+// too (see Issued.signedHere).
+type checkBuilt struct{ signedHere bool }
+
+// check runs every rule that needs parsed certificates; built is nil for a bundle
+// read from files or a Secret.
+func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built *checkBuilt) {
 	now := opts.now()
 	cert := b.Cert
 	if cert == nil {
@@ -241,13 +246,13 @@ func (o VerifyOptions) minRemaining() time.Duration {
 	return o.MinRemaining
 }
 
-func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built bool) {
+func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built *checkBuilt) {
 	cert := b.Cert
 	roots := x509.NewCertPool()
 	for i, r := range b.Roots {
 		if !r.BasicConstraintsValid || !r.IsCA {
 			rep.add(SeverityError, "root", l.roots, "root %d (%s): %v", i+1, r.Subject, ErrNotCA)
-		} else if !bytes.Equal(r.RawSubject, r.RawIssuer) || !built && r.CheckSignatureFrom(r) != nil {
+		} else if !bytes.Equal(r.RawSubject, r.RawIssuer) || built == nil && r.CheckSignatureFrom(r) != nil {
 			rep.add(SeverityError, "root", l.roots, "root %d (%s): %v", i+1, r.Subject, ErrNotSelfSigned)
 		} else if err := checkValidity(r, now); err != nil {
 			rep.add(SeverityError, "validity", l.roots, "root %d (%s): %v", i+1, r.Subject, err)
@@ -256,7 +261,7 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built bool) {
 	}
 	// Chain order: cert-chain.pem starts with the signing certificate and each
 	// certificate is signed by the next one.
-	if len(b.Chain) > 0 && !built {
+	if len(b.Chain) > 0 && built == nil {
 		if !b.Chain[0].Equal(cert) {
 			rep.add(SeverityError, "chain-order", l.chain, "does not start with the certificate in %s", l.cert)
 		}
@@ -271,6 +276,9 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built bool) {
 		if len(b.Chain) < 2 || !inPool(last, b.Roots) {
 			rep.add(SeverityWarning, "chain-root", l.chain, "does not end with a root from %s (istio's cert-chain.pem runs up to and including the root)", l.roots)
 		}
+	}
+	if built != nil && built.signedHere {
+		return
 	}
 	inters := x509.NewCertPool()
 	for _, c := range b.Chain {
