@@ -221,6 +221,7 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	if strings.HasPrefix(string(o.Profiles[0].KeyType), "rsa") && len(o.Profiles) > 1 {
 		e.log.Info("generating RSA keys: this takes a while", "clusters", len(o.Profiles), "type", o.Profiles[0].KeyType)
 	}
+	start := time.Now()
 	prog := newProgress(e, "minted", len(o.Profiles))
 	results := make([]mintResult, len(o.Profiles))
 	// Bundles are staged in temporary folders as they are minted, then made durable
@@ -248,7 +249,9 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 		return nil
 	})
 	prog.finish()
+	minted := time.Now()
 	backups, commitErrs := batch.Commit()
+	e.log.Debug("bundles written", "clusters", len(o.Profiles), "mint", minted.Sub(start).Round(time.Millisecond), "sync+rename", time.Since(minted).Round(time.Millisecond))
 	for i := range results {
 		if err := commitErrs[results[i].Dir]; err != nil && errs[i] == nil {
 			errs[i] = err
