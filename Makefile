@@ -58,7 +58,7 @@ demo-mesh: build
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) MESHPKI=bin/meshpki scripts/demo-mesh.sh
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s ./ca/
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s -fuzzminimizetime 20x ./ca/
 
 clean:
 	rm -rf bin
