@@ -217,35 +217,56 @@ func backupName(dir string, now time.Time) (string, error) {
 // WriteFile writes one file atomically: a temporary file in the same folder,
 // fsynced, renamed over name, and the folder fsynced.
 func WriteFile(name string, data []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
+	tmp, err := writeTemp(name, data, perm)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
 	if err := os.Rename(tmp, name); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	ok = true
 	return SyncDir(filepath.Dir(name))
+}
+
+// CreateFile is WriteFile that never replaces: the synced temporary file is
+// hard-linked to name, which fails with an error matching fs.ErrExist if name
+// exists, even when another process creates it at the same moment.
+func CreateFile(name string, data []byte, perm fs.FileMode) error {
+	tmp, err := writeTemp(name, data, perm)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if err := os.Link(tmp, name); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w", name, fs.ErrExist)
+		}
+		return err
+	}
+	return SyncDir(filepath.Dir(name))
+}
+
+// writeTemp writes data to a new fsynced temporary file beside name.
+func writeTemp(name string, data []byte, perm fs.FileMode) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
+	if err != nil {
+		return "", err
+	}
+	err = f.Chmod(perm)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 func writeNewFile(name string, data []byte, perm fs.FileMode, fsync bool) error {

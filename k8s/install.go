@@ -329,20 +329,34 @@ func (in *installer) backup(ctx context.Context, cur *corev1.Secret) (string, er
 	return "", fmt.Errorf("cluster %s: backup of cacerts: ten backups in one second already exist", in.cl.Name)
 }
 
-// Backups lists the names of cacerts' backup Secrets in namespace, oldest first.
+// Backups lists the names of cacerts' backup Secrets in namespace, oldest first
+// (by the API server's creation time).
 func Backups(ctx context.Context, cl *Cluster, namespace string) ([]string, error) {
 	list, err := cl.Client.CoreV1().Secrets(namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelBackupOf + "=" + SecretName})
 	if err != nil {
 		return nil, apiError(cl.Name, "list", "secrets", namespace, err)
 	}
-	var names []string
+	var items []corev1.Secret
 	for _, s := range list.Items {
 		if strings.HasPrefix(s.Name, BackupPrefix) {
-			names = append(names, s.Name)
+			items = append(items, s)
 		}
 	}
-	// Names carry the UTC time, so name order is age order.
-	slices.Sort(names)
+	// Age is the API server's creation time, not the time in the name: names carry
+	// the clock of the host that made them, and a host whose clock ran ahead would
+	// otherwise make a fresh backup look oldest, and pruning would delete it. Within
+	// one second (the creation time's resolution) names made by one clock sort in
+	// creation order ("-1", "-2" suffixes).
+	slices.SortStableFunc(items, func(a, b corev1.Secret) int {
+		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	names := make([]string, len(items))
+	for i, s := range items {
+		names[i] = s.Name
+	}
 	return names, nil
 }
 

@@ -208,6 +208,38 @@ func TestInstallUpdateKeepsBackupOfOldSecret(t *testing.T) {
 	}
 }
 
+// Backups made by a host whose clock ran ahead carry later times in their names
+// than the backup made now: pruning must go by the API server's creation time, or
+// it deletes the only copy of the cacerts just replaced.
+func TestInstallPruneKeepsBackupJustMadeDespiteClockSkew(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	cl := clusters[0]
+	ns := testNamespace(t)
+	_, oldFiles := mint(t, nil, cl.Name)
+	mustInstall(t, cl, oldFiles, InstallOptions{Namespace: ns})
+	old := getSecret(t, cl, ns, SecretName)
+	future := time.Date(2099, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range 3 {
+		b := NewBackup(old, future.Add(time.Duration(i)*time.Second), 0)
+		if _, err := cl.Client.CoreV1().Secrets(ns).Create(testContext(t), b, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // a later creation second than the three above
+	_, newFiles := mint(t, nil, cl.Name)
+	res := mustInstall(t, cl, newFiles, InstallOptions{Namespace: ns, KeepBackups: 3})
+	if res.Backup == "" || slices.Contains(res.PrunedBackups, res.Backup) {
+		t.Fatalf("backup %q pruned right after it was made (pruned %v)", res.Backup, res.PrunedBackups)
+	}
+	backup := getSecret(t, cl, ns, res.Backup)
+	if !maps.EqualFunc(backup.Data, old.Data, bytes.Equal) {
+		t.Fatal("backup differs from the Secret it replaced")
+	}
+	if len(res.PrunedBackups) != 1 || res.PrunedBackups[0] != BackupName(future, 0) {
+		t.Fatalf("pruned %v, want only the oldest-created %s", res.PrunedBackups, BackupName(future, 0))
+	}
+}
+
 func TestInstallConflictRereadsAndDecidesAgain(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	cl := clusters[2]

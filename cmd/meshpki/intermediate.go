@@ -20,6 +20,9 @@ func intermediateCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "intermediate",
 		Usage: "mint per-cluster intermediate CAs",
+		Description: `Examples:
+   meshpki intermediate create --root-dir root --cluster east --cluster west --out bundles
+   meshpki intermediate create --vault-pki pki --clusters-from clusters.txt --out bundles`,
 		Subcommands: []*cli.Command{
 			intermediateCreateCommand(e),
 		},
@@ -224,6 +227,11 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	start := time.Now()
 	prog := newProgress(e, "minted", len(o.Profiles))
 	results := make([]mintResult, len(o.Profiles))
+	for i, p := range o.Profiles {
+		// Named up front: a cluster never started (the run was interrupted) has no
+		// callback, and its failure must still say which cluster it is.
+		results[i].Cluster, results[i].Dir = p.Cluster, filepath.Join(o.Out, p.Cluster)
+	}
 	// Bundles are staged in temporary folders as they are minted, then made durable
 	// with one file-system sync and renamed into place together.
 	batch := ca.NewBatch(ca.WriteOptions{Force: o.Force, Now: time.Now()})

@@ -2,12 +2,21 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
 )
@@ -242,5 +251,110 @@ func TestTLSFormatAndShortTTL(t *testing.T) {
 	}
 	if code, _, _ := meshpki(t, "verify", "--strict", filepath.Join(out, "a")); code != exitFailed {
 		t.Errorf("--strict with a warning: exit %d, want 1", code)
+	}
+}
+
+// TestEveryCommandHasExamples: every command's --help, parents included, shows
+// examples.
+func TestEveryCommandHasExamples(t *testing.T) {
+	var walk func(path []string, cmds []*cli.Command)
+	walk = func(path []string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.Name == "help" {
+				continue
+			}
+			p := append(slices.Clone(path), c.Name)
+			var out, errOut bytes.Buffer
+			if code := run(append(append([]string{"meshpki"}, p...), "--help"), &out, &errOut); code != 0 {
+				t.Errorf("%s --help: exit %d: %s", strings.Join(p, " "), code, errOut.String())
+			}
+			if !strings.Contains(out.String(), "Examples:") {
+				t.Errorf("meshpki %s --help has no examples", strings.Join(p, " "))
+			}
+			walk(p, c.Subcommands)
+		}
+	}
+	walk(nil, newApp(&env{stdout: io.Discard, stderr: io.Discard}).Commands)
+}
+
+// TestRootCreateConcurrentRunsNeverOverwrite: runs racing on one folder leave one
+// root whose key matches its certificate; every other run is refused (exit 2).
+func TestRootCreateConcurrentRunsNeverOverwrite(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "root")
+	const n = 8
+	codes := make([]int, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// runRootCreate, not run: run() sets process-wide state (cfssl's logger,
+			// the CLI library's flags), and concurrent runs are separate processes.
+			e := &env{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
+			err := runRootCreate(e, &rootCreateOptions{Out: dir, Profile: ca.DefaultRootProfile("Istio"), Output: "text"})
+			var ee *exitError
+			switch {
+			case err == nil:
+			case errors.As(err, &ee):
+				codes[i] = ee.code
+			default:
+				codes[i] = -1
+			}
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for i, c := range codes {
+		switch c {
+		case 0:
+			ok++
+		case 2:
+		default:
+			t.Errorf("run %d: exit %d, want 0 or 2", i, c)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d runs reported success, want exactly 1 (exit codes %v)", ok, codes)
+	}
+	if _, err := ca.ReadRootDir(dir, time.Now()); err != nil {
+		t.Fatalf("root left behind: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("root folder holds %d entries, want root-cert.pem and root-key.pem only", len(entries))
+	}
+}
+
+// TestIntermediateCreateInterruptedNamesClusters: clusters an interrupted run never
+// started are reported as failed under their own names, and nothing is written.
+func TestIntermediateCreateInterruptedNamesClusters(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	if code := run([]string{"meshpki", "root", "create", "--out", root}, io.Discard, io.Discard); code != 0 {
+		t.Fatalf("root create: exit %d", code)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	c := cli.NewContext(cli.NewApp(), nil, nil)
+	c.Context = ctx
+	var out bytes.Buffer
+	e := &env{stdout: &out, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
+	o := &intermediateCreateOptions{Root: rootSource{Dir: root}, Out: filepath.Join(dir, "bundles"), Format: ca.FormatIstio,
+		Profiles:    []ca.Profile{ca.IntermediateProfile("east", "Istio"), ca.IntermediateProfile("west", "Istio")},
+		Concurrency: 1, Output: "json"}
+	if err := runIntermediateCreate(c, e, o); err == nil {
+		t.Fatal("interrupted run succeeded")
+	}
+	var res []mintResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("%v:\n%s", err, out.String())
+	}
+	for i, want := range []string{"east", "west"} {
+		if res[i].Cluster != want || res[i].Error == "" {
+			t.Errorf("result %d: %+v, want cluster %s failed", i, res[i], want)
+		}
+	}
+	if _, err := os.Stat(o.Out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bundles folder written: %v", err)
 	}
 }

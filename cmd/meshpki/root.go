@@ -18,6 +18,11 @@ func rootCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "root",
 		Usage: "create, bundle or rotate the mesh's root CA",
+		Description: `Examples:
+   meshpki root create --out root
+   meshpki root create --vault-pki pki --enable-mount
+   meshpki root bundle --out combined-root.pem root root-2027
+   meshpki root rotate --new-root-dir root-2027 --all-contexts --status`,
 		Subcommands: []*cli.Command{
 			rootCreateCommand(e),
 			rootRotateCommand(e),
@@ -137,12 +142,14 @@ func runRootCreate(e *env, o *rootCreateOptions) error {
 		return failed(err)
 	}
 	// Key first, certificate last: a root folder with a certificate always has its key.
-	if err := ca.WriteFile(keyFile, keyPEM, 0o600); err != nil {
-		return failed(err)
+	// Both writes are exclusive: the check above is only a fast path, another run may
+	// write the same folder meanwhile, and a root is never overwritten.
+	if err := ca.CreateFile(keyFile, keyPEM, 0o600); err != nil {
+		return rootWriteError(err)
 	}
-	if err := ca.WriteFile(certFile, ca.EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
-		os.Remove(keyFile)
-		return failed(err)
+	if err := ca.CreateFile(certFile, ca.EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
+		os.Remove(keyFile) // ours: written just above
+		return rootWriteError(err)
 	}
 	res := rootResult{Dir: o.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
 		NotAfter: root.Cert.NotAfter.UTC(), Fingerprint: ca.Fingerprint(root.Cert)}
@@ -152,4 +159,11 @@ func runRootCreate(e *env, o *rootCreateOptions) error {
 	fmt.Fprintf(e.stdout, "root CA written to %s\n  subject:     %s\n  key:         %s\n  not after:   %s\n  sha256:      %s\n",
 		res.Dir, res.Subject, res.KeyType, res.NotAfter.Format(time.RFC3339), res.Fingerprint)
 	return nil
+}
+
+func rootWriteError(err error) error {
+	if errors.Is(err, fs.ErrExist) {
+		return inputError(fmt.Errorf("%w: a root is never overwritten; choose another --out", err))
+	}
+	return failed(err)
 }

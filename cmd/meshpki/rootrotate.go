@@ -581,7 +581,13 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return inputError(err)
 		}
-		if err := ca.WriteFile(outFile, pemData, 0o644); err != nil {
+		write := ca.WriteFile
+		if !force {
+			write = ca.CreateFile // another run may have written it since the check
+		}
+		if err := write(outFile, pemData, 0o644); errors.Is(err, fs.ErrExist) {
+			return inputError(fmt.Errorf("%w: pass --force to replace it", err))
+		} else if err != nil {
 			return failed(fmt.Errorf("write %s: %w", outFile, err))
 		}
 	}

@@ -22,15 +22,20 @@ func Each(ctx context.Context, n, limit int, fn func(ctx context.Context, i int)
 		go func() {
 			defer wg.Done()
 			for i := range next {
+				if ctx.Err() != nil {
+					continue // handed out before ctx was done: not started
+				}
 				fn(ctx, i)
 			}
 		}()
 	}
+send:
 	for i := 0; i < n; i++ {
-		if ctx.Err() != nil {
-			break
+		select {
+		case <-ctx.Done():
+			break send
+		case next <- i:
 		}
-		next <- i
 	}
 	close(next)
 	wg.Wait()
