@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	cflog "github.com/cloudflare/cfssl/log"
@@ -57,7 +59,7 @@ type env struct {
 }
 
 func newApp(e *env) *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "meshpki",
 		Usage: "one root of trust for every cluster of an Istio mesh",
 		Description: `meshpki mints one intermediate CA per cluster from a shared root CA (files or
@@ -98,6 +100,8 @@ Examples:
 		ErrWriter:      e.stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
 	}
+	usageErrors(app.Commands)
+	return app
 }
 
 // run is main without os.Exit, for tests.
@@ -136,10 +140,44 @@ func action(fn func(c *cli.Context) error) cli.ActionFunc {
 	}
 }
 
+// requireFlags refuses a run without the named flags: a clear one-line error
+// (exit 2) instead of the CLI library's full help on stdout.
+func requireFlags(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if !c.IsSet(n) || c.String(n) == "" {
+			return inputError(fmt.Errorf("--%s is required (see 'meshpki %s --help')", n, commandPath(c)))
+		}
+	}
+	return nil
+}
+
+// usageErrors makes every command report a flag error as one line on stderr and
+// exit 2, instead of printing its whole help to stdout, where a pipeline reading
+// --output json would get it.
+func usageErrors(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error {
+			return inputError(fmt.Errorf("%w (see 'meshpki %s --help')", err, commandPath(c)))
+		}
+		usageErrors(cmd.Subcommands)
+	}
+}
+
+// commandPath names the running command as typed, e.g. "intermediate create".
+func commandPath(c *cli.Context) string {
+	var names []string
+	for _, ctx := range c.Lineage() {
+		if ctx.Command != nil && ctx.Command.Name != "" && ctx.Command.Name != c.App.Name {
+			names = append([]string{ctx.Command.Name}, names...)
+		}
+	}
+	return strings.Join(slices.Compact(names), " ")
+}
+
 // noArgs refuses positional arguments for commands that take none.
 func noArgs(c *cli.Context) error {
 	if c.NArg() > 0 {
-		return inputError(fmt.Errorf("%s takes no arguments, got %q (flags go before arguments)", c.Command.FullName(), c.Args().Slice()))
+		return inputError(fmt.Errorf("%s takes no arguments, got %q (flags go before arguments)", commandPath(c), c.Args().Slice()))
 	}
 	return nil
 }

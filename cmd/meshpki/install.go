@@ -27,7 +27,7 @@ type installOptions struct {
 
 func installCommand(e *env) *cli.Command {
 	flags := append(clusterFlags(true),
-		&cli.StringFlag{Name: "bundles", Usage: "folder holding one bundle folder per cluster (DIR/<cluster>/), as intermediate create writes it", Required: true},
+		&cli.StringFlag{Name: "bundles", Usage: "folder holding one bundle folder per cluster (DIR/<cluster>/), as intermediate create writes it"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "send every write as a server-side dry run and print what would change; nothing is stored"},
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod (kubectl rollout restart) where cacerts changed: Istio before 1.19, or a switch from istiod's self-signed CA"},
 		&cli.BoolFlag{Name: "allow-new-root", Usage: "install a bundle whose roots differ from those installed (a root change breaks cross-cluster mTLS: prefer a root rotation)"},
@@ -76,6 +76,9 @@ Examples:
 
 func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
 	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	if err := requireFlags(c, "bundles"); err != nil {
 		return nil, err
 	}
 	cl, err := parseClusterFlags(c, e)

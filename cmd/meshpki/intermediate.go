@@ -45,7 +45,7 @@ func intermediateCreateCommand(e *env) *cli.Command {
 	flags := append(rootSourceFlags(),
 		&cli.StringSliceFlag{Name: "cluster", Aliases: []string{"c"}, Usage: "cluster name (repeat for several)"},
 		&cli.StringFlag{Name: "clusters-from", Usage: "file with one cluster name per line (# comments allowed)"},
-		&cli.StringFlag{Name: "out", Usage: "folder to write one bundle folder per cluster into", Required: true},
+		&cli.StringFlag{Name: "out", Usage: "folder to write one bundle folder per cluster into"},
 		&cli.StringFlag{Name: "ttl", Value: "8760h", Usage: "lifetime (Go duration, or days: 365d)"},
 		&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
 		&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O"},
@@ -88,6 +88,9 @@ Examples:
 
 func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error) {
 	if err := noArgs(c); err != nil {
+		return nil, err
+	}
+	if err := requireFlags(c, "out"); err != nil {
 		return nil, err
 	}
 	root, err := parseRootSource(c)

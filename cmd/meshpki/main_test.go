@@ -200,7 +200,8 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"unknown flag", []string{"intermediate", "create", "--nope"}, "flag provided but not defined"},
+		{"unknown flag", []string{"intermediate", "create", "--nope"}, "flag provided but not defined: -nope (see 'meshpki intermediate create --help')"},
+		{"missing --out", []string{"intermediate", "create", "--root-dir", root, "--cluster", "a"}, "--out is required"},
 		{"no cluster", []string{"intermediate", "create", "--root-dir", root, "--out", dir + "/o"}, "no cluster given"},
 		{"no root", []string{"intermediate", "create", "--cluster", "a", "--out", dir + "/o"}, "no root given"},
 		{"bad key type", []string{"intermediate", "create", "--root-dir", root, "--cluster", "a", "--out", dir + "/o", "--key-type", "rsa-1024"}, "--key-type: unknown key type"},
@@ -216,9 +217,12 @@ func TestUsageErrors(t *testing.T) {
 		{"stray arg", []string{"root", "create", "--out", dir + "/r2", "extra"}, "takes no arguments"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, _, errs := meshpki(t, tc.args...)
+			code, out, errs := meshpki(t, tc.args...)
 			if code != exitUsage || !strings.Contains(errs, tc.want) {
 				t.Errorf("exit %d (want 2), stderr %q (want %q)", code, errs, tc.want)
+			}
+			if out != "" {
+				t.Errorf("bad usage wrote to stdout (it carries only results):\n%s", out)
 			}
 			if exists(dir + "/o") {
 				t.Error("output written")

@@ -498,11 +498,14 @@ Examples:
    meshpki root bundle --out - old-root.pem new-root.pem > root-cert.pem
    meshpki root bundle --out trust.pem --force root/root-cert.pem partner-roots.pem`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "out", Required: true, Usage: "file to write the bundle to, or - for stdout, e.g. --out combined-root.pem"},
+			&cli.StringFlag{Name: "out", Usage: "file to write the bundle to, or - for stdout, e.g. --out combined-root.pem"},
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing --out file"},
 			outputFlag(),
 		},
 		Action: action(func(c *cli.Context) error {
+			if err := requireFlags(c, "out"); err != nil {
+				return err
+			}
 			out, err := outputFormat(c)
 			if err != nil {
 				return err
