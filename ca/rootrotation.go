@@ -136,7 +136,7 @@ const (
 )
 
 // shortFP prints a fingerprint as sha256:<first 16 hex digits>.
-func shortFP(c *x509.Certificate) string { return "sha256:" + Fingerprint(c)[:16] }
+func shortFP(c *x509.Certificate) string { return ShortFingerprint(Fingerprint(c)) }
 
 // ChainsTo reports whether b's signing certificate chains up to root through the
 // certificates of b's chain, checking signatures (not validity). Roots that share

@@ -96,6 +96,14 @@ func (o VerifyOptions) now() time.Time {
 // FormatSerial prints a certificate's serial number in lower-case hex.
 func FormatSerial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
 
+// ShortFingerprint prints a fingerprint as people compare them: sha256:<first 16 hex digits>.
+func ShortFingerprint(fp string) string {
+	if len(fp) > 16 {
+		fp = fp[:16]
+	}
+	return "sha256:" + fp
+}
+
 // Fingerprint is the hex SHA-256 of a certificate's DER.
 func Fingerprint(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.Raw)

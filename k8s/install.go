@@ -410,15 +410,7 @@ func sameSet(a, b []string) bool {
 func shortFingerprints(fps []string) string {
 	out := make([]string, len(fps))
 	for i, f := range fps {
-		out[i] = ShortFingerprint(f)
+		out[i] = ca.ShortFingerprint(f)
 	}
 	return strings.Join(out, ",")
-}
-
-// ShortFingerprint prints a root fingerprint as sha256:<first 16 hex digits>.
-func ShortFingerprint(fp string) string {
-	if len(fp) > 16 {
-		fp = fp[:16]
-	}
-	return "sha256:" + fp
 }

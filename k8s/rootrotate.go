@@ -323,7 +323,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 		}
 		if !switched.ChainsTo(newRoot) {
 			return res, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
-				cl.Name, ShortFingerprint(ca.Fingerprint(switched.Roots[0])), ShortFingerprint(ca.Fingerprint(newRoot)))
+				cl.Name, ca.ShortFingerprint(ca.Fingerprint(switched.Roots[0])), ca.ShortFingerprint(ca.Fingerprint(newRoot)))
 		}
 	}
 	files, err := ca.RootRotationFiles(rd.files, target, old, newRoot, switched)

@@ -359,7 +359,7 @@ func leaseCause(ctx context.Context, err error) error {
 
 func otherRootError(cluster string, d *decision, opts RotateOptions) error {
 	return fmt.Errorf("cluster %s: %w: %s (current root %s); rotating would change the roots its workloads trust, which breaks cross-cluster mTLS until every cluster moves: finish a root rotation, or allow it explicitly",
-		cluster, ErrOtherRoot, d.reason, ShortFingerprint(ca.Fingerprint(opts.Anchor)))
+		cluster, ErrOtherRoot, d.reason, ca.ShortFingerprint(ca.Fingerprint(opts.Anchor)))
 }
 
 // record copies a decision into the result.
@@ -479,11 +479,11 @@ func chainsTo(b *ca.Bundle, anchor *x509.Certificate, now time.Time) bool {
 func rootOf(b *ca.Bundle) string {
 	for _, c := range b.Chain {
 		if !c.Equal(b.Cert) && isSelfSigned(c) {
-			return ShortFingerprint(ca.Fingerprint(c))
+			return ca.ShortFingerprint(ca.Fingerprint(c))
 		}
 	}
 	if len(b.Roots) > 0 {
-		return ShortFingerprint(ca.Fingerprint(b.Roots[0]))
+		return ca.ShortFingerprint(ca.Fingerprint(b.Roots[0]))
 	}
 	return "unknown"
 }

@@ -82,17 +82,17 @@ func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
 	if n := len(cl.Load.Contexts); n != 1 {
 		return nil, inputError(fmt.Errorf("bootstrap works on one cluster: pass --context once (got %d)", n))
 	}
-	kt, err := ca.ParseKeyType(c.String("key-type"))
+	kt, err := parseKeyTypeFlag(c)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+		return nil, err
 	}
 	ttl, err := parseDuration("ttl", c.String("ttl"))
 	if err != nil {
 		return nil, err
 	}
-	format, err := ca.ParseFormat(c.String("format"))
+	format, err := parseFormatFlag(c)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--format: %w", err))
+		return nil, err
 	}
 	out, err := outputFormat(c)
 	if err != nil {

@@ -122,17 +122,17 @@ func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error)
 		}
 		seen[n] = true
 	}
-	kt, err := ca.ParseKeyType(c.String("key-type"))
+	kt, err := parseKeyTypeFlag(c)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+		return nil, err
 	}
 	ttl, err := parseDuration("ttl", c.String("ttl"))
 	if err != nil {
 		return nil, err
 	}
-	format, err := ca.ParseFormat(c.String("format"))
+	format, err := parseFormatFlag(c)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--format: %w", err))
+		return nil, err
 	}
 	output, err := outputFormat(c)
 	if err != nil {

@@ -92,6 +92,24 @@ func (p *progress) finish() {
 	}
 }
 
+// parseKeyTypeFlag reads --key-type.
+func parseKeyTypeFlag(c *cli.Context) (ca.KeyType, error) {
+	kt, err := ca.ParseKeyType(c.String("key-type"))
+	if err != nil {
+		return "", inputError(fmt.Errorf("--key-type: %w", err))
+	}
+	return kt, nil
+}
+
+// parseFormatFlag reads --format.
+func parseFormatFlag(c *cli.Context) (ca.Format, error) {
+	f, err := ca.ParseFormat(c.String("format"))
+	if err != nil {
+		return "", inputError(fmt.Errorf("--format: %w", err))
+	}
+	return f, nil
+}
+
 // parseDuration reads a duration flag: Go durations plus a "d" suffix for days.
 func parseDuration(flag, s string) (time.Duration, error) {
 	d, err := ca.ParseDuration(s)

@@ -86,9 +86,9 @@ func parseRootCreate(c *cli.Context) (*rootCreateOptions, error) {
 	if err := noArgs(c); err != nil {
 		return nil, err
 	}
-	kt, err := ca.ParseKeyType(c.String("key-type"))
+	kt, err := parseKeyTypeFlag(c)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+		return nil, err
 	}
 	ttl, err := parseDuration("ttl", c.String("ttl"))
 	if err != nil {

@@ -295,16 +295,16 @@ func rootLabel(plan *ca.RotationPlan, fp string) string {
 	case plan.OldFingerprint:
 		return "old"
 	}
-	return k8s.ShortFingerprint(fp)
+	return ca.ShortFingerprint(fp)
 }
 
 func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration, now time.Time) {
 	plan := out.Plan
 	old := "unknown"
 	if plan.OldFingerprint != "" {
-		old = k8s.ShortFingerprint(plan.OldFingerprint)
+		old = ca.ShortFingerprint(plan.OldFingerprint)
 	}
-	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, k8s.ShortFingerprint(plan.NewFingerprint))
+	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, ca.ShortFingerprint(plan.NewFingerprint))
 	results := map[string]*k8s.RootRotationClusterResult{}
 	for _, r := range out.Clusters {
 		results[r.Cluster] = r

@@ -193,7 +193,7 @@ func TestRootRotateCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + k8s.ShortFingerprint(ca.Fingerprint(b.Cert)) + ")"},
+	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + ca.ShortFingerprint(ca.Fingerprint(b.Cert)) + ")"},
 		"status", "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
 
 	t.Run("an unreachable cluster stops the run", func(t *testing.T) {

@@ -128,14 +128,14 @@ func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
 		return nil, inputError(fmt.Errorf("--renew-before %s is not shorter than --ttl %s: every new intermediate would be due at once, and every run would rotate again",
 			c.String("renew-before"), c.String("ttl")))
 	}
-	kt, err := ca.ParseKeyType(c.String("key-type"))
+	kt, err := parseKeyTypeFlag(c)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--key-type: %w", err))
+		return nil, err
 	}
 	var format ca.Format
 	if s := c.String("format"); s != "" {
-		if format, err = ca.ParseFormat(s); err != nil {
-			return nil, inputError(fmt.Errorf("--format: %w", err))
+		if format, err = parseFormatFlag(c); err != nil {
+			return nil, err
 		}
 	}
 	keep := c.Int("keep-backups")
@@ -264,7 +264,7 @@ func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 		return err
 	}
 	o.Rotate.Issuer, o.Rotate.Anchor = iss, anchor
-	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.Rotate.RenewBefore.String(), "root", k8s.ShortFingerprint(ca.Fingerprint(anchor)),
+	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.Rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(anchor)),
 		"lockHolder", o.Rotate.Lock.Holder, "dryRun", o.Rotate.DryRun)
 
 	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {

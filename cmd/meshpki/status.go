@@ -149,7 +149,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		}
 		root := "-"
 		if len(r.RootFingerprints) > 0 {
-			root = k8s.ShortFingerprint(r.RootFingerprints[0])
+			root = ca.ShortFingerprint(r.RootFingerprints[0])
 			if n := len(r.RootFingerprints); n > 1 {
 				root += fmt.Sprintf(" (+%d)", n-1)
 			}
@@ -186,7 +186,7 @@ func printStatus(w io.Writer, rep statusReport) {
 func shortRoots(fps []string) string {
 	out := make([]string, len(fps))
 	for i, f := range fps {
-		out[i] = k8s.ShortFingerprint(f)
+		out[i] = ca.ShortFingerprint(f)
 	}
 	return strings.Join(out, ", ")
 }

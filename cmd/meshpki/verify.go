@@ -200,7 +200,7 @@ func printVerify(e *env, res verifyResult) {
 			fmt.Fprintf(w, "  %s  %s  not after %s (%s left)", b.Subject, b.KeyType, b.NotAfter.Format(time.RFC3339), ca.FormatDuration(left))
 		}
 		if len(b.RootFingerprints) > 0 {
-			fmt.Fprintf(w, "  root sha256:%s", b.RootFingerprints[0][:16])
+			fmt.Fprintf(w, "  root %s", ca.ShortFingerprint(b.RootFingerprints[0]))
 			if n := len(b.RootFingerprints); n > 1 {
 				fmt.Fprintf(w, " (+%d more)", n-1)
 			}
