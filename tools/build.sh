@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: tools/build.sh vaultdev|k8s-testenv
+# Usage: tools/build.sh vaultdev|k8s-testenv|istiod
 # Builds a test server from its own Go module under tools/ and caches the binaries in
 # $MESHPKI_CACHE (default ~/.cache/meshpki)/<name>-<stamp>/, where the stamp hashes the
 # module's inputs and the Go version. Prints the folder holding the binaries.
@@ -26,6 +26,14 @@ k8s-testenv)
   kver=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
   v=k8s.io/component-base/version
   go build -trimpath -o "$out/" -ldflags "-s -w -X $v.gitVersion=$kver -X $v.gitMajor=1 -X $v.gitMinor=$(echo "$kver" | cut -d. -f2)" ./cmd/kube-apiserver ./cmd/etcd >&2
+  ;;
+istiod)
+  # pilot-discovery (istiod), istio-agent's CA client and istiod's own bundle loader, all
+  # from the pinned istio.io/istio; Istio's CRDs are copied beside them for the harness.
+  go build -trimpath -ldflags "-s -w" -o "$out/" istio.io/istio/pilot/cmd/pilot-discovery ./csrclient ./bundlecheck >&2
+  idir=$(go list -m -f '{{.Dir}}' istio.io/istio)
+  cp "$idir/manifests/charts/base/files/crd-all.gen.yaml" "$out/crd-all.gen.yaml"
+  chmod 0644 "$out/crd-all.gen.yaml"
   ;;
 *) echo "unknown tool $name" >&2; exit 2 ;;
 esac
