@@ -1,33 +1,42 @@
 package ca
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 )
 
-// ParseCertificatesPEM reads one or more PEM "CERTIFICATE" blocks, in order. It is
-// stricter than istiod: any other block type, or anything but white space between
-// or after the blocks, is an error, because it usually means a truncated or
-// concatenated-by-mistake file.
+var pemBegin = []byte("-----BEGIN")
+
+// ParseCertificatesPEM reads one or more PEM "CERTIFICATE" blocks, in order, as istiod
+// and RFC 7468 (section 2) read them: text outside the blocks, such as what `openssl x509
+// -text` prints before a certificate or comment lines, is ignored. Any other block type,
+// and a block that is cut short or malformed (a BEGIN line pem.Decode cannot complete),
+// is an error, so a truncated file is never taken for a shorter one. It runs in time
+// linear in len(data).
 func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
-	if strings.TrimSpace(string(data)) == "" {
+	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty")
 	}
 	var certs []*x509.Certificate
 	rest := data
-	for len(strings.TrimSpace(string(rest))) > 0 {
+	for {
+		i := bytes.Index(rest, pemBegin)
+		if i < 0 {
+			break // only text is left
+		}
+		rest = rest[i:]
 		block, r := pem.Decode(rest)
-		if block == nil {
+		used := len(rest) - len(r)
+		// pem.Decode skips a BEGIN line it cannot complete and goes on to the next one:
+		// a second BEGIN inside what it consumed means the first block was broken.
+		if block == nil || bytes.Contains(rest[len(pemBegin):used], pemBegin) {
 			if len(certs) == 0 {
 				return nil, ErrNoPEM
 			}
-			return nil, fmt.Errorf("unexpected data after certificate %d", len(certs))
-		}
-		if leading := strings.TrimSpace(string(rest[:len(rest)-len(r)])); !strings.HasPrefix(leading, "-----BEGIN") {
-			return nil, fmt.Errorf("unexpected data before certificate %d", len(certs)+1)
+			return nil, fmt.Errorf("malformed or truncated PEM block after certificate %d", len(certs))
 		}
 		if block.Type != "CERTIFICATE" {
 			return nil, fmt.Errorf("block %d is %q, want CERTIFICATE", len(certs)+1, block.Type)
@@ -38,6 +47,9 @@ func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 		}
 		certs = append(certs, c)
 		rest = r
+	}
+	if len(certs) == 0 {
+		return nil, ErrNoPEM
 	}
 	return certs, nil
 }

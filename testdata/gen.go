@@ -101,6 +101,21 @@ func write(dir string, files map[string][]byte, want string) {
 	must(0, os.WriteFile(filepath.Join(dir, "want"), []byte(want+"\n"), 0o644))
 }
 
+// opensslText is the kind of text `openssl x509 -text` prints before a certificate's
+// PEM block, as in root-cert.pem files made by hand following Istio's guide.
+const opensslText = `Certificate:
+    Data:
+        Version: 3 (0x2)
+        Serial Number:
+            3c:0d:2e:11:9a:44:01:7f
+        Signature Algorithm: ecdsa-with-SHA256
+        Issuer: O = meshpki test, CN = Good Root
+        Subject: O = meshpki test, CN = Good Root
+        X509v3 extensions:
+            X509v3 Basic Constraints: critical
+                CA:TRUE
+`
+
 func main() {
 	base := "testdata"
 	rootKey := ec()
@@ -131,8 +146,11 @@ func main() {
 	r("empty-key", good, []byte("\n"), "root-key.pem: empty")
 	r("missing-key", good, nil, "root-key.pem: no such file")
 	r("der-cert", root.Raw, goodKey, "root-cert.pem: no PEM data found")
-	r("trailing-junk", append(append([]byte{}, good...), "junk after the end\n"...), goodKey, "root-cert.pem: unexpected data after certificate 1")
-	r("leading-junk", append([]byte("junk before\n"), good...), goodKey, "root-cert.pem: unexpected data before certificate 1")
+	// RFC 7468 and istiod ignore text outside the PEM blocks (openssl x509 -text output,
+	// comments); a block cut short is still an error.
+	r("ok-text-around", append(append([]byte(opensslText), good...), "# comment after the end\n"...), goodKey, "ok")
+	r("truncated-second-cert", append(append([]byte{}, good...), certPEM(other)[:200]...), goodKey, "root-cert.pem: malformed or truncated PEM block after certificate 1")
+	r("broken-block-before-good", append(append([]byte{}, certPEM(other)[:200]...), good...), goodKey, "root-cert.pem: no PEM data found")
 	r("two-certs", append(append([]byte{}, good...), certPEM(other)...), goodKey, "root-cert.pem: holds 2 certificates, want 1")
 	r("cert-is-key", goodKey, goodKey, `root-cert.pem: block 1 is "EC PRIVATE KEY", want CERTIFICATE`)
 	r("key-is-cert", good, good, `root-key.pem: PEM block is "CERTIFICATE", want a private key`)
@@ -174,6 +192,7 @@ func main() {
 	chain := append(append([]byte{}, ic...), good...)
 	b("ok-istio", istio(ic, ik, chain, good), "ok")
 	b("ok-tls", map[string][]byte{ca.TLSCertFile: chain, ca.TLSKeyFile: ik, ca.TLSCAFile: good}, "ok")
+	b("ok-openssl-text", istio(append([]byte(opensslText), ic...), ik, chain, append([]byte(opensslText), good...)), "ok")
 	b("ok-two-roots", istio(ic, ik, chain, append(append([]byte{}, good...), certPEM(other)...)), "ok")
 	b("missing-key", map[string][]byte{ca.CACertFile: ic, ca.CertChainFile: chain, ca.RootCertFile: good}, "missing-file: ca-key.pem: missing")
 	b("missing-root", map[string][]byte{ca.CACertFile: ic, ca.CAKeyFile: ik, ca.CertChainFile: chain}, "missing-file: root-cert.pem: missing")
