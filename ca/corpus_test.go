@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,21 @@ func TestRootCorpus(t *testing.T) {
 				return
 			}
 			bad++
+			if rest, ok := strings.CutPrefix(w, "mint: "); ok {
+				// The root loads, but cannot sign the default profile's intermediate:
+				// refused before any key is generated, and by Mint itself.
+				if err != nil {
+					t.Fatalf("want the root to load, got %v", err)
+				}
+				p := IntermediateProfile("c", "")
+				if err := CheckProfile(root.Cert, p, time.Now()); err == nil || !strings.Contains(err.Error(), rest) {
+					t.Fatalf("CheckProfile: %v, want an error containing %q", err, rest)
+				}
+				if _, err := Mint(context.Background(), NewLocalIssuer(root), p); err == nil {
+					t.Fatal("Mint signed an intermediate istiod would refuse")
+				}
+				return
+			}
 			if err == nil {
 				t.Fatalf("want error %q, got none", w)
 			}

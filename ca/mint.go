@@ -19,6 +19,12 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
+	if r, ok := iss.(interface{ RootCert() *x509.Certificate }); ok {
+		// Before the key: what the root cannot sign, or istiod would refuse.
+		if err := CheckProfile(r.RootCert(), p, time.Now()); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
+		}
+	}
 	key, err := GenerateKey(p.KeyType)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
@@ -43,9 +49,19 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if err := CheckIssued(iss2, csr, p, asked); err != nil {
 		return nil, fmt.Errorf("cluster %s: issuer returned a bad certificate: %w", p.Cluster, err)
 	}
+	signedHere := iss2.signedHere
+	if signedHere {
+		// The cheap part of the chain check on every mint; a root with name
+		// constraints gets crypto/x509's full check below instead.
+		full, err := checkSignedHere(iss2.Cert, iss2.Roots[0], time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: the intermediate would not verify as istiod checks it: %w", p.Cluster, err)
+		}
+		signedHere = !full
+	}
 	b := NewBundle(key, iss2)
 	rep := &Report{Format: FormatIstio}
-	b.check(rep, layoutOf(FormatIstio), VerifyOptions{}, &checkBuilt{signedHere: iss2.signedHere})
+	b.check(rep, layoutOf(FormatIstio), VerifyOptions{}, &checkBuilt{signedHere: signedHere})
 	if err := rep.Err(); err != nil {
 		return nil, fmt.Errorf("cluster %s: minted bundle fails verification: %w", p.Cluster, err)
 	}

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/rand"
 	"crypto/sha1"
@@ -168,8 +169,26 @@ func CheckRootCert(cert *x509.Certificate, now time.Time) error {
 	if cert.MaxPathLen == 0 && cert.MaxPathLenZero {
 		return ErrPathLenZero
 	}
+	if cert.PublicKeyAlgorithm == x509.DSA {
+		return fmt.Errorf("DSA %w", ErrUnsupportedKeyAl)
+	}
+	if err := checkEKU(cert); err != nil {
+		return err
+	}
+	if err := checkCritical(cert); err != nil {
+		return err
+	}
 	if err := cert.CheckSignatureFrom(cert); err != nil {
-		return ErrNotSelfSigned
+		var insecure x509.InsecureAlgorithmError
+		switch {
+		case !bytes.Equal(cert.RawSubject, cert.RawIssuer):
+			return ErrNotSelfSigned
+		case errors.As(err, &insecure):
+			return fmt.Errorf("certificate is signed with %s, %w", cert.SignatureAlgorithm, ErrInsecureSigAlg)
+		case errors.Is(err, x509.ErrUnsupportedAlgorithm):
+			return fmt.Errorf("certificate's signature algorithm %s is not supported (want ECDSA or RSA with SHA-256 or better)", cert.SignatureAlgorithm)
+		}
+		return fmt.Errorf("%w (its self-signature does not verify)", ErrNotSelfSigned)
 	}
 	if err := CheckKeyStrength(cert.PublicKey); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -35,6 +36,36 @@ func CheckWritable(dir string, force bool) error {
 		return err
 	}
 	return nil
+}
+
+// CheckDirWritable reports, before any work, whether folders can be made in dir,
+// which need not exist yet: its nearest existing ancestor must be a folder that a
+// probe folder can be created in (and is removed from at once).
+func CheckDirWritable(dir string) error {
+	d := filepath.Clean(dir)
+	for {
+		st, err := os.Stat(d)
+		if err == nil {
+			if !st.IsDir() {
+				return fmt.Errorf("%s is not a folder", d)
+			}
+			break
+		}
+		parent := filepath.Dir(d)
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) || parent == d {
+			return err
+		}
+		d = parent
+	}
+	tmp, err := os.MkdirTemp(d, ".meshpki-probe-")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot create folders in %s: %w", d, err)
+	}
+	return os.Remove(tmp)
 }
 
 // WriteDir writes files into the folder dir as one atomic step: the files go into a

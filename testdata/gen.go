@@ -16,6 +16,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"log"
 	"math/big"
@@ -56,6 +57,10 @@ type spec struct {
 	notAfter  time.Time
 	ku        x509.KeyUsage
 	eku       []x509.ExtKeyUsage
+	// Name constraints, extra extensions and signature algorithm, for hostile roots.
+	permitted, excluded []string
+	extra               []pkix.Extension
+	sigAlg              x509.SignatureAlgorithm
 }
 
 var serial int64
@@ -72,6 +77,8 @@ func mk(s spec, key crypto.Signer, parent *x509.Certificate, parentKey crypto.Si
 		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: s.cn, Organization: []string{"meshpki test"}},
 		NotBefore: s.notBefore, NotAfter: s.notAfter, KeyUsage: s.ku, ExtKeyUsage: s.eku,
 		BasicConstraintsValid: true, IsCA: s.ca,
+		PermittedDNSDomains: s.permitted, ExcludedDNSDomains: s.excluded,
+		ExtraExtensions: s.extra, SignatureAlgorithm: s.sigAlg,
 	}
 	if s.ca {
 		tmpl.MaxPathLen = s.pathlen
@@ -114,6 +121,54 @@ const opensslText = `Certificate:
         X509v3 extensions:
             X509v3 Basic Constraints: critical
                 CA:TRUE
+`
+
+// dsaRootCert and dsaRootKey: a DSA root made once with openssl (crypto/x509 cannot
+// create DSA certificates): openssl req -x509 -newkey dsa:params -days 36500.
+const dsaRootCert = `-----BEGIN CERTIFICATE-----
+MIIEoDCCBE6gAwIBAgIUR050oMbiSbs8XNBpeGmiUH64KvowCwYJYIZIAWUDBAMC
+MCoxFTATBgNVBAoMDG1lc2hwa2kgdGVzdDERMA8GA1UEAwwIRFNBIFJvb3QwIBcN
+MjYxMjAyMDA1OTM2WhgPMjEyNjExMDgwMDU5MzZaMCoxFTATBgNVBAoMDG1lc2hw
+a2kgdGVzdDERMA8GA1UEAwwIRFNBIFJvb3QwggNDMIICNgYHKoZIzjgEATCCAikC
+ggEBAIxV2InIAKiSAJMItQzBp3+JrlbK/jOzb7xYf/no98slw0xgDjTzDPRnZ+5A
+9a8ExfzWBl4mAVDLF3pfC3RSxCWe9Cw0uc+eBi2oQIQHwwpiG85iaBb681YlE49B
+ciFj+wB5jf4UrtCc7hyRzr2Z03uUDPa9p4wQbOBrBbuj2xKWpP4VdubU9FiC2fYX
+jm0OnfnugWJK4OslgX0Qp2W05TenRS66gDRQmu5Db5JOoSlzRlSFidNEykqt79Ss
+ZtF5uzgVvd3YHncUjR6eVC83WGhuX5o3ERLKRA4qeHllfgaJMP4VpnDKIaMykFQ8
+Cdy5HiX23RXcMy+XVa//f1voF+8CHQD0dR/8bfCxmROEWbAzvB75eskMupcsxwCh
+Mmb5AoIBAQCG1XFvRC29FyKmfWlsVsSHJWjdPLJaHSupsl02HMEumUnnqfaHQE0M
+sYi+2/uMxf+QhybF1MAZdzTrHMv1VwJLdGL3vaLyE1W8yK4hE4cdyk+Vpb+QZYlo
+S89d6vzgZwsLpBvYUvFnzzd0IsIsnVVEtm7RN2yxo+qzEnUi/w/qVwhRN8AL2f07
+qWZQpcbB5eeqykFoiQowfSGdpXxdoK5MTnkIlRd7Vw28WCigYbnI9x5EFSbb8/Iw
+Qqsfwamt+NMo1geSO/G0ky1o+T0moyr7n2M2LF1i5c5X+QjxpH3M9dsDoSK7trV0
+aLTCYbo4BsaL5BFBmuqKrCerQgIhrLCoA4IBBQACggEAKwAu1GN3FZsjd58bWF9A
+ByOqlJ7W3P6uCpleWPkCQCaaartY81UJ4kfI8RG+YkPomXJIRkzgGGO2COTiWoLG
+TJ4zfBkINryU13WnypbhXyLVazamPcvstVbrjgyVKCF7IWFT+X5kj0dASsEOF+2D
+RZ+AKpVLhA2O1aLqB/yWJhCD2eAOrrPDloHhCIfKhiKdQr23lLzjvS6OenaYo1MS
+BH+hwtgCT37Kg4Y1L/XY2pSWhw72kr/+YBxT7iAp6LWFNMHEJFf8uXufJsZwAA2V
+8VEB6Dyy/IO2mTH+a9I7s04oZ1fzgkTwOyc69/KRemiggYxf1BGwWOo3bR7T/5UC
+CqNjMGEwHQYDVR0OBBYEFM5ajT2KMSp2K5tH3QSpwhe9YSVvMB8GA1UdIwQYMBaA
+FM5ajT2KMSp2K5tH3QSpwhe9YSVvMA8GA1UdEwEB/wQFMAMBAf8wDgYDVR0PAQH/
+BAQDAgEGMAsGCWCGSAFlAwQDAgM/ADA8AhwKqOiOSwQVbLhwOKUgOmIJ9fjqcEr3
+38pAGZQLAhwBSy+kuBXHAm9V8TG5ZbtGDNFaiIQ5Y+2Ej0/F
+-----END CERTIFICATE-----
+`
+
+const dsaRootKey = `-----BEGIN PRIVATE KEY-----
+MIICXgIBADCCAjYGByqGSM44BAEwggIpAoIBAQCMVdiJyACokgCTCLUMwad/ia5W
+yv4zs2+8WH/56PfLJcNMYA408wz0Z2fuQPWvBMX81gZeJgFQyxd6Xwt0UsQlnvQs
+NLnPngYtqECEB8MKYhvOYmgW+vNWJROPQXIhY/sAeY3+FK7QnO4ckc69mdN7lAz2
+vaeMEGzgawW7o9sSlqT+FXbm1PRYgtn2F45tDp357oFiSuDrJYF9EKdltOU3p0Uu
+uoA0UJruQ2+STqEpc0ZUhYnTRMpKre/UrGbRebs4Fb3d2B53FI0enlQvN1hobl+a
+NxESykQOKnh5ZX4GiTD+FaZwyiGjMpBUPAncuR4l9t0V3DMvl1Wv/39b6BfvAh0A
+9HUf/G3wsZkThFmwM7we+XrJDLqXLMcAoTJm+QKCAQEAhtVxb0QtvRcipn1pbFbE
+hyVo3TyyWh0rqbJdNhzBLplJ56n2h0BNDLGIvtv7jMX/kIcmxdTAGXc06xzL9VcC
+S3Ri972i8hNVvMiuIROHHcpPlaW/kGWJaEvPXer84GcLC6Qb2FLxZ883dCLCLJ1V
+RLZu0TdssaPqsxJ1Iv8P6lcIUTfAC9n9O6lmUKXGweXnqspBaIkKMH0hnaV8XaCu
+TE55CJUXe1cNvFgooGG5yPceRBUm2/PyMEKrH8GprfjTKNYHkjvxtJMtaPk9JqMq
++59jNixdYuXOV/kI8aR9zPXbA6Eiu7a1dGi0wmG6OAbGi+QRQZrqiqwnq0ICIayw
+qAQfAh0A6glp8qnox9SVFkJEHrHud1cIAZV+mRSGeTyIpg==
+-----END PRIVATE KEY-----
 `
 
 func main() {
@@ -178,6 +233,29 @@ func main() {
 	r("intermediate-as-root", certPEM(mk(spec{cn: "Some Intermediate", ca: true, pathlen: 1}, intKey, root, rootKey)), keyPEM(intKey), "root-cert.pem: certificate is not self-signed")
 	noSignKey := ec()
 	r("ca-without-certsign", certPEM(mk(spec{cn: "No CertSign", ca: true, pathlen: -1, ku: x509.KeyUsageDigitalSignature}, noSignKey, nil, nil)), keyPEM(noSignKey), "root-cert.pem: certificate's key usage lacks keyCertSign")
+
+	// Roots under which istiod would refuse every intermediate: checked up front (exit 2).
+	ekuKey := ec()
+	r("root-eku-client-only", certPEM(mk(spec{cn: "ClientAuth Root", ca: true, pathlen: -1, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ekuKey, nil, nil)), keyPEM(ekuKey), "root-cert.pem: certificate's extended key usage (clientAuth) excludes serverAuth")
+	ekuOKKey := ec()
+	r("ok-root-eku-server-client", certPEM(mk(spec{cn: "ServerAuth Root", ca: true, pathlen: -1, eku: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, ekuOKKey, nil, nil)), keyPEM(ekuOKKey), "ok")
+	critKey := ec()
+	crit := pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 55555, 1}, Critical: true, Value: []byte{0x05, 0x00}}
+	r("root-unknown-critical-extension", certPEM(mk(spec{cn: "Critical Root", ca: true, pathlen: -1, extra: []pkix.Extension{crit}}, critKey, nil, nil)), keyPEM(critKey), "root-cert.pem: certificate has an unhandled critical extension 1.3.6.1.4.1.55555.1")
+	// Name constraints depend on the intermediate's SANs: "mint: " cases load as a root
+	// but must be refused before minting with the default profile.
+	ncKey := ec()
+	r("root-name-constraints-exclude-san", certPEM(mk(spec{cn: "Example-only Root", ca: true, pathlen: -1, permitted: []string{"example.com"}}, ncKey, nil, nil)), keyPEM(ncKey), "mint: root's name constraints exclude the intermediate's SANs")
+	exKey := ec()
+	r("root-excluded-dns", certPEM(mk(spec{cn: "Excluding Root", ca: true, pathlen: -1, excluded: []string{"istio-system.svc"}}, exKey, nil, nil)), keyPEM(exKey), "mint: root's name constraints exclude the intermediate's SANs")
+	svcKey := ec()
+	r("ok-name-constraints-svc", certPEM(mk(spec{cn: "Svc-only Root", ca: true, pathlen: -1, permitted: []string{"svc"}}, svcKey, nil, nil)), keyPEM(svcKey), "ok")
+	pl1Key := ec()
+	r("ok-pathlen-1", certPEM(mk(spec{cn: "Pathlen1 Root", ca: true, pathlen: 1}, pl1Key, nil, nil)), keyPEM(pl1Key), "ok")
+	// Weak algorithms are named as such, not as "not self-signed".
+	sha1Key := must(rsa.GenerateKey(rand.Reader, 2048))
+	r("sha1-root", certPEM(mk(spec{cn: "SHA-1 Root", ca: true, pathlen: -1, sigAlg: x509.SHA1WithRSA}, sha1Key, nil, nil)), keyPEM(sha1Key), "root-cert.pem: certificate is signed with SHA1-RSA, an insecure algorithm")
+	r("dsa-root", []byte(dsaRootCert), []byte(dsaRootKey), "root-cert.pem: DSA keys are not supported")
 
 	// Bundles.
 	b := func(name string, files map[string][]byte, want string) {

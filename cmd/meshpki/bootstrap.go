@@ -146,6 +146,14 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := checkProfiles(iss, []ca.Profile{p}); err != nil {
+		return err
+	}
+	if o.Out != "" {
+		if err := ca.CheckDirWritable(o.Out); err != nil {
+			return inputError(fmt.Errorf("--out: %w", err))
+		}
+	}
 	b, err := ca.Mint(ctx, iss, p)
 	if err != nil {
 		return failed(err)

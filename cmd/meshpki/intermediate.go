@@ -205,7 +205,11 @@ type mintResult struct {
 }
 
 func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions) error {
-	// Pre-flight: refuse before minting anything if any bundle folder exists.
+	// Pre-flight: refuse before minting anything if --out cannot be written or any
+	// bundle folder exists.
+	if err := ca.CheckDirWritable(o.Out); err != nil {
+		return inputError(fmt.Errorf("--out: %w", err))
+	}
 	var exists []string
 	for _, p := range o.Profiles {
 		if err := ca.CheckWritable(filepath.Join(o.Out, p.Cluster), o.Force); errors.Is(err, ca.ErrExists) {
@@ -219,6 +223,9 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	}
 	iss, err := o.Root.issuer(c.Context, e)
 	if err != nil {
+		return err
+	}
+	if err := checkProfiles(iss, o.Profiles); err != nil {
 		return err
 	}
 	if err := o.Store.preflight(c.Context, e, o.Profiles); err != nil {

@@ -132,6 +132,7 @@ func TestBadRootCorpus(t *testing.T) {
 		t.Run(filepath.Base(root), func(t *testing.T) {
 			w, _ := os.ReadFile(filepath.Join(root, "want"))
 			want := strings.TrimSpace(string(w))
+			want = strings.TrimPrefix(want, "mint: ") // refused before minting all the same
 			out := filepath.Join(t.TempDir(), "out")
 			code, _, errs := meshpki(t, "intermediate", "create", "--root-dir", root, "--cluster", "c1", "--out", out)
 			if want == "ok" {
@@ -236,7 +237,7 @@ func TestTLSFormatAndShortTTL(t *testing.T) {
 	root, out := filepath.Join(dir, "root"), filepath.Join(dir, "out")
 	mustRun(t, "root", "create", "--out", root, "--ttl", "30d", "--key-type", "ecdsa-p384")
 	code, _, errs := meshpki(t, "intermediate", "create", "--root-dir", root, "--cluster", "a", "--out", out)
-	if code != exitFailed || !strings.Contains(errs, "root expires") {
+	if code != exitUsage || !strings.Contains(errs, "root expires") {
 		t.Fatalf("TTL beyond the root: exit %d, stderr %q", code, errs)
 	}
 	if exists(out) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -143,6 +144,42 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 	}
 	e.log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
 	return ca.NewLocalIssuer(root), nil
+}
+
+// issuerCert is the certificate iss signs with: the root for a local issuer, the
+// mount's issuer for Vault PKI; nil for an issuer that does not say.
+func issuerCert(iss ca.Issuer) *x509.Certificate {
+	switch i := iss.(type) {
+	case *ca.LocalIssuer:
+		return i.RootCert()
+	case *vault.PKIIssuer:
+		return i.IssuerCert()
+	}
+	return nil
+}
+
+// checkProfiles refuses, before any key is generated, profiles the issuer's
+// certificate cannot sign or whose intermediates istiod would refuse (a TTL it
+// cannot cover, a pathlen it forbids, name constraints excluding the SANs): bad
+// input, exit 2. Profiles that differ only in their cluster are checked once.
+func checkProfiles(iss ca.Issuer, profiles []ca.Profile) error {
+	cert := issuerCert(iss)
+	if cert == nil {
+		return nil
+	}
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, p := range profiles {
+		shape := fmt.Sprint(p.DNSNames, p.URIs, p.TTL, p.MaxPathLen, p.AllowShortTTL, p.Subject.Organization, p.Subject.CommonName)
+		if seen[shape] {
+			continue
+		}
+		seen[shape] = true
+		if err := ca.CheckProfile(cert, p, now); err != nil {
+			return inputError(fmt.Errorf("the root (%s) cannot sign these intermediates: %w", cert.Subject, err))
+		}
+	}
+	return nil
 }
 
 // vaultConn is a Vault connection from flags and the standard environment, opened

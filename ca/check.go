@@ -1,0 +1,203 @@
+package ca
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Errors of a root istiod would refuse every intermediate under.
+var (
+	ErrRootEKU          = errors.New("excludes serverAuth, which istiod's chain check requires of every certificate in the chain")
+	ErrCriticalExt      = errors.New("unhandled critical extension")
+	ErrNameConstraints  = errors.New("root's name constraints exclude the intermediate's SANs")
+	ErrInsecureSigAlg   = errors.New("an insecure algorithm that crypto/x509, and so istiod, rejects")
+	ErrUnsupportedKeyAl = errors.New("keys are not supported (want ECDSA or RSA)")
+)
+
+// checkEKU is crypto/x509's rule with Go's default options, which istiod uses: a
+// certificate that lists extended key usages must list serverAuth or any.
+func checkEKU(c *x509.Certificate) error {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return nil
+	}
+	if slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
+		return nil
+	}
+	names := make([]string, 0, len(c.ExtKeyUsage)+len(c.UnknownExtKeyUsage))
+	for _, u := range c.ExtKeyUsage {
+		names = append(names, ekuName(u))
+	}
+	for _, oid := range c.UnknownExtKeyUsage {
+		names = append(names, oid.String())
+	}
+	return fmt.Errorf("certificate's extended key usage (%s) %w", strings.Join(names, ", "), ErrRootEKU)
+}
+
+func ekuName(u x509.ExtKeyUsage) string {
+	switch u {
+	case x509.ExtKeyUsageClientAuth:
+		return "clientAuth"
+	case x509.ExtKeyUsageCodeSigning:
+		return "codeSigning"
+	case x509.ExtKeyUsageEmailProtection:
+		return "emailProtection"
+	case x509.ExtKeyUsageTimeStamping:
+		return "timeStamping"
+	case x509.ExtKeyUsageOCSPSigning:
+		return "OCSPSigning"
+	}
+	return fmt.Sprintf("usage %d", u)
+}
+
+// checkCritical refuses critical extensions crypto/x509 does not understand: its
+// chain check, and so istiod, rejects any certificate that has one.
+func checkCritical(c *x509.Certificate) error {
+	if len(c.UnhandledCriticalExtensions) == 0 {
+		return nil
+	}
+	oids := make([]string, len(c.UnhandledCriticalExtensions))
+	for i, oid := range c.UnhandledCriticalExtensions {
+		oids[i] = oid.String()
+	}
+	return fmt.Errorf("certificate has an %w %s: crypto/x509, and so istiod, refuses every chain through it", ErrCriticalExt, strings.Join(oids, ", "))
+}
+
+// hasNameConstraints reports whether c constrains the names below it.
+func hasNameConstraints(c *x509.Certificate) bool {
+	return len(c.PermittedDNSDomains)+len(c.ExcludedDNSDomains)+len(c.PermittedIPRanges)+len(c.ExcludedIPRanges)+
+		len(c.PermittedEmailAddresses)+len(c.ExcludedEmailAddresses)+len(c.PermittedURIDomains)+len(c.ExcludedURIDomains) > 0
+}
+
+// CheckProfile reports, before any key is generated, what would make root refuse to
+// sign p's intermediate or istiod refuse the result: a TTL the root cannot cover
+// (unless p.AllowShortTTL), a pathlen the root forbids, an extended key usage or
+// unhandled critical extension on the root, and name constraints that exclude p's
+// SANs. root is the certificate that signs the intermediates (for Vault, its issuer).
+func CheckProfile(root *x509.Certificate, p Profile, now time.Time) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if _, err := notAfterWithin(now.Add(p.TTL), root, p.AllowShortTTL); err != nil {
+		return fmt.Errorf("ttl %s: %w", FormatDuration(p.TTL), err)
+	}
+	if err := checkPathLen(root, p.MaxPathLen); err != nil {
+		return err
+	}
+	if err := checkEKU(root); err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	if err := checkCritical(root); err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
+	if hasNameConstraints(root) {
+		if err := probeNameConstraints(root, p, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkPathLen refuses an intermediate pathlen the root's own pathlen forbids.
+func checkPathLen(root *x509.Certificate, pathLen int) error {
+	if root.MaxPathLen >= 0 && (root.MaxPathLen > 0 || root.MaxPathLenZero) && pathLen >= root.MaxPathLen {
+		return fmt.Errorf("root allows pathlen %d below it, so it cannot sign an intermediate with pathlen %d", root.MaxPathLen, pathLen)
+	}
+	return nil
+}
+
+// probeNameConstraints runs crypto/x509's own chain check on a throwaway chain: a
+// root with root's subject and name constraints, and an intermediate with p's
+// subject and SANs, both signed with a throwaway key. No real key signs anything.
+func probeNameConstraints(root *x509.Certificate, p Profile, now time.Time) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	rt := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: root.Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		BasicConstraintsValid: true, IsCA: true, MaxPathLen: -1, KeyUsage: x509.KeyUsageCertSign,
+		PermittedDNSDomainsCritical: root.PermittedDNSDomainsCritical,
+		PermittedDNSDomains:         root.PermittedDNSDomains, ExcludedDNSDomains: root.ExcludedDNSDomains,
+		PermittedIPRanges: root.PermittedIPRanges, ExcludedIPRanges: root.ExcludedIPRanges,
+		PermittedEmailAddresses: root.PermittedEmailAddresses, ExcludedEmailAddresses: root.ExcludedEmailAddresses,
+		PermittedURIDomains: root.PermittedURIDomains, ExcludedURIDomains: root.ExcludedURIDomains,
+	}
+	rootDER, err := x509.CreateCertificate(rand.Reader, rt, rt, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("check the root's name constraints: %w", err)
+	}
+	probeRoot, err := x509.ParseCertificate(rootDER)
+	if err != nil {
+		return err
+	}
+	it := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: p.Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign,
+		DNSNames: p.DNSNames, URIs: p.URIs,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, it, probeRoot, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("check the root's name constraints: %w", err)
+	}
+	probe, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(probeRoot)
+	if _, err := probe.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now}); err != nil {
+		return fmt.Errorf("%w (%s), so istiod would refuse every bundle: %v", ErrNameConstraints, describeSANs(p), err)
+	}
+	return nil
+}
+
+func describeSANs(p Profile) string {
+	var s []string
+	s = append(s, p.DNSNames...)
+	for _, u := range p.URIs {
+		s = append(s, u.String())
+	}
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+// checkSignedHere is the chain check of an intermediate LocalIssuer signed directly
+// under root, without verifying the signature again (crypto/x509 verified it with
+// the root's key as it signed): the issuer is the root, both are valid at now, no
+// certificate has an extended key usage without serverAuth or an unhandled critical
+// extension, and the root's pathlen allows it. A root with name constraints gets
+// crypto/x509's full chain check instead: those rules are not re-implemented here.
+func checkSignedHere(cert, root *x509.Certificate, now time.Time) (full bool, err error) {
+	if hasNameConstraints(root) {
+		return true, nil
+	}
+	if !bytes.Equal(cert.RawIssuer, root.RawSubject) {
+		return false, errors.New("issuer is not the root's subject")
+	}
+	for _, c := range []*x509.Certificate{cert, root} {
+		if err := checkValidity(c, now); err != nil {
+			return false, err
+		}
+		if err := checkEKU(c); err != nil {
+			return false, err
+		}
+		if err := checkCritical(c); err != nil {
+			return false, err
+		}
+	}
+	if !root.IsCA || root.KeyUsage != 0 && root.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return false, ErrNotCA
+	}
+	return false, checkPathLen(root, 0)
+}
