@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,5 +59,47 @@ func FuzzParsePEM(f *testing.F) {
 			}
 		}
 		_, _ = ParsePrivateKeyPEM(data)
+	})
+}
+
+// FuzzParseDuration: ParseDuration never panics, never returns a non-positive
+// duration, and what it returns is exactly the days plus the Go duration written,
+// with no wrap-around; ParseRenewBefore never accepts a fraction outside (0, 1).
+func FuzzParseDuration(f *testing.F) {
+	for _, s := range []string{"8760h", "365d", "90d12h", "106751d", "213504d", "2d-1h", "1.5h", "0d1ns", "33%", "NaN%"} {
+		f.Add(s)
+	}
+	nsPerDay := big.NewInt(int64(24 * time.Hour))
+	f.Fuzz(func(t *testing.T, s string) {
+		if r, err := ParseRenewBefore(s); err == nil && r.Duration == 0 && !(r.Fraction > 0 && r.Fraction < 1) {
+			t.Fatalf("ParseRenewBefore(%q) = fraction %v", s, r.Fraction)
+		}
+		d, err := ParseDuration(s)
+		if err != nil {
+			return
+		}
+		if d <= 0 {
+			t.Fatalf("ParseDuration(%q) = %s, not positive", s, d)
+		}
+		want := new(big.Int)
+		rest := s
+		if days, r, ok := strings.Cut(s, "d"); ok {
+			n, ok := new(big.Int).SetString(days, 10)
+			if !ok || n.Sign() < 0 {
+				t.Fatalf("ParseDuration(%q) accepted days %q", s, days)
+			}
+			want.Mul(n, nsPerDay)
+			rest = r
+		}
+		if rest != "" {
+			gd, err := time.ParseDuration(rest)
+			if err != nil || gd < 0 {
+				t.Fatalf("ParseDuration(%q) accepted %q, which time.ParseDuration reads as %s, %v", s, rest, gd, err)
+			}
+			want.Add(want, big.NewInt(int64(gd)))
+		}
+		if want.Cmp(big.NewInt(int64(d))) != 0 {
+			t.Fatalf("ParseDuration(%q) = %d ns, want %s ns", s, d, want)
+		}
 	})
 }

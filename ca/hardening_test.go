@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // readCorpusRoot loads a corpus root without ReadRootDir's checks, as a caller of
@@ -52,4 +53,29 @@ func TestMintRefusesWhatIstiodRefuses(t *testing.T) {
 	}
 	// A root with constraints that allow the SAN still mints.
 	mint(t, NewLocalIssuer(readCorpusRoot(t, "ok-name-constraints-svc")), IntermediateProfile("c", ""))
+}
+
+// TestParseDurationOverflow: a duration that does not fit is refused as too long,
+// never wrapped around into a short or negative one.
+func TestParseDurationOverflow(t *testing.T) {
+	for _, s := range []string{"213504d", "300000d", "106752d", "106751d23h59m59s", "99999999999999999999d", "106751d9999999h"} {
+		if d, err := ParseDuration(s); err == nil || !strings.Contains(err.Error(), "too long") {
+			t.Errorf("ParseDuration(%q) = %s, %v; want a too-long error", s, d, err)
+		}
+	}
+	for _, s := range []string{"2d-1h", "+3d", "-3d", "3d+1h", "d", "1dd", " 1d", "1d ", "NaN"} {
+		if d, err := ParseDuration(s); err == nil {
+			t.Errorf("ParseDuration(%q) = %s, want an error", s, d)
+		}
+	}
+	for s, want := range map[string]time.Duration{"106751d": 106751 * 24 * time.Hour, "365d": 8760 * time.Hour, "90d12h": 90*24*time.Hour + 12*time.Hour, "8760h": 8760 * time.Hour, "0d1s": time.Second} {
+		if d, err := ParseDuration(s); err != nil || d != want {
+			t.Errorf("ParseDuration(%q) = %s, %v; want %s", s, d, err, want)
+		}
+	}
+	for _, s := range []string{"NaN%", "Inf%", "-Inf%", "0%", "100%", "1e400%"} {
+		if r, err := ParseRenewBefore(s); err == nil {
+			t.Errorf("ParseRenewBefore(%q) = %+v, want an error", s, r)
+		}
+	}
 }

@@ -3,6 +3,8 @@ package ca
 import (
 	"crypto/x509"
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +25,7 @@ func DefaultRenewBefore() RenewBefore { return RenewBefore{Fraction: 1.0 / 3} }
 func ParseRenewBefore(s string) (RenewBefore, error) {
 	if pct, ok := strings.CutSuffix(s, "%"); ok {
 		f, err := strconv.ParseFloat(pct, 64)
-		if err != nil || f <= 0 || f >= 100 {
+		if err != nil || !(f > 0 && f < 100) { // NaN fails both comparisons
 			return RenewBefore{}, fmt.Errorf("renew-before %q: a percentage must be between 0 and 100", s)
 		}
 		return RenewBefore{Fraction: f / 100}, nil
@@ -52,24 +54,44 @@ func (r RenewBefore) Due(cert *x509.Certificate, now time.Time) (bool, time.Dura
 	return left < threshold, left
 }
 
-// ParseDuration reads a Go duration, with a leading number of days allowed:
-// "8760h", "365d", "90d12h".
+// maxDays is the most days a time.Duration holds (about 292 years).
+const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
+
+// goDurationSyntax is what time.ParseDuration accepts without a sign: a failure on
+// input of this shape is an overflow, not a typo.
+var goDurationSyntax = regexp.MustCompile(`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
+// ParseDuration reads a positive Go duration, with a leading number of days allowed:
+// "8760h", "365d", "90d12h". No sign is allowed, and a duration that does not fit
+// in a time.Duration (over 106751 days) is refused as too long, never wrapped.
 func ParseDuration(s string) (time.Duration, error) {
+	bad := fmt.Errorf("bad duration %q (e.g. 8760h, 365d, 90d12h)", s)
+	tooLong := fmt.Errorf("duration %q is too long: at most %dd (about 292 years)", s, maxDays)
 	var days time.Duration
 	rest := s
-	if i := strings.IndexByte(s, 'd'); i > 0 {
-		n, err := strconv.Atoi(s[:i])
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("bad duration %q (e.g. 8760h, 365d, 90d12h)", s)
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		digits := s[:i]
+		if digits == "" || strings.Trim(digits, "0123456789") != "" {
+			return 0, bad
+		}
+		n, err := strconv.ParseInt(digits, 10, 64)
+		if err != nil || n > maxDays {
+			return 0, tooLong
 		}
 		days, rest = time.Duration(n)*24*time.Hour, s[i+1:]
 	}
 	var d time.Duration
 	if rest != "" {
+		if !goDurationSyntax.MatchString(rest) {
+			return 0, bad
+		}
 		var err error
 		if d, err = time.ParseDuration(rest); err != nil {
-			return 0, fmt.Errorf("bad duration %q (e.g. 8760h, 365d, 90d12h)", s)
+			return 0, tooLong // the syntax is good, so the number overflowed
 		}
+	}
+	if d > math.MaxInt64-days {
+		return 0, tooLong
 	}
 	if days+d <= 0 {
 		return 0, fmt.Errorf("duration %q must be positive", s)

@@ -45,3 +45,23 @@ func TestInputErrorsBeforeKeygen(t *testing.T) {
 	// The same root and pathlen 0 are fine.
 	mustRun(t, "intermediate", "create", "--root-dir", corpusRoot("ok-pathlen-1"), "--cluster", "a", "--out", filepath.Join(dir, "o"))
 }
+
+// TestDurationOverflow: a duration too long for the clock is refused, never wrapped
+// into a short one (213504d used to give a 25-minute certificate).
+func TestDurationOverflow(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "a", "--out", filepath.Join(dir, "o"), "--ttl", "213504d"},
+		{"intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "a", "--out", filepath.Join(dir, "o"), "--ttl", "106752d"},
+		{"root", "create", "--out", filepath.Join(dir, "o"), "--ttl", "300000d"},
+		{"verify", "--min-remaining", "213504d", dir},
+	} {
+		code, _, errs := meshpki(t, args...)
+		if code != exitUsage || !strings.Contains(errs, "is too long: at most 106751d") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errs)
+		}
+	}
+	if exists(filepath.Join(dir, "o")) {
+		t.Error("output written")
+	}
+}
