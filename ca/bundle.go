@@ -50,6 +50,11 @@ type Bundle struct {
 	Chain []*x509.Certificate
 	// Roots is root-cert.pem: the trusted roots (several during a root rotation).
 	Roots []*x509.Certificate
+	// RootsFile, when set, is root-cert.pem (ca.crt) byte for byte, as read from a
+	// folder or a Secret or made by KeepRootsFile; it must hold exactly Roots. Files
+	// writes it unchanged, since istiod compares roots files as bytes on a reload.
+	// When nil, Files encodes Roots.
+	RootsFile []byte
 }
 
 // NewBundle assembles a bundle from an Issuer's answer and the intermediate's key.
@@ -68,7 +73,12 @@ func (b *Bundle) Files(f Format) (map[string][]byte, error) {
 		return nil, err
 	}
 	chain := EncodeCertificatesPEM(b.Chain...)
-	roots := EncodeCertificatesPEM(b.Roots...)
+	roots := b.RootsFile
+	if roots == nil {
+		roots = EncodeCertificatesPEM(b.Roots...)
+	} else if certs, err := ParseCertificatesPEM(roots); err != nil || !SameCertificates(certs, b.Roots) {
+		return nil, fmt.Errorf("bundle's roots file does not hold exactly its %d roots", len(b.Roots))
+	}
 	switch f {
 	case FormatIstio, "":
 		return map[string][]byte{

@@ -127,6 +127,9 @@ var (
 	ErrRotationIncomplete = errors.New("not every cluster of the rotation was given")
 	// ErrRotationSameRoot: the new root is the old one (or has its key).
 	ErrRotationSameRoot = errors.New("the new root is not new")
+	// ErrRotationNotLoaded: a cluster's istiod has not published the roots of the
+	// step its cacerts is at: it has not taken the change yet, or refused it.
+	ErrRotationNotLoaded = errors.New("istiod has not loaded the last step")
 )
 
 // signerName names the root that anchors an intermediate.
@@ -134,6 +137,18 @@ const (
 	signerOld = "old"
 	signerNew = "new"
 )
+
+// fingerprints lists certificates' short fingerprints, e.g. "sha256:ab12..,sha256:cd34..".
+func fingerprints(certs []*x509.Certificate) string {
+	if len(certs) == 0 {
+		return "no roots"
+	}
+	out := make([]string, len(certs))
+	for i, c := range certs {
+		out[i] = shortFP(c)
+	}
+	return strings.Join(out, " + ")
+}
 
 // shortFP prints a fingerprint as sha256:<first 16 hex digits>.
 func shortFP(c *x509.Certificate) string { return ShortFingerprint(Fingerprint(c)) }
@@ -261,6 +276,11 @@ type RotationInput struct {
 	Err error
 	// Record is the last step meshpki recorded on the cluster, nil if none.
 	Record *RotationRecord
+	// Published holds the roots the cluster's istiod publishes (ConfigMap
+	// istio-ca-root-cert): what it has loaded. PublishedKnown is false when no istiod
+	// publishes any (none runs there) or it could not be read.
+	Published      []*x509.Certificate
+	PublishedKnown bool
 }
 
 // RotationOptions tunes PlanRootRotation.
@@ -275,7 +295,17 @@ type RotationOptions struct {
 	MinStepInterval time.Duration
 	// Now is the time of the run; zero means time.Now().
 	Now time.Time
+	// IgnoreIstiod moves clusters on even when their istiod has not published the
+	// roots of the step they are at.
+	IgnoreIstiod bool
 }
+
+// Istiod states in ClusterRotation.Istiod.
+const (
+	IstiodLoadedStep    = "loaded"
+	IstiodNotLoadedStep = "not loaded"
+	IstiodNone          = "no istiod"
+)
 
 // ClusterRotation is one cluster's place in a root rotation plan.
 type ClusterRotation struct {
@@ -294,6 +324,9 @@ type ClusterRotation struct {
 	Next RotationStep `json:"next"`
 	// Problem says why Step is unknown.
 	Problem string `json:"problem,omitempty"`
+	// Istiod says whether the cluster's istiod publishes the roots of its cacerts:
+	// "loaded", "not loaded" or "no istiod".
+	Istiod string `json:"istiod,omitempty"`
 }
 
 // Moves reports whether the plan changes this cluster.
@@ -417,6 +450,14 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 		for _, r := range c.Bundle.Roots {
 			p.Clusters[i].Trusts = append(p.Clusters[i].Trusts, Fingerprint(r))
 		}
+		switch {
+		case !c.PublishedKnown:
+			p.Clusters[i].Istiod = IstiodNone
+		case SameCertificates(c.Published, c.Bundle.Roots):
+			p.Clusters[i].Istiod = IstiodLoadedStep
+		default:
+			p.Clusters[i].Istiod = IstiodNotLoadedStep
+		}
 	}
 
 	old, oldErr := meshOldRoot(in, newRoot)
@@ -537,6 +578,25 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 			ErrRotationBehind, int(target), target.Action(), target-1, strings.Join(behind, ", ")))
 	}
 	p.Target = target
+
+	// A cluster has reached its step only when its istiod publishes that step's roots:
+	// istiod refuses a roots file it cannot take and keeps its old CA, and nobody
+	// else notices.
+	if !opts.IgnoreIstiod {
+		var notLoaded []string
+		for i, c := range p.Clusters {
+			if c.Step == target-1 && c.Istiod == IstiodNotLoadedStep {
+				notLoaded = append(notLoaded, fmt.Sprintf("%s (istiod publishes %s, cacerts holds %s)", c.Cluster, fingerprints(in[i].Published), fingerprints(in[i].Bundle.Roots)))
+			}
+		}
+		if len(notLoaded) > 0 {
+			for i := range p.Clusters {
+				p.Clusters[i].Next = p.Clusters[i].Step
+			}
+			return p.refuse(fmt.Errorf("%w: step %d (%s) needs every istiod to have loaded the roots of step %s; not loaded in %s; nothing was changed. istiod may not have seen the change yet, or refused it (its log says \"Updating new ROOT-CA not supported\"): meshpki status tells which",
+				ErrRotationNotLoaded, int(target), target.Action(), target-1, strings.Join(notLoaded, "; ")))
+		}
+	}
 
 	// Every cluster that moves must have spent MinStepInterval at its step.
 	var early, unrecorded []string
@@ -703,16 +763,17 @@ func rotationKeyType(c *x509.Certificate) (KeyType, error) {
 }
 
 // RootRotationFiles returns the bundle files (as in a Secret) that move a cluster
-// from the step before target to target, given its current files:
+// from the step before target to target, given its current files. The roots file is
+// only ever extended or trimmed, never reordered or re-encoded (see KeepRootsFile), so
+// that every istiod from 1.20 takes each step on its hot reload:
 //
-//   - step 1 (trust both): the roots file becomes old + new; every other file is
-//     kept byte for byte (intermediate, key, cert-chain.pem);
-//   - step 2 (switch): the files of switched, a bundle minted under the new root,
-//     whose roots file becomes new + old; files other than the bundle's (e.g.
-//     ca-crl.pem) are kept;
-//   - step 3 (drop): the roots file becomes new alone; every other file is kept.
-//
-// The roots file always lists the root that anchors the intermediate first.
+//   - step 1 (trust both): the new root is appended to the roots file as it is; every
+//     other file is kept byte for byte (intermediate, key, cert-chain.pem);
+//   - step 2 (switch): the files of switched, a bundle minted under the new root; the
+//     roots file stays byte for byte what step 1 made of it; files other than the
+//     bundle's (e.g. ca-crl.pem) are kept;
+//   - step 3 (drop): the roots file keeps only the new root's bytes; every other file
+//     is kept.
 func RootRotationFiles(current map[string][]byte, target RotationStep, old, newRoot *x509.Certificate, switched *Bundle) (map[string][]byte, error) {
 	if _, err := DetectFormat(current); err != nil {
 		return nil, err
@@ -732,7 +793,7 @@ func RootRotationFiles(current map[string][]byte, target RotationStep, old, newR
 			if old == nil {
 				return nil, errors.New("step 1 (trust both) needs the old root")
 			}
-			out[l.roots] = EncodeCertificatesPEM(old, newRoot)
+			out[l.roots] = KeepRootsFile(current[l.roots], []*x509.Certificate{old, newRoot})
 		case StepSwitched:
 			if old == nil || switched == nil {
 				return nil, errors.New("step 2 (switch) needs the old root and a new intermediate")
@@ -742,13 +803,14 @@ func RootRotationFiles(current map[string][]byte, target RotationStep, old, newR
 			}
 			b := *switched
 			b.Roots = []*x509.Certificate{newRoot, old}
+			b.RootsFile = KeepRootsFile(current[l.roots], b.Roots)
 			files, err := b.Files(f)
 			if err != nil {
 				return nil, err
 			}
 			maps.Copy(out, files)
 		case StepNewRoot:
-			out[l.roots] = EncodeCertificatesPEM(newRoot)
+			out[l.roots] = KeepRootsFile(current[l.roots], []*x509.Certificate{newRoot})
 		default:
 			return nil, fmt.Errorf("step %d: a root rotation has steps 1, 2 and 3", int(target))
 		}

@@ -404,8 +404,8 @@ func TestRootRotationFiles(t *testing.T) {
 				t.Fatal(err)
 			}
 			b2 := check(s2, StepSwitched)
-			if !b2.Cert.Equal(switched.Cert) || !bytes.Equal(s2[l.roots], EncodeCertificatesPEM(f.b.Cert, f.a.Cert)) {
-				t.Error("step 2: not the new intermediate, or roots not new + old")
+			if !b2.Cert.Equal(switched.Cert) || !bytes.Equal(s2[l.roots], s1[l.roots]) {
+				t.Error("step 2: not the new intermediate, or roots file not byte-identical to step 1's")
 			}
 			if last := b2.Chain[len(b2.Chain)-1]; !last.Equal(f.b.Cert) {
 				t.Error("step 2 chain does not end with the new root")
@@ -417,6 +417,9 @@ func TestRootRotationFiles(t *testing.T) {
 			}
 			check(s3, StepNewRoot)
 			rrOnlyChanged(t, s2, s3, l.roots)
+			if !bytes.Equal(s3[l.roots], EncodeCertificatesPEM(f.b.Cert)) {
+				t.Error("step 3 roots are not the new root's bytes as step 1 appended them")
+			}
 
 			if _, err := RootRotationFiles(s1, StepSwitched, f.a.Cert, f.b.Cert, rrMint(t, f.c, "east")); err == nil || !strings.Contains(err.Error(), "does not chain to the new root") {
 				t.Errorf("intermediate from a foreign root: %v", err)

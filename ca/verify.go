@@ -166,6 +166,9 @@ func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Repo
 		}
 	}
 	b.Roots = parseCerts(l.roots)
+	if len(b.Roots) > 0 {
+		b.RootsFile = files[l.roots]
+	}
 	if data, ok := files[l.key]; !ok {
 		rep.add(SeverityError, "missing-file", l.key, "missing")
 	} else if key, err := ParsePrivateKeyPEM(data); err != nil {

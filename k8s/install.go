@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -216,7 +217,8 @@ func (in *installer) attempt(ctx context.Context) error {
 	}
 	curFiles := SecretFiles(cur)
 	res.Before = ca.Verify(curFiles, in.opts.Verify)
-	res.ChangedFiles = ChangedFiles(curFiles, in.desired.Data)
+	data := keepRootsFiles(curFiles, in.desired.Data)
+	res.ChangedFiles = ChangedFiles(curFiles, data)
 	if len(res.ChangedFiles) == 0 {
 		res.Action, res.ResourceVersion = ActionUnchanged, cur.ResourceVersion
 		return nil
@@ -233,7 +235,7 @@ func (in *installer) attempt(ctx context.Context) error {
 	}
 	res.Backup = backup
 	upd := cur.DeepCopy()
-	upd.Data, upd.StringData = in.desired.Data, nil
+	upd.Data, upd.StringData = data, nil
 	if upd.Labels == nil {
 		upd.Labels = map[string]string{}
 	}
@@ -250,6 +252,27 @@ func (in *installer) attempt(ctx context.Context) error {
 	}
 	res.Action, res.ResourceVersion = ActionUpdated, out.ResourceVersion
 	return nil
+}
+
+// keepRootsFiles returns desired with each roots file (root-cert.pem, ca.crt) made from
+// the bytes installed now: istiod compares roots files as bytes on a hot reload, and
+// takes a change only when one file contains the other (see ca.KeepRootsFile). The
+// certificates are the bundle's; only their bytes are the installed ones.
+func keepRootsFiles(installed, desired map[string][]byte) map[string][]byte {
+	out := maps.Clone(desired)
+	for _, name := range []string{ca.RootCertFile, ca.TLSCAFile} {
+		cur, ok := installed[name]
+		want, ok2 := desired[name]
+		if !ok || !ok2 {
+			continue
+		}
+		roots, err := ca.ParseCertificatesPEM(want)
+		if err != nil {
+			continue // verified before: cannot happen
+		}
+		out[name] = ca.KeepRootsFile(cur, roots)
+	}
+	return out
 }
 
 func (in *installer) hook(ctx context.Context) error {

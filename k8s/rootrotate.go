@@ -51,6 +51,9 @@ type RootRotationOptions struct {
 	// Now is the time recorded in annotations and the interval check; nil means
 	// time.Now.
 	Now func() time.Time
+	// IgnoreIstiod moves clusters on even when their istiod has not published the
+	// roots of the step they are at (ConfigMap istio-ca-root-cert).
+	IgnoreIstiod bool
 	// Lock, when set, is the Lease (the one rotate takes, by default) held around
 	// each cluster's step: read, decide, mint, write and record. Namespace
 	// defaults to cacerts' namespace; Holder is required. nil takes no Lease (a
@@ -132,6 +135,10 @@ func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead
 		return r, nil
 	}
 	r.input.Bundle = b
+	if data, found, err := readPublishedRoots(ctx, cl, ns); err == nil && found {
+		r.input.Published, _ = ca.ParseCertificatesPEM(data)
+		r.input.PublishedKnown = true
+	}
 	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
 		var rec ca.RotationRecord
 		if json.Unmarshal([]byte(v), &rec) == nil {
@@ -164,6 +171,7 @@ func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotatio
 	}
 	plan := ca.PlanRootRotation(inputs, ca.RotationOptions{
 		NewRoot: opts.NewRoot, ToStep: opts.ToStep, MinStepInterval: opts.MinStepInterval, Now: opts.now(),
+		IgnoreIstiod: opts.IgnoreIstiod,
 	})
 	return &RootRotationReport{Namespace: ns, DryRun: opts.DryRun, Plan: plan}, reads
 }
@@ -184,9 +192,12 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 	rep, reads := planRootRotation(ctx, clusters, opts)
 	plan := rep.Plan
 	for i, cl := range clusters {
-		row := plan.Clusters[i]
+		step := ca.StepUnknown
+		if i < len(plan.Clusters) { // a plan refused before reading clusters has none
+			step = plan.Clusters[i].Step
+		}
 		rep.Clusters = append(rep.Clusters, &RootRotationClusterResult{Cluster: cl.Name, Namespace: rep.Namespace,
-			From: row.Step, To: row.Step, Action: "none", DryRun: opts.DryRun, ResourceVersion: reads[i].resourceVersion})
+			From: step, To: step, Action: "none", DryRun: opts.DryRun, ResourceVersion: reads[i].resourceVersion})
 	}
 	if plan.Err != nil && !errors.Is(plan.Err, ca.ErrRotationTooEarly) {
 		return rep, plan.Err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,7 +38,9 @@ type ClusterStatus struct {
 	ResourceVersion string  `json:"resourceVersion,omitempty"`
 	// Report is the ca verification of the Secret's data, nil when there is none.
 	Report *ca.Report `json:"report,omitempty"`
-	Error  string     `json:"error,omitempty"`
+	// Istiod says whether istiod took cacerts' roots, nil when not checked.
+	Istiod *IstiodStatus `json:"istiod,omitempty"`
+	Error  string        `json:"error,omitempty"`
 }
 
 // StatusOptions controls Status.
@@ -46,6 +49,11 @@ type StatusOptions struct {
 	Namespace string
 	// Verify tunes the checks.
 	Verify ca.VerifyOptions
+	// IstiodGrace is how long istiod gets to take a cacerts change before it is
+	// reported refused; zero means DefaultIstiodGrace.
+	IstiodGrace time.Duration
+	// Now is the time istiod's state is judged at; nil means time.Now.
+	Now func() time.Time
 }
 
 // Status reads cacerts from cl and verifies it as istiod would. A missing or broken
@@ -61,6 +69,7 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	switch {
 	case apierrors.IsNotFound(err):
 		st.Verdict = VerdictMissing
+		st.Istiod = ReadIstiod(ctx, cl, ns, nil, now(opts.Now), opts.IstiodGrace)
 		return st, nil
 	case err != nil:
 		err = apiError(cl.Name, "get", "secrets", ns, err)
@@ -69,6 +78,7 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	}
 	st.ResourceVersion = s.ResourceVersion
 	st.Report = ca.Verify(SecretFiles(s), opts.Verify)
+	st.Istiod = ReadIstiod(ctx, cl, ns, s, now(opts.Now), opts.IstiodGrace)
 	switch {
 	case !st.Report.OK():
 		st.Verdict = VerdictBroken
@@ -108,5 +118,32 @@ func MeshProblems(statuses []*ClusterStatus) []ca.Problem {
 	add(VerdictMissing, "mesh-missing", "no cacerts Secret: istiod there signs with its own self-signed root, so cross-cluster mTLS fails")
 	add(VerdictBroken, "mesh-broken", "cacerts fails istiod's checks: istiod will not load it")
 	add(VerdictError, "mesh-unreadable", "could not be read, its state is unknown")
+	byIstiod := map[IstiodState][]string{}
+	for _, st := range statuses {
+		if st.Istiod != nil {
+			byIstiod[st.Istiod.State] = append(byIstiod[st.Istiod.State], st.Cluster)
+		}
+	}
+	for _, x := range []struct {
+		state IstiodState
+		sev   ca.Severity
+		what  string
+	}{
+		{IstiodRefused, ca.SeverityError, "istiod did not take the roots in cacerts and still signs with its old CA (see the istiod column)"},
+		{IstiodSelfSigned, ca.SeverityError, "istiod signs with its own self-signed CA, not cacerts: restart it"},
+		{IstiodNotYet, ca.SeverityWarning, "istiod has not taken the latest cacerts yet"},
+	} {
+		if cl := byIstiod[x.state]; len(cl) > 0 {
+			slices.Sort(cl)
+			problems = append(problems, ca.Problem{Severity: x.sev, Check: "mesh-istiod-" + string(x.state), Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), x.what)})
+		}
+	}
 	return problems
+}
+
+func now(f func() time.Time) time.Time {
+	if f == nil {
+		return time.Now()
+	}
+	return f()
 }

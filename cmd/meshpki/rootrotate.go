@@ -86,6 +86,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		&cli.StringFlag{Name: "ttl", Usage: "lifetime of the new intermediates of step 2 (default: each cluster's current one), e.g. --ttl 365d"},
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload cacerts by itself)"},
+		&cli.BoolFlag{Name: "ignore-istiod", Usage: "move on even where istiod has not published the roots of the last step (ConfigMap istio-ca-root-cert)"},
 		&cli.DurationFlag{Name: "lock-wait", Value: time.Minute, Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ", shared with rotate) that another run holds; 0 gives up at once, e.g. --lock-wait 5m"},
 		outputFlag(),
 	)
@@ -109,7 +110,13 @@ the intermediates) and moves every cluster to the next step. It refuses, changin
 nothing, when a cluster cannot be read or is foreign to the rotation, when a
 cluster of earlier steps is missing from the run, when clusters are two steps
 apart, or when --min-step-interval has not passed since a cluster reached its step
-(recorded in the annotation meshpki.io/root-rotation on cacerts). When clusters
+(recorded in the annotation meshpki.io/root-rotation on cacerts), or when a
+cluster's istiod has not loaded the step its cacerts is at: a cluster has reached a
+step only when istiod publishes that step's roots (ConfigMap istio-ca-root-cert,
+column ISTIOD; "no istiod" where none publishes any, which does not hold the run up;
+--ignore-istiod skips the check). istiod refuses a roots file it cannot take and keeps
+its old CA: so root-cert.pem is only ever extended (step 1) or trimmed (step 3), its
+bytes kept, never reordered (Istio 1.20-1.30 compare it byte for byte). When clusters
 are at different steps (a run that failed half-way), a run brings the laggards to
 the step the others reached, and nothing further.
 
@@ -165,6 +172,7 @@ func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
 			DryRun:        c.Bool("dry-run"),
 			KeepBackups:   c.Int("keep-backups"),
 			RestartIstiod: c.Bool("restart-istiod"),
+			IgnoreIstiod:  c.Bool("ignore-istiod"),
 			Concurrency:   cl.Concurrency,
 		}}
 	if wait := c.Duration("lock-wait"); wait < 0 {
@@ -311,9 +319,9 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if out.Status {
-		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tSINCE\tNEXT RUN")
+		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tISTIOD\tSINCE\tNEXT RUN")
 	} else {
-		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tSINCE\tTHIS RUN")
+		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tISTIOD\tSINCE\tTHIS RUN")
 	}
 	for _, c := range plan.Clusters {
 		inter, trusts, since := "-", "-", "-"
@@ -333,7 +341,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		case c.Unrecorded:
 			since = "not recorded"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Cluster, c.Step, inter, trusts, since, describeRotationRun(out, c, results[c.Cluster]))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c.Cluster, c.Step, inter, trusts, orDash(c.Istiod), since, describeRotationRun(out, c, results[c.Cluster]))
 	}
 	tw.Flush()
 	for _, c := range plan.Clusters {
@@ -486,7 +494,10 @@ func rootBundleCommand(e *env) *cli.Command {
 root-cert.pem), checks that every certificate is a root: a self-signed CA that may
 sign certificates, currently valid, with a strong key; drops duplicates (same
 certificate, even from two files) and writes them, in the order first seen, to
---out. This is the root-cert.pem of a root rotation's steps 1 and 2 (old + new);
+--out. The first ROOT's bytes are kept as they are (text around its PEM blocks
+included) and the other roots appended: Istio 1.20-1.30 take a changed roots file
+only when one file contains the other byte for byte, so give the roots file that is
+installed now first. This is the root-cert.pem of a root rotation's steps 1 and 2 (old + new);
 root rotate writes it into the clusters by itself. Private keys are never read:
 a file holding one is refused.
 
@@ -536,6 +547,7 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 	now := time.Now()
 	res := rootBundleResult{Out: outFile}
 	var certs []*x509.Certificate
+	var first []byte
 	seen := map[string]bool{}
 	for _, arg := range args {
 		file := arg
@@ -545,6 +557,9 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 		data, err := os.ReadFile(file)
 		if err != nil {
 			return inputError(err)
+		}
+		if first == nil {
+			first = data
 		}
 		found, err := ca.ParseCertificatesPEM(data)
 		if err != nil && bytes.Contains(data, []byte("PRIVATE KEY-----")) {
@@ -564,6 +579,9 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 			fp := ca.Fingerprint(c)
 			if seen[fp] {
 				res.Duplicates = append(res.Duplicates, where)
+				if arg == args[0] {
+					first = []byte{} // the first file repeats itself: no bytes to keep
+				}
 				continue
 			}
 			seen[fp] = true
@@ -571,7 +589,10 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 			res.Roots = append(res.Roots, rootBundleEntry{Source: where, Subject: c.Subject.String(), NotAfter: c.NotAfter.UTC(), Fingerprint: fp})
 		}
 	}
-	pemData := ca.EncodeCertificatesPEM(certs...)
+	// The first file's bytes are kept as they are and the others' roots appended:
+	// istiod 1.20-1.30 take a changed roots file only when it contains the old one
+	// byte for byte (see ca.KeepRootsFile).
+	pemData := ca.KeepRootsFile(first, certs)
 	summary := e.stdout
 	if outFile == "-" {
 		if _, err := io.Copy(e.stdout, bytes.NewReader(pemData)); err != nil {

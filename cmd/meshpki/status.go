@@ -25,6 +25,7 @@ func statusCommand(e *env) *cli.Command {
 	flags := append(clusterFlags(true),
 		&cli.StringFlag{Name: "min-remaining", Value: "720h", Usage: "warn when an intermediate has less life left (Go duration, or days: 30d)"},
 		&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
+		&cli.DurationFlag{Name: "istiod-grace", Value: k8s.DefaultIstiodGrace, Usage: "time istiod gets to take a cacerts change before it is reported refused"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "result format on stdout: table or json"},
 	)
 	return &cli.Command{
@@ -39,6 +40,14 @@ Verdicts: ok; warning (istiod accepts it, a stricter check does not, e.g. it
 expires within --min-remaining); broken (istiod would refuse it); missing (no
 cacerts: istiod signs with its own self-signed root); error (the cluster could not
 be read).
+
+The ISTIOD column compares the roots istiod publishes (ConfigMap istio-ca-root-cert,
+what every proxy trusts) with the roots in cacerts: loaded; not-yet (cacerts changed
+within --istiod-grace: kubelet has not updated the volume yet); refused since T
+(istiod kept its old CA; the likely reason follows: the byte rule of Istio 1.20-1.30,
+ISTIO_MULTIROOT_MESH off, a root switch); self-signed (istiod started before cacerts
+existed and signs with its own CA until restarted); no-istiod (no trust bundle
+published). istiod's log says for sure: "Updating new ROOT-CA not supported".
 
 Exit status: 0 when every cluster is ok (or warning, unless --strict) and the mesh
 shares one root, 1 otherwise, 2 on bad usage. Read access to cacerts is all it
@@ -80,7 +89,7 @@ func parseStatus(c *cli.Context, e *env) (*statusOptions, error) {
 		return nil, err
 	}
 	return &statusOptions{Clusters: cl, Output: out, Strict: c.Bool("strict"),
-		Status: k8s.StatusOptions{Namespace: cl.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}}}, nil
+		Status: k8s.StatusOptions{Namespace: cl.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}, IstiodGrace: c.Duration("istiod-grace")}}, nil
 }
 
 type statusReport struct {
@@ -122,8 +131,10 @@ func runStatus(ctx context.Context, e *env, o *statusOptions) error {
 		rep.Clusters = append(rep.Clusters, st)
 	}
 	rep.Mesh = append(rep.Mesh, k8s.MeshProblems(rep.Clusters)...)
-	if len(rep.Mesh) > 0 {
-		rep.OK = false
+	for _, p := range rep.Mesh {
+		if p.Severity == ca.SeverityError || o.Strict {
+			rep.OK = false
+		}
 	}
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, rep); err != nil {
@@ -140,11 +151,11 @@ func runStatus(ctx context.Context, e *env, o *statusOptions) error {
 
 func printStatus(w io.Writer, rep statusReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tVERDICT\tISSUER\tSUBJECT\tSERIAL\tNOT AFTER\tLEFT\tROOT")
+	fmt.Fprintln(tw, "CLUSTER\tVERDICT\tISSUER\tSUBJECT\tSERIAL\tNOT AFTER\tLEFT\tROOT\tISTIOD")
 	for _, st := range rep.Clusters {
 		r := st.Report
 		if r == nil {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\n", st.Cluster, st.Verdict)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", st.Cluster, st.Verdict, istiodCell(st.Istiod))
 			continue
 		}
 		root := "-"
@@ -154,8 +165,8 @@ func printStatus(w io.Writer, rep statusReport) {
 				root += fmt.Sprintf(" (+%d)", n-1)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Cluster, st.Verdict, orDash(r.Issuer), orDash(r.Subject), orDash(r.Serial),
-			formatTime(r.NotAfter), timeLeft(r.NotAfter), root)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Cluster, st.Verdict, orDash(r.Issuer), orDash(r.Subject), orDash(r.Serial),
+			formatTime(r.NotAfter), timeLeft(r.NotAfter), root, istiodCell(st.Istiod))
 	}
 	tw.Flush()
 	for _, st := range rep.Clusters {
@@ -169,6 +180,9 @@ func printStatus(w io.Writer, rep statusReport) {
 				fmt.Fprintf(w, "%s: %s: %s\n", st.Cluster, p.Severity, p)
 			}
 		}
+		if i := st.Istiod; i != nil && i.State != k8s.IstiodLoaded && i.State != k8s.IstiodAbsent && i.Reason != "" {
+			fmt.Fprintf(w, "%s: istiod %s: %s\n", st.Cluster, istiodCell(i), i.Reason)
+		}
 	}
 	if len(rep.Mesh) == 0 {
 		root := ""
@@ -179,8 +193,24 @@ func printStatus(w io.Writer, rep statusReport) {
 		return
 	}
 	for _, p := range rep.Mesh {
-		fmt.Fprintf(w, "mesh: FAIL: %s\n", p.Message)
+		word := "FAIL"
+		if p.Severity == ca.SeverityWarning {
+			word = "WARN"
+		}
+		fmt.Fprintf(w, "mesh: %s: %s\n", word, p.Message)
 	}
+}
+
+// istiodCell is the ISTIOD column: loaded, not-yet, "refused since <time>",
+// self-signed, no-istiod or unknown.
+func istiodCell(i *k8s.IstiodStatus) string {
+	switch {
+	case i == nil:
+		return "-"
+	case i.State == k8s.IstiodRefused:
+		return "refused since " + formatTime(i.Since)
+	}
+	return string(i.State)
 }
 
 func shortRoots(fps []string) string {

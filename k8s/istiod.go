@@ -1,0 +1,185 @@
+package k8s
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// What istiod has loaded. istiod publishes the roots it trusts as ConfigMap
+// istio-ca-root-cert (key root-cert.pem) in every namespace, its own included; that is
+// the only trace, short of its log, of whether it took a cacerts change: a refused
+// change leaves the old roots there (pilot/pkg/bootstrap/istio_ca.go, handleEvent,
+// keeps its old CA and logs "Updating new ROOT-CA not supported").
+const (
+	// RootConfigMap is the trust bundle istiod publishes.
+	RootConfigMap = "istio-ca-root-cert"
+	// RootConfigMapKey holds the roots in RootConfigMap.
+	RootConfigMapKey = "root-cert.pem"
+	// SelfSignedSecret holds istiod's own self-signed CA, made when it started without
+	// cacerts.
+	SelfSignedSecret = "istio-ca-secret"
+	// DefaultIstiodGrace is how long after a cacerts change istiod is given to take it
+	// before Status calls it refused: kubelet updates a Secret volume within its sync
+	// period plus its cache TTL (about a minute each by default).
+	DefaultIstiodGrace = 3 * time.Minute
+)
+
+// IstiodState says whether istiod took the roots of the cluster's cacerts.
+type IstiodState string
+
+// IstiodStates.
+const (
+	// IstiodLoaded: istiod publishes exactly the roots of cacerts.
+	IstiodLoaded IstiodState = "loaded"
+	// IstiodNotYet: cacerts changed less than the grace period ago.
+	IstiodNotYet IstiodState = "not-yet"
+	// IstiodRefused: istiod still publishes other roots, well after cacerts changed.
+	IstiodRefused IstiodState = "refused"
+	// IstiodSelfSigned: istiod signs with its own self-signed CA; it took no cacerts
+	// when it started and does not switch on its own.
+	IstiodSelfSigned IstiodState = "self-signed"
+	// IstiodAbsent: no trust bundle published: no istiod runs (or it never started).
+	IstiodAbsent IstiodState = "no-istiod"
+	// IstiodUnknown: the ConfigMap could not be read.
+	IstiodUnknown IstiodState = "unknown"
+)
+
+// IstiodStatus is what Status found of istiod's trust bundle in one cluster.
+type IstiodStatus struct {
+	State IstiodState `json:"state"`
+	// PublishedRoots are the SHA-256 fingerprints (hex) of the roots istiod publishes.
+	PublishedRoots []string `json:"publishedRoots,omitempty"`
+	// Since is when cacerts last changed: for not-yet and refused, istiod has not taken
+	// that change.
+	Since time.Time `json:"since,omitzero"`
+	// Reason explains every state but loaded, with the likely cause of a refusal.
+	Reason string `json:"reason,omitempty"`
+}
+
+// readPublishedRoots reads istiod's trust bundle in namespace ns. found is false when no
+// istiod published one.
+func readPublishedRoots(ctx context.Context, cl *Cluster, ns string) (data []byte, found bool, err error) {
+	cm, err := cl.Client.CoreV1().ConfigMaps(ns).Get(ctx, RootConfigMap, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, apiError(cl.Name, "get", "configmaps", ns, err)
+	}
+	return []byte(cm.Data[RootConfigMapKey]), true, nil
+}
+
+// ReadIstiod tells whether istiod in cl has taken the roots of secret (cacerts as read
+// just now; nil when there is none). Errors reading the ConfigMaps become
+// IstiodUnknown, not an error: istiod's state is a finding.
+func ReadIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secret, now time.Time, grace time.Duration) *IstiodStatus {
+	published, found, err := readPublishedRoots(ctx, cl, ns)
+	if err != nil {
+		return &IstiodStatus{State: IstiodUnknown, Reason: err.Error()}
+	}
+	var selfSigned []byte
+	if found {
+		s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
+		if err == nil {
+			selfSigned = s.Data[ca.CACertFile]
+		}
+	}
+	return JudgeIstiod(secret, published, found, selfSigned, now, grace)
+}
+
+// JudgeIstiod is ReadIstiod's decision, pure: secret is cacerts (nil when missing),
+// published the trust bundle istiod publishes (found false when there is none),
+// selfSigned the certificate of istiod's own CA (Secret istio-ca-secret; nil when
+// there is none).
+func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned []byte, now time.Time, grace time.Duration) *IstiodStatus {
+	if grace <= 0 {
+		grace = DefaultIstiodGrace
+	}
+	if !found {
+		return &IstiodStatus{State: IstiodAbsent, Reason: fmt.Sprintf("no ConfigMap %s: no istiod has run in this namespace", RootConfigMap)}
+	}
+	pub, _ := ca.ParseCertificatesPEM(published)
+	st := &IstiodStatus{}
+	for _, c := range pub {
+		st.PublishedRoots = append(st.PublishedRoots, ca.Fingerprint(c))
+	}
+	ownCA, _ := ca.ParseCertificatesPEM(selfSigned)
+	onOwnCA := len(ownCA) > 0 && len(pub) > 0 && containsAll(pub, ownCA)
+	if secret == nil {
+		st.State = IstiodSelfSigned
+		st.Reason = "no cacerts: istiod signs with its own self-signed CA"
+		return st
+	}
+	files := SecretFiles(secret)
+	f, _ := ca.DetectFormat(files)
+	name := ca.RootCertFile
+	if f == ca.FormatTLS {
+		name = ca.TLSCAFile
+	}
+	want, err := ca.ParseCertificatesPEM(files[name])
+	if err != nil {
+		st.State, st.Reason = IstiodUnknown, fmt.Sprintf("cacerts %s does not parse: %v", name, err)
+		return st
+	}
+	if ca.SameCertificates(pub, want) {
+		st.State = IstiodLoaded
+		return st
+	}
+	if onOwnCA {
+		st.State = IstiodSelfSigned
+		st.Reason = "istiod signs with its own self-signed CA (Secret " + SelfSignedSecret + "): it started before cacerts existed and does not switch on its own; restart it (install or rotate --restart-istiod, or kubectl rollout restart deployment/istiod)"
+		return st
+	}
+	st.Since = lastChange(secret)
+	if now.Sub(st.Since) < grace {
+		st.State = IstiodNotYet
+		st.Reason = fmt.Sprintf("cacerts changed at %s; kubelet updates the volume within about a minute or two", st.Since.UTC().Format(time.RFC3339))
+		return st
+	}
+	st.State = IstiodRefused
+	st.Reason = refusalReason(published, files[name])
+	return st
+}
+
+// refusalReason names the likely reason istiod kept loaded instead of next.
+func refusalReason(loaded, next []byte) string {
+	v120 := ca.IstiodTakesRootsChange(ca.IstioRelease{Major: 1, Minor: 20}, true, loaded, next)
+	v131 := ca.IstiodTakesRootsChange(ca.IstioRelease{Major: 1, Minor: 31}, true, loaded, next)
+	switch {
+	case !v131.Accepted:
+		return "the new roots neither extend nor trim the loaded ones (a root switch): istiod keeps its old CA until restarted; a root change belongs to a root rotation (meshpki root rotate)"
+	case !v120.Accepted:
+		return "byte rule: Istio 1.20-1.30 take a changed roots file only when one contains the other byte for byte, and this one was reordered or re-encoded; restart istiod, or restore the previous roots file and extend it"
+	default:
+		return "the roots file only extends or trims the loaded one, yet istiod did not take it: ISTIO_MULTIROOT_MESH is off, or Istio is older than 1.19 (no reload): set it, or restart istiod"
+	}
+}
+
+// lastChange is when a Secret's data was last written: the newest managedFields time,
+// or its creation.
+func lastChange(s *corev1.Secret) time.Time {
+	t := s.CreationTimestamp.Time
+	for _, m := range s.ManagedFields {
+		if m.Time != nil && m.Time.After(t) {
+			t = m.Time.Time
+		}
+	}
+	return t
+}
+
+func containsAll(set, certs []*x509.Certificate) bool {
+	for _, c := range certs {
+		if !containsCert(set, c) {
+			return false
+		}
+	}
+	return true
+}
