@@ -2,11 +2,11 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X main.version=$(VERSION)
-# Test servers (real Vault, real kube-apiserver + etcd) are built from tools/ and
+# Test servers (real Vault, real kube-apiserver + etcd, real istiod) are built from tools/ and
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz clean
+.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz clean
 
 all: build
 
@@ -24,12 +24,15 @@ vaultdev:
 	@tools/build.sh vaultdev
 k8s-testenv:
 	@tools/build.sh k8s-testenv
-tools: vaultdev k8s-testenv
+istiod:
+	@tools/build.sh istiod
+tools: vaultdev k8s-testenv istiod
 
 # Every test, against real servers: the harness in internal/testenv starts them.
 test: fmt-check vet build
 	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
+	ISTIOD_TESTENV_BIN=$$(tools/build.sh istiod) \
 	MESHPKI_REQUIRE_SERVERS=1 \
 	$(GO) test -race -count=1 -timeout 20m ./...
 

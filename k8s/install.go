@@ -114,6 +114,9 @@ type InstallResult struct {
 	Attempts int `json:"attempts"`
 	// IstiodRestarted names the Deployments restarted (or that would be).
 	IstiodRestarted []string `json:"istiodRestarted,omitempty"`
+	// IstiodSelfSigned: istiod was found signing with its own self-signed CA, so it
+	// takes cacerts only once restarted.
+	IstiodSelfSigned bool `json:"istiodSelfSigned,omitempty"`
 	Warnings        []string `json:"warnings,omitempty"`
 }
 
@@ -169,7 +172,20 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 			res.Warnings = append(res.Warnings, fmt.Sprintf("pruning old backups: %v", err))
 		}
 	}
-	if opts.RestartIstiod && res.Action != ActionUnchanged {
+	// istiod that started before cacerts existed signs with its own self-signed CA and
+	// does not switch on its own (pilot/pkg/bootstrap/istio_ca.go reads cacerts only
+	// at start): a restart is needed even when cacerts itself is unchanged.
+	ownCA, err := istiodOnOwnCA(ctx, cl, ns)
+	if err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("could not tell which CA istiod uses: %v", err))
+	}
+	if ownCA {
+		res.IstiodSelfSigned = true
+		if !opts.RestartIstiod {
+			res.Warnings = append(res.Warnings, "istiod signs with its own self-signed CA ("+SelfSignedSecret+"): it does not switch to cacerts until it is restarted; pass --restart-istiod (or kubectl rollout restart deployment/istiod)")
+		}
+	}
+	if opts.RestartIstiod && (res.Action != ActionUnchanged || ownCA) {
 		restarted, err := RestartIstiod(ctx, cl, ns, in.now, opts.DryRun)
 		res.IstiodRestarted = restarted
 		if err != nil {

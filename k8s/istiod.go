@@ -146,6 +146,9 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 	}
 	st.State = IstiodRefused
 	st.Reason = refusalReason(published, files[name])
+	if len(ownCA) == 0 && !overlaps(pub, want) {
+		st.Reason += " (or istiod still signs with its own self-signed CA, started before cacerts existed: " + SelfSignedSecret + " could not be read to tell)"
+	}
 	return st
 }
 
@@ -182,4 +185,32 @@ func containsAll(set, certs []*x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// istiodOnOwnCA reports whether istiod in namespace ns publishes the root of its own
+// self-signed CA (Secret istio-ca-secret) as its trust bundle.
+func istiodOnOwnCA(ctx context.Context, cl *Cluster, ns string) (bool, error) {
+	published, found, err := readPublishedRoots(ctx, cl, ns)
+	if err != nil || !found {
+		return false, err
+	}
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, apiError(cl.Name, "get", "secrets", ns, err)
+	}
+	pub, _ := ca.ParseCertificatesPEM(published)
+	own, _ := ca.ParseCertificatesPEM(s.Data[ca.CACertFile])
+	return len(own) > 0 && len(pub) > 0 && containsAll(pub, own), nil
+}
+
+func overlaps(a, b []*x509.Certificate) bool {
+	for _, c := range a {
+		if containsCert(b, c) {
+			return true
+		}
+	}
+	return false
 }
