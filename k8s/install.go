@@ -116,8 +116,8 @@ type InstallResult struct {
 	IstiodRestarted []string `json:"istiodRestarted,omitempty"`
 	// IstiodSelfSigned: istiod was found signing with its own self-signed CA, so it
 	// takes cacerts only once restarted.
-	IstiodSelfSigned bool `json:"istiodSelfSigned,omitempty"`
-	Warnings        []string `json:"warnings,omitempty"`
+	IstiodSelfSigned bool     `json:"istiodSelfSigned,omitempty"`
+	Warnings         []string `json:"warnings,omitempty"`
 }
 
 // Install installs files (a bundle as ca.ReadDir or ca.Bundle.Files return it) as
