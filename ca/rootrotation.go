@@ -276,10 +276,10 @@ type RotationInput struct {
 	Err error
 	// Record is the last step meshpki recorded on the cluster, nil if none.
 	Record *RotationRecord
-	// Published holds the roots the cluster's istiod publishes (ConfigMap
-	// istio-ca-root-cert): what it has loaded. PublishedKnown is false when no istiod
-	// publishes any (none runs there) or it could not be read.
-	Published      []*x509.Certificate
+	// Published is the roots file the cluster's istiod publishes (ConfigMap
+	// istio-ca-root-cert), byte for byte what it has loaded. PublishedKnown is false
+	// when no istiod publishes one (none runs there) or it could not be read.
+	Published      []byte
 	PublishedKnown bool
 }
 
@@ -453,7 +453,7 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 		switch {
 		case !c.PublishedKnown:
 			p.Clusters[i].Istiod = IstiodNone
-		case SameCertificates(c.Published, c.Bundle.Roots):
+		case bytes.Equal(c.Published, c.Bundle.RootsFile):
 			p.Clusters[i].Istiod = IstiodLoadedStep
 		default:
 			p.Clusters[i].Istiod = IstiodNotLoadedStep
@@ -586,7 +586,12 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 		var notLoaded []string
 		for i, c := range p.Clusters {
 			if c.Step == target-1 && c.Istiod == IstiodNotLoadedStep {
-				notLoaded = append(notLoaded, fmt.Sprintf("%s (istiod publishes %s, cacerts holds %s)", c.Cluster, fingerprints(in[i].Published), fingerprints(in[i].Bundle.Roots)))
+				pub, _ := ParseCertificatesPEM(in[i].Published)
+				what := fingerprints(pub)
+				if SameCertificates(pub, in[i].Bundle.Roots) {
+					what += " in other bytes"
+				}
+				notLoaded = append(notLoaded, fmt.Sprintf("%s (istiod publishes %s, cacerts holds %s)", c.Cluster, what, fingerprints(in[i].Bundle.Roots)))
 			}
 		}
 		if len(notLoaded) > 0 {

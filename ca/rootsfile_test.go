@@ -3,6 +3,7 @@ package ca
 import (
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -136,5 +137,47 @@ func TestRootRotationRootsFileEveryIstio(t *testing.T) {
 	// refuse: the check above is not vacuous.
 	if v := IstiodTakesRootsChange(istio120, true, s1[RootCertFile], EncodeCertificatesPEM(f.b.Cert, f.a.Cert)); v.Accepted {
 		t.Error("the byte rule accepted a reordered roots file")
+	}
+}
+
+// TestPlanWaitsForIstiod: a cluster counts as at its step only when its istiod
+// publishes that step's roots file; a cluster without istiod does not hold the run up.
+func TestPlanWaitsForIstiod(t *testing.T) {
+	f := newRRFixture(t)
+	atStep1 := func(cluster string) *Bundle {
+		b := rrWithRoots(rrMint(t, f.a, cluster), f.a, f.b)
+		b.RootsFile = EncodeCertificatesPEM(f.a.Cert, f.b.Cert)
+		return b
+	}
+	east, west := atStep1("east"), atStep1("west")
+	onlyA := EncodeCertificatesPEM(f.a.Cert)
+	reordered := EncodeCertificatesPEM(f.b.Cert, f.a.Cert)
+	for _, tc := range []struct {
+		name    string
+		west    RotationInput
+		refused bool
+		words   string
+	}{
+		{"both loaded", RotationInput{Cluster: "west", Bundle: west, Published: west.RootsFile, PublishedKnown: true}, false, ""},
+		{"west without istiod", RotationInput{Cluster: "west", Bundle: west}, false, ""},
+		{"west still on step 0's roots", RotationInput{Cluster: "west", Bundle: west, Published: onlyA, PublishedKnown: true}, true, "not loaded in west"},
+		{"west publishes the roots in other bytes", RotationInput{Cluster: "west", Bundle: west, Published: reordered, PublishedKnown: true}, true, "in other bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := []RotationInput{{Cluster: "east", Bundle: east, Published: east.RootsFile, PublishedKnown: true}, tc.west}
+			p := PlanRootRotation(in, RotationOptions{NewRoot: f.b.Cert})
+			if tc.refused {
+				if !errors.Is(p.Err, ErrRotationNotLoaded) || !strings.Contains(p.Err.Error(), tc.words) || len(p.Moving()) > 0 {
+					t.Fatalf("plan: %v, moving %v; want refused with %q", p.Err, p.Moving(), tc.words)
+				}
+				if p := PlanRootRotation(in, RotationOptions{NewRoot: f.b.Cert, IgnoreIstiod: true}); p.Err != nil {
+					t.Fatalf("IgnoreIstiod: %v", p.Err)
+				}
+				return
+			}
+			if p.Err != nil || p.Target != StepSwitched || len(p.Moving()) != 2 {
+				t.Fatalf("plan: %v, target %v, moving %v", p.Err, p.Target, p.Moving())
+			}
+		})
 	}
 }

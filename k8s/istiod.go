@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -129,7 +130,10 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 		st.State, st.Reason = IstiodUnknown, fmt.Sprintf("cacerts %s does not parse: %v", name, err)
 		return st
 	}
-	if ca.SameCertificates(pub, want) {
+	// istiod publishes its roots file byte for byte (certcontroller.go,
+	// updateRootCertAndGenKeyCert: GetRootCertPem): the same certificates in other bytes
+	// are a roots file it has not taken, as Istio 1.20-1.30 refuse a reordered one.
+	if bytes.Equal(published, files[name]) {
 		st.State = IstiodLoaded
 		return st
 	}

@@ -136,8 +136,7 @@ func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead
 	}
 	r.input.Bundle = b
 	if data, found, err := readPublishedRoots(ctx, cl, ns); err == nil && found {
-		r.input.Published, _ = ca.ParseCertificatesPEM(data)
-		r.input.PublishedKnown = true
+		r.input.Published, r.input.PublishedKnown = data, true
 	}
 	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
 		var rec ca.RotationRecord
