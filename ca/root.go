@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"path/filepath"
 	"time"
 )
@@ -209,11 +208,11 @@ func checkValidity(cert *x509.Certificate, now time.Time) error {
 // ReadRootDir reads DIR/root-cert.pem and DIR/root-key.pem. Errors name the file.
 func ReadRootDir(dir string, now time.Time) (*Root, error) {
 	certFile, keyFile := filepath.Join(dir, RootCertFile), filepath.Join(dir, RootKeyFile)
-	certPEM, err := os.ReadFile(certFile)
+	certPEM, err := ReadInputFile(certFile)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(keyFile)
+	keyPEM, err := ReadInputFile(keyFile)
 	if err != nil {
 		return nil, err
 	}

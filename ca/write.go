@@ -331,8 +331,15 @@ func SyncDir(dir string) error {
 	return nil
 }
 
-// ReadDir reads every regular file of a bundle folder into file name -> content,
-// skipping sub-folders and hidden files.
+// bundleFileNames are the files istiod reads from a cacerts bundle.
+var bundleFileNames = map[string]bool{CACertFile: true, CAKeyFile: true, CertChainFile: true, RootCertFile: true,
+	TLSCertFile: true, TLSKeyFile: true, TLSCAFile: true, "ca-crl.pem": true, ReservedKey: true}
+
+// ReadDir reads a bundle folder into file name -> content: its regular files and
+// symbolic links to regular files (a mounted Secret is KEY -> ..data/KEY), each as
+// ReadInputFile reads them. Hidden entries, sub-folders and links to folders are
+// skipped, and so are other odd entries, unless they bear a bundle file's name: a
+// ca-cert.pem that is a FIFO or a device, or a dangling link, is an error naming it.
 func ReadDir(dir string) (map[string][]byte, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -340,14 +347,30 @@ func ReadDir(dir string) (map[string][]byte, error) {
 	}
 	files := map[string][]byte{}
 	for _, e := range entries {
-		if !e.Type().IsRegular() || e.Name()[0] == '.' {
+		name := e.Name()
+		if name[0] == '.' || e.IsDir() {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		path := filepath.Join(dir, name)
+		mode := e.Type()
+		if mode&fs.ModeSymlink != 0 {
+			st, err := os.Stat(path)
+			switch {
+			case err != nil && bundleFileNames[name]:
+				return nil, fmt.Errorf("%s is a symbolic link that cannot be followed: %w", path, err)
+			case err != nil || st.IsDir():
+				continue
+			}
+			mode = st.Mode().Type()
+		}
+		if !mode.IsRegular() && !bundleFileNames[name] {
+			continue
+		}
+		b, err := ReadInputFile(path)
 		if err != nil {
 			return nil, err
 		}
-		files[e.Name()] = b
+		files[name] = b
 	}
 	return files, nil
 }

@@ -110,7 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// at the edge, so stdout and stderr carry only meshpki's output.
 	cflog.Level = cflog.LevelFatal
 	e := &env{stdout: stdout, stderr: stderr, log: slog.New(slog.NewTextHandler(stderr, nil))}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(stderr)
 	defer stop()
 	err := newApp(e).RunContext(ctx, args)
 	if err == nil {
@@ -126,6 +126,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// Errors that did not come from an action are the CLI library's: flags, usage.
 	fmt.Fprintln(stderr, "meshpki:", err)
 	return exitUsage
+}
+
+// interruptible returns a context that SIGINT or SIGTERM cancels, with the signal
+// as its cause: commands stop starting work and report what they did. The first
+// signal also restores the default handling, so a second one ends the process at
+// once. stop releases the signals.
+func interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			signal.Stop(sigs)
+			fmt.Fprintf(stderr, "meshpki: %s: stopping (signal again to quit at once)\n", s)
+			cancel(fmt.Errorf("interrupted by %s", s))
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel(nil)
+	}
 }
 
 // action wraps a command's action so that an unclassified error exits 1.

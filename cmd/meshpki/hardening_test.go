@@ -1,13 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
-func corpusRoot(name string) string { return filepath.Join("..", "..", "testdata", "roots", name) }
+func corpusRoot(name string) string {
+	p, err := filepath.Abs(filepath.Join("..", "..", "testdata", "roots", name))
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
 
 // TestInputErrorsBeforeKeygen: what the root cannot sign, or cannot be written, is bad
 // input found before any key is generated: exit 2, nothing written.
@@ -63,5 +73,202 @@ func TestDurationOverflow(t *testing.T) {
 	}
 	if exists(filepath.Join(dir, "o")) {
 		t.Error("output written")
+	}
+}
+
+// asCLI is set in the environment of a re-executed test binary: it runs the CLI.
+const asCLI = "MESHPKI_TEST_AS_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asCLI) == "1" {
+		os.Exit(run(append([]string{"meshpki"}, os.Args[1:]...), os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// cliProcess is the CLI running in its own process (this test binary, re-executed).
+type cliProcess struct {
+	cmd      *exec.Cmd
+	out, err bytes.Buffer
+	done     chan struct{}
+}
+
+func startCLI(t *testing.T, dir string, args ...string) *cliProcess {
+	t.Helper()
+	p := &cliProcess{cmd: exec.Command(os.Args[0], args...), done: make(chan struct{})}
+	p.cmd.Dir = dir
+	p.cmd.Env = append(os.Environ(), asCLI+"=1")
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
+	return p
+}
+
+// wait returns the exit code, or fails the test if the process is still running
+// after a minute: a safety net against a hang, not a timing assertion.
+func (p *cliProcess) wait(t *testing.T) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.cmd.Process.Kill()
+		<-p.done
+		t.Fatalf("meshpki %v still running after a minute (killed)\nstderr:\n%s", p.cmd.Args[1:], p.err.String())
+	}
+	noKeys(t, p.out.String(), p.err.String())
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// rootWith copies the good corpus root into a new folder, then lets edit replace
+// its files with odd ones.
+func rootWith(t *testing.T, edit func(dir string)) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "root")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"root-cert.pem", "root-key.pem"} {
+		b, err := os.ReadFile(filepath.Join(corpusRoot("ok-ecdsa"), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit(dir)
+	return dir
+}
+
+func mkfifo(t *testing.T, name string) {
+	t.Helper()
+	os.Remove(name)
+	if err := syscall.Mkfifo(name, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+}
+
+// TestOddInputFiles: a FIFO, a device, a folder or a huge file where a root file,
+// a cluster list or a bundle file should be is refused at once, naming the file and
+// what it is (exit 2), in its own process: before, a FIFO blocked forever and
+// /dev/zero was read until memory ran out.
+func TestOddInputFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the CLI in its own processes")
+	}
+	fifoRoot := rootWith(t, func(d string) { mkfifo(t, filepath.Join(d, "root-cert.pem")) })
+	zeroKey := rootWith(t, func(d string) {
+		os.Remove(filepath.Join(d, "root-key.pem"))
+		if err := os.Symlink("/dev/zero", filepath.Join(d, "root-key.pem")); err != nil {
+			t.Fatal(err)
+		}
+	})
+	dirCert := rootWith(t, func(d string) {
+		os.Remove(filepath.Join(d, "root-cert.pem"))
+		os.Mkdir(filepath.Join(d, "root-cert.pem"), 0o700)
+	})
+	hugeCert := rootWith(t, func(d string) {
+		if err := os.Truncate(filepath.Join(d, "root-cert.pem"), 64<<20); err != nil {
+			t.Fatal(err)
+		}
+	})
+	work := t.TempDir()
+	fifoList := filepath.Join(work, "clusters.fifo")
+	mkfifo(t, fifoList)
+	bundle := filepath.Join(work, "bundle")
+	mustRun(t, "intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "b", "--out", bundle)
+	mkfifo(t, filepath.Join(bundle, "b", "ca-cert.pem"))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"fifo root cert", []string{"intermediate", "create", "--root-dir", fifoRoot, "--cluster", "a", "--out", "OUT"}, "root-cert.pem is a FIFO (named pipe), not a regular file"},
+		{"dev zero key", []string{"intermediate", "create", "--root-dir", zeroKey, "--cluster", "a", "--out", "OUT"}, "root-key.pem is a character device, not a regular file"},
+		{"folder cert", []string{"intermediate", "create", "--root-dir", dirCert, "--cluster", "a", "--out", "OUT"}, "root-cert.pem is a folder, not a regular file"},
+		{"huge cert", []string{"intermediate", "create", "--root-dir", hugeCert, "--cluster", "a", "--out", "OUT"}, "root-cert.pem: 67108864 bytes, larger than 4 MiB"},
+		{"fifo cluster list", []string{"intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--clusters-from", fifoList, "--out", "OUT"}, "clusters.fifo is a FIFO (named pipe)"},
+		{"dev zero cluster list", []string{"intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--clusters-from", "/dev/zero", "--out", "OUT"}, "/dev/zero is a character device"},
+		{"dev zero root bundle", []string{"root", "bundle", "--out", "-", "/dev/zero"}, "/dev/zero is a character device"},
+		{"fifo bundle file", []string{"verify", filepath.Join(bundle, "b")}, "ca-cert.pem is a FIFO (named pipe)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out")
+			for i, a := range tc.args {
+				if a == "OUT" {
+					tc.args[i] = out
+				}
+			}
+			p := startCLI(t, work, tc.args...)
+			if code := p.wait(t); code != exitUsage || !strings.Contains(p.err.String(), tc.want) {
+				t.Errorf("exit %d (want 2), stderr %q (want %q)", code, p.err.String(), tc.want)
+			}
+			if exists(out) {
+				t.Error("output written")
+			}
+		})
+	}
+}
+
+// TestSignalWhileReadingRoot: SIGTERM sent while the root file (a FIFO another
+// process holds open without writing) is being read stops the CLI promptly, with a
+// failure exit and nothing written.
+func TestSignalWhileReadingRoot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the CLI in its own process")
+	}
+	var fifo string
+	root := rootWith(t, func(d string) { fifo = filepath.Join(d, "root-cert.pem"); mkfifo(t, fifo) })
+	// A writer that never writes: a reader of the FIFO would wait for ever.
+	w, err := os.OpenFile(fifo, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	work := t.TempDir()
+	p := startCLI(t, work, "intermediate", "create", "--root-dir", root, "--cluster", "a", "--out", "out")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	code := p.wait(t)
+	if code == 0 {
+		t.Errorf("exit 0 after SIGTERM with a FIFO root; stderr %q", p.err.String())
+	}
+	if exists(filepath.Join(work, "out")) {
+		t.Error("output written")
+	}
+}
+
+// TestVerifyMountedSecret: verify reads a folder laid out as kubelet mounts a Secret
+// (KEY -> ..data/KEY, ..data -> ..<timestamp>/), following the links.
+func TestVerifyMountedSecret(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, "intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "east", "--out", dir)
+	mount := filepath.Join(dir, "mount")
+	ts := filepath.Join(mount, "..2026_12_02_01_00_00.123456789")
+	if err := os.MkdirAll(ts, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(mount, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"} {
+		if err := os.Rename(filepath.Join(dir, "east", f), filepath.Join(ts, f)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(mount, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := mustRun(t, "verify", mount)
+	if !strings.HasPrefix(out, "OK") {
+		t.Errorf("verify of a mounted Secret:\n%s", out)
+	}
+	// A dangling link where a bundle file should be is named.
+	os.Remove(filepath.Join(ts, "ca-key.pem"))
+	code, _, errs := meshpki(t, "verify", mount)
+	if code != exitUsage || !strings.Contains(errs, "ca-key.pem is a symbolic link that cannot be followed") {
+		t.Errorf("dangling ca-key.pem: exit %d, stderr %q", code, errs)
 	}
 }

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -175,23 +174,36 @@ func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error)
 
 // readClusterList reads one cluster name per line; blank lines and # comments are skipped.
 func readClusterList(name string) ([]string, error) {
-	f, err := os.Open(name)
+	data, err := ca.ReadInputFile(name)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	return parseClusterList(name, data)
+}
+
+// maxClusterLine is the longest line of a cluster list worth quoting in an error.
+const maxClusterLine = 256
+
+// parseClusterList reads one cluster name per line of data (from file name, for
+// errors); blank lines and # comments are skipped.
+func parseClusterList(name string, data []byte) ([]string, error) {
 	var out []string
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		s, _, _ := strings.Cut(sc.Text(), "#")
-		if s = strings.TrimSpace(s); s != "" {
-			if err := ca.ValidateClusterName(s); err != nil {
-				return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-			}
-			out = append(out, s)
+	for line := 1; len(data) > 0; line++ {
+		var text []byte
+		text, data, _ = bytes.Cut(data, []byte("\n"))
+		s, _, _ := strings.Cut(string(text), "#")
+		if s = strings.TrimSpace(s); s == "" {
+			continue
 		}
+		if len(s) > maxClusterLine {
+			return nil, fmt.Errorf("%s:%d: a line of %d bytes is no cluster name (at most 63 characters)", name, line, len(s))
+		}
+		if err := ca.ValidateClusterName(s); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
+		}
+		out = append(out, s)
 	}
-	return out, sc.Err()
+	return out, nil
 }
 
 type mintResult struct {

@@ -554,7 +554,7 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 		if st, err := os.Stat(arg); err == nil && st.IsDir() {
 			file = filepath.Join(arg, ca.RootCertFile)
 		}
-		data, err := os.ReadFile(file)
+		data, err := ca.ReadInputFile(file)
 		if err != nil {
 			return inputError(err)
 		}

@@ -255,7 +255,7 @@ func parseVaultConn(c *cli.Context) (*vaultConn, error) {
 // `vault login` keeps it).
 func (v *vaultConn) readToken(file string) error {
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := ca.ReadInputFile(file)
 		if err != nil {
 			return inputError(fmt.Errorf("--vault-token-file: %w", err))
 		}
@@ -271,7 +271,7 @@ func (v *vaultConn) readToken(file string) error {
 	}
 	if home, err := os.UserHomeDir(); err == nil {
 		f := filepath.Join(home, ".vault-token")
-		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) != "" {
+		if b, err := ca.ReadInputFile(f); err == nil && strings.TrimSpace(string(b)) != "" {
 			v.cfg.Token, v.tokenFrom = strings.TrimSpace(string(b)), f
 			return nil
 		}
