@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -67,5 +69,26 @@ func BenchmarkMintEachAndWrite(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(time.Since(start).Microseconds())/n, "µs/bundle")
+	}
+}
+
+// BenchmarkVerifyDuplicateRoots verifies a bundle whose cert-chain.pem repeats the
+// root n times (n=1000 and n=8000: the time per run should grow about 8x, not 64x).
+func BenchmarkVerifyDuplicateRoots(b *testing.B) {
+	root := newRoot(b, DefaultRootProfile("Istio"))
+	bundle := mint(b, NewLocalIssuer(root), IntermediateProfile("c", ""))
+	files, err := bundle.Files(FormatIstio)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rootPEM := EncodeCertificatesPEM(root.Cert)
+	for _, n := range []int{1000, 8000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			f := maps.Clone(files)
+			f[CertChainFile] = append(EncodeCertificatesPEM(bundle.Cert), bytes.Repeat(rootPEM, n)...)
+			for b.Loop() {
+				Verify(f, VerifyOptions{})
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -77,5 +78,30 @@ func TestParseDurationOverflow(t *testing.T) {
 		if r, err := ParseRenewBefore(s); err == nil {
 			t.Errorf("ParseRenewBefore(%q) = %+v, want an error", s, r)
 		}
+	}
+}
+
+// TestVerifyWarnsOnDuplicates: a cert-chain.pem that repeats the root thousands of
+// times still verifies, with a warning that counts the repeats.
+func TestVerifyWarnsOnDuplicates(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("c", ""))
+	files, err := b.Files(FormatIstio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files[CertChainFile] = append(EncodeCertificatesPEM(b.Cert), bytes.Repeat(EncodeCertificatesPEM(root.Cert), 8000)...)
+	rep := Verify(files, VerifyOptions{})
+	if !rep.OK() {
+		t.Fatalf("want OK, got %v", rep.Problems)
+	}
+	found := false
+	for _, p := range rep.Problems {
+		if p.Check == "chain-duplicate" && strings.Contains(p.Message, "7999 duplicate certificates (8001 in all)") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no duplicate warning: %v", rep.Problems)
 	}
 }

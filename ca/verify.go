@@ -276,7 +276,13 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built *checkBu
 		if !b.Chain[0].Equal(cert) {
 			rep.add(SeverityError, "chain-order", l.chain, "does not start with the certificate in %s", l.cert)
 		}
+		if n := countDuplicates(b.Chain); n > 0 {
+			rep.add(SeverityWarning, "chain-duplicate", l.chain, "holds %d duplicate certificates (%d in all): istiod sends every one to each peer; keep each certificate once", n, len(b.Chain))
+		}
 		for i := 0; i+1 < len(b.Chain); i++ {
+			if b.Chain[i].Equal(b.Chain[i+1]) {
+				continue // a repeat, warned about above; its signature was checked once
+			}
 			if err := b.Chain[i].CheckSignatureFrom(b.Chain[i+1]); err != nil {
 				rep.add(SeverityError, "chain-order", l.chain, "certificate %d (%s) is not signed by certificate %d (%s): the chain must run from the signing certificate up to the root",
 					i+1, b.Chain[i].Subject, i+2, b.Chain[i+1].Subject)
@@ -303,6 +309,19 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built *checkBu
 		}
 		rep.add(SeverityError, "chain", l.cert, "does not verify against %s as istiod checks it: %s", l.roots, msg)
 	}
+}
+
+// countDuplicates counts the certificates of certs that repeat an earlier one.
+func countDuplicates(certs []*x509.Certificate) int {
+	seen := make(map[string]bool, len(certs))
+	n := 0
+	for _, c := range certs {
+		if seen[string(c.Raw)] {
+			n++
+		}
+		seen[string(c.Raw)] = true
+	}
+	return n
 }
 
 func inPool(c *x509.Certificate, certs []*x509.Certificate) bool {
