@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -234,6 +235,9 @@ func (in *installer) attempt(ctx context.Context) error {
 	curFiles := SecretFiles(cur)
 	res.Before = ca.Verify(curFiles, in.opts.Verify)
 	data := keepRootsFiles(curFiles, in.desired.Data)
+	if !maps.EqualFunc(data, in.desired.Data, bytes.Equal) {
+		res.After = ca.Verify(data, in.opts.Verify) // what is written: the installed roots bytes
+	}
 	res.ChangedFiles = ChangedFiles(curFiles, data)
 	if len(res.ChangedFiles) == 0 {
 		res.Action, res.ResourceVersion = ActionUnchanged, cur.ResourceVersion

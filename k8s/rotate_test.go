@@ -525,9 +525,14 @@ func TestRotateRoots(t *testing.T) {
 	}
 	toB := rotateOpts(t, ns2, rootB)
 	toB.AllowNewRoot = true
-	want = ca.Fingerprint(rootB.Cert) + "," + ca.Fingerprint(rootA.Cert)
+	rootsBefore := getSecret(t, cl, ns2, SecretName).Data[ca.RootCertFile]
+	// Both roots stay, in the installed order and bytes: istiod 1.20-1.30 refuse a
+	// reordered roots file.
 	if res, err = Rotate(testContext(t), cl, toB); err != nil || res.Outcome != OutcomeRotated || strings.Join(res.After.RootFingerprints, ",") != want {
 		t.Fatalf("moved to B with roots A+B: %+v, %v", res, err)
+	}
+	if !bytes.Equal(getSecret(t, cl, ns2, SecretName).Data[ca.RootCertFile], rootsBefore) {
+		t.Fatal("moving to B rewrote root-cert.pem")
 	}
 	if !strings.Contains(res.Reason, "not to the current root") {
 		t.Fatalf("reason %q", res.Reason)
