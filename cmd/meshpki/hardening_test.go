@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -271,4 +272,48 @@ func TestVerifyMountedSecret(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errs, "ca-key.pem is a symbolic link that cannot be followed") {
 		t.Errorf("dangling ca-key.pem: exit %d, stderr %q", code, errs)
 	}
+}
+
+// TestKilledIntermediateCreate: after `intermediate create` is killed with SIGKILL
+// while bundles are staged, the next run into the folder removes the temporary
+// folders (each a working intermediate CA key) and says so.
+func TestKilledIntermediateCreate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the CLI in its own process")
+	}
+	work := t.TempDir()
+	out := filepath.Join(work, "bundles")
+	clusters := []string{"intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--out", out, "--concurrency", "1"}
+	for i := range 30 {
+		clusters = append(clusters, "--cluster", fmt.Sprintf("c%d", i))
+	}
+	// RSA keys are slow: bundles stay staged in temporary folders for a while, since
+	// they are only renamed into place once every cluster is minted.
+	p := startCLI(t, work, append(clusters, "--key-type", "rsa-3072")...)
+	var staged []string
+	for len(staged) == 0 {
+		select {
+		case <-p.done:
+			t.Fatalf("finished before it could be killed: %s", p.err.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		staged, _ = filepath.Glob(filepath.Join(out, ".c*.tmp-*"))
+	}
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	staged, _ = filepath.Glob(filepath.Join(out, ".c*.tmp-*"))
+	if len(staged) == 0 {
+		t.Fatal("no temporary folder left after kill -9: the test did not catch the run mid-way")
+	}
+	code, _, errs := meshpki(t, clusters...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d: %s", code, errs)
+	}
+	if !strings.Contains(errs, "removed temporary folders an interrupted run left behind") || !strings.Contains(errs, filepath.Base(staged[0])) {
+		t.Errorf("rerun does not say it removed %v:\n%s", staged, errs)
+	}
+	if left, _ := filepath.Glob(filepath.Join(out, ".*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	mustRun(t, "verify", filepath.Join(out, "c0"), filepath.Join(out, "c29"))
 }

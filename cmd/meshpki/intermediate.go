@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -206,6 +208,41 @@ func parseClusterList(name string, data []byte) ([]string, error) {
 	return out, nil
 }
 
+// prepareOut makes the folder bundle folders are written into (0700), warns if
+// others may write in it, locks it against other meshpki runs for the rest of this
+// one, and removes the temporary folders an interrupted run left there (each may
+// hold a working intermediate CA key), saying so on stderr.
+func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		return nil, failed(err)
+	}
+	if st, err := os.Stat(out); err == nil && st.Mode().Perm()&0o022 != 0 {
+		e.log.Warn("the output folder is writable by others, who could swap a cluster's bundle: chmod 700 it",
+			"dir", out, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
+	lock, err := ca.LockDir(ctx, out, func() {
+		e.log.Info("another meshpki run is writing into the output folder: waiting for it", "dir", out)
+	})
+	if err != nil {
+		return nil, failed(err)
+	}
+	removed, err := ca.RemoveOrphans(out)
+	if err != nil {
+		lock.Unlock()
+		return nil, failed(fmt.Errorf("remove temporary folders of an interrupted run in %s: %w", out, err))
+	}
+	if len(removed) > 0 {
+		if ca.SupportsDirLock() {
+			e.log.Warn("removed temporary folders an interrupted run left behind (each may have held an intermediate CA key)",
+				"dir", out, "count", len(removed), "folders", strings.Join(removed, " "))
+		} else {
+			e.log.Warn("temporary folders an interrupted run may have left behind (each may hold an intermediate CA key): remove them if no other meshpki run is writing here",
+				"dir", out, "count", len(removed), "folders", strings.Join(removed, " "))
+		}
+	}
+	return lock.Unlock, nil
+}
+
 type mintResult struct {
 	Cluster  string    `json:"cluster"`
 	Dir      string    `json:"dir"`
@@ -242,6 +279,13 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	}
 	if err := o.Store.preflight(c.Context, e, o.Profiles); err != nil {
 		return err
+	}
+	if c.Context.Err() == nil { // interrupted already: nothing starts, nothing is touched
+		unlock, err := prepareOut(c.Context, e, o.Out)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	if strings.HasPrefix(string(o.Profiles[0].KeyType), "rsa") && len(o.Profiles) > 1 {
 		e.log.Info("generating RSA keys: this takes a while", "clusters", len(o.Profiles), "type", o.Profiles[0].KeyType)
