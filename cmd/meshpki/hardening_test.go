@@ -317,3 +317,40 @@ func TestKilledIntermediateCreate(t *testing.T) {
 	}
 	mustRun(t, "verify", filepath.Join(out, "c0"), filepath.Join(out, "c29"))
 }
+
+// TestRootBundleForceOnlyReplacesRegularFiles: --force never renames the bundle over
+// a device, a FIFO, a symbolic link or a folder (exit 2, left as it was).
+func TestRootBundleForceOnlyReplacesRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	odd := map[string]string{
+		"fifo":    "a FIFO (named pipe)",
+		"link":    "a symbolic link",
+		"folder":  "a folder",
+		"devnull": "a symbolic link",
+	}
+	mkfifo(t, filepath.Join(dir, "fifo"))
+	os.Symlink(target, filepath.Join(dir, "link"))
+	os.Mkdir(filepath.Join(dir, "folder"), 0o700)
+	os.Symlink("/dev/null", filepath.Join(dir, "devnull"))
+	for name, what := range odd {
+		code, _, errs := meshpki(t, "root", "bundle", "--force", "--out", filepath.Join(dir, name), corpusRoot("ok-ecdsa"))
+		if code != exitUsage || !strings.Contains(errs, "is "+what+": root bundle only ever replaces a regular file") {
+			t.Errorf("%s: exit %d, stderr %q", name, code, errs)
+		}
+	}
+	st, err := os.Lstat(filepath.Join(dir, "fifo"))
+	if err != nil || st.Mode()&os.ModeNamedPipe == 0 {
+		t.Error("the FIFO was replaced")
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Error("the link's target was changed")
+	}
+	if dest, _ := os.Readlink(filepath.Join(dir, "devnull")); dest != "/dev/null" {
+		t.Error("the link to /dev/null was replaced")
+	}
+	mustRun(t, "root", "bundle", "--force", "--out", target, corpusRoot("ok-ecdsa"))
+}

@@ -600,7 +600,10 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 		}
 		summary = e.stderr
 	} else {
-		if _, err := os.Lstat(outFile); err == nil && !force {
+		if st, err := os.Lstat(outFile); err == nil && !st.Mode().IsRegular() {
+			// Never rename over a device, a FIFO, a link or a folder, even with --force.
+			return inputError(fmt.Errorf("%s is %s: root bundle only ever replaces a regular file; choose another --out", outFile, ca.DescribeFileMode(st.Mode())))
+		} else if err == nil && !force {
 			return inputError(fmt.Errorf("%s already exists: pass --force to replace it", outFile))
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return inputError(err)
