@@ -100,6 +100,9 @@ Examples:
 		ErrWriter:      e.stderr,
 		ExitErrHandler: func(*cli.Context, error) {}, // run maps errors to exit codes
 	}
+	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
+		return inputError(fmt.Errorf("%w (see 'meshpki --help')", err))
+	}
 	usageErrors(app.Commands)
 	return app
 }

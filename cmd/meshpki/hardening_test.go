@@ -354,3 +354,14 @@ func TestRootBundleForceOnlyReplacesRegularFiles(t *testing.T) {
 	}
 	mustRun(t, "root", "bundle", "--force", "--out", target, corpusRoot("ok-ecdsa"))
 }
+
+// TestUnknownGlobalFlag: a flag the app does not know is one line on stderr and
+// exit 2, as for commands; stdout (results only) stays empty.
+func TestUnknownGlobalFlag(t *testing.T) {
+	for _, args := range [][]string{{"--nope", "version"}, {"--nope"}, {"-x", "verify", "."}} {
+		code, out, errs := meshpki(t, args...)
+		if code != exitUsage || out != "" || strings.Count(strings.TrimSpace(errs), "\n") != 0 || !strings.Contains(errs, "flag provided but not defined") || !strings.Contains(errs, "meshpki --help") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+}
