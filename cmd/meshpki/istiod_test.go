@@ -471,3 +471,47 @@ func waitRestartedOnto(t *testing.T, i *testenv.Istiod, cs kubernetes.Interface)
 		t.Fatalf("istiod in %s signs with %s after the restart, not the installed intermediate", i.Cluster.Name, w.chain[1].Subject)
 	}
 }
+
+// istiodLoads runs istiod's own loader for plugged-in certs
+// (security/pkg/pki/util.NewVerifiedKeyCertBundleFromFile) on a bundle folder.
+func istiodLoads(t *testing.T, dir string) (bool, string) {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(testenv.IstiodBin(t), "bundlecheck"), dir).CombinedOutput()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatal(err)
+	}
+	return err == nil, strings.TrimSpace(string(out))
+}
+
+// TestIstiodLoaderAgreesWithVerify: every bundle meshpki mints (each key type, both
+// layouts) is loaded by istiod's own loader, and no bundle of the corpus that meshpki
+// verify accepts is refused by it (meshpki may be stricter, never laxer).
+func TestIstiodLoaderAgreesWithVerify(t *testing.T) {
+	testenv.IstiodBin(t)
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	rrWant(t, 0, nil, "root", "create", "--out", root)
+	for _, kt := range []string{"ecdsa-p256", "ecdsa-p384", "rsa-2048"} {
+		for _, format := range []string{"istio", "tls"} {
+			out := filepath.Join(dir, kt+"-"+format)
+			rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--key-type", kt, "--format", format, "--out", out)
+			if ok, msg := istiodLoads(t, filepath.Join(out, "east")); !ok {
+				t.Errorf("%s %s: istiod refuses a bundle meshpki minted: %s", kt, format, msg)
+			}
+		}
+	}
+	cases, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "bundles", "*"))
+	if len(cases) < 10 {
+		t.Fatalf("corpus has %d bundles", len(cases))
+	}
+	for _, c := range cases {
+		code, _, _ := rrRun(t, "verify", c)
+		ok, msg := istiodLoads(t, c)
+		if code == 0 && !ok {
+			t.Errorf("%s: meshpki verify accepts what istiod refuses: %s", filepath.Base(c), msg)
+		}
+		if strings.HasPrefix(filepath.Base(c), "ok-") && !ok {
+			t.Errorf("%s: istiod refuses a good bundle: %s", filepath.Base(c), msg)
+		}
+	}
+}
