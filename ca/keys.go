@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -83,19 +84,59 @@ func MarshalPrivateKeyPEM(key crypto.Signer) ([]byte, error) {
 	return nil, fmt.Errorf("unsupported private key type %T", key)
 }
 
+// ErrBOM means a PEM file starts with a UTF-8 byte order mark, which istiod's PEM
+// reader (Go's encoding/pem) does not skip: the first block would not be found.
+var ErrBOM = errors.New("starts with a UTF-8 byte order mark (BOM), which istiod's PEM reader does not skip: save the file without it")
+
+var utf8BOM = []byte("\xef\xbb\xbf")
+
+// ecParameters is the block `openssl ecparam -genkey` writes before the key.
+const ecParameters = "EC PARAMETERS"
+
 // ParsePrivateKeyPEM reads one PEM private key: SEC 1, PKCS #1 or PKCS #8, ECDSA or
-// RSA, unencrypted. Anything after the key other than white space is an error.
+// RSA, unencrypted. As RFC 7468 allows, text outside the PEM blocks is ignored, and
+// so is an EC PARAMETERS block (openssl ecparam -genkey writes one before the key);
+// a second key, a truncated block or a leading byte order mark is an error.
 // Errors never contain key material.
 func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
-	block, rest := pem.Decode(data)
-	if block == nil {
-		if len(strings.TrimSpace(string(data))) == 0 {
-			return nil, errors.New("empty")
-		}
-		return nil, ErrNoPEM
+	if bytes.HasPrefix(data, utf8BOM) {
+		return nil, ErrBOM
 	}
-	if strings.TrimSpace(string(rest)) != "" {
-		return nil, errors.New("unexpected data after the private key")
+	var block *pem.Block
+	var nkeys, nparams int
+	for rest := data; ; {
+		i := bytes.Index(rest, pemBegin)
+		if i < 0 {
+			break
+		}
+		rest = rest[i:]
+		b, r := pem.Decode(rest)
+		if b == nil || bytes.Contains(rest[len(pemBegin):len(rest)-len(r)], pemBegin) {
+			if block == nil && nparams == 0 {
+				return nil, ErrNoPEM
+			}
+			return nil, errors.New("malformed or truncated PEM block")
+		}
+		rest = r
+		if b.Type == ecParameters {
+			nparams++
+			continue
+		}
+		if nkeys++; block == nil {
+			block = b
+		} else if !strings.HasSuffix(b.Type, "PRIVATE KEY") || !strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			return nil, fmt.Errorf("holds a %q block and a %q block, want one private key", block.Type, b.Type)
+		}
+	}
+	switch {
+	case nkeys > 1:
+		return nil, fmt.Errorf("holds %d private keys, want 1", nkeys)
+	case block == nil && nparams > 0:
+		return nil, fmt.Errorf("holds %s but no private key", ecParameters)
+	case block == nil && len(bytes.TrimSpace(data)) == 0:
+		return nil, errors.New("empty")
+	case block == nil:
+		return nil, ErrNoPEM
 	}
 	//lint:ignore SA1019 detecting legacy encryption is what we want
 	if block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) { //nolint:staticcheck
@@ -126,6 +167,15 @@ func ParsePrivateKeyPEM(data []byte) (crypto.Signer, error) {
 		return k, nil
 	}
 	return nil, fmt.Errorf("unsupported private key type %T (want ECDSA or RSA)", key)
+}
+
+// checkIstiodKeyPEM refuses what ParsePrivateKeyPEM accepts but istiod does not:
+// istiod reads only the first PEM block of ca-key.pem, so that must be the key.
+func checkIstiodKeyPEM(data []byte) error {
+	if b, _ := pem.Decode(data); b != nil && b.Type == ecParameters {
+		return fmt.Errorf("starts with an %s block: istiod reads only the first PEM block of the key file, so it would find no key; remove the block (openssl ec -in KEY -out KEY drops it)", ecParameters)
+	}
+	return nil
 }
 
 // CheckKeyStrength rejects RSA keys under 2048 bits and ECDSA curves under P-256.

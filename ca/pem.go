@@ -20,6 +20,9 @@ func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, errors.New("empty")
 	}
+	if bytes.HasPrefix(data, utf8BOM) {
+		return nil, ErrBOM
+	}
 	var certs []*x509.Certificate
 	rest := data
 	for {

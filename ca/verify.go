@@ -81,6 +81,9 @@ type VerifyOptions struct {
 	Now time.Time
 	// MinRemaining warns when the intermediate has less life left; zero means 30 days.
 	MinRemaining time.Duration
+	// AllowRootKey accepts a bundle whose signing certificate is the mesh's root
+	// itself, which puts the root key in the cluster; by default that is an error.
+	AllowRootKey bool
 }
 
 // DefaultMinRemaining is the remaining life under which Verify warns.
@@ -177,6 +180,8 @@ func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Repo
 			check = "key-encrypted"
 		}
 		rep.add(SeverityError, check, l.key, "%v", err)
+	} else if err := checkIstiodKeyPEM(data); err != nil {
+		rep.add(SeverityError, "key", l.key, "%v", err)
 	} else {
 		b.Key = key
 	}
@@ -222,6 +227,10 @@ func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built *checkBu
 		rep.add(SeverityError, "not-ca", l.cert, "%v", ErrNotCA)
 	} else if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		rep.add(SeverityError, "key-usage", l.cert, "%v", ErrNoCertSign)
+	}
+	// The root itself as the signing CA puts the mesh's root key in the cluster.
+	if !opts.AllowRootKey && bytes.Equal(cert.RawSubject, cert.RawIssuer) && inPool(cert, b.Roots) {
+		rep.add(SeverityError, "root-key", l.cert, "is the root of %s itself, so %s is the mesh's root key, and whoever reads this cluster's cacerts can sign for every cluster: mint an intermediate instead (or allow it explicitly)", l.roots, l.key)
 	}
 	// istiod: the chain verifies with Go's default options (EKU serverAuth).
 	if len(b.Roots) > 0 {

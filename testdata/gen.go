@@ -257,6 +257,16 @@ func main() {
 	r("sha1-root", certPEM(mk(spec{cn: "SHA-1 Root", ca: true, pathlen: -1, sigAlg: x509.SHA1WithRSA}, sha1Key, nil, nil)), keyPEM(sha1Key), "root-cert.pem: certificate is signed with SHA1-RSA, an insecure algorithm")
 	r("dsa-root", []byte(dsaRootCert), []byte(dsaRootKey), "root-cert.pem: DSA keys are not supported")
 
+	// Keys as openssl and editors write them.
+	ecParams := pem.EncodeToMemory(&pem.Block{Type: "EC PARAMETERS", Bytes: []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}})
+	r("ok-ecparam-genkey-key", good, append(append([]byte{}, ecParams...), goodKey...), "ok") // openssl ecparam -genkey -name prime256v1
+	r("ok-key-text-around", good, append(append([]byte("# mesh root key, made 2026-01-01\n"), goodKey...), "(end of key)\n"...), "ok")
+	r("key-bom", good, append([]byte("\xef\xbb\xbf"), goodKey...), "root-key.pem: starts with a UTF-8 byte order mark (BOM)")
+	r("cert-bom", append([]byte("\xef\xbb\xbf"), good...), goodKey, "root-cert.pem: starts with a UTF-8 byte order mark (BOM)")
+	r("two-keys", good, append(append([]byte{}, goodKey...), keyPEM(otherKey)...), "root-key.pem: holds 2 private keys, want 1")
+	r("ecparams-only", good, ecParams, "root-key.pem: holds EC PARAMETERS but no private key")
+	r("truncated-key", good, goodKey[:len(goodKey)-30], "root-key.pem: no PEM data found")
+
 	// Bundles.
 	b := func(name string, files map[string][]byte, want string) {
 		write(filepath.Join(base, "bundles", name), files, want)
@@ -301,5 +311,9 @@ func main() {
 	b("empty-chain", istio(ic, ik, []byte{}, good), "parse: cert-chain.pem: empty")
 	b("two-certs-in-ca-cert", istio(chain, ik, chain, good), "parse: ca-cert.pem: holds 2 certificates, want 1")
 	b("truncated-root", istio(ic, ik, chain, good[:len(good)-40]), "parse: root-cert.pem: no PEM data found")
+	// istiod reads only the first PEM block of ca-key.pem.
+	b("ecparams-before-key", istio(ic, append(append([]byte{}, ecParams...), ik...), chain, good), "key: ca-key.pem: starts with an EC PARAMETERS block")
+	// The mesh root itself as a cluster's CA: its key would sit in the cluster.
+	b("root-as-intermediate", istio(good, goodKey, good, good), "root-key: ca-cert.pem: is the root of root-cert.pem itself")
 	log.Print("corpus written")
 }

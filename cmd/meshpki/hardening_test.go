@@ -365,3 +365,21 @@ func TestUnknownGlobalFlag(t *testing.T) {
 		}
 	}
 }
+
+func corpusBundle(name string) string {
+	p, err := filepath.Abs(filepath.Join("..", "..", "testdata", "bundles", name))
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// TestRootKeyInBundle: a bundle whose CA is the mesh root itself fails verify (its
+// key is the root key) unless --allow-root-key says so.
+func TestRootKeyInBundle(t *testing.T) {
+	code, out, _ := meshpki(t, "verify", corpusBundle("root-as-intermediate"))
+	if code != exitFailed || !strings.Contains(out, "root-key: ca-cert.pem: is the root of root-cert.pem itself") {
+		t.Errorf("exit %d, stdout:\n%s", code, out)
+	}
+	mustRun(t, "verify", "--allow-root-key", corpusBundle("root-as-intermediate"))
+}

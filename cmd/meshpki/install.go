@@ -30,6 +30,7 @@ func installCommand(e *env) *cli.Command {
 		&cli.StringFlag{Name: "bundles", Usage: "folder holding one bundle folder per cluster (DIR/<cluster>/), as intermediate create writes it"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "send every write as a server-side dry run and print what would change; nothing is stored"},
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod (kubectl rollout restart) where cacerts changed: Istio before 1.19, or a switch from istiod's self-signed CA"},
+		allowRootKeyFlag(),
 		&cli.BoolFlag{Name: "allow-new-root", Usage: "install a bundle whose roots differ from those installed (a root change breaks cross-cluster mTLS: prefer a root rotation)"},
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all (and needs no list/delete permission)"},
 		outputFlag(),
@@ -115,6 +116,7 @@ func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
 			AllowNewRoot:  c.Bool("allow-new-root"),
 			RestartIstiod: c.Bool("restart-istiod"),
 			KeepBackups:   keep,
+			Verify:        ca.VerifyOptions{AllowRootKey: c.Bool("allow-root-key")},
 		},
 		Output: out,
 	}, nil
@@ -135,7 +137,7 @@ type installReport struct {
 // readBundles reads DIR/<cluster>/ for every cluster. A missing or unreadable
 // folder fails that cluster alone (errs[i]); bundles that verify but trust different
 // roots are refused as a whole: a mesh needs one root.
-func readBundles(dir string, clusters []*k8s.Cluster) ([]map[string][]byte, []error, error) {
+func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) ([]map[string][]byte, []error, error) {
 	files := make([]map[string][]byte, len(clusters))
 	errs := make([]error, len(clusters))
 	var names []string
@@ -151,7 +153,7 @@ func readBundles(dir string, clusters []*k8s.Cluster) ([]map[string][]byte, []er
 			continue
 		}
 		files[i] = f
-		if rep := ca.Verify(f, ca.VerifyOptions{}); rep.OK() {
+		if rep := ca.Verify(f, verify); rep.OK() {
 			names, reps = append(names, cl.Name), append(reps, rep)
 		}
 	}
@@ -166,7 +168,7 @@ func runInstall(ctx context.Context, e *env, o *installOptions) error {
 	if err != nil {
 		return err
 	}
-	bundles, readErrs, err := readBundles(o.Bundles, clusters)
+	bundles, readErrs, err := readBundles(o.Bundles, clusters, o.Install.Verify)
 	if err != nil {
 		return inputError(err)
 	}

@@ -44,6 +44,7 @@ Examples:
 			&cli.BoolFlag{Name: "mtls", Usage: "also run a mutual-TLS handshake between workloads of every pair of bundles"},
 			&cli.StringFlag{Name: "min-remaining", Value: "720h", Usage: "warn when an intermediate has less life left"},
 			&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
+			allowRootKeyFlag(),
 			outputFlag(),
 		},
 		Action: action(func(c *cli.Context) error {
@@ -69,7 +70,12 @@ func parseVerify(c *cli.Context) (*verifyOptions, error) {
 		return nil, err
 	}
 	return &verifyOptions{Dirs: c.Args().Slice(), MTLS: c.Bool("mtls"), Strict: c.Bool("strict"),
-		Check: ca.VerifyOptions{MinRemaining: minRem}, Output: out}, nil
+		Check: ca.VerifyOptions{MinRemaining: minRem, AllowRootKey: c.Bool("allow-root-key")}, Output: out}, nil
+}
+
+// allowRootKeyFlag accepts a bundle whose signing CA is the mesh's root itself.
+func allowRootKeyFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "allow-root-key", Usage: "accept a bundle whose ca-cert.pem is the mesh's root itself (its key, the root key, then sits in the cluster)"}
 }
 
 type bundleVerdict struct {
