@@ -101,7 +101,11 @@ func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
 	if c.Bool("allow-new-root") && !c.Bool("force") {
 		return nil, inputError(errors.New("--allow-new-root only makes sense with --force"))
 	}
-	p := ca.IntermediateProfile("", c.String("org"))
+	org, err := parseOrg(c)
+	if err != nil {
+		return nil, err
+	}
+	p := ca.IntermediateProfile("", org)
 	p.TTL, p.KeyType = ttl, kt
 	return &bootstrapOptions{
 		Root: root, Clusters: cl, Profile: p, Format: format, Out: c.String("out"), Output: out,

@@ -383,3 +383,61 @@ func TestRootKeyInBundle(t *testing.T) {
 	}
 	mustRun(t, "verify", "--allow-root-key", corpusBundle("root-as-intermediate"))
 }
+
+// TestOddNamesAndSettings: names that differ only in case, an empty --org, an
+// over-long line in --clusters-from and thousands of existing bundles give one
+// clear line and exit 2; loose permissions on the root key or output folder warn.
+func TestOddNamesAndSettings(t *testing.T) {
+	dir := t.TempDir()
+	root := corpusRoot("ok-ecdsa")
+	long := filepath.Join(dir, "long.txt")
+	os.WriteFile(long, []byte("east\n# fine\n"+strings.Repeat("x", 100000)+"\n"), 0o600)
+	many := filepath.Join(dir, "many")
+	var names []string
+	for i := range 10000 {
+		n := fmt.Sprintf("cluster-%05d", i)
+		names = append(names, n)
+		if err := os.MkdirAll(filepath.Join(many, n), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := filepath.Join(dir, "many.txt")
+	os.WriteFile(list, []byte(strings.Join(names, "\n")), 0o600)
+	o := filepath.Join(dir, "o")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"case", []string{"intermediate", "create", "--root-dir", root, "--cluster", "East", "--cluster", "east", "--out", o}, `"East" and "east" differ only in case`},
+		{"empty org", []string{"intermediate", "create", "--root-dir", root, "--cluster", "a", "--org", "", "--out", o}, "--org must not be empty"},
+		{"empty root org", []string{"root", "create", "--org", "", "--out", o}, "--org must not be empty"},
+		{"long line", []string{"intermediate", "create", "--root-dir", root, "--clusters-from", long, "--out", o}, long + ":3: a line of 100000 bytes is no cluster name"},
+		{"10000 exist", []string{"intermediate", "create", "--root-dir", root, "--clusters-from", list, "--out", many}, "cluster-00009 and 9990 more (pass --force"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errs := meshpki(t, tc.args...)
+			if code != exitUsage || !strings.Contains(errs, tc.want) || out != "" {
+				t.Errorf("exit %d (want 2), stdout %q, stderr %.300q (want %q)", code, out, errs, tc.want)
+			}
+			if len(errs) > 1000 {
+				t.Errorf("stderr is %d bytes: summarise", len(errs))
+			}
+			if exists(o) {
+				t.Error("output written")
+			}
+		})
+	}
+	// Loose permissions: warned about, the run goes on.
+	loose := rootWith(t, func(d string) { os.Chmod(filepath.Join(d, "root-key.pem"), 0o644) })
+	open := filepath.Join(dir, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	code, _, errs := meshpki(t, "intermediate", "create", "--root-dir", loose, "--cluster", "a", "--out", open)
+	if code != 0 || !strings.Contains(errs, "root key can be read or written by others than its owner: chmod 600") || !strings.Contains(errs, "mode=0644") {
+		t.Errorf("loose root key: exit %d, stderr %q", code, errs)
+	}
+	if !strings.Contains(errs, "output folder is writable by others") || !strings.Contains(errs, "mode=0777") {
+		t.Errorf("0777 output folder: stderr %q", errs)
+	}
+}

@@ -113,15 +113,18 @@ func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error)
 	if len(clusters) == 0 {
 		return nil, inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
 	}
-	seen := map[string]bool{}
+	seen := map[string]string{} // lower case -> as given
 	for _, n := range clusters {
 		if err := ca.ValidateClusterName(n); err != nil {
 			return nil, inputError(fmt.Errorf("--cluster: %w", err))
 		}
-		if seen[n] {
+		switch prev, dup := seen[strings.ToLower(n)]; {
+		case dup && prev == n:
 			return nil, inputError(fmt.Errorf("--cluster: %q given twice", n))
+		case dup:
+			return nil, inputError(fmt.Errorf("--cluster: %q and %q differ only in case: their bundle folders would be one on a case-insensitive file system (macOS, Windows)", prev, n))
 		}
-		seen[n] = true
+		seen[strings.ToLower(n)] = n
 	}
 	kt, err := parseKeyTypeFlag(c)
 	if err != nil {
@@ -153,9 +156,13 @@ func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error)
 		}
 		uris = append(uris, u)
 	}
+	org, err := parseOrg(c)
+	if err != nil {
+		return nil, err
+	}
 	profiles := make([]ca.Profile, len(clusters))
 	for i, name := range clusters {
-		p := ca.IntermediateProfile(name, c.String("org"))
+		p := ca.IntermediateProfile(name, org)
 		p.Subject.CommonName = c.String("common-name")
 		if c.IsSet("san") {
 			p.DNSNames = c.StringSlice("san")
@@ -243,6 +250,14 @@ func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err err
 	return lock.Unlock, nil
 }
 
+// summarizeNames lists names, or the first max of them and how many more there are.
+func summarizeNames(names []string, max int) string {
+	if len(names) <= max {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
+}
+
 type mintResult struct {
 	Cluster  string    `json:"cluster"`
 	Dir      string    `json:"dir"`
@@ -268,7 +283,7 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 		}
 	}
 	if len(exists) > 0 {
-		return inputError(fmt.Errorf("bundle folder already exists in %s for %s (pass --force to replace; the old one is kept as a backup)", o.Out, strings.Join(exists, ", ")))
+		return inputError(fmt.Errorf("bundle folder already exists in %s for %s (pass --force to replace; the old one is kept as a backup)", o.Out, summarizeNames(exists, 10)))
 	}
 	iss, err := o.Root.issuer(c.Context, e)
 	if err != nil {

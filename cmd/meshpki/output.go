@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,6 +110,16 @@ func parseFormatFlag(c *cli.Context) (ca.Format, error) {
 		return "", inputError(fmt.Errorf("--format: %w", err))
 	}
 	return f, nil
+}
+
+// parseOrg reads --org, the subject's O= of roots and intermediates alike: one rule
+// for all, it must not be empty (an empty O= and a silent "Istio" were both seen).
+func parseOrg(c *cli.Context) (string, error) {
+	org := c.String("org")
+	if strings.TrimSpace(org) == "" {
+		return "", inputError(errors.New("--org must not be empty: it is the subject's O= (the default is Istio)"))
+	}
+	return org, nil
 }
 
 // parseDuration reads a duration flag: Go durations plus a "d" suffix for days.

@@ -101,8 +101,12 @@ func parseRootCreate(c *cli.Context) (*rootCreateOptions, error) {
 	if c.String("common-name") == "" {
 		return nil, inputError(errors.New("--common-name must not be empty"))
 	}
-	p := ca.DefaultRootProfile(c.String("org"))
-	p.Subject = pkix.Name{CommonName: c.String("common-name"), Organization: []string{c.String("org")}}
+	org, err := parseOrg(c)
+	if err != nil {
+		return nil, err
+	}
+	p := ca.DefaultRootProfile(org)
+	p.Subject = pkix.Name{CommonName: c.String("common-name"), Organization: []string{org}}
 	p.KeyType, p.TTL = kt, ttl
 	vt, err := parseRootVault(c)
 	if err != nil {

@@ -142,6 +142,11 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 	if err != nil {
 		return nil, inputError(err)
 	}
+	keyFile := filepath.Join(s.Dir, ca.RootKeyFile)
+	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+		// As ssh does for its keys, but a warning: the key was already readable.
+		e.log.Warn("the root key can be read or written by others than its owner: chmod 600 it", "file", keyFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
 	e.log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
 	return ca.NewLocalIssuer(root), nil
 }

@@ -159,7 +159,11 @@ func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
 			return nil, inputError(fmt.Errorf("--metrics-file: %w", err))
 		}
 	}
-	p := ca.IntermediateProfile("", c.String("org"))
+	org, err := parseOrg(c)
+	if err != nil {
+		return nil, err
+	}
+	p := ca.IntermediateProfile("", org)
 	p.TTL, p.KeyType, p.AllowShortTTL = ttl, kt, c.Bool("allow-short-ttl")
 	holder, err := lockHolder()
 	if err != nil {

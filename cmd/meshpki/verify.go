@@ -35,7 +35,9 @@ self-signed roots, validity, key strength (errors), pathlen and remaining life
 With --mtls each bundle also signs a throwaway workload certificate (SPIFFE URI, as
 istiod would) and every pair of bundles runs a mutual-TLS handshake over loopback.
 
-Exit status: 0 when every bundle passes, 1 when any fails, 2 on bad usage.
+Exit status: 0 when every bundle passes, 1 when any fails a check (an invalid
+file in a bundle included), 2 on bad usage or a folder or file that cannot be read
+(missing, a FIFO or device, over 4 MiB).
 
 Examples:
    meshpki verify bundles/east bundles/west
