@@ -1,12 +1,17 @@
 # meshpki — see README.md. `make test` is the one command that runs every test.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X main.version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# Times recorded in release archives, SBOMs and the image: the commit's, so they reproduce.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+LDFLAGS  := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+DIST     := $(GO) run ./internal/dist/cmd/meshpki-dist
+STAMP    := -version $(VERSION) -commit $(COMMIT) -date $(SOURCE_DATE_EPOCH)
 # Test servers (real Vault, real kube-apiserver + etcd, real istiod) are built from tools/ and
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz clean
+.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz release image clean
 
 all: build
 
@@ -63,5 +68,15 @@ demo-mesh: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 60s -fuzzminimizetime 20x ./ca/
 
+# Static binaries for linux and darwin on amd64 and arm64, a tar.gz per platform,
+# a CycloneDX SBOM per binary and a SHA-256 checksums file, in dist/release.
+release:
+	$(DIST) release $(STAMP) -out dist/release
+
+# The container image, built with no daemon and no base image (docs: README, Install):
+# an OCI layout (linux/amd64 + linux/arm64) and a `docker load` tarball per platform, in dist/image.
+image:
+	$(DIST) image $(STAMP) -out dist/image
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -8,27 +8,84 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// version is set by the Makefile: -ldflags "-X main.version=...".
-var version = ""
+// version and commit are set at build time by the Makefile (make build, make
+// release, make image): -ldflags "-X main.version=... -X main.commit=...".
+var (
+	version = ""
+	commit  = ""
+)
+
+// versionInfo is what `meshpki version` reports.
+type versionInfo struct {
+	Version string `json:"version"`
+	// Commit is the git commit built, or "unknown" (e.g. go install ...@v1.2.3,
+	// which records no VCS information).
+	Commit string `json:"commit"`
+	// CommitTime is the commit's time (RFC 3339) when the build recorded it.
+	CommitTime string `json:"commitTime,omitempty"`
+	// Modified is true when the binary was built from a work tree with changes.
+	Modified bool   `json:"modified,omitempty"`
+	Go       string `json:"go"`
+	OS       string `json:"os"`
+	Arch     string `json:"arch"`
+}
+
+// buildVersion reads the version stamped by the linker, falling back to what the
+// Go toolchain recorded in the binary (module version, VCS settings).
+func buildVersion() versionInfo {
+	vi := versionInfo{Version: version, Commit: commit, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+	bi, ok := debug.ReadBuildInfo()
+	if vi.Version == "" {
+		vi.Version = "(devel)"
+		if ok && bi.Main.Version != "" {
+			vi.Version = bi.Main.Version
+		}
+	}
+	if ok {
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if vi.Commit == "" {
+					vi.Commit = s.Value
+				}
+			case "vcs.time":
+				vi.CommitTime = s.Value
+			case "vcs.modified":
+				vi.Modified = s.Value == "true"
+			}
+		}
+	}
+	if vi.Commit == "" {
+		vi.Commit = "unknown"
+	}
+	return vi
+}
 
 func versionCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "version",
-		Usage: "print meshpki's version",
+		Usage: "print meshpki's version, commit, Go version and platform",
 		Description: `Examples:
-   meshpki version`,
+   meshpki version
+   meshpki version -o json`,
+		Flags: []cli.Flag{outputFlag()},
 		Action: action(func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
 				return err
 			}
-			v := version
-			if v == "" {
-				v = "(devel)"
-				if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-					v = bi.Main.Version
-				}
+			format, err := outputFormat(c)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(e.stdout, "meshpki %s %s %s/%s\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			vi := buildVersion()
+			if format == "json" {
+				return writeJSON(e.stdout, vi)
+			}
+			dirty := ""
+			if vi.Modified {
+				dirty = ", modified"
+			}
+			fmt.Fprintf(e.stdout, "meshpki %s (commit %s%s) %s %s/%s\n", vi.Version, vi.Commit, dirty, vi.Go, vi.OS, vi.Arch)
 			return nil
 		}),
 	}
