@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,10 +171,13 @@ type statusJSON struct {
 
 func istiodStates(t *testing.T, kc string, args ...string) map[string]*k8s.IstiodStatus {
 	t.Helper()
-	_, out, _ := rrRun(t, append([]string{"status", "--kubeconfig", kc, "--all-contexts", "-o", "json"}, args...)...)
+	if !slices.Contains(args, "--context") {
+		args = append(args, "--all-contexts")
+	}
+	_, out, errOut := rrRun(t, append([]string{"status", "--kubeconfig", kc, "-o", "json"}, args...)...)
 	var st statusJSON
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status json: %v\n%s", err, out)
+		t.Fatalf("status json: %v\n%s\n%s", err, out, errOut)
 	}
 	m := map[string]*k8s.IstiodStatus{}
 	for _, c := range st.Clusters {
