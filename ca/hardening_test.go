@@ -3,6 +3,10 @@ package ca
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,4 +108,89 @@ func TestVerifyWarnsOnDuplicates(t *testing.T) {
 	if !found {
 		t.Errorf("no duplicate warning: %v", rep.Problems)
 	}
+}
+
+// mixedMesh is a mesh in the middle of a root rotation, with odd members: bundles
+// under root A trusting A, under B trusting B, under A and under B trusting A+B (in
+// either order), and one whose intermediate allows serverAuth only (so its
+// workloads can serve but not be clients).
+func mixedMesh(t testing.TB) []*Bundle {
+	a := newRoot(t, DefaultRootProfile("A"))
+	b := newRoot(t, DefaultRootProfile("B"))
+	la, lb := NewLocalIssuer(a), NewLocalIssuer(b)
+	var out []*Bundle
+	add := func(bu *Bundle, roots ...*x509.Certificate) {
+		bu.Roots = roots
+		out = append(out, bu)
+	}
+	add(mint(t, la, IntermediateProfile("a1", "")), a.Cert)
+	add(mint(t, la, IntermediateProfile("a2", "")), a.Cert)
+	add(mint(t, lb, IntermediateProfile("b1", "")), b.Cert)
+	add(mint(t, la, IntermediateProfile("ra", "")), a.Cert, b.Cert)
+	add(mint(t, lb, IntermediateProfile("rb", "")), a.Cert, b.Cert)
+	add(mint(t, lb, IntermediateProfile("rb2", "")), b.Cert, a.Cert)
+	// serverAuth-only intermediate under A, signed by hand.
+	key, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := NewSerial()
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "server-only"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.Cert, key.Public(), a.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, _ := x509.ParseCertificate(der)
+	add(&Bundle{Cert: sc, Key: key, Chain: []*x509.Certificate{sc, a.Cert}}, a.Cert)
+	return out
+}
+
+// TestMeshMTLSSameVerdictsAsAllPairs: the per-class check gives, for every ordered
+// pair of a mixed mesh, the verdict a real handshake between that pair gives.
+func TestMeshMTLSSameVerdictsAsAllPairs(t *testing.T) {
+	ctx := context.Background()
+	var ws []*Workload
+	for i, b := range mixedMesh(t) {
+		w, err := b.IssueWorkload(SPIFFEID("cluster.local", "default", fmt.Sprint("w", i)), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	m, err := CheckMeshMTLS(ctx, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, pairs, okPairs, failPairs := len(ws), 0, 0, 0
+	for i := range ws {
+		for j := range ws {
+			if i == j {
+				continue
+			}
+			real := Handshake(ctx, ws[i], ws[j])
+			got := m.Verdict(i, j)
+			if (real == nil) != (got == nil) {
+				t.Errorf("server %d, client %d: handshake says %v, class check says %v", i, j, real, got)
+			}
+			if real == nil {
+				okPairs++
+			} else {
+				failPairs++
+			}
+		}
+	}
+	for _, r := range m.Results {
+		pairs += r.Pairs
+	}
+	if pairs != n*(n-1) {
+		t.Errorf("results stand for %d pairs, want %d", pairs, n*(n-1))
+	}
+	if okPairs == 0 || failPairs == 0 {
+		t.Errorf("the mesh should mix accepted and refused pairs: %d ok, %d failed", okPairs, failPairs)
+	}
+	if len(m.Results) >= n*(n-1) {
+		t.Errorf("%d real handshakes for %d workloads: no fewer than all pairs", len(m.Results), n)
+	}
+	t.Logf("%d workloads, %d classes, %d handshakes for %d pairs (%d ok)", n, len(m.Classes), len(m.Results), pairs, okPairs)
 }

@@ -21,6 +21,8 @@ type Workload struct {
 	ID    *url.URL
 	Cert  tls.Certificate
 	Roots *x509.CertPool
+
+	rootSet string // the roots' fingerprints, for CheckMeshMTLS's trust sets
 }
 
 // SPIFFEID is the identity istiod gives a service account.
@@ -64,7 +66,7 @@ func (b *Bundle) IssueWorkload(id *url.URL, ttl time.Duration) (*Workload, error
 	for _, r := range b.Roots {
 		roots.AddCert(r)
 	}
-	return &Workload{ID: id, Cert: tls.Certificate{Certificate: chain, PrivateKey: key}, Roots: roots}, nil
+	return &Workload{ID: id, Cert: tls.Certificate{Certificate: chain, PrivateKey: key}, Roots: roots, rootSet: rootSetKey(b.Roots)}, nil
 }
 
 // verifyPeer checks a peer's chain against roots, as Envoy does with Istio's

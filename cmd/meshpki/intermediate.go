@@ -190,8 +190,9 @@ func readClusterList(name string) ([]string, error) {
 	return parseClusterList(name, data)
 }
 
-// maxClusterLine is the longest line of a cluster list worth quoting in an error.
-const maxClusterLine = 256
+// maxClusterLine is the longest cluster name (a Kubernetes label value); a longer
+// line is reported by its length, never quoted.
+const maxClusterLine = 63
 
 // parseClusterList reads one cluster name per line of data (from file name, for
 // errors); blank lines and # comments are skipped.
