@@ -441,3 +441,38 @@ func TestOddNamesAndSettings(t *testing.T) {
 		t.Errorf("0777 output folder: stderr %q", errs)
 	}
 }
+
+// TestSigtermDuringMinting: SIGTERM in the middle of a long run stops it: clusters
+// not started are named as failed, exit 1, and no temporary folder is left.
+func TestSigtermDuringMinting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the CLI in its own process")
+	}
+	work := t.TempDir()
+	out := filepath.Join(work, "bundles")
+	args := []string{"intermediate", "create", "--root-dir", corpusRoot("ok-ecdsa"), "--out", out, "--concurrency", "1", "--key-type", "rsa-3072"}
+	for i := range 30 {
+		args = append(args, "--cluster", fmt.Sprintf("c%d", i))
+	}
+	p := startCLI(t, work, args...)
+	for {
+		if staged, _ := filepath.Glob(filepath.Join(out, ".c*.tmp-*")); len(staged) > 0 {
+			break
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("finished before the signal: %s", p.err.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != exitFailed {
+		t.Errorf("exit %d, want 1; stderr:\n%s", code, p.err.String())
+	}
+	if !strings.Contains(p.err.String(), "stopping") || !strings.Contains(p.out.String(), "FAILED  c29: cluster c29: not started: interrupted by terminated") {
+		t.Errorf("stdout:\n%s\nstderr:\n%s", p.out.String(), p.err.String())
+	}
+	if left, _ := filepath.Glob(filepath.Join(out, ".*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
