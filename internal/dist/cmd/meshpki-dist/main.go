@@ -2,6 +2,7 @@
 // the Makefile runs it (make release, make image).
 //
 //	meshpki-dist release -version V -commit C [-date UNIX] [-out dist/release] [-platform linux/amd64 ...]
+//	meshpki-dist image   -version V -commit C [-date UNIX] [-out dist/image] [-platform linux/amd64 ...] [-repo meshpki]
 package main
 
 import (
@@ -18,6 +19,9 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/meshpki/meshpki/internal/dist/image"
 	"github.com/meshpki/meshpki/internal/dist/release"
 )
 
@@ -65,6 +69,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "release":
 		return runRelease(ctx, args[1:], stdout)
+	case "image":
+		return runImage(ctx, args[1:], stdout)
 	default:
 		return fmt.Errorf("unknown command %q (want release or image)", args[0])
 	}
@@ -112,4 +118,101 @@ func runRelease(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "release %s (%s) in %s\n", s.Version, strings.TrimSpace(s.Commit), *out)
 	return nil
+}
+
+func runImage(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("image", flag.ContinueOnError)
+	stamp := stampFlags(fs)
+	out := fs.String("out", "dist/image", "folder to write")
+	mod := fs.String("C", ".", "meshpki's module folder")
+	repo := fs.String("repo", "meshpki", "repository name in the docker tarballs (docker load tags the image REPO:VERSION)")
+	source := fs.String("source", image.DefaultSource, "org.opencontainers.image.source label")
+	var platforms platformsFlag
+	fs.Var(&platforms, "platform", "linux/ARCH to build (repeatable; default linux/amd64 and linux/arm64)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	s, err := stamp()
+	if err != nil {
+		return err
+	}
+	tag, err := image.Tag(s.Version)
+	if err != nil {
+		return err
+	}
+	if len(platforms) == 0 {
+		platforms = platformsFlag{{OS: "linux", Arch: "amd64"}, {OS: "linux", Arch: "arm64"}}
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(*out, ".build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	opts := image.Options{Stamp: s, Source: *source}
+	var imgs []v1.Image
+	for _, p := range platforms {
+		if p.OS != "linux" {
+			return fmt.Errorf("-platform %s: the image is for linux only", p)
+		}
+		bin := filepath.Join(work, p.OS+"-"+p.Arch, "meshpki")
+		if err := release.BuildBinary(ctx, release.BuildOptions{ModuleDir: *mod}, s, p, bin); err != nil {
+			return err
+		}
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			return err
+		}
+		img, err := image.Build(opts, p, data)
+		if err != nil {
+			return fmt.Errorf("image for %s: %w", p, err)
+		}
+		imgs = append(imgs, img)
+		tarPath := filepath.Join(*out, release.Name(s, p)+".docker.tar")
+		if err := image.WriteDockerTar(tarPath, *repo, tag, img); err != nil {
+			return err
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return err
+		}
+		size, err := imageSize(img)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%-12s %s  %5.1f MB compressed  %s\n", p, d, float64(size)/1e6, tarPath)
+	}
+	idx, err := image.Index(opts, platforms, imgs)
+	if err != nil {
+		return err
+	}
+	layoutDir := filepath.Join(*out, "oci")
+	if err := image.WriteLayout(layoutDir, idx, tag); err != nil {
+		return err
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%-12s %s  OCI layout %s (tag %s)\n", "index", d, layoutDir, tag)
+	return nil
+}
+
+// imageSize is the size of an image's compressed layers.
+func imageSize(img v1.Image) (int64, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, l := range layers {
+		s, err := l.Size()
+		if err != nil {
+			return 0, err
+		}
+		n += s
+	}
+	return n, nil
 }
