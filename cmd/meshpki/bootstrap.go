@@ -170,7 +170,11 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 	prog := newProgress(e, "bootstrap", 1)
 	res, err := k8s.Install(ctx, cl, files, o.Install)
 	if err == nil && dir != "" && !o.Install.DryRun {
-		_, err = ca.WriteDir(dir, files, ca.WriteOptions{})
+		var unlock func()
+		if unlock, err = prepareOut(ctx, e, o.Out); err == nil {
+			_, err = ca.WriteDir(dir, files, ca.WriteOptions{})
+			unlock()
+		}
 		if err != nil {
 			err = fmt.Errorf("cluster %s: cacerts installed, but writing the bundle to %s failed: %w", cl.Name, dir, err)
 		}
