@@ -11,7 +11,7 @@ STAMP    := -version $(VERSION) -commit $(COMMIT) -date $(SOURCE_DATE_EPOCH)
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz release image clean
+.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-openssl demo demo-mesh fuzz release image manifests clean
 
 all: build
 
@@ -77,6 +77,10 @@ release:
 # an OCI layout (linux/amd64 + linux/arm64) and a `docker load` tarball per platform, in dist/image.
 image:
 	$(DIST) image $(STAMP) -out dist/image
+
+# deploy/cronjob.yaml, generated from the Helm chart deploy/chart/meshpki.
+manifests:
+	$(DIST) manifests
 
 clean:
 	rm -rf bin dist

@@ -2,6 +2,7 @@
 // the Makefile runs it (make release, make image).
 //
 //	meshpki-dist release -version V -commit C [-date UNIX] [-out dist/release] [-platform linux/amd64 ...]
+//	meshpki-dist manifests [-C .]   (deploy/cronjob.yaml from the Helm chart)
 //	meshpki-dist image   -version V -commit C [-date UNIX] [-out dist/image] [-platform linux/amd64 ...] [-repo meshpki]
 package main
 
@@ -21,6 +22,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/meshpki/meshpki/internal/dist/chart"
 	"github.com/meshpki/meshpki/internal/dist/image"
 	"github.com/meshpki/meshpki/internal/dist/release"
 )
@@ -64,15 +66,17 @@ func stampFlags(fs *flag.FlagSet) func() (release.Stamp, error) {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: meshpki-dist release|image [flags]")
+		return errors.New("usage: meshpki-dist release|image|manifests [flags]")
 	}
 	switch args[0] {
 	case "release":
 		return runRelease(ctx, args[1:], stdout)
 	case "image":
 		return runImage(ctx, args[1:], stdout)
+	case "manifests":
+		return runManifests(args[1:], stdout)
 	default:
-		return fmt.Errorf("unknown command %q (want release or image)", args[0])
+		return fmt.Errorf("unknown command %q (want release, image or manifests)", args[0])
 	}
 }
 
@@ -215,4 +219,22 @@ func imageSize(img v1.Image) (int64, error) {
 		n += s
 	}
 	return n, nil
+}
+
+func runManifests(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("manifests", flag.ContinueOnError)
+	mod := fs.String("C", ".", "meshpki's module folder")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	text, err := chart.Plain(*mod)
+	if err != nil {
+		return err
+	}
+	out := filepath.Join(*mod, chart.PlainOut)
+	if err := os.WriteFile(out, []byte(text), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s from %s\n", out, chart.Dir)
+	return nil
 }
