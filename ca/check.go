@@ -16,11 +16,11 @@ import (
 
 // Errors of a root istiod would refuse every intermediate under.
 var (
-	ErrRootEKU          = errors.New("excludes serverAuth, which istiod's chain check requires of every certificate in the chain")
-	ErrCriticalExt      = errors.New("unhandled critical extension")
-	ErrNameConstraints  = errors.New("root's name constraints exclude the intermediate's SANs")
-	ErrInsecureSigAlg   = errors.New("an insecure algorithm that crypto/x509, and so istiod, rejects")
-	ErrUnsupportedKeyAl = errors.New("keys are not supported (want ECDSA or RSA)")
+	ErrRootEKU                 = errors.New("excludes serverAuth, which istiod's chain check requires of every certificate in the chain")
+	ErrCriticalExt             = errors.New("unhandled critical extension")
+	ErrNameConstraints         = errors.New("root's name constraints exclude the intermediate's SANs")
+	ErrInsecureSigAlg          = errors.New("an insecure algorithm that crypto/x509, and so istiod, rejects")
+	ErrUnsupportedKeyAlgorithm = errors.New("keys are not supported (want ECDSA or RSA)")
 )
 
 // checkEKU is crypto/x509's rule with Go's default options, which istiod uses: a

@@ -169,7 +169,7 @@ func CheckRootCert(cert *x509.Certificate, now time.Time) error {
 		return ErrPathLenZero
 	}
 	if cert.PublicKeyAlgorithm == x509.DSA {
-		return fmt.Errorf("DSA %w", ErrUnsupportedKeyAl)
+		return fmt.Errorf("DSA %w", ErrUnsupportedKeyAlgorithm)
 	}
 	if err := checkEKU(cert); err != nil {
 		return err
