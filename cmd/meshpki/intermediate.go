@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -221,8 +222,20 @@ func parseClusterList(name string, data []byte) ([]string, error) {
 // one, and removes the temporary folders an interrupted run left there (each may
 // hold a working intermediate CA key), saying so on stderr.
 func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
+	_, statErr := os.Stat(out)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		return nil, failed(err)
+	}
+	// A run that fails before writing a bundle leaves nothing behind: the folder it
+	// made goes again if it is still empty when the lock is released.
+	release := func(l *ca.DirLock) func() {
+		return func() {
+			l.Unlock()
+			if created {
+				_ = os.Remove(out) // fails, as it should, unless empty
+			}
+		}
 	}
 	if st, err := os.Stat(out); err == nil && st.Mode().Perm()&0o022 != 0 {
 		e.log.Warn("the output folder is writable by others, who could swap a cluster's bundle: chmod 700 it",
@@ -232,11 +245,14 @@ func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err err
 		e.log.Info("another meshpki run is writing into the output folder: waiting for it", "dir", out)
 	})
 	if err != nil {
+		if created {
+			_ = os.Remove(out)
+		}
 		return nil, failed(err)
 	}
 	removed, err := ca.RemoveOrphans(out)
 	if err != nil {
-		lock.Unlock()
+		release(lock)()
 		return nil, failed(fmt.Errorf("remove temporary folders of an interrupted run in %s: %w", out, err))
 	}
 	if len(removed) > 0 {
@@ -248,7 +264,7 @@ func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err err
 				"dir", out, "count", len(removed), "folders", strings.Join(removed, " "))
 		}
 	}
-	return lock.Unlock, nil
+	return release(lock), nil
 }
 
 // summarizeNames lists names, or the first max of them and how many more there are.

@@ -215,8 +215,9 @@ func TestVaultFailuresWriteNothing(t *testing.T) {
 			msg: []string{`may not "update" pki/root/sign-intermediate`, `path "pki/root/sign-intermediate" { capabilities = ["update"] }`}},
 		{name: "403 when signing", token: noDefault, args: []string{"--vault-pki", "pki", "--ttl", "1h"}, code: 1,
 			msg: []string{`denied "update" on pki/root/sign-intermediate (HTTP 403)`}},
-		{name: "root near expiry", token: v.Token, args: []string{"--vault-pki", "pki"}, code: 1,
-			msg: []string{"root expires before the requested not-after", "Vault issuer default in pki expires"}},
+		// Found before any key is made: bad input, exit 2.
+		{name: "root near expiry", token: v.Token, args: []string{"--vault-pki", "pki"}, code: 2,
+			msg: []string{"root expires before the requested not-after", "cannot sign these intermediates"}},
 		{name: "no such mount", token: v.Token, args: []string{"--vault-pki", "pki2", "--ttl", "1h"}, code: 2, msg: []string{"no PKI secrets engine at pki2/"}},
 		{name: "no such issuer", token: v.Token, args: []string{"--vault-pki", "pki", "--vault-issuer", "x", "--ttl", "1h"}, code: 2, msg: []string{`has no issuer "x"`}},
 		{name: "no such KV secret", token: v.Token, args: []string{"--vault-kv", "secret/nope"}, code: 2, msg: []string{"no secret at secret/nope"}},

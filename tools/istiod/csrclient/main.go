@@ -23,8 +23,8 @@ import (
 type staticToken string
 
 func (t staticToken) GetPlatformCredential() (string, error) { return string(t), nil }
-func (t staticToken) GetIdentityProvider() string           { return "" }
-func (t staticToken) Stop()                                 {}
+func (t staticToken) GetIdentityProvider() string            { return "" }
+func (t staticToken) Stop()                                  {}
 
 func main() {
 	addr := flag.String("addr", "", "istiod CA address (secure gRPC port)")
