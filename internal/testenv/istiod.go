@@ -77,14 +77,7 @@ const (
 // MESHPKI_REQUIRE_SERVERS=1).
 func IstiodBin(t testing.TB) string {
 	t.Helper()
-	bin := os.Getenv(EnvIstiodBin)
-	if bin == "" {
-		if os.Getenv(k8sRequire) == "1" {
-			t.Fatalf("%s is not set and %s=1: build istiod with tools/build.sh istiod", EnvIstiodBin, k8sRequire)
-		}
-		t.Skipf("%s not set: skipping a test that needs real istiod (tools/build.sh istiod prints the folder)", EnvIstiodBin)
-	}
-	return bin
+	return binFromEnv(t, EnvIstiodBin, "istiod", "real istiod")
 }
 
 // IstiodOptions tunes an istiod.

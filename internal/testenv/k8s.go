@@ -310,13 +310,7 @@ func NewK8sPool(names ...string) *K8sPool { return &K8sPool{names: names} }
 // K8S_TESTENV_BIN it skips the test, or fails it when MESHPKI_REQUIRE_SERVERS=1.
 func (p *K8sPool) Get(t testing.TB) *K8s {
 	t.Helper()
-	bin := os.Getenv(EnvK8sBin)
-	if bin == "" {
-		if os.Getenv(k8sRequire) == "1" {
-			t.Fatalf("%s is not set and %s=1: build the clusters' binaries with tools/build.sh k8s-testenv", EnvK8sBin, k8sRequire)
-		}
-		t.Skipf("%s not set: skipping a test that needs real kube-apiservers (tools/build.sh k8s-testenv prints the folder)", EnvK8sBin)
-	}
+	bin := binFromEnv(t, EnvK8sBin, "k8s-testenv", "real kube-apiservers")
 	p.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -468,4 +462,19 @@ func k8sServingCert() (certPEM, keyPEM []byte, err error) {
 		return nil, nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}
+
+// binFromEnv returns the test server folder in environment variable name, built by
+// tools/build.sh tool. Unset, it skips the test (what names what it needs), or fails
+// it when MESHPKI_REQUIRE_SERVERS=1.
+func binFromEnv(t testing.TB, name, tool, what string) string {
+	t.Helper()
+	bin := os.Getenv(name)
+	if bin == "" {
+		if os.Getenv(k8sRequire) == "1" {
+			t.Fatalf("%s is not set and %s=1: build it with tools/build.sh %s", name, k8sRequire, tool)
+		}
+		t.Skipf("%s not set: skipping a test that needs %s (tools/build.sh %s prints the folder)", name, what, tool)
+	}
+	return bin
 }
