@@ -13,6 +13,7 @@ package metrics
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -240,10 +241,22 @@ func Format(series map[string]*Series) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// lockWait bounds how long Update waits for another run's update of the same folder.
+const lockWait = time.Minute
+
 // Update reads the file at path (if any), merges this run's outcomes at now and
 // writes it back atomically, readable by all (0644). A file that cannot be parsed
 // is replaced; the returned note says so, and its counters start again from zero.
+// The read, merge and write happen holding a lock on path's folder (ca.LockDir), so
+// two runs updating one file at once never lose each other's increments.
 func Update(path string, now time.Time, runs []Run) (note string, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), lockWait)
+	defer cancel()
+	lock, err := ca.LockDir(ctx, filepath.Dir(path), nil)
+	if err != nil {
+		return "", fmt.Errorf("metrics file %s: %w", path, err)
+	}
+	defer lock.Unlock()
 	prev, err := Read(path)
 	if err != nil {
 		var pe *fs.PathError

@@ -123,3 +123,29 @@ func TestCheckPath(t *testing.T) {
 		t.Errorf("a folder: %v", err)
 	}
 }
+
+// TestConcurrentUpdatesLoseNothing: runs updating one metrics file at once (two
+// rotate runs from different cron jobs) each count their failure.
+func TestConcurrentUpdatesLoseNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshpki.prom")
+	const n = 24
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := Update(path, time.Now(), []Run{{Cluster: "east", OK: false}})
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s["east"].Failures; got != n {
+		t.Fatalf("failures_total = %v after %d concurrent failed runs", got, n)
+	}
+}
