@@ -174,11 +174,9 @@ current-context: c
 	if err := applyCRDs(ctx, c, filepath.Join(i.bin, "crd-all.gen.yaml")); err != nil {
 		return err
 	}
-	for _, ns := range []string{IstioNamespace} {
-		_, err := i.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
-		}
+	_, err := i.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: IstioNamespace}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
 	}
 	labels := map[string]string{"app": "istiod"}
 	dep := &appsv1.Deployment{
