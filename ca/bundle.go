@@ -114,6 +114,10 @@ func DetectFormat(files map[string][]byte) (Format, error) {
 	return "", fmt.Errorf("neither %s nor %s found (have %v)", CACertFile, TLSCertFile, names)
 }
 
+// RootsFileName is the file that holds the trusted roots in format f: root-cert.pem,
+// or ca.crt in the tls layout.
+func RootsFileName(f Format) string { return layoutOf(f).roots }
+
 // layout maps a format to its file names.
 type layout struct{ cert, key, chain, roots string }
 

@@ -158,7 +158,7 @@ func IstiodTakesRootsChange(rel IstioRelease, multiRoot bool, loaded, next []byt
 	if rel.atLeast(31) {
 		a, errA := ParseCertificatesPEM(loaded)
 		b, errB := ParseCertificatesPEM(next)
-		if errA == nil && errB == nil && (subsetOf(a, b) || subsetOf(b, a)) {
+		if errA == nil && errB == nil && (SubsetOf(a, b) || SubsetOf(b, a)) {
 			return RootsChangeVerdict{Accepted: true, Reason: "roots extended or trimmed"}
 		}
 		return RootsChangeVerdict{Reason: "neither roots file holds every certificate of the other: istiod logs \"Updating new ROOT-CA not supported\""}
@@ -169,8 +169,8 @@ func IstiodTakesRootsChange(rel IstioRelease, multiRoot bool, loaded, next []byt
 	return RootsChangeVerdict{Reason: fmt.Sprintf("neither roots file contains the other byte for byte, which Istio %s requires (bytes.Contains): istiod logs \"Updating new ROOT-CA not supported\"", rel)}
 }
 
-// subsetOf reports whether every certificate of a is in b.
-func subsetOf(a, b []*x509.Certificate) bool {
+// SubsetOf reports whether every certificate of a is in b.
+func SubsetOf(a, b []*x509.Certificate) bool {
 	for _, c := range a {
 		if !containsCertificate(b, c) {
 			return false
@@ -179,7 +179,17 @@ func subsetOf(a, b []*x509.Certificate) bool {
 	return true
 }
 
+// Overlap reports whether a and b share a certificate.
+func Overlap(a, b []*x509.Certificate) bool {
+	for _, c := range a {
+		if containsCertificate(b, c) {
+			return true
+		}
+	}
+	return false
+}
+
 // SameCertificates reports whether a and b hold the same certificates, as sets.
 func SameCertificates(a, b []*x509.Certificate) bool {
-	return subsetOf(a, b) && subsetOf(b, a)
+	return SubsetOf(a, b) && SubsetOf(b, a)
 }

@@ -82,18 +82,35 @@ func readPublishedRoots(ctx context.Context, cl *Cluster, ns string) (data []byt
 // just now; nil when there is none). Errors reading the ConfigMaps become
 // IstiodUnknown, not an error: istiod's state is a finding.
 func ReadIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secret, now time.Time, grace time.Duration) *IstiodStatus {
-	published, found, err := readPublishedRoots(ctx, cl, ns)
-	if err != nil {
+	published, found, selfSigned, err := readIstiodCA(ctx, cl, ns)
+	if err != nil && !found { // no trust bundle read; a refused istio-ca-secret only hides "self-signed"
 		return &IstiodStatus{State: IstiodUnknown, Reason: err.Error()}
 	}
-	var selfSigned []byte
-	if found {
-		s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
-		if err == nil {
-			selfSigned = s.Data[ca.CACertFile]
-		}
-	}
 	return JudgeIstiod(secret, published, found, selfSigned, now, grace)
+}
+
+// readIstiodCA reads what tells which CA istiod uses in namespace ns: the trust bundle it
+// publishes (found false when none) and the certificate of its own self-signed CA (nil
+// when there is none). err is the first read that failed; what was read before it is
+// returned with it.
+func readIstiodCA(ctx context.Context, cl *Cluster, ns string) (published []byte, found bool, selfSigned []byte, err error) {
+	published, found, err = readPublishedRoots(ctx, cl, ns)
+	if err != nil || !found {
+		return nil, false, nil, err
+	}
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return published, true, nil, nil
+	case err != nil:
+		return published, true, nil, apiError(cl.Name, "get", "secrets", ns, err)
+	}
+	return published, true, s.Data[ca.CACertFile], nil
+}
+
+// onOwnCA reports whether the published roots hold the root of istiod's own CA.
+func onOwnCA(pub, ownCA []*x509.Certificate) bool {
+	return len(ownCA) > 0 && len(pub) > 0 && ca.SubsetOf(ownCA, pub)
 }
 
 // JudgeIstiod is ReadIstiod's decision, pure: secret is cacerts (nil when missing),
@@ -113,7 +130,6 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 		st.PublishedRoots = append(st.PublishedRoots, ca.Fingerprint(c))
 	}
 	ownCA, _ := ca.ParseCertificatesPEM(selfSigned)
-	onOwnCA := len(ownCA) > 0 && len(pub) > 0 && containsAll(pub, ownCA)
 	if secret == nil {
 		st.State = IstiodSelfSigned
 		st.Reason = "no cacerts: istiod signs with its own self-signed CA"
@@ -121,10 +137,7 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 	}
 	files := SecretFiles(secret)
 	f, _ := ca.DetectFormat(files)
-	name := ca.RootCertFile
-	if f == ca.FormatTLS {
-		name = ca.TLSCAFile
-	}
+	name := ca.RootsFileName(f)
 	want, err := ca.ParseCertificatesPEM(files[name])
 	if err != nil {
 		st.State, st.Reason = IstiodUnknown, fmt.Sprintf("cacerts %s does not parse: %v", name, err)
@@ -137,7 +150,7 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 		st.State = IstiodLoaded
 		return st
 	}
-	if onOwnCA {
+	if onOwnCA(pub, ownCA) {
 		st.State = IstiodSelfSigned
 		st.Reason = "istiod signs with its own self-signed CA (Secret " + SelfSignedSecret + "): it started before cacerts existed and does not switch on its own; restart it (install or rotate --restart-istiod, or kubectl rollout restart deployment/istiod)"
 		return st
@@ -150,7 +163,7 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 	}
 	st.State = IstiodRefused
 	st.Reason = refusalReason(published, files[name])
-	if len(ownCA) == 0 && !overlaps(pub, want) {
+	if len(ownCA) == 0 && !ca.Overlap(pub, want) {
 		st.Reason += " (or istiod still signs with its own self-signed CA, started before cacerts existed: " + SelfSignedSecret + " could not be read to tell)"
 	}
 	return st
@@ -182,39 +195,14 @@ func lastChange(s *corev1.Secret) time.Time {
 	return t
 }
 
-func containsAll(set, certs []*x509.Certificate) bool {
-	for _, c := range certs {
-		if !containsCert(set, c) {
-			return false
-		}
-	}
-	return true
-}
-
 // istiodOnOwnCA reports whether istiod in namespace ns publishes the root of its own
 // self-signed CA (Secret istio-ca-secret) as its trust bundle.
 func istiodOnOwnCA(ctx context.Context, cl *Cluster, ns string) (bool, error) {
-	published, found, err := readPublishedRoots(ctx, cl, ns)
+	published, found, selfSigned, err := readIstiodCA(ctx, cl, ns)
 	if err != nil || !found {
 		return false, err
 	}
-	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, apiError(cl.Name, "get", "secrets", ns, err)
-	}
 	pub, _ := ca.ParseCertificatesPEM(published)
-	own, _ := ca.ParseCertificatesPEM(s.Data[ca.CACertFile])
-	return len(own) > 0 && len(pub) > 0 && containsAll(pub, own), nil
-}
-
-func overlaps(a, b []*x509.Certificate) bool {
-	for _, c := range a {
-		if containsCert(b, c) {
-			return true
-		}
-	}
-	return false
+	own, _ := ca.ParseCertificatesPEM(selfSigned)
+	return onOwnCA(pub, own), nil
 }

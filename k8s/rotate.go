@@ -491,11 +491,7 @@ func rootOf(b *ca.Bundle) string {
 // installedRoots parses the roots file of an installed bundle, ignoring what does
 // not parse.
 func installedRoots(files map[string][]byte, f ca.Format) []*x509.Certificate {
-	name := ca.RootCertFile
-	if f == ca.FormatTLS {
-		name = ca.TLSCAFile
-	}
-	certs, _ := ca.ParseCertificatesPEM(files[name])
+	certs, _ := ca.ParseCertificatesPEM(files[ca.RootsFileName(f)])
 	return certs
 }
 

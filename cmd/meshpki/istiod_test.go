@@ -115,20 +115,6 @@ func toWorkload(t *testing.T, wc *testenv.WorkloadCert, roots []byte) *ca.Worklo
 	return &ca.Workload{ID: id, Cert: tls.Certificate{Certificate: der, PrivateKey: key, Leaf: wc.Chain[0]}, Roots: pool}
 }
 
-// withRoots is w trusting roots instead (a proxy that got a newer trust bundle).
-func withRoots(t *testing.T, w workload, i *testenv.Istiod) workload {
-	t.Helper()
-	roots, err := i.PublishedRoots(waitCtx(t), testenv.IstioNamespace)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(roots)
-	c := *w.w
-	c.Roots = pool
-	return workload{cluster: w.cluster, w: &c, chain: w.chain}
-}
-
 // mustHandshake runs mutual TLS both ways between every pair of ws from different
 // clusters.
 func mustHandshake(t *testing.T, what string, ws ...workload) {

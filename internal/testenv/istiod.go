@@ -21,7 +21,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -43,10 +42,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshpki/meshpki/ca"
 )
 
 // EnvIstiodBin names the folder of the istiod test binaries.
@@ -530,8 +530,8 @@ func (i *Istiod) WaitPublished(ctx context.Context, want []*x509.Certificate) er
 	for {
 		b, err := i.PublishedRoots(ctx, IstioNamespace)
 		if err == nil {
-			got = parseCerts(b)
-			if sameCerts(got, want) {
+			got, _ = ca.ParseCertificatesPEM(b)
+			if ca.SameCertificates(got, want) {
 				return nil
 			}
 		}
@@ -591,49 +591,10 @@ func (i *Istiod) SignWorkload(ctx context.Context) (*WorkloadCert, error) {
 	if w.ChainPEM, err = os.ReadFile(p("chain.pem")); err != nil {
 		return nil, err
 	}
-	if w.Chain = parseCerts(w.ChainPEM); len(w.Chain) < 2 {
+	if w.Chain, _ = ca.ParseCertificatesPEM(w.ChainPEM); len(w.Chain) < 2 {
 		return nil, fmt.Errorf("cluster %s: istiod returned %d certificates", i.Cluster.Name, len(w.Chain))
 	}
 	return w, nil
 }
 
-// PatchDeployment sets a pod template annotation on Deployment istiod (as kubectl
-// rollout restart does), for tests that restart istiod by hand.
-func (i *Istiod) PatchDeployment(ctx context.Context, key, value string) error {
-	patch := fmt.Appendf(nil, `{"spec":{"template":{"metadata":{"annotations":{%q:%q}}}}}`, key, value)
-	_, err := i.client.AppsV1().Deployments(IstioNamespace).Patch(ctx, "istiod", types.StrategicMergePatchType, patch, metav1.PatchOptions{})
-	return err
-}
-
 func ptr[T any](v T) *T { return &v }
-
-func parseCerts(b []byte) []*x509.Certificate {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return out
-		}
-		if c, err := x509.ParseCertificate(blk.Bytes); err == nil && blk.Type == "CERTIFICATE" {
-			out = append(out, c)
-		}
-	}
-}
-
-func sameCerts(a, b []*x509.Certificate) bool {
-	in := func(c *x509.Certificate, set []*x509.Certificate) bool {
-		return slices.ContainsFunc(set, c.Equal)
-	}
-	for _, c := range a {
-		if !in(c, b) {
-			return false
-		}
-	}
-	for _, c := range b {
-		if !in(c, a) {
-			return false
-		}
-	}
-	return true
-}
