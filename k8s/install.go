@@ -71,6 +71,12 @@ type InstallOptions struct {
 	Verify ca.VerifyOptions
 	// Now stamps backups and restarts; nil means time.Now.
 	Now func() time.Time
+	// Lock, when set, is the per-cluster Lease (the one Rotate takes) held while
+	// cacerts is written, so that an install and a rotation never interleave. It is
+	// taken only when cacerts is to change; in a dry run its holder is only read.
+	// Namespace defaults to the install's. Rotate and RotateRoot hold the Lease
+	// themselves and call Install without one.
+	Lock *LeaseOptions
 
 	// beforeWrite, for tests, runs after the read and before the create or update.
 	beforeWrite func(ctx context.Context, attempt int) error
@@ -117,8 +123,11 @@ type InstallResult struct {
 	IstiodRestarted []string `json:"istiodRestarted,omitempty"`
 	// IstiodSelfSigned: istiod was found signing with its own self-signed CA, so it
 	// takes cacerts only once restarted.
-	IstiodSelfSigned bool     `json:"istiodSelfSigned,omitempty"`
-	Warnings         []string `json:"warnings,omitempty"`
+	IstiodSelfSigned bool `json:"istiodSelfSigned,omitempty"`
+	// LockedBy is the holder of the Lease that kept this install out (or, in a dry
+	// run, that holds it now).
+	LockedBy string   `json:"lockedBy,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Install installs files (a bundle as ca.ReadDir or ca.Bundle.Files return it) as
@@ -135,6 +144,8 @@ type InstallResult struct {
 //     another writer got there first, Install reads again and decides again;
 //   - old backups beyond KeepBackups are deleted.
 //
+// With opts.Lock, the writes happen under the cluster's Lease (see AcquireLease).
+//
 // The result is returned even with an error, as far as Install got. Errors name the
 // cluster; RBAC refusals are *ForbiddenError.
 func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts InstallOptions) (*InstallResult, error) {
@@ -150,6 +161,14 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
 	in := &installer{cl: cl, opts: opts, ns: ns, res: res, desired: desired, now: opts.now()}
+	if opts.Lock != nil {
+		lctx, release, err := in.lock(ctx)
+		if err != nil {
+			return res, err
+		}
+		defer release()
+		ctx = lctx
+	}
 	err = retry.OnError(retry.DefaultRetry, func(err error) bool {
 		return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 	}, func() error {
@@ -160,7 +179,7 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			err = fmt.Errorf("cluster %s: gave up after %d attempts, cacerts in namespace %s keeps changing under us: %w", cl.Name, res.Attempts, ns, err)
 		}
-		return res, err
+		return res, leaseCause(ctx, err)
 	}
 	if res.Backup != "" && !opts.DryRun && opts.KeepBackups >= 0 {
 		keep := opts.KeepBackups
@@ -206,6 +225,56 @@ type installer struct {
 	res     *InstallResult
 	desired *corev1.Secret
 	now     time.Time
+	// lockWarnings are the Lease's warnings, kept across attempts.
+	lockWarnings []string
+}
+
+// lock takes opts.Lock for the install, unless cacerts already holds the bundle
+// (nothing will be written) or this is a dry run (the holder is only reported). It
+// returns the context to write under and the release to defer.
+func (in *installer) lock(ctx context.Context) (context.Context, func(), error) {
+	noop := func() {}
+	lock := *in.opts.Lock
+	if lock.Namespace == "" {
+		lock.Namespace = in.ns
+	}
+	if in.opts.DryRun {
+		holder, until, err := LeaseHolder(ctx, in.cl, lock)
+		switch {
+		case err != nil:
+			in.lockWarnings = append(in.lockWarnings, fmt.Sprintf("could not read the lock: %v", err))
+		case holder != "":
+			in.res.LockedBy = holder
+			in.lockWarnings = append(in.lockWarnings, fmt.Sprintf("locked by %s until %s: a run now would wait for it", holder, until.UTC().Format(time.RFC3339)))
+		}
+		return ctx, noop, nil
+	}
+	cur, err := in.cl.Client.CoreV1().Secrets(in.ns).Get(ctx, SecretName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, nil, apiError(in.cl.Name, "get", "secrets", in.ns, err)
+	case !in.opts.CreateOnly && len(ChangedFiles(SecretFiles(cur), keepRootsFiles(SecretFiles(cur), in.desired.Data))) == 0:
+		return ctx, noop, nil // unchanged: nothing to lock for
+	}
+	lease, err := AcquireLease(ctx, in.cl, lock)
+	if err != nil {
+		var le *LockedError
+		if errors.As(err, &le) {
+			in.res.LockedBy = le.Holder
+		}
+		return nil, nil, err
+	}
+	if lease.TookOver != "" {
+		in.lockWarnings = append(in.lockWarnings, fmt.Sprintf("took over the lock that %s let expire", lease.TookOver))
+	}
+	return lease.Context(), func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := lease.Release(rctx); err != nil {
+			in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("releasing the lock: %v (it expires on its own)", err))
+		}
+	}, nil
 }
 
 func (in *installer) dryRun() []string {
@@ -220,7 +289,7 @@ func (in *installer) dryRun() []string {
 func (in *installer) attempt(ctx context.Context) error {
 	secrets := in.cl.Client.CoreV1().Secrets(in.ns)
 	res := in.res
-	res.Warnings = nil
+	res.Warnings = slices.Clone(in.lockWarnings)
 	cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		res.Before, res.ChangedFiles, res.Backup = nil, nil, ""

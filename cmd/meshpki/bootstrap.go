@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,6 +35,7 @@ func bootstrapCommand(e *env) *cli.Command {
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod afterwards (needed when istiod already runs with its self-signed CA)"},
 		&cli.BoolFlag{Name: "force", Usage: "replace an existing cacerts (backed up first; its roots must match unless --allow-new-root)"},
 		&cli.BoolFlag{Name: "allow-new-root", Usage: "with --force: replace a cacerts that trusts other roots"},
+		lockWaitFlag(""),
 		outputFlag(),
 	)
 	return &cli.Command{
@@ -44,7 +44,9 @@ func bootstrapCommand(e *env) *cli.Command {
 		Description: `Mints a new intermediate CA for the cluster of --context from the root (as
 intermediate create does, named after the context or --cluster CTX=NAME) and
 installs it as Secret cacerts (as install does). It is meant for a new cluster: it
-refuses a cluster that already has cacerts unless --force.
+refuses a cluster that already has cacerts unless --force, and finds that out before
+anything is minted. The cluster is locked meanwhile (the Lease ` + k8s.LeaseName + `
+that install and rotate take; another run's lock is waited for up to --lock-wait).
 
 Install cacerts before installing Istio, or pass --restart-istiod: istiod only
 switches from its self-signed CA to cacerts when it restarts.
@@ -107,6 +109,10 @@ func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
 	}
 	p := ca.IntermediateProfile("", org)
 	p.TTL, p.KeyType = ttl, kt
+	lock, err := parseLock(c)
+	if err != nil {
+		return nil, err
+	}
 	return &bootstrapOptions{
 		Root: root, Clusters: cl, Profile: p, Format: format, Out: c.String("out"), Output: out,
 		Install: k8s.InstallOptions{
@@ -115,6 +121,7 @@ func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
 			CreateOnly:    !c.Bool("force"),
 			AllowNewRoot:  c.Bool("allow-new-root"),
 			RestartIstiod: c.Bool("restart-istiod"),
+			Lock:          lock,
 		},
 	}, nil
 }
@@ -158,17 +165,11 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 			return inputError(fmt.Errorf("--out: %w", err))
 		}
 	}
-	b, err := ca.Mint(ctx, iss, p)
-	if err != nil {
-		return failed(err)
-	}
-	files, err := b.Files(o.Format)
-	if err != nil {
-		return failed(err)
-	}
-	e.log.Debug("minted", "cluster", cl.Name, "serial", fmt.Sprintf("%x", b.Cert.SerialNumber), "notAfter", b.Cert.NotAfter.UTC().Format(time.RFC3339))
 	prog := newProgress(e, "bootstrap", 1)
-	res, err := k8s.Install(ctx, cl, files, o.Install)
+	res, files, err := k8s.Bootstrap(ctx, cl, k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.Format, Install: o.Install})
+	if err == nil && res.After != nil {
+		e.log.Debug("minted", "cluster", cl.Name, "serial", res.After.Serial, "notAfter", res.After.NotAfter)
+	}
 	if err == nil && dir != "" && !o.Install.DryRun {
 		var unlock func()
 		if unlock, err = prepareOut(ctx, e, o.Out); err == nil {

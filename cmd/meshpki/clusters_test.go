@@ -10,7 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshpki/meshpki/internal/testenv"
+	"github.com/meshpki/meshpki/k8s"
 )
 
 // k8sRun runs meshpki with args and returns its exit code, stdout and stderr. It
@@ -177,6 +182,31 @@ func TestClusterCommands(t *testing.T) {
 		want := fmt.Sprintf(`forbidden: user %q cannot get secrets in namespace %s of cluster east (grant it meshpki's Role: deploy/rbac.yaml)`, testenv.LimitedUser, ns)
 		if code != 1 || !strings.Contains(out, want) || !strings.Contains(errOut, want) {
 			t.Fatalf("exit %d, want 1 and %q\nstdout:\n%s\nstderr:\n%s", code, want, out, errOut)
+		}
+	})
+
+	t.Run("install needs the Roles deploy/rbac.yaml names for it", func(t *testing.T) {
+		ns := newNS()
+		c := env.Clusters[0]
+		admin, err := k8s.NewCluster(c.Name, c.RESTConfig(c.AdminToken), k8s.ClusterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		applyRoles(t, admin, ns, "meshpki-install")
+		code, out, _ := k8sRun(t, "install", "--kubeconfig", env.LimitedKubeconfig, "--context", "east", "--bundles", bundles, "--namespace", ns)
+		if code != 1 || !strings.Contains(out, "leases in namespace "+ns) {
+			t.Fatalf("install without the lock's Role: exit %d\n%s", code, out)
+		}
+		applyRoles(t, admin, ns, "meshpki-rotate")
+		out = k8sMustRun(t, "install", "--kubeconfig", env.LimitedKubeconfig, "--context", "east", "--bundles", bundles, "--namespace", ns)
+		if !strings.Contains(out, "east  created") {
+			t.Fatalf("install with meshpki-install and meshpki-rotate:\n%s", out)
+		}
+		if _, err := admin.Client.CoordinationV1().Leases(ns).Get(context.Background(), k8s.LeaseName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("the install's Lease is still there: %v", err)
 		}
 	})
 

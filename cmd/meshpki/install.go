@@ -33,6 +33,7 @@ func installCommand(e *env) *cli.Command {
 		allowRootKeyFlag(),
 		&cli.BoolFlag{Name: "allow-new-root", Usage: "install a bundle whose roots differ from those installed (a root change breaks cross-cluster mTLS: prefer a root rotation)"},
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all (and needs no list/delete permission)"},
+		lockWaitFlag(""),
 		outputFlag(),
 	)
 	return &cli.Command{
@@ -45,6 +46,9 @@ Secret cacerts in the namespace (istio-system), clusters in parallel:
     must trust the same roots;
   - the namespace is created if it is missing;
   - an identical cacerts is left alone ("unchanged": nothing is written);
+  - a cacerts to be written is locked first: the Lease ` + k8s.LeaseName + ` that
+    rotate and root rotate take too, so that they never interleave (another run's
+    lock is waited for up to --lock-wait);
   - a bundle whose roots differ from the installed cacerts' roots is refused unless
     --allow-new-root;
   - the installed cacerts is first copied to cacerts-backup-<UTC time> (the newest
@@ -97,6 +101,10 @@ func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
 	case keep == 0:
 		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
 	}
+	lock, err := parseLock(c)
+	if err != nil {
+		return nil, err
+	}
 	st, err := os.Stat(c.String("bundles"))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -117,6 +125,7 @@ func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
 			RestartIstiod: c.Bool("restart-istiod"),
 			KeepBackups:   keep,
 			Verify:        ca.VerifyOptions{AllowRootKey: c.Bool("allow-root-key")},
+			Lock:          lock,
 		},
 		Output: out,
 	}, nil

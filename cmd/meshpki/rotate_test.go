@@ -744,8 +744,11 @@ func applyRoles(t *testing.T, cl *k8s.Cluster, ns string, names ...string) {
 	if found != 2*len(names) {
 		t.Fatalf("deploy/rbac.yaml: found %d Roles and RoleBindings named %v", found, names)
 	}
-	// RBAC is read through an informer: wait until the last rule applies.
+	// RBAC is read through an informer: wait until a rule of the last Role applies.
 	ra := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "delete", Group: "coordination.k8s.io", Resource: "leases", Name: k8s.LeaseName}
+	if names[len(names)-1] != "meshpki-rotate" {
+		ra = &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "update", Resource: "secrets", Name: k8s.SecretName}
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		sar, err := cl.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{

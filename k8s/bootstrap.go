@@ -1,0 +1,100 @@
+package k8s
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// BootstrapOptions controls Bootstrap.
+type BootstrapOptions struct {
+	// Issuer signs the cluster's intermediate.
+	Issuer ca.Issuer
+	// Profile is the intermediate's profile; its Cluster and L= are the cluster's
+	// name.
+	Profile ca.Profile
+	// Format picks the Secret's keys.
+	Format ca.Format
+	// Install controls the install. With Install.CreateOnly, a cluster that has
+	// cacerts already is refused (ErrSecretExists) before anything is minted. With
+	// Install.Lock, the cluster's Lease is held from before that check until the
+	// install is done.
+	Install InstallOptions
+}
+
+// Bootstrap mints an intermediate CA for cluster cl and installs it as cacerts. It
+// checks what it can before it mints (an Issuer backed by Vault PKI records every
+// certificate it signs): the Lease is taken, and with CreateOnly, cacerts must not
+// exist. It returns the bundle's files (key included, for the caller to keep) with
+// the install's result.
+func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*InstallResult, map[string][]byte, error) {
+	in := opts.Install
+	ns := in.namespace()
+	res := &InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: in.DryRun}
+	if opts.Issuer == nil {
+		return res, nil, fmt.Errorf("cluster %s: bootstrap: no issuer given", cl.Name)
+	}
+	if in.Lock != nil && !in.DryRun {
+		lock := *in.Lock
+		if lock.Namespace == "" {
+			lock.Namespace = ns
+		}
+		lease, err := AcquireLease(ctx, cl, lock)
+		if err != nil {
+			var le *LockedError
+			if errors.As(err, &le) {
+				res.LockedBy = le.Holder
+			}
+			return res, nil, err
+		}
+		var tookOver string
+		if lease.TookOver != "" {
+			tookOver = fmt.Sprintf("took over the lock that %s let expire", lease.TookOver)
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if tookOver != "" {
+				res.Warnings = append(res.Warnings, tookOver)
+			}
+			if err := lease.Release(rctx); err != nil {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("releasing the lock: %v (it expires on its own)", err))
+			}
+		}()
+		ctx = lease.Context()
+		in.Lock = nil // held here
+	}
+	if in.CreateOnly {
+		_, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			return res, nil, fmt.Errorf("cluster %s: %w in namespace %s", cl.Name, ErrSecretExists, ns)
+		case !apierrors.IsNotFound(err):
+			return res, nil, leaseCause(ctx, apiError(cl.Name, "get", "secrets", ns, err))
+		}
+	}
+	p := opts.Profile
+	p.Cluster = cl.Name
+	p.Subject.Locality = []string{cl.Name}
+	b, err := ca.Mint(ctx, opts.Issuer, p)
+	if err != nil {
+		return res, nil, leaseCause(ctx, fmt.Errorf("cluster %s: %w", cl.Name, err))
+	}
+	files, err := b.Files(opts.Format)
+	if err != nil {
+		return res, nil, fmt.Errorf("cluster %s: %w", cl.Name, err)
+	}
+	ires, err := Install(ctx, cl, files, in)
+	if ires != nil {
+		ires.LockedBy = res.LockedBy
+		ires.Warnings = append(res.Warnings, ires.Warnings...)
+		res = ires
+	}
+	return res, files, err
+}

@@ -1,0 +1,120 @@
+package k8s
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"maps"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// An install that would write waits for (or gives up on) the Lease another run
+// holds, and writes nothing meanwhile; one that would change nothing needs no lock;
+// a dry run says who holds it.
+func TestInstallTakesTheRotateLease(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	cl := clusters[1]
+	_, oldFiles := mint(t, nil, cl.Name)
+	mustInstall(t, cl, oldFiles, InstallOptions{Namespace: ns})
+	rv := getSecret(t, cl, ns, SecretName).ResourceVersion
+	_, newFiles := mint(t, nil, cl.Name)
+
+	other, err := AcquireLease(testContext(t), cl, LeaseOptions{Namespace: ns, Holder: "rotate-run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := &LeaseOptions{Holder: "install-" + t.Name(), Poll: 50 * time.Millisecond}
+	res, err := Install(testContext(t), cl, newFiles, InstallOptions{Namespace: ns, Lock: lock})
+	var le *LockedError
+	if !errors.As(err, &le) || res.LockedBy != "rotate-run" {
+		t.Fatalf("install while locked: %+v, %v", res, err)
+	}
+	if getSecret(t, cl, ns, SecretName).ResourceVersion != rv {
+		t.Fatal("cacerts written while another run held the lock")
+	}
+	if res := mustInstall(t, cl, oldFiles, InstallOptions{Namespace: ns, Lock: lock}); res.Action != ActionUnchanged {
+		t.Fatalf("unchanged install under a held lock: %+v", res)
+	}
+	if res := mustInstall(t, cl, newFiles, InstallOptions{Namespace: ns, Lock: lock, DryRun: true}); res.LockedBy != "rotate-run" || res.Action != ActionUpdated {
+		t.Fatalf("dry run: %+v", res)
+	}
+
+	// Waiting: the other run lets go after 300 ms.
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		if err := other.Release(context.Background()); err != nil {
+			t.Errorf("release: %v", err)
+		}
+	}()
+	wait := *lock
+	wait.Wait = 30 * time.Second
+	res = mustInstall(t, cl, newFiles, InstallOptions{Namespace: ns, Lock: &wait})
+	if res.Action != ActionUpdated || !maps.EqualFunc(getSecret(t, cl, ns, SecretName).Data, newFiles, bytes.Equal) {
+		t.Fatalf("install after the lock was released: %+v", res)
+	}
+	if _, ok := getLease(t, cl, ns); ok {
+		t.Fatal("install left its lease behind")
+	}
+}
+
+// countingIssuer counts the intermediates it is asked for.
+type countingIssuer struct {
+	ca.Issuer
+	n atomic.Int32
+}
+
+func (c *countingIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, p ca.Profile) (*ca.Issued, error) {
+	c.n.Add(1)
+	return c.Issuer.Issue(ctx, csr, p)
+}
+
+// Bootstrap finds an existing cacerts (or a held lock) before it asks the issuer
+// for anything, and otherwise mints and installs under the Lease.
+func TestBootstrapChecksBeforeMinting(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t) // does not exist yet
+	cl := clusters[0]
+	iss := &countingIssuer{Issuer: ca.NewLocalIssuer(sharedRoot(t))}
+	opts := BootstrapOptions{Issuer: iss, Profile: ca.IntermediateProfile("", "Istio"),
+		Install: InstallOptions{Namespace: ns, CreateOnly: true, Lock: &LeaseOptions{Holder: "bootstrap-" + t.Name()}}}
+
+	other, err := AcquireLease(testContext(t), cl, LeaseOptions{Namespace: ns, Holder: "rotate-run"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, _, err := Bootstrap(testContext(t), cl, opts)
+	var le *LockedError
+	if !errors.As(err, &le) || res.LockedBy != "rotate-run" || iss.n.Load() != 0 {
+		t.Fatalf("bootstrap while locked: %+v, %v, %d issued", res, err, iss.n.Load())
+	}
+	if err := other.Release(testContext(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	res, files, err := Bootstrap(testContext(t), cl, opts)
+	if err != nil || res.Action != ActionCreated || iss.n.Load() != 1 {
+		t.Fatalf("bootstrap: %+v, %v, %d issued", res, err, iss.n.Load())
+	}
+	if got := getSecret(t, cl, ns, SecretName).Data; !maps.EqualFunc(got, files, bytes.Equal) {
+		t.Fatal("cacerts is not the bundle Bootstrap returned")
+	}
+	b, rep, err := ca.ParseBundle(files, ca.VerifyOptions{})
+	if err != nil || b.Cert.Subject.Locality[0] != cl.Name || !rep.OK() {
+		t.Fatalf("bundle: %v %+v", err, rep)
+	}
+	if _, ok := getLease(t, cl, ns); ok {
+		t.Fatal("bootstrap left its lease behind")
+	}
+
+	_, _, err = Bootstrap(testContext(t), cl, opts)
+	if !errors.Is(err, ErrSecretExists) || iss.n.Load() != 1 || !strings.Contains(err.Error(), "cluster "+cl.Name) {
+		t.Fatalf("second bootstrap: %v, %d issued (want the refusal before minting)", err, iss.n.Load())
+	}
+}
