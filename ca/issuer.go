@@ -39,6 +39,10 @@ type Issued struct {
 // Vault PKI mount, so the root key never leaves Vault.
 type Issuer interface {
 	Issue(ctx context.Context, csr *x509.CertificateRequest, p Profile) (*Issued, error)
+	// Anchor is the certificate the issuer signs under: every intermediate it
+	// issues is signed by it and chains to it (the root itself, or the issuing CA
+	// of a Vault PKI mount). Callers must not modify it.
+	Anchor() *x509.Certificate
 }
 
 // LocalIssuer signs intermediates with a root held in memory, through cfssl's local

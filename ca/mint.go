@@ -19,9 +19,9 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if r, ok := iss.(interface{ RootCert() *x509.Certificate }); ok {
-		// Before the key: what the root cannot sign, or istiod would refuse.
-		if err := CheckProfile(r.RootCert(), p, time.Now()); err != nil {
+	if a := iss.Anchor(); a != nil {
+		// Before the key: what the anchor cannot sign, or istiod would refuse.
+		if err := CheckProfile(a, p, time.Now()); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
 		}
 	}

@@ -47,12 +47,10 @@ var ErrOtherRoot = errors.New("installed intermediate is signed by another root 
 type RotateOptions struct {
 	// Namespace holds cacerts; empty means DefaultNamespace.
 	Namespace string
-	// Issuer signs new intermediates.
+	// Issuer signs new intermediates. Its Anchor (the current root, or the Vault
+	// issuer that signs) is what an installed intermediate must chain to: one that
+	// does not is due (with AllowNewRoot) or refused with ErrOtherRoot.
 	Issuer ca.Issuer
-	// Anchor is the certificate new intermediates chain to: the current root, or
-	// the Vault issuer that signs them. An installed intermediate that does not
-	// chain to it is due (with AllowNewRoot) or refused with ErrOtherRoot.
-	Anchor *x509.Certificate
 	// Profile is the new intermediates' profile; Rotate sets Cluster and the
 	// subject's L= to the cluster's name.
 	Profile ca.Profile
@@ -106,10 +104,10 @@ func (o RotateOptions) renewBefore() ca.RenewBefore {
 // Validate checks the options that do not depend on a cluster.
 func (o RotateOptions) Validate() error {
 	switch {
-	case o.Anchor == nil:
-		return errors.New("rotate: no current root (Anchor) given")
-	case o.Issuer == nil && !o.DryRun:
-		return errors.New("rotate: no issuer given")
+	case o.Issuer == nil:
+		return errors.New("rotate: no issuer given (a dry run needs one too: its Anchor decides what is due)")
+	case o.Issuer.Anchor() == nil:
+		return errors.New("rotate: the issuer names no certificate it signs under (Anchor)")
 	case o.Lock.Holder == "" && !o.DryRun:
 		return errors.New("rotate: no lock holder identity given")
 	}
@@ -177,7 +175,7 @@ type decision struct {
 // Rotate renews the intermediate of cl when it is due:
 //
 //   - cacerts is read and judged: it is due when missing, failing istiod's checks,
-//     chaining to another root than opts.Anchor (only with AllowNewRoot; otherwise
+//     chaining to another root than opts.Issuer's Anchor (only with AllowNewRoot; otherwise
 //     Rotate fails with ErrOtherRoot), or with less life left than RenewBefore;
 //     Force makes every cluster due. A cluster that is not due gets no write at
 //     all, not even of the Lease.
@@ -359,7 +357,7 @@ func leaseCause(ctx context.Context, err error) error {
 
 func otherRootError(cluster string, d *decision, opts RotateOptions) error {
 	return fmt.Errorf("cluster %s: %w: %s (current root %s); rotating would change the roots its workloads trust, which breaks cross-cluster mTLS until every cluster moves: finish a root rotation, or allow it explicitly",
-		cluster, ErrOtherRoot, d.reason, ca.ShortFingerprint(ca.Fingerprint(opts.Anchor)))
+		cluster, ErrOtherRoot, d.reason, ca.ShortFingerprint(ca.Fingerprint(opts.Issuer.Anchor())))
 }
 
 // record copies a decision into the result.
@@ -403,12 +401,13 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	d.roots = installedRoots(files, d.format)
 	b, rep, err := ca.ParseBundle(files, ca.VerifyOptions{Now: now})
 	d.report = rep
-	anchorFP := ca.Fingerprint(opts.Anchor)
+	anchor := opts.Issuer.Anchor()
+	anchorFP := ca.Fingerprint(anchor)
 	if err != nil {
 		d.due = true
 		d.reason = "installed cacerts fails istiod's checks: " + err.Error()
 		// A root change can be told without a valid bundle when the anchor is a root.
-		if isSelfSigned(opts.Anchor) && len(rep.RootFingerprints) > 0 && !containsString(rep.RootFingerprints, anchorFP) {
+		if isSelfSigned(anchor) && len(rep.RootFingerprints) > 0 && !containsString(rep.RootFingerprints, anchorFP) {
 			d.otherRoot = true
 			d.reason += fmt.Sprintf("; it trusts roots %s", shortFingerprints(rep.RootFingerprints))
 		}
@@ -418,7 +417,7 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	d.left = b.Cert.NotAfter.Sub(now)
 	rb := opts.renewBefore()
 	d.renewAt = renewAt(b.Cert, rb)
-	if !chainsTo(b, opts.Anchor, now) {
+	if !chainsTo(b, anchor, now) {
 		d.due, d.otherRoot = true, true
 		d.reason = fmt.Sprintf("installed intermediate (serial %s) chains to root %s, not to the current root", rep.Serial, rootOf(b))
 		return d

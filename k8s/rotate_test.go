@@ -35,7 +35,7 @@ func rotateOpts(t testing.TB, ns string, root *ca.Root) RotateOptions {
 	if root == nil {
 		root = sharedRoot(t)
 	}
-	return RotateOptions{Namespace: ns, Issuer: ca.NewLocalIssuer(root), Anchor: root.Cert,
+	return RotateOptions{Namespace: ns, Issuer: ca.NewLocalIssuer(root),
 		Profile: ca.IntermediateProfile("", "Istio"), Lock: LeaseOptions{Holder: "test-" + t.Name()}}
 }
 

@@ -20,11 +20,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -33,6 +32,8 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/hashicorp/vault/api/auth/approle"
 	"github.com/hashicorp/vault/api/auth/kubernetes"
+
+	"github.com/meshpki/meshpki/ca"
 )
 
 // AuthMethod is how meshpki logs in to Vault.
@@ -318,14 +319,10 @@ func valueOrFile(what, value, file string) (string, error) {
 	return readSecretFile(what, file)
 }
 
-// readSecretFile reads a small credential file. Errors name the file, never its content.
+// readSecretFile reads a small credential file: a regular file, of bounded size.
+// Errors name the file, never its content.
 func readSecretFile(what, file string) (string, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", what, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	b, err := ca.ReadInputFile(file)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
@@ -334,6 +331,39 @@ func readSecretFile(what, file string) (string, error) {
 		return "", fmt.Errorf("%s: file %s is empty", what, file)
 	}
 	return s, nil
+}
+
+// ErrNoToken means FindToken found no token.
+var ErrNoToken = errors.New("no Vault token")
+
+// FindToken looks for a Vault token as the vault CLI does: in file when one is
+// given, else in the environment variable VAULT_TOKEN (read through getenv, so that
+// the caller decides what the environment is), else in home/.vault-token, where
+// `vault login` keeps it (home "" skips it). It returns the token and where it came
+// from: the file's name or "VAULT_TOKEN". Errors never hold the token.
+func FindToken(file string, getenv func(string) string, home string) (token, from string, err error) {
+	if file != "" {
+		b, err := ca.ReadInputFile(file)
+		if err != nil {
+			return "", "", err
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, file, nil
+		}
+		return "", "", fmt.Errorf("%s is empty", file)
+	}
+	if getenv != nil {
+		if t := strings.TrimSpace(getenv("VAULT_TOKEN")); t != "" {
+			return t, "VAULT_TOKEN", nil
+		}
+	}
+	if home != "" {
+		f := filepath.Join(home, ".vault-token")
+		if t, err := readSecretFile("Vault token", f); err == nil {
+			return t, f, nil
+		}
+	}
+	return "", "", ErrNoToken
 }
 
 // checkSealStatus reads sys/seal-status (no token needed): it proves Vault is

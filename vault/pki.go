@@ -89,8 +89,8 @@ func NewPKIIssuer(ctx context.Context, l Logical, mount, ref string) (*PKIIssuer
 // SignPath is the Vault path the issuer writes CSRs to.
 func (p *PKIIssuer) SignPath() string { return p.signPath }
 
-// IssuerCert is the certificate of the Vault issuer that signs.
-func (p *PKIIssuer) IssuerCert() *x509.Certificate { return p.issuerCert }
+// Anchor implements ca.Issuer: the certificate of the Vault issuer that signs.
+func (p *PKIIssuer) Anchor() *x509.Certificate { return p.issuerCert }
 
 // Issue implements ca.Issuer: it sends csr to the signing path with
 // use_csr_values=true (subject and SANs from the CSR), max_path_length, and the ttl,

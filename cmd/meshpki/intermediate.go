@@ -5,10 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net/url"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/vault"
 )
 
 func intermediateCommand(e *env) *cli.Command {
@@ -40,7 +38,7 @@ type intermediateCreateOptions struct {
 	Force       bool
 	Concurrency int
 	Output      string
-	Store       *bundleStore // --store-bundles; nil without it
+	Store       *bundleStoreFlags // --store-bundles; nil without it
 }
 
 func intermediateCreateCommand(e *env) *cli.Command {
@@ -217,163 +215,59 @@ func parseClusterList(name string, data []byte) ([]string, error) {
 	return out, nil
 }
 
-// prepareOut makes the folder bundle folders are written into (0700), warns if
-// others may write in it, locks it against other meshpki runs for the rest of this
-// one, and removes the temporary folders an interrupted run left there (each may
-// hold a working intermediate CA key), saying so on stderr.
+// prepareOut is ca.PrepareOutDir with the CLI's logger and exit code.
 func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
-	_, statErr := os.Stat(out)
-	created := errors.Is(statErr, fs.ErrNotExist)
-	if err := os.MkdirAll(out, 0o700); err != nil {
+	unlock, err = ca.PrepareOutDir(ctx, out, e.log)
+	if err != nil {
 		return nil, failed(err)
 	}
-	// A run that fails before writing a bundle leaves nothing behind: the folder it
-	// made goes again if it is still empty when the lock is released.
-	release := func(l *ca.DirLock) func() {
-		return func() {
-			l.Unlock()
-			if created {
-				_ = os.Remove(out) // fails, as it should, unless empty
-			}
-		}
-	}
-	if st, err := os.Stat(out); err == nil && st.Mode().Perm()&0o022 != 0 {
-		e.log.Warn("the output folder is writable by others, who could swap a cluster's bundle: chmod 700 it",
-			"dir", out, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
-	}
-	lock, err := ca.LockDir(ctx, out, func() {
-		e.log.Info("another meshpki run is writing into the output folder: waiting for it", "dir", out)
-	})
-	if err != nil {
-		if created {
-			_ = os.Remove(out)
-		}
-		return nil, failed(err)
-	}
-	removed, err := ca.RemoveOrphans(out)
-	if err != nil {
-		release(lock)()
-		return nil, failed(fmt.Errorf("remove temporary folders of an interrupted run in %s: %w", out, err))
-	}
-	if len(removed) > 0 {
-		if ca.SupportsDirLock() {
-			e.log.Warn("removed temporary folders an interrupted run left behind (each may have held an intermediate CA key)",
-				"dir", out, "count", len(removed), "folders", strings.Join(removed, " "))
-		} else {
-			e.log.Warn("temporary folders an interrupted run may have left behind (each may hold an intermediate CA key): remove them if no other meshpki run is writing here",
-				"dir", out, "count", len(removed), "folders", strings.Join(removed, " "))
-		}
-	}
-	return release(lock), nil
-}
-
-// summarizeNames lists names, or the first max of them and how many more there are.
-func summarizeNames(names []string, max int) string {
-	if len(names) <= max {
-		return strings.Join(names, ", ")
-	}
-	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
-}
-
-type mintResult struct {
-	Cluster  string    `json:"cluster"`
-	Dir      string    `json:"dir"`
-	Subject  string    `json:"subject,omitempty"`
-	Serial   string    `json:"serial,omitempty"`
-	NotAfter time.Time `json:"notAfter,omitzero"`
-	Backup   string    `json:"backup,omitempty"`
-	Error    string    `json:"error,omitempty"`
+	return unlock, nil
 }
 
 func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions) error {
-	// Pre-flight: refuse before minting anything if --out cannot be written or any
-	// bundle folder exists.
+	ctx := c.Context
+	// Pre-flight before Vault is even asked: --out must be writable.
 	if err := ca.CheckDirWritable(o.Out); err != nil {
 		return inputError(fmt.Errorf("--out: %w", err))
 	}
-	var exists []string
-	for _, p := range o.Profiles {
-		if err := ca.CheckWritable(filepath.Join(o.Out, p.Cluster), o.Force); errors.Is(err, ca.ErrExists) {
-			exists = append(exists, p.Cluster)
-		} else if err != nil {
-			return inputError(err)
-		}
-	}
-	if len(exists) > 0 {
-		return inputError(fmt.Errorf("bundle folder already exists in %s for %s (pass --force to replace; the old one is kept as a backup)", o.Out, summarizeNames(exists, 10)))
-	}
-	iss, err := o.Root.issuer(c.Context, e)
+	iss, err := o.Root.issuer(ctx, e)
 	if err != nil {
 		return err
 	}
-	if err := checkProfiles(iss, o.Profiles); err != nil {
+	store, err := o.Store.open(ctx, e)
+	if err != nil {
 		return err
 	}
-	if err := o.Store.preflight(c.Context, e, o.Profiles); err != nil {
-		return err
-	}
-	if c.Context.Err() == nil { // interrupted already: nothing starts, nothing is touched
-		unlock, err := prepareOut(c.Context, e, o.Out)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-	}
-	if strings.HasPrefix(string(o.Profiles[0].KeyType), "rsa") && len(o.Profiles) > 1 {
-		e.log.Info("generating RSA keys: this takes a while", "clusters", len(o.Profiles), "type", o.Profiles[0].KeyType)
-	}
-	start := time.Now()
 	prog := newProgress(e, "minted", len(o.Profiles))
-	results := make([]mintResult, len(o.Profiles))
-	for i, p := range o.Profiles {
-		// Named up front: a cluster never started (the run was interrupted) has no
-		// callback, and its failure must still say which cluster it is.
-		results[i].Cluster, results[i].Dir = p.Cluster, filepath.Join(o.Out, p.Cluster)
-	}
-	// Bundles are staged in temporary folders as they are minted, then made durable
-	// with one file-system sync and renamed into place together.
-	batch := ca.NewBatch(ca.WriteOptions{Force: o.Force, Now: time.Now()})
-	errs := ca.MintEach(c.Context, iss, o.Profiles, o.Concurrency, func(i int, b *ca.Bundle, err error) error {
-		p := o.Profiles[i]
-		dir := filepath.Join(o.Out, p.Cluster)
-		r := &results[i]
-		r.Cluster, r.Dir = p.Cluster, dir
-		if err == nil {
-			var files map[string][]byte
-			if files, err = b.Files(o.Format); err == nil {
-				if err = o.Store.store(c.Context, p.Cluster, files); err == nil {
-					err = batch.Stage(dir, files)
-				}
+	results, err := ca.MintDir(ctx, iss, o.Profiles, ca.MintDirOptions{
+		Out: o.Out, Format: o.Format, Force: o.Force, Concurrency: o.Concurrency, Store: store, Log: e.log,
+		Progress: func(r ca.MintDirResult) {
+			if r.Err != nil {
+				prog.item(r.Cluster, r.Err)
+				return
 			}
-		}
-		if err != nil {
-			prog.item(p.Cluster, err)
-			return err
-		}
-		r.Subject, r.Serial, r.NotAfter = b.Cert.Subject.String(), ca.FormatSerial(b.Cert), b.Cert.NotAfter.UTC()
-		prog.item(p.Cluster, nil, "dir", dir, "notAfter", r.NotAfter.Format(time.RFC3339))
-		return nil
+			prog.item(r.Cluster, nil, "dir", r.Dir, "notAfter", r.NotAfter.Format(time.RFC3339))
+		},
 	})
 	prog.finish()
-	minted := time.Now()
-	backups, commitErrs := batch.Commit()
-	e.log.Debug("bundles written", "clusters", len(o.Profiles), "mint", minted.Sub(start).Round(time.Millisecond), "sync+rename", time.Since(minted).Round(time.Millisecond))
-	for i := range results {
-		if err := commitErrs[results[i].Dir]; err != nil && errs[i] == nil {
-			errs[i] = err
+	var exists *ca.ExistsError
+	switch {
+	case errors.As(err, &exists):
+		return inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
+	case errors.Is(err, vault.ErrBundleStored):
+		return inputError(fmt.Errorf("--store-bundles: %w (pass --force to replace it; Vault keeps the old version)", err))
+	case errors.Is(err, ca.ErrNotStarted) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+		var ve *vault.Error
+		if errors.As(err, &ve) {
+			return vaultError(fmt.Errorf("--store-bundles: %w", err))
 		}
-		results[i].Backup = backups[results[i].Dir]
-	}
-	var nfail int
-	for i, err := range errs {
-		if err != nil {
-			nfail++
-			results[i].Error = err.Error()
+		if ctx.Err() == nil {
+			return inputError(err)
 		}
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, results); err != nil {
-			return err
+		if werr := writeJSON(e.stdout, results); werr != nil {
+			return werr
 		}
 	} else {
 		for _, r := range results {
@@ -388,14 +282,8 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 			fmt.Fprintln(e.stdout)
 		}
 	}
-	if nfail > 0 {
-		var ee *exitError
-		for _, err := range errs {
-			if errors.As(err, &ee) {
-				return err // an input error surfaced per cluster: keep its code
-			}
-		}
-		return failed(fmt.Errorf("%d of %d clusters failed", nfail, len(errs)))
+	if err != nil {
+		return failed(err)
 	}
 	return nil
 }

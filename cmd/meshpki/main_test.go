@@ -19,6 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rootsource"
 )
 
 // meshpki runs the CLI in-process and returns exit code, stdout and stderr.
@@ -351,13 +352,13 @@ func TestIntermediateCreateInterruptedNamesClusters(t *testing.T) {
 	c.Context = ctx
 	var out bytes.Buffer
 	e := &env{stdout: &out, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
-	o := &intermediateCreateOptions{Root: rootSource{Dir: root}, Out: filepath.Join(dir, "bundles"), Format: ca.FormatIstio,
+	o := &intermediateCreateOptions{Root: rootSource{Spec: rootsource.Spec{Dir: root}}, Out: filepath.Join(dir, "bundles"), Format: ca.FormatIstio,
 		Profiles:    []ca.Profile{ca.IntermediateProfile("east", "Istio"), ca.IntermediateProfile("west", "Istio")},
 		Concurrency: 1, Output: "json"}
 	if err := runIntermediateCreate(c, e, o); err == nil {
 		t.Fatal("interrupted run succeeded")
 	}
-	var res []mintResult
+	var res []ca.MintDirResult
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("%v:\n%s", err, out.String())
 	}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/k8s"
-	"github.com/meshpki/meshpki/vault"
 )
 
 // catNewRoot groups "root rotate"'s flags that say where the new root lives.
@@ -52,17 +51,11 @@ func openNewRoot(ctx context.Context, e *env, s rootSource) (ca.Issuer, *x509.Ce
 	if err != nil {
 		return nil, nil, err
 	}
-	var root *x509.Certificate
-	switch i := iss.(type) {
-	case *ca.LocalIssuer:
-		root = i.RootCert()
-	case *vault.PKIIssuer:
-		root = i.IssuerCert()
+	root := iss.Anchor()
+	if s.VaultPKI != "" {
 		if err := ca.CheckRootCert(root, time.Now()); err != nil {
 			return nil, nil, inputError(fmt.Errorf("--new-vault-pki %s: its issuer (%s) cannot be the new root: %w (name the root's own issuer with --new-vault-issuer)", s.VaultPKI, root.Subject, err))
 		}
-	default:
-		return nil, nil, fmt.Errorf("new root source: unexpected issuer %T", iss)
 	}
 	return iss, root, nil
 }
@@ -87,7 +80,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload cacerts by itself)"},
 		&cli.BoolFlag{Name: "ignore-istiod", Usage: "move on even where istiod has not published the roots of the last step (ConfigMap istio-ca-root-cert)"},
-		&cli.DurationFlag{Name: "lock-wait", Value: time.Minute, Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ", shared with rotate) that another run holds; 0 gives up at once, e.g. --lock-wait 5m"},
+		lockWaitFlag(""),
 		outputFlag(),
 	)
 	flags = append(flags, vaultConnFlags()...)
@@ -175,14 +168,10 @@ func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
 			IgnoreIstiod:  c.Bool("ignore-istiod"),
 			Concurrency:   cl.Concurrency,
 		}}
-	if wait := c.Duration("lock-wait"); wait < 0 {
-		return nil, inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", wait))
+	if lock, err := parseLock(c); err != nil {
+		return nil, err
 	} else if !o.Status && !o.Rotation.DryRun {
-		holder, err := lockHolder()
-		if err != nil {
-			return nil, err
-		}
-		o.Rotation.Lock = &k8s.LeaseOptions{Holder: holder, Wait: wait}
+		o.Rotation.Lock = lock
 	}
 	if o.Status && o.Rotation.DryRun {
 		return nil, inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))

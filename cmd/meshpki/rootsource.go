@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rootsource"
 	"github.com/meshpki/meshpki/vault"
 )
 
@@ -56,16 +55,13 @@ func vaultConnFlags() []cli.Flag {
 	}
 }
 
-// rootSource is where the root lives, after flag parsing: exactly one of Dir,
-// VaultPKI and VaultKV is set.
+// rootSource is where the root lives, after flag parsing, and how to reach Vault
+// when it is there.
 type rootSource struct {
-	Dir string
-	// VaultPKI is a PKI mount; VaultIssuer an issuer in it (empty: the default).
-	VaultPKI    string
-	VaultIssuer string
-	// VaultKV is a KV v2 secret holding the root.
-	VaultKV *vault.KVPath
-	// Vault connects to Vault; nil unless a Vault flag needs it.
+	rootsource.Spec
+	// prefix is the flags' prefix ("" or "new-"), for messages.
+	prefix string
+	// Vault connects to Vault; nil unless the source is in Vault.
 	Vault *vaultConn
 }
 
@@ -77,29 +73,18 @@ func parseRootSource(c *cli.Context) (rootSource, error) {
 // ("" for --root-dir and friends, "new-" for root rotation's --new-root-dir ...).
 func parseRootSourceFlags(c *cli.Context, prefix, missing string) (rootSource, error) {
 	f := func(name string) string { return c.String(prefix + name) }
-	s := rootSource{Dir: f("root-dir"), VaultPKI: strings.Trim(f("vault-pki"), "/"), VaultIssuer: f("vault-issuer")}
-	n := 0
-	for _, name := range []string{"root-dir", "vault-pki", "vault-kv"} {
-		if f(name) != "" {
-			n++
-		}
-	}
-	switch {
-	case n == 0:
+	s := rootSource{prefix: prefix, Spec: rootsource.Spec{Dir: f("root-dir"), VaultPKI: strings.Trim(f("vault-pki"), "/"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv")}}
+	switch err := s.Validate(); {
+	case errors.Is(err, rootsource.ErrNone):
 		return s, inputError(errors.New(missing))
-	case n > 1:
+	case errors.Is(err, rootsource.ErrSeveral):
 		return s, inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]svault-pki and --%[1]svault-kv", prefix))
-	case s.VaultIssuer != "" && s.VaultPKI == "":
+	case errors.Is(err, rootsource.ErrIssuerWithoutPKI):
 		return s, inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", prefix))
+	case err != nil:
+		return s, inputError(fmt.Errorf("--%svault-kv: %w", prefix, errors.Unwrap(err)))
 	}
-	if kv := f("vault-kv"); kv != "" {
-		k, err := vault.ParseKVPath(kv)
-		if err != nil {
-			return s, inputError(fmt.Errorf("--%svault-kv: %w", prefix, err))
-		}
-		s.VaultKV = &k
-	}
-	if s.VaultPKI != "" || s.VaultKV != nil {
+	if s.UsesVault() {
 		v, err := parseVaultConn(c)
 		if err != nil {
 			return s, err
@@ -109,80 +94,33 @@ func parseRootSourceFlags(c *cli.Context, prefix, missing string) (rootSource, e
 	return s, nil
 }
 
-// issuer opens the root source, and for Vault connects, logs in and checks that
-// the mount, issuer or secret is there and usable, all before anything is minted.
-// Errors reading the root are bad input (exit 2); Vault being unreachable, sealed or
-// refusing is a failure (exit 1).
+// issuer opens the root source (rootsource.Open), connecting to and logging in to
+// Vault first when the root is there, all before anything is minted. Errors reading
+// the root are bad input (exit 2); Vault being unreachable, sealed or refusing is a
+// failure (exit 1).
 func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
+	opts := rootsource.Options{Log: e.log}
+	if s.UsesVault() {
+		client, err := s.Vault.connect(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		opts.Vault = client.Logical()
+	}
+	iss, err := rootsource.Open(ctx, s.Spec, opts)
 	switch {
-	case s.VaultPKI != "":
-		client, err := s.Vault.connect(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		iss, err := vault.NewPKIIssuer(ctx, client.Logical(), s.VaultPKI, s.VaultIssuer)
-		if err != nil {
-			return nil, vaultError(err)
-		}
-		e.log.Debug("Vault PKI issuer ready", "signPath", iss.SignPath(), "issuer", iss.IssuerCert().Subject.String(), "notAfter", iss.IssuerCert().NotAfter)
+	case err == nil:
 		return iss, nil
-	case s.VaultKV != nil:
-		client, err := s.Vault.connect(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		root, err := vault.LoadRootKV(ctx, client.Logical(), *s.VaultKV, time.Now())
-		if err != nil {
-			return nil, vaultError(err)
-		}
-		e.log.Debug("root loaded from Vault KV", "path", s.VaultKV.String(), "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
-		return ca.NewLocalIssuer(root), nil
+	case s.UsesVault():
+		return nil, vaultError(err)
 	}
-	root, err := ca.ReadRootDir(s.Dir, time.Now())
-	if err != nil {
-		return nil, inputError(err)
-	}
-	keyFile := filepath.Join(s.Dir, ca.RootKeyFile)
-	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
-		// As ssh does for its keys, but a warning: the key was already readable.
-		e.log.Warn("the root key can be read or written by others than its owner: chmod 600 it", "file", keyFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
-	}
-	e.log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
-	return ca.NewLocalIssuer(root), nil
+	return nil, inputError(err)
 }
 
-// issuerCert is the certificate iss signs with: the root for a local issuer, the
-// mount's issuer for Vault PKI; nil for an issuer that does not say.
-func issuerCert(iss ca.Issuer) *x509.Certificate {
-	switch i := iss.(type) {
-	case *ca.LocalIssuer:
-		return i.RootCert()
-	case *vault.PKIIssuer:
-		return i.IssuerCert()
-	}
-	return nil
-}
-
-// checkProfiles refuses, before any key is generated, profiles the issuer's
-// certificate cannot sign or whose intermediates istiod would refuse (a TTL it
-// cannot cover, a pathlen it forbids, name constraints excluding the SANs): bad
-// input, exit 2. Profiles that differ only in their cluster are checked once.
+// checkProfiles is ca.CheckProfiles against iss's anchor, as bad input (exit 2).
 func checkProfiles(iss ca.Issuer, profiles []ca.Profile) error {
-	cert := issuerCert(iss)
-	if cert == nil {
-		return nil
-	}
-	now := time.Now()
-	seen := map[string]bool{}
-	for _, p := range profiles {
-		shape := fmt.Sprint(p.DNSNames, p.URIs, p.TTL, p.MaxPathLen, p.AllowShortTTL, p.Subject.Organization, p.Subject.CommonName)
-		if seen[shape] {
-			continue
-		}
-		seen[shape] = true
-		if err := ca.CheckProfile(cert, p, now); err != nil {
-			return inputError(fmt.Errorf("the root (%s) cannot sign these intermediates: %w", cert.Subject, err))
-		}
+	if err := ca.CheckProfiles(iss.Anchor(), profiles, time.Now()); err != nil {
+		return inputError(err)
 	}
 	return nil
 }
@@ -259,29 +197,16 @@ func parseVaultConn(c *cli.Context) (*vaultConn, error) {
 // readToken takes the token from file, else VAULT_TOKEN, else ~/.vault-token (where
 // `vault login` keeps it).
 func (v *vaultConn) readToken(file string) error {
-	if file != "" {
-		b, err := ca.ReadInputFile(file)
-		if err != nil {
-			return inputError(fmt.Errorf("--vault-token-file: %w", err))
-		}
-		if v.cfg.Token = strings.TrimSpace(string(b)); v.cfg.Token == "" {
-			return inputError(fmt.Errorf("--vault-token-file: %s is empty", file))
-		}
-		v.tokenFrom = file
-		return nil
+	home, _ := os.UserHomeDir()
+	t, from, err := vault.FindToken(file, os.Getenv, home)
+	switch {
+	case errors.Is(err, vault.ErrNoToken):
+		return inputError(errors.New("no Vault token: set VAULT_TOKEN, pass --vault-token-file FILE, log in with `vault login`, or use --vault-auth approle|kubernetes"))
+	case err != nil:
+		return inputError(fmt.Errorf("--vault-token-file: %w", err))
 	}
-	if t := os.Getenv("VAULT_TOKEN"); t != "" {
-		v.cfg.Token, v.tokenFrom = t, "VAULT_TOKEN"
-		return nil
-	}
-	if home, err := os.UserHomeDir(); err == nil {
-		f := filepath.Join(home, ".vault-token")
-		if b, err := ca.ReadInputFile(f); err == nil && strings.TrimSpace(string(b)) != "" {
-			v.cfg.Token, v.tokenFrom = strings.TrimSpace(string(b)), f
-			return nil
-		}
-	}
-	return inputError(errors.New("no Vault token: set VAULT_TOKEN, pass --vault-token-file FILE, log in with `vault login`, or use --vault-auth approle|kubernetes"))
+	v.cfg.Token, v.tokenFrom = t, from
+	return nil
 }
 
 // connect opens the connection on first use: reachability, TLS, seal status and login

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/metrics"
 	"github.com/meshpki/meshpki/k8s"
-	"github.com/meshpki/meshpki/vault"
 )
 
 // rotateOptions is "rotate" after flag parsing.
@@ -39,7 +37,7 @@ func rotateCommand(e *env) *cli.Command {
 		&cli.BoolFlag{Name: "force", Category: catRotate, Usage: "rotate every chosen cluster, due or not, e.g. after a key may have leaked"},
 		&cli.BoolFlag{Name: "allow-new-root", Category: catRotate, Usage: "also rotate clusters whose intermediate chains to another root, moving them to the current root (breaks cross-cluster mTLS until every cluster moved: prefer a root rotation)"},
 		&cli.BoolFlag{Name: "dry-run", Category: catRotate, Usage: "decide and report only: no lock taken, nothing minted, nothing written"},
-		&cli.DurationFlag{Name: "lock-wait", Category: catRotate, Value: time.Minute, Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ") that another run holds before giving up on that cluster; 0 gives up at once, e.g. --lock-wait 5m"},
+		lockWaitFlag(catRotate),
 		&cli.StringFlag{Name: "ttl", Category: catRotate, Value: "8760h", Usage: "lifetime of new intermediates (Go duration, or days), e.g. --ttl 90d"},
 		&cli.StringFlag{Name: "key-type", Category: catRotate, Value: string(ca.ECDSAP256), Usage: "key of new intermediates: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096, e.g. --key-type rsa-4096"},
 		&cli.StringFlag{Name: "org", Category: catRotate, Value: "Istio", Usage: "subject O of new intermediates (CN=Intermediate CA, L=<cluster>), e.g. --org Example"},
@@ -145,9 +143,9 @@ func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
 	case keep == 0:
 		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
 	}
-	wait := c.Duration("lock-wait")
-	if wait < 0 {
-		return nil, inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", wait))
+	lock, err := parseLock(c)
+	if err != nil {
+		return nil, err
 	}
 	dry := c.Bool("dry-run")
 	mf := c.String("metrics-file")
@@ -165,10 +163,6 @@ func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
 	}
 	p := ca.IntermediateProfile("", org)
 	p.TTL, p.KeyType, p.AllowShortTTL = ttl, kt, c.Bool("allow-short-ttl")
-	holder, err := lockHolder()
-	if err != nil {
-		return nil, err
-	}
 	return &rotateOptions{
 		Root: root, Clusters: cl, MetricsFile: mf, Output: out,
 		Rotate: k8s.RotateOptions{
@@ -181,9 +175,28 @@ func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
 			DryRun:        dry,
 			KeepBackups:   keep,
 			RestartIstiod: c.Bool("restart-istiod"),
-			Lock:          k8s.LeaseOptions{Holder: holder, Wait: wait},
+			Lock:          *lock,
 		},
 	}, nil
+}
+
+// lockWaitFlag is --lock-wait, for every command that writes cacerts.
+func lockWaitFlag(category string) cli.Flag {
+	return &cli.DurationFlag{Name: "lock-wait", Category: category, Value: time.Minute,
+		Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ", which install, bootstrap, rotate and root rotate share) that another run holds before giving up on that cluster; 0 gives up at once, e.g. --lock-wait 5m"}
+}
+
+// parseLock is the Lease this run takes in each cluster it writes to.
+func parseLock(c *cli.Context) (*k8s.LeaseOptions, error) {
+	wait := c.Duration("lock-wait")
+	if wait < 0 {
+		return nil, inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", wait))
+	}
+	holder, err := lockHolder()
+	if err != nil {
+		return nil, err
+	}
+	return &k8s.LeaseOptions{Holder: holder, Wait: wait}, nil
 }
 
 // lockHolder names this run in the Leases it takes: the host name (a CronJob's pod
@@ -218,22 +231,6 @@ type rotateReport struct {
 	Error string `json:"error,omitempty"`
 }
 
-// issuerAnchor opens the root source and returns the issuer with the certificate
-// its intermediates chain to.
-func (o *rotateOptions) issuerAnchor(ctx context.Context, e *env) (ca.Issuer, *x509.Certificate, error) {
-	iss, err := o.Root.issuer(ctx, e)
-	if err != nil {
-		return nil, nil, err
-	}
-	switch i := iss.(type) {
-	case *ca.LocalIssuer:
-		return iss, i.RootCert(), nil
-	case *vault.PKIIssuer:
-		return iss, i.IssuerCert(), nil
-	}
-	return nil, nil, fmt.Errorf("root source %T cannot tell its root", iss)
-}
-
 func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 	clusters, err := o.Clusters.loadClusters()
 	if err != nil {
@@ -244,7 +241,7 @@ func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 
 	// The root source first: a sealed Vault or a refused token must stop the run
 	// before any cluster is touched.
-	iss, anchor, err := o.issuerAnchor(ctx, e)
+	iss, err := o.Root.issuer(ctx, e)
 	if err != nil {
 		err = fmt.Errorf("%w; no cluster was touched", err)
 		rep.OK, rep.Error = false, err.Error()
@@ -267,8 +264,8 @@ func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 		}
 		return err
 	}
-	o.Rotate.Issuer, o.Rotate.Anchor = iss, anchor
-	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.Rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(anchor)),
+	o.Rotate.Issuer = iss
+	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.Rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(iss.Anchor())),
 		"lockHolder", o.Rotate.Lock.Holder, "dryRun", o.Rotate.DryRun)
 
 	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sort"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/internal/fanout"
 	"github.com/meshpki/meshpki/vault"
 )
 
@@ -19,19 +15,16 @@ func storeBundlesFlag() cli.Flag {
 		Usage: "also keep each cluster's bundle (key included) in Vault KV v2 at MOUNT/PATH/<cluster>, never replacing one without --force, e.g. --store-bundles secret/meshpki/bundles"}
 }
 
-// bundleStore keeps minted bundles in Vault KV v2 (--store-bundles): PATH/<cluster>
-// with check-and-set, so that a bundle can be reinstalled without minting again.
-type bundleStore struct {
+// bundleStoreFlags is --store-bundles after parsing: where, and how to reach Vault.
+type bundleStoreFlags struct {
 	base  vault.KVPath
 	conn  *vaultConn
-	l     vault.Logical
-	cas   map[string]int // cluster -> version to replace (0: new secret); read-only once minting starts
 	force bool
 }
 
 // parseStoreBundles reads --store-bundles; nil when it is not given. It shares the
 // root source's Vault connection when there is one.
-func parseStoreBundles(c *cli.Context, root rootSource) (*bundleStore, error) {
+func parseStoreBundles(c *cli.Context, root rootSource) (*bundleStoreFlags, error) {
 	s := c.String("store-bundles")
 	if s == "" {
 		return nil, nil
@@ -46,56 +39,19 @@ func parseStoreBundles(c *cli.Context, root rootSource) (*bundleStore, error) {
 			return nil, err
 		}
 	}
-	return &bundleStore{base: base, conn: conn, force: c.Bool("force")}, nil
+	return &bundleStoreFlags{base: base, conn: conn, force: c.Bool("force")}, nil
 }
 
-// preflight connects to Vault, checks the KV v2 mount and looks up each cluster's
-// secret, before anything is minted: an existing one is refused unless --force (and
-// then replaced only at the version seen here).
-func (s *bundleStore) preflight(ctx context.Context, e *env, profiles []ca.Profile) error {
-	if s == nil {
-		return nil
+// open connects to Vault and returns the store (vault.BundleStore); a nil f gives
+// a nil store.
+func (f *bundleStoreFlags) open(ctx context.Context, e *env) (ca.BundleStore, error) {
+	if f == nil {
+		return nil, nil
 	}
-	client, err := s.conn.connect(ctx, e)
+	client, err := f.conn.connect(ctx, e)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.l = client.Logical()
-	if err := vault.CheckKVv2(ctx, s.l, s.base.Mount); err != nil {
-		return vaultError(err)
-	}
-	s.cas = make(map[string]int, len(profiles))
-	errs := make([]error, len(profiles))
-	versions := make([]int, len(profiles))
-	fanout.Each(ctx, len(profiles), 16, func(ctx context.Context, i int) {
-		versions[i], errs[i] = vault.KVVersion(ctx, s.l, s.base.Child(profiles[i].Cluster))
-	})
-	var exists []string
-	for i, p := range profiles {
-		if err := errors.Join(errs[i], ctx.Err()); err != nil {
-			return vaultError(fmt.Errorf("--store-bundles: %w", err))
-		}
-		s.cas[p.Cluster] = versions[i]
-		if versions[i] > 0 {
-			exists = append(exists, p.Cluster)
-		}
-	}
-	if len(exists) > 0 && !s.force {
-		sort.Strings(exists)
-		return inputError(fmt.Errorf("--store-bundles: Vault already keeps a bundle at %s/<cluster> for %s (pass --force to replace it; Vault keeps the old version)",
-			s.base, strings.Join(exists, ", ")))
-	}
-	e.log.Info("bundles will also be kept in Vault KV", "path", s.base.String()+"/<cluster>")
-	return nil
-}
-
-// store writes one cluster's bundle files; a nil store does nothing.
-func (s *bundleStore) store(ctx context.Context, cluster string, files map[string][]byte) error {
-	if s == nil {
-		return nil
-	}
-	if _, err := vault.StoreBundle(ctx, s.l, s.base, cluster, files, s.cas[cluster]); err != nil {
-		return fmt.Errorf("keeping the bundle in Vault (nothing written for this cluster): %w", err)
-	}
-	return nil
+	e.log.Info("bundles will also be kept in Vault KV", "path", f.base.String()+"/<cluster>")
+	return vault.NewBundleStore(client.Logical(), f.base, f.force), nil
 }

@@ -1,0 +1,172 @@
+// Package rootsource opens the root a mesh's intermediates are signed under: a
+// folder holding root-cert.pem and root-key.pem, a Vault PKI mount (whose key never
+// leaves Vault), or a Vault KV v2 secret holding the root's certificate and key.
+//
+// A Spec says which; Validate checks that it names exactly one; Open returns the
+// ca.Issuer. The package reads no environment variables and opens no connection of
+// its own: for the Vault kinds the caller connects (vault.NewClient) and passes the
+// client.
+package rootsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/vault"
+)
+
+// Kind is what holds the root.
+type Kind string
+
+// Kinds.
+const (
+	KindDir      Kind = "dir"
+	KindVaultPKI Kind = "vault-pki"
+	KindVaultKV  Kind = "vault-kv"
+)
+
+// Errors Validate refuses with.
+var (
+	// ErrNone means no source was named.
+	ErrNone = errors.New("no root source given")
+	// ErrSeveral means more than one source was named.
+	ErrSeveral = errors.New("more than one root source given")
+	// ErrIssuerWithoutPKI means VaultIssuer was set without VaultPKI.
+	ErrIssuerWithoutPKI = errors.New("a Vault issuer needs a Vault PKI mount")
+)
+
+// Spec names where the root is: exactly one of Dir, VaultPKI and VaultKV.
+type Spec struct {
+	// Dir is a folder holding ca.RootCertFile and ca.RootKeyFile.
+	Dir string
+	// VaultPKI is a PKI mount whose issuer signs; VaultIssuer names one of its
+	// issuers (empty: the mount's default).
+	VaultPKI    string
+	VaultIssuer string
+	// VaultKV is a KV v2 secret (MOUNT/PATH) with fields certificate and private_key.
+	VaultKV string
+}
+
+// Kind is the kind of source s names, "" when it names none or several.
+func (s Spec) Kind() Kind {
+	if s.Validate() != nil {
+		return ""
+	}
+	switch {
+	case s.Dir != "":
+		return KindDir
+	case s.VaultPKI != "":
+		return KindVaultPKI
+	}
+	return KindVaultKV
+}
+
+// UsesVault reports whether opening s needs a Vault client.
+func (s Spec) UsesVault() bool { return s.VaultPKI != "" || s.VaultKV != "" }
+
+// Validate checks that s names exactly one source, and that a KV path parses.
+func (s Spec) Validate() error {
+	n := 0
+	for _, v := range []string{s.Dir, s.VaultPKI, s.VaultKV} {
+		if v != "" {
+			n++
+		}
+	}
+	switch {
+	case n == 0:
+		return ErrNone
+	case n > 1:
+		return ErrSeveral
+	case s.VaultIssuer != "" && s.VaultPKI == "":
+		return ErrIssuerWithoutPKI
+	}
+	if s.VaultKV != "" {
+		if _, err := vault.ParseKVPath(s.VaultKV); err != nil {
+			return fmt.Errorf("Vault KV path: %w", err)
+		}
+	}
+	return nil
+}
+
+// String names the source for messages: "folder root", "Vault PKI mount pki", ...
+func (s Spec) String() string {
+	switch {
+	case s.Dir != "":
+		return "folder " + s.Dir
+	case s.VaultPKI != "" && s.VaultIssuer != "":
+		return fmt.Sprintf("Vault PKI mount %s (issuer %s)", s.mount(), s.VaultIssuer)
+	case s.VaultPKI != "":
+		return "Vault PKI mount " + s.mount()
+	case s.VaultKV != "":
+		return "Vault KV secret " + s.VaultKV
+	}
+	return "no root source"
+}
+
+func (s Spec) mount() string { return strings.Trim(s.VaultPKI, "/") }
+
+// Options controls Open.
+type Options struct {
+	// Vault is a connected, logged-in Vault client; required for the Vault kinds.
+	Vault vault.Logical
+	// Now is the clock roots are checked against; nil means time.Now.
+	Now func() time.Time
+	// Log receives warnings (a root key readable by others) and debug lines; nil
+	// discards them.
+	Log *slog.Logger
+}
+
+// Open opens the source s names and returns the issuer that signs under it,
+// checking before anything is minted that the root (or Vault's issuer) is there,
+// usable and valid now. Errors name the folder, file, mount or path.
+func Open(ctx context.Context, s Spec, o Options) (ca.Issuer, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if s.UsesVault() && o.Vault == nil {
+		return nil, fmt.Errorf("%s: no Vault client given", s)
+	}
+	switch {
+	case s.VaultPKI != "":
+		iss, err := vault.NewPKIIssuer(ctx, o.Vault, s.mount(), s.VaultIssuer)
+		if err != nil {
+			return nil, err
+		}
+		log.Debug("Vault PKI issuer ready", "signPath", iss.SignPath(), "issuer", iss.Anchor().Subject.String(), "notAfter", iss.Anchor().NotAfter)
+		return iss, nil
+	case s.VaultKV != "":
+		k, _ := vault.ParseKVPath(s.VaultKV) // validated
+		root, err := vault.LoadRootKV(ctx, o.Vault, k, now())
+		if err != nil {
+			return nil, err
+		}
+		log.Debug("root loaded from Vault KV", "path", k.String(), "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
+		return ca.NewLocalIssuer(root), nil
+	}
+	root, err := ca.ReadRootDir(s.Dir, now())
+	if err != nil {
+		return nil, err
+	}
+	keyFile := filepath.Join(s.Dir, ca.RootKeyFile)
+	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+		// As ssh does for its keys, but a warning: the key was already readable.
+		log.Warn("the root key can be read or written by others than its owner: chmod 600 it", "file", keyFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
+	log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
+	return ca.NewLocalIssuer(root), nil
+}
