@@ -4,9 +4,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -127,13 +124,8 @@ type rootResult struct {
 }
 
 func runRootCreate(e *env, o *rootCreateOptions) error {
-	certFile, keyFile := filepath.Join(o.Out, ca.RootCertFile), filepath.Join(o.Out, ca.RootKeyFile)
-	for _, f := range []string{certFile, keyFile} {
-		if _, err := os.Lstat(f); err == nil {
-			return inputError(fmt.Errorf("%s already exists: a root is never overwritten; choose another --out", f))
-		} else if !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
+	if err := ca.CheckRootDirFree(o.Out); err != nil {
+		return rootWriteError(err)
 	}
 	if o.Profile.KeyType == ca.RSA4096 || o.Profile.KeyType == ca.RSA3072 {
 		e.log.Info("generating RSA key", "type", o.Profile.KeyType)
@@ -142,17 +134,7 @@ func runRootCreate(e *env, o *rootCreateOptions) error {
 	if err != nil {
 		return failed(err)
 	}
-	if err := os.MkdirAll(o.Out, 0o700); err != nil {
-		return failed(err)
-	}
-	// Key first, certificate last: a root folder with a certificate always has its key.
-	// Both writes are exclusive: the check above is only a fast path, another run may
-	// write the same folder meanwhile, and a root is never overwritten.
-	if err := ca.CreateFile(keyFile, keyPEM, 0o600); err != nil {
-		return rootWriteError(err)
-	}
-	if err := ca.CreateFile(certFile, ca.EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
-		os.Remove(keyFile) // ours: written just above
+	if err := ca.WriteRootDir(o.Out, root, keyPEM); err != nil {
 		return rootWriteError(err)
 	}
 	res := rootResult{Dir: o.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
@@ -166,8 +148,8 @@ func runRootCreate(e *env, o *rootCreateOptions) error {
 }
 
 func rootWriteError(err error) error {
-	if errors.Is(err, fs.ErrExist) {
-		return inputError(fmt.Errorf("%w: a root is never overwritten; choose another --out", err))
+	if errors.Is(err, ca.ErrRootExists) {
+		return inputError(fmt.Errorf("%w; choose another --out", err))
 	}
 	return failed(err)
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -518,70 +517,18 @@ Examples:
 	}
 }
 
-type rootBundleEntry struct {
-	Source      string    `json:"source"`
-	Subject     string    `json:"subject"`
-	NotAfter    time.Time `json:"notAfter"`
-	Fingerprint string    `json:"sha256Fingerprint"`
-}
-
 type rootBundleResult struct {
-	Out   string            `json:"out"`
-	Roots []rootBundleEntry `json:"roots"`
-	// Duplicates are the sources of certificates dropped as duplicates.
-	Duplicates []string `json:"duplicates,omitempty"`
+	Out string `json:"out"`
+	*ca.RootBundle
 }
 
 func runRootBundle(e *env, args []string, outFile string, force bool, format string) error {
-	now := time.Now()
-	res := rootBundleResult{Out: outFile}
-	var certs []*x509.Certificate
-	var first []byte
-	seen := map[string]bool{}
-	for _, arg := range args {
-		file := arg
-		if st, err := os.Stat(arg); err == nil && st.IsDir() {
-			file = filepath.Join(arg, ca.RootCertFile)
-		}
-		data, err := ca.ReadInputFile(file)
-		if err != nil {
-			return inputError(err)
-		}
-		if first == nil {
-			first = data
-		}
-		found, err := ca.ParseCertificatesPEM(data)
-		if err != nil && bytes.Contains(data, []byte("PRIVATE KEY-----")) {
-			return inputError(fmt.Errorf("%s holds a private key: a root bundle takes certificates only", file))
-		}
-		if err != nil {
-			return inputError(fmt.Errorf("%s: %w", file, err))
-		}
-		for i, c := range found {
-			where := file
-			if len(found) > 1 {
-				where = fmt.Sprintf("%s (certificate %d)", file, i+1)
-			}
-			if err := ca.CheckRootCert(c, now); err != nil {
-				return inputError(fmt.Errorf("%s: %s: %w", where, c.Subject, err))
-			}
-			fp := ca.Fingerprint(c)
-			if seen[fp] {
-				res.Duplicates = append(res.Duplicates, where)
-				if arg == args[0] {
-					first = []byte{} // the first file repeats itself: no bytes to keep
-				}
-				continue
-			}
-			seen[fp] = true
-			certs = append(certs, c)
-			res.Roots = append(res.Roots, rootBundleEntry{Source: where, Subject: c.Subject.String(), NotAfter: c.NotAfter.UTC(), Fingerprint: fp})
-		}
+	rb, err := ca.ReadRootBundle(args, time.Now())
+	if err != nil {
+		return inputError(err)
 	}
-	// The first file's bytes are kept as they are and the others' roots appended:
-	// istiod 1.20-1.30 take a changed roots file only when it contains the old one
-	// byte for byte (see ca.KeepRootsFile).
-	pemData := ca.KeepRootsFile(first, certs)
+	res := rootBundleResult{Out: outFile, RootBundle: rb}
+	pemData := rb.PEM
 	summary := e.stdout
 	if outFile == "-" {
 		if _, err := io.Copy(e.stdout, bytes.NewReader(pemData)); err != nil {
