@@ -38,13 +38,13 @@ type Profile struct {
 // year, pathlen 0.
 func IntermediateProfile(cluster, org string) Profile {
 	if org == "" {
-		org = "Istio"
+		org = DefaultOrg
 	}
 	return Profile{
 		Cluster: cluster,
 		Subject: pkix.Name{
 			Organization: []string{org},
-			CommonName:   "Intermediate CA",
+			CommonName:   DefaultIntermediateCN,
 			Locality:     []string{cluster},
 		},
 		DNSNames: []string{DefaultIstiodSAN},

@@ -50,11 +50,11 @@ type RootProfile struct {
 // DefaultRootProfile is a 10-year ECDSA P-256 root "CN=Root CA, O=<org>".
 func DefaultRootProfile(org string) RootProfile {
 	if org == "" {
-		org = "Istio"
+		org = DefaultOrg
 	}
 	return RootProfile{
-		Subject:    pkix.Name{Organization: []string{org}, CommonName: "Root CA"},
-		TTL:        10 * 365 * 24 * time.Hour,
+		Subject:    pkix.Name{Organization: []string{org}, CommonName: DefaultRootCN},
+		TTL:        DefaultRootTTL,
 		KeyType:    ECDSAP256,
 		MaxPathLen: -1,
 	}

@@ -369,7 +369,7 @@ func SameRoots(names []string, reps []*Report) *Problem {
 		verb = "trusts"
 	}
 	return &Problem{Severity: SeverityError, Check: "mesh-roots",
-		Message: fmt.Sprintf("%v: %s %s other roots than %s: cross-cluster mTLS will fail", ErrRootsDiffer, strings.Join(differ, ", "), verb, refName)}
+		Message: fmt.Sprintf("%v: %s %s other roots than %s: cross-cluster mTLS will fail", ErrRootsDiffer, SummarizeNames(differ, 10), verb, refName)}
 }
 
 func sortedCopy(s []string) []string {

@@ -26,9 +26,9 @@ type bootstrapOptions struct {
 func bootstrapCommand(e *env) *cli.Command {
 	flags := append(rootSourceFlags(), clusterFlags(false)...)
 	flags = append(flags,
-		&cli.StringFlag{Name: "ttl", Value: "8760h", Usage: "intermediate's lifetime (Go duration, or days: 365d)"},
+		ttlFlag("", ca.DefaultIntermediateTTL, "intermediate's lifetime"),
 		&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
-		&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O (CN=Intermediate CA, L=<cluster>)"},
+		orgFlag("", "subject O (CN="+ca.DefaultIntermediateCN+", L=<cluster>)"),
 		&cli.StringFlag{Name: "format", Value: string(ca.FormatIstio), Usage: "Secret keys: istio (ca-cert.pem, ...) or tls (tls.crt, tls.key, ca.crt)"},
 		&cli.StringFlag{Name: "out", Usage: "also write the bundle to OUT/<cluster>/ (key 0600); by default it lives only in the Secret"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "mint, then send the writes as a server-side dry run; nothing is stored"},

@@ -143,31 +143,20 @@ type installReport struct {
 	Clusters []installEntry `json:"clusters"`
 }
 
-// readBundles reads DIR/<cluster>/ for every cluster. A missing or unreadable
-// folder fails that cluster alone (errs[i]); bundles that verify but trust different
-// roots are refused as a whole: a mesh needs one root.
+// readBundles is ca.ReadBundleSet for the clusters, with the CLI's advice.
 func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) ([]map[string][]byte, []error, error) {
-	files := make([]map[string][]byte, len(clusters))
-	errs := make([]error, len(clusters))
-	var names []string
-	var reps []*ca.Report
+	names := make([]string, len(clusters))
 	for i, cl := range clusters {
-		d := filepath.Join(dir, cl.Name)
-		f, err := ca.ReadDir(d)
-		if errors.Is(err, fs.ErrNotExist) {
-			err = fmt.Errorf("no bundle folder %s (mint one: meshpki intermediate create --cluster %s --out %s)", d, cl.Name, dir)
-		}
-		if err != nil {
-			errs[i] = fmt.Errorf("cluster %s: %w", cl.Name, err)
-			continue
-		}
-		files[i] = f
-		if rep := ca.Verify(f, verify); rep.OK() {
-			names, reps = append(names, cl.Name), append(reps, rep)
-		}
+		names[i] = cl.Name
 	}
-	if p := ca.SameRoots(names, reps); p != nil {
-		return nil, nil, fmt.Errorf("bundles in %s: %s; nothing was installed", dir, p.Message)
+	files, errs, err := ca.ReadBundleSet(dir, names, verify)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w; nothing was installed", err)
+	}
+	for i, err := range errs {
+		if errors.Is(err, fs.ErrNotExist) {
+			errs[i] = fmt.Errorf("cluster %s: no bundle folder %s (mint one: meshpki intermediate create --cluster %s --out %s)", names[i], filepath.Join(dir, names[i]), names[i], dir)
+		}
 	}
 	return files, errs, nil
 }

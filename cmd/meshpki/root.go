@@ -61,9 +61,9 @@ Examples:
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to (or use --vault-pki / --vault-kv)"},
 			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
-			&cli.StringFlag{Name: "common-name", Value: "Root CA", Usage: "subject CN"},
-			&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O"},
-			&cli.StringFlag{Name: "ttl", Value: "87600h", Usage: "lifetime (Go duration, or days: 3650d)"},
+			&cli.StringFlag{Name: "common-name", Value: ca.DefaultRootCN, Usage: "subject CN"},
+			orgFlag("", "subject O"),
+			ttlFlag("", ca.DefaultRootTTL, "lifetime"),
 			outputFlag(),
 		}, rootVaultFlags()...),
 		Action: action(func(c *cli.Context) error {

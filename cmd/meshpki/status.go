@@ -23,7 +23,7 @@ type statusOptions struct {
 
 func statusCommand(e *env) *cli.Command {
 	flags := append(clusterFlags(true),
-		&cli.StringFlag{Name: "min-remaining", Value: "720h", Usage: "warn when an intermediate has less life left (Go duration, or days: 30d)"},
+		minRemainingFlag("warn when an intermediate has less life left"),
 		&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
 		&cli.DurationFlag{Name: "istiod-grace", Value: k8s.DefaultIstiodGrace, Usage: "time istiod gets to take a cacerts change before it is reported refused"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "result format on stdout: table or json"},

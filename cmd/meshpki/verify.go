@@ -48,7 +48,7 @@ Examples:
    meshpki verify --mtls --output json bundles/*`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "mtls", Usage: "also check that workloads of every pair of bundles accept each other over mutual TLS (real handshakes, one per pair of classes)"},
-			&cli.StringFlag{Name: "min-remaining", Value: "720h", Usage: "warn when an intermediate has less life left"},
+			minRemainingFlag("warn when an intermediate has less life left"),
 			&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
 			allowRootKeyFlag(),
 			outputFlag(),
