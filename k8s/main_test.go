@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -23,6 +24,19 @@ var pool = testenv.NewK8sPool("east", "west", "north")
 
 func TestMain(m *testing.M) {
 	cflog.Level = cflog.LevelFatal // cfssl logs every signature otherwise
+	// The examples find the clusters through $KUBECONFIG, as a user's program would.
+	if testenv.ExamplesSelected() {
+		if os.Getenv(testenv.EnvK8sBin) == "" {
+			if !testenv.SkipExamples("^Example", testenv.EnvK8sBin+" is not set") {
+				os.Exit(1)
+			}
+		} else if env, err := pool.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv:", err)
+			os.Exit(1)
+		} else {
+			os.Setenv("KUBECONFIG", env.Kubeconfig)
+		}
+	}
 	code := m.Run()
 	pool.Stop()
 	os.Exit(code)

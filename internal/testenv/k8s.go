@@ -310,20 +310,12 @@ func NewK8sPool(names ...string) *K8sPool { return &K8sPool{names: names} }
 // K8S_TESTENV_BIN it skips the test, or fails it when MESHPKI_REQUIRE_SERVERS=1.
 func (p *K8sPool) Get(t testing.TB) *K8s {
 	t.Helper()
-	bin := binFromEnv(t, EnvK8sBin, "k8s-testenv", "real kube-apiservers")
-	p.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		t0 := time.Now()
-		p.env, p.err = StartK8s(ctx, bin, p.names...)
-		if p.err == nil {
-			fmt.Fprintf(os.Stderr, "testenv: %d kube-apiservers ready in %s (%s)\n", len(p.names), time.Since(t0).Round(time.Millisecond), p.env.Dir)
-		}
-	})
-	if p.err != nil {
-		t.Fatalf("start clusters: %v", p.err)
+	binFromEnv(t, EnvK8sBin, "k8s-testenv", "real kube-apiservers")
+	env, err := p.Start()
+	if err != nil {
+		t.Fatalf("start clusters: %v", err)
 	}
-	return p.env
+	return env
 }
 
 // Stop stops the clusters if they were started.
