@@ -58,6 +58,20 @@ func ReadInputFile(name string) ([]byte, error) {
 	return b, nil
 }
 
+// CheckInputFile refuses, as ReadInputFile would, a file that exists but is not a
+// regular file of at most MaxInputFile bytes; a missing file passes. It is for
+// files another library reads (kubeconfigs, read by client-go).
+func CheckInputFile(name string) error {
+	st, err := os.Stat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return checkInputMode(name, st)
+}
+
 func checkInputMode(name string, st fs.FileInfo) error {
 	m := st.Mode()
 	if m.IsRegular() {

@@ -70,6 +70,16 @@ func LoadClusters(opts ClusterOptions) ([]*Cluster, error) {
 	if opts.Kubeconfig == "" && len(opts.Paths) == 0 {
 		rules.Precedence = []string{clientcmd.RecommendedHomeFile}
 	}
+	// client-go reads whatever it is given: a FIFO would block it, /dev/zero fill
+	// memory. Only regular files of a sane size go to it.
+	for _, f := range append([]string{rules.ExplicitPath}, rules.Precedence...) {
+		if f == "" {
+			continue
+		}
+		if err := ca.CheckInputFile(f); err != nil {
+			return nil, fmt.Errorf("load kubeconfig: %w", err)
+		}
+	}
 	cfg, err := rules.Load()
 	if err != nil {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)

@@ -5,10 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/meshpki/meshpki/ca"
 )
 
 func writeKubeconfig(t *testing.T, name string, contexts ...string) string {
@@ -89,5 +93,30 @@ func TestLoadClusters(t *testing.T) {
 	}
 	if _, err := LoadClusters(ClusterOptions{Kubeconfig: bad, AllContexts: true}); err == nil {
 		t.Fatal("a malformed kubeconfig loaded")
+	}
+}
+
+// A kubeconfig that is a FIFO or a device is refused at once, naming it, instead
+// of blocking client-go's read (or filling memory from /dev/zero).
+func TestLoadClustersRefusesOddFiles(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	for _, opts := range []ClusterOptions{{Kubeconfig: fifo}, {Paths: []string{fifo}}, {Kubeconfig: "/dev/zero"}} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadClusters(opts); done <- err }()
+		select {
+		case err := <-done:
+			name := opts.Kubeconfig
+			if name == "" {
+				name = opts.Paths[0]
+			}
+			if !errors.Is(err, ca.ErrNotRegular) || !strings.Contains(err.Error(), name) {
+				t.Errorf("%+v: %v, want a not-a-regular-file error naming it", opts, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%+v: LoadClusters still reading after 10 s", opts)
+		}
 	}
 }
