@@ -14,7 +14,7 @@ import (
 )
 
 // ErrExists means a bundle folder is already there and overwriting was not asked for.
-var ErrExists = errors.New("already exists (pass --force to replace it; the old one is kept as a backup)")
+var ErrExists = errors.New("already exists")
 
 // WriteOptions controls WriteDir.
 type WriteOptions struct {

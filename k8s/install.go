@@ -29,6 +29,10 @@ const (
 	ActionUnchanged Action = "unchanged"
 )
 
+// WarningIstiodSelfSigned is Install's warning when istiod signs with its own
+// self-signed CA and InstallOptions.RestartIstiod is off.
+const WarningIstiodSelfSigned = "istiod signs with its own self-signed CA (" + SelfSignedSecret + "): it does not switch to cacerts until it is restarted (kubectl rollout restart deployment/istiod)"
+
 // FieldManager is the name meshpki's writes are recorded under.
 const FieldManager = "meshpki"
 
@@ -202,7 +206,7 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 	if ownCA {
 		res.IstiodSelfSigned = true
 		if !opts.RestartIstiod {
-			res.Warnings = append(res.Warnings, "istiod signs with its own self-signed CA ("+SelfSignedSecret+"): it does not switch to cacerts until it is restarted; pass --restart-istiod (or kubectl rollout restart deployment/istiod)")
+			res.Warnings = append(res.Warnings, WarningIstiodSelfSigned)
 		}
 	}
 	if opts.RestartIstiod && (res.Action != ActionUnchanged || ownCA) {

@@ -152,7 +152,7 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 	}
 	if onOwnCA(pub, ownCA) {
 		st.State = IstiodSelfSigned
-		st.Reason = "istiod signs with its own self-signed CA (Secret " + SelfSignedSecret + "): it started before cacerts existed and does not switch on its own; restart it (install or rotate --restart-istiod, or kubectl rollout restart deployment/istiod)"
+		st.Reason = "istiod signs with its own self-signed CA (Secret " + SelfSignedSecret + "): it started before cacerts existed and does not switch on its own; restart it (kubectl rollout restart deployment/istiod)"
 		return st
 	}
 	st.Since = lastChange(secret)

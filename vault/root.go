@@ -130,7 +130,7 @@ func GenerateInternalRoot(ctx context.Context, l Logical, mount string, p ca.Roo
 		err = describe(err, "update", path)
 		if errors.Is(err, ErrMountNotFound) && !o.EnableMount {
 			err = &Error{Kind: ErrMountNotFound, Path: path, Err: err,
-				Msg: fmt.Sprintf("no PKI secrets engine at %s/ in Vault: enable it (vault secrets enable -path=%s pki) or ask meshpki to (--enable-mount)", mount, mount)}
+				Msg: fmt.Sprintf("no PKI secrets engine at %s/ in Vault: enable it (vault secrets enable -path=%s pki), or have GenerateInternalRoot mount it (RootOptions.EnableMount)", mount, mount)}
 		}
 		return nil, err
 	}

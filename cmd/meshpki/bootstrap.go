@@ -149,7 +149,9 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 	var dir string
 	if o.Out != "" {
 		dir = filepath.Join(o.Out, cl.Name)
-		if err := ca.CheckWritable(dir, false); err != nil {
+		if err := ca.CheckWritable(dir, false); errors.Is(err, ca.ErrExists) {
+			return inputError(fmt.Errorf("--out: %w: bootstrap never replaces a bundle folder; choose another --out", err))
+		} else if err != nil {
 			return inputError(err)
 		}
 	}

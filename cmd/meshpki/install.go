@@ -252,6 +252,9 @@ func printInstall(w io.Writer, rep installReport) {
 		count(what)
 		fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, c.Cluster, what, describeChange(c.InstallResult))
 		for _, warn := range c.Warnings {
+			if warn == k8s.WarningIstiodSelfSigned {
+				warn += "; or pass --restart-istiod"
+			}
 			fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, "", "warning:", warn)
 		}
 	}

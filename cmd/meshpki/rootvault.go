@@ -90,6 +90,9 @@ func runRootCreateVault(ctx context.Context, e *env, o *rootCreateOptions) error
 		if g != nil && g.Mounted {
 			e.log.Info("mounted a PKI secrets engine", "mount", t.PKI)
 		}
+		if errors.Is(err, vault.ErrMountNotFound) && !t.EnableMount {
+			return vaultError(fmt.Errorf("%w; or pass --enable-mount", err))
+		}
 		if err != nil {
 			return vaultError(err)
 		}

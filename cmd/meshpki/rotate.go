@@ -365,6 +365,9 @@ func (l *lineWriter) cluster(name string, res *k8s.RotateResult, err error) {
 	l.line(name + ": " + describeRotation(name, res, err))
 	if res != nil {
 		for _, w := range res.Warnings {
+			if w == k8s.WarningIstiodSelfSigned {
+				w += "; or pass --restart-istiod"
+			}
 			l.line(name + ": warning: " + w)
 		}
 	}

@@ -181,7 +181,11 @@ func printStatus(w io.Writer, rep statusReport) {
 			}
 		}
 		if i := st.Istiod; i != nil && i.State != k8s.IstiodLoaded && i.State != k8s.IstiodAbsent && i.Reason != "" {
-			fmt.Fprintf(w, "%s: istiod %s: %s\n", st.Cluster, istiodCell(i), i.Reason)
+			reason := i.Reason
+			if i.State == k8s.IstiodSelfSigned {
+				reason += "; or pass --restart-istiod to install or rotate"
+			}
+			fmt.Fprintf(w, "%s: istiod %s: %s\n", st.Cluster, istiodCell(i), reason)
 		}
 	}
 	if len(rep.Mesh) == 0 {
