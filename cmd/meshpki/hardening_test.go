@@ -84,7 +84,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asCLI) == "1" {
 		os.Exit(run(append([]string{"meshpki"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	mesh20.stop()
+	os.Exit(code)
 }
 
 // cliProcess is the CLI running in its own process (this test binary, re-executed).
