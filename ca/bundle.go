@@ -118,6 +118,10 @@ func DetectFormat(files map[string][]byte) (Format, error) {
 // or ca.crt in the tls layout.
 func RootsFileName(f Format) string { return layoutOf(f).roots }
 
+// CertFileName is the file that holds the signing certificate in format f:
+// ca-cert.pem, or tls.crt in the tls layout.
+func CertFileName(f Format) string { return layoutOf(f).cert }
+
 // layout maps a format to its file names.
 type layout struct{ cert, key, chain, roots string }
 

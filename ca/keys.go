@@ -195,6 +195,25 @@ func CheckKeyStrength(pub crypto.PublicKey) error {
 	return fmt.Errorf("unsupported public key type %T (want ECDSA or RSA)", pub)
 }
 
+// KeyTypeOf names the KeyType of a public key meshpki can make: ECDSA P-256 or
+// P-384, RSA 2048, 3072 or 4096.
+func KeyTypeOf(pub crypto.PublicKey) (KeyType, error) {
+	switch d := DescribeKey(pub); d {
+	case "ECDSA P-256":
+		return ECDSAP256, nil
+	case "ECDSA P-384":
+		return ECDSAP384, nil
+	case "RSA 2048":
+		return RSA2048, nil
+	case "RSA 3072":
+		return RSA3072, nil
+	case "RSA 4096":
+		return RSA4096, nil
+	default:
+		return "", fmt.Errorf("%s: not a key type meshpki makes (ECDSA P-256 or P-384, RSA 2048, 3072 or 4096)", d)
+	}
+}
+
 // KeyMatches reports whether key is the private half of pub.
 func KeyMatches(key crypto.Signer, pub crypto.PublicKey) bool {
 	return KeyMatchesPublic(key.Public(), pub)

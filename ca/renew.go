@@ -98,3 +98,16 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	return days + d, nil
 }
+
+// FormatInterval prints a duration as a flag takes it, without zero units:
+// "24h", "1h30m", "90s".
+func FormatInterval(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
