@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/atomicfs"
 )
 
 func rootCommand(e *env) *cli.Command {
@@ -148,10 +149,10 @@ func runRootCreate(e *env, o *rootCreateOptions) error {
 	// Key first, certificate last: a root folder with a certificate always has its key.
 	// Both writes are exclusive: the check above is only a fast path, another run may
 	// write the same folder meanwhile, and a root is never overwritten.
-	if err := ca.CreateFile(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfs.CreateFile(keyFile, keyPEM, 0o600); err != nil {
 		return rootWriteError(err)
 	}
-	if err := ca.CreateFile(certFile, ca.EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
+	if err := atomicfs.CreateFile(certFile, ca.EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
 		os.Remove(keyFile) // ours: written just above
 		return rootWriteError(err)
 	}

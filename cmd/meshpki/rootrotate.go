@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
+	"github.com/meshpki/meshpki/internal/atomicfs"
 	"github.com/meshpki/meshpki/k8s"
 	"github.com/meshpki/meshpki/vault"
 )
@@ -609,9 +610,9 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return inputError(err)
 		}
-		write := ca.WriteFile
+		write := atomicfs.WriteFile
 		if !force {
-			write = ca.CreateFile // another run may have written it since the check
+			write = atomicfs.CreateFile // another run may have written it since the check
 		}
 		if err := write(outFile, pemData, 0o644); errors.Is(err, fs.ErrExist) {
 			return inputError(fmt.Errorf("%w: pass --force to replace it", err))
