@@ -346,6 +346,48 @@ func TestRenewBefore(t *testing.T) {
 	}
 }
 
+// TestRenewAt: when a certificate becomes due, and Due agrees with it on either side.
+func TestRenewAt(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cert := &x509.Certificate{NotBefore: nb, NotAfter: nb.Add(300 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		rb       RenewBefore
+		want     time.Time
+		describe string
+	}{
+		{RenewBefore{}, cert.NotAfter.Add(-100 * 24 * time.Hour), "33.33% of lifetime"},
+		{DefaultRenewBefore(), cert.NotAfter.Add(-100 * 24 * time.Hour), "33.33% of lifetime"},
+		{RenewBefore{Duration: 30 * 24 * time.Hour}, cert.NotAfter.Add(-30 * 24 * time.Hour), "30d"},
+		{RenewBefore{Duration: 12 * time.Hour}, cert.NotAfter.Add(-12 * time.Hour), "12h0m"},
+		{RenewBefore{Fraction: 0.5}, cert.NotAfter.Add(-150 * 24 * time.Hour), "50% of lifetime"},
+	} {
+		at := tc.rb.RenewAt(cert)
+		if !at.Equal(tc.want) {
+			t.Errorf("%s: renew at %s, want %s", tc.rb, at, tc.want)
+		}
+		if due, _ := tc.rb.Due(cert, at.Add(-time.Second)); due {
+			t.Errorf("%s: due a second before %s", tc.rb, at)
+		}
+		if due, _ := tc.rb.Due(cert, at.Add(time.Second)); !due {
+			t.Errorf("%s: not due a second after %s", tc.rb, at)
+		}
+		if got := tc.rb.Describe(); got != tc.describe {
+			t.Errorf("Describe() = %q, want %q", got, tc.describe)
+		}
+	}
+	for _, bad := range []RenewBefore{{Duration: -time.Hour}, {Fraction: 1}, {Fraction: -0.1}} {
+		if err := bad.Validate(0); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	if err := (RenewBefore{Duration: 400 * 24 * time.Hour}).Validate(DefaultIntermediateTTL); err == nil || !strings.Contains(err.Error(), "not shorter than") {
+		t.Errorf("renew-before past the lifetime: %v", err)
+	}
+	if err := (RenewBefore{}).Validate(DefaultIntermediateTTL); err != nil {
+		t.Errorf("default: %v", err)
+	}
+}
+
 // ekuIssuer signs like a foreign issuer would, adding an EKU that excludes
 // serverAuth: Mint must run istiod's full chain check on it and refuse.
 type ekuIssuer struct{ root *Root }

@@ -59,8 +59,8 @@ type RotateOptions struct {
 	// Format is the layout to install; empty keeps the installed one (istio when
 	// there is none).
 	Format ca.Format
-	// RenewBefore says when an intermediate is due; the zero value means
-	// ca.DefaultRenewBefore (a third of its lifetime left).
+	// RenewBefore says when an intermediate is due (ca.RenewBefore.RenewAt); the
+	// zero value means ca.DefaultRenewBefore (a third of its lifetime left).
 	RenewBefore ca.RenewBefore
 	// Force rotates every cluster, due or not.
 	Force bool
@@ -96,13 +96,6 @@ func (o RotateOptions) now() time.Time {
 	return o.Now()
 }
 
-func (o RotateOptions) renewBefore() ca.RenewBefore {
-	if o.RenewBefore == (ca.RenewBefore{}) {
-		return ca.DefaultRenewBefore()
-	}
-	return o.RenewBefore
-}
-
 // Validate checks the options that do not depend on a cluster.
 func (o RotateOptions) Validate() error {
 	switch {
@@ -113,13 +106,8 @@ func (o RotateOptions) Validate() error {
 	case o.Lock.Holder == "" && !o.DryRun:
 		return errors.New("rotate: no lock holder identity given")
 	}
-	rb := o.renewBefore()
-	if rb.Duration < 0 || rb.Fraction < 0 || rb.Fraction >= 1 {
-		return fmt.Errorf("rotate: renew-before %s is out of range", rb)
-	}
-	if rb.Duration > 0 && rb.Duration >= o.Profile.TTL && o.Profile.TTL > 0 {
-		return fmt.Errorf("rotate: renew-before %s is not shorter than the new intermediates' lifetime %s: every run would rotate again",
-			ca.FormatDuration(rb.Duration), ca.FormatDuration(o.Profile.TTL))
+	if err := o.RenewBefore.Validate(o.Profile.TTL); err != nil {
+		return fmt.Errorf("rotate: %w", err)
 	}
 	return nil
 }
@@ -345,7 +333,7 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	res.NotAfter = b.Cert.NotAfter.UTC()
 	now := opts.now()
 	res.RemainingSeconds = int64(b.Cert.NotAfter.Sub(now) / time.Second)
-	res.RenewAt = renewAt(b.Cert, opts.renewBefore()).UTC()
+	res.RenewAt = opts.RenewBefore.RenewAt(b.Cert).UTC()
 	return nil
 }
 
@@ -416,8 +404,8 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	}
 	d.cert = b.Cert
 	d.left = b.Cert.NotAfter.Sub(now)
-	rb := opts.renewBefore()
-	d.renewAt = renewAt(b.Cert, rb)
+	rb := opts.RenewBefore
+	d.renewAt = rb.RenewAt(b.Cert)
 	if !chainsTo(b, opts.Anchor, now) {
 		d.due, d.otherRoot = true, true
 		d.reason = fmt.Sprintf("installed intermediate (serial %s) chains to root %s, not to the current root", rep.Serial, rootOf(b))
@@ -426,10 +414,10 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	due, left := rb.Due(b.Cert, now)
 	if due {
 		d.due = true
-		d.reason = fmt.Sprintf("%s left, under renew-before %s", describeLeft(left), describeRenewBefore(rb))
+		d.reason = fmt.Sprintf("%s left, under renew-before %s", describeLeft(left), rb.Describe())
 		return d
 	}
-	d.reason = fmt.Sprintf("%s left; due on %s with renew-before %s", describeLeft(left), d.renewAt.UTC().Format(time.DateOnly), describeRenewBefore(rb))
+	d.reason = fmt.Sprintf("%s left; due on %s with renew-before %s", describeLeft(left), d.renewAt.UTC().Format(time.DateOnly), rb.Describe())
 	return d
 }
 
@@ -440,24 +428,6 @@ func describeLeft(left time.Duration) string {
 		return strconv.FormatInt(int64(left/(24*time.Hour)), 10) + " days"
 	}
 	return ca.FormatDuration(left)
-}
-
-// describeRenewBefore prints rb as a user would write it: "30d", "12h",
-// "33.33% of lifetime".
-func describeRenewBefore(rb ca.RenewBefore) string {
-	if d := rb.Duration; d > 0 && d%(24*time.Hour) == 0 {
-		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
-	}
-	return rb.String()
-}
-
-// renewAt is when cert becomes due under rb.
-func renewAt(cert *x509.Certificate, rb ca.RenewBefore) time.Time {
-	threshold := rb.Duration
-	if threshold == 0 {
-		threshold = time.Duration(float64(cert.NotAfter.Sub(cert.NotBefore)) * rb.Fraction)
-	}
-	return cert.NotAfter.Add(-threshold)
 }
 
 // chainsTo reports whether b's intermediate chains, through b's chain, to anchor.
