@@ -1,7 +1,6 @@
 package k8s
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -396,7 +395,7 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 		d.due = true
 		d.reason = "installed cacerts fails istiod's checks: " + err.Error()
 		// A root change can be told without a valid bundle when the anchor is a root.
-		if isSelfSigned(opts.Anchor) && len(rep.RootFingerprints) > 0 && !containsString(rep.RootFingerprints, anchorFP) {
+		if ca.IsSelfSigned(opts.Anchor) && len(rep.RootFingerprints) > 0 && !containsString(rep.RootFingerprints, anchorFP) {
 			d.otherRoot = true
 			d.reason += fmt.Sprintf("; it trusts roots %s", shortFingerprints(rep.RootFingerprints))
 		}
@@ -448,7 +447,7 @@ func chainsTo(b *ca.Bundle, anchor *x509.Certificate, now time.Time) bool {
 // rootOf names the root b's chain ends in.
 func rootOf(b *ca.Bundle) string {
 	for _, c := range b.Chain {
-		if !c.Equal(b.Cert) && isSelfSigned(c) {
+		if !c.Equal(b.Cert) && ca.IsSelfSigned(c) {
 			return ca.ShortFingerprint(ca.Fingerprint(c))
 		}
 	}
@@ -463,10 +462,6 @@ func rootOf(b *ca.Bundle) string {
 func installedRoots(files map[string][]byte, f ca.Format) []*x509.Certificate {
 	certs, _ := ca.ParseCertificatesPEM(files[ca.RootsFileName(f)])
 	return certs
-}
-
-func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
 }
 
 func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
