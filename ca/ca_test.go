@@ -130,7 +130,7 @@ func TestMintProfile(t *testing.T) {
 func TestMintKeyTypesAndOptions(t *testing.T) {
 	root := newRoot(t, DefaultRootProfile(""))
 	iss := NewLocalIssuer(root)
-	for _, kt := range KeyTypes {
+	for _, kt := range KeyTypes() {
 		t.Run(string(kt), func(t *testing.T) {
 			if testing.Short() && (kt == RSA4096 || kt == RSA3072) {
 				t.Skip("slow key generation")
@@ -412,5 +412,37 @@ func TestMintVerifiesForeignIssuers(t *testing.T) {
 	_, err := Mint(context.Background(), ekuIssuer{root}, IntermediateProfile("x", ""))
 	if err == nil || !strings.Contains(err.Error(), "excludes serverAuth") {
 		t.Fatalf("an intermediate with EKU clientAuth only was accepted: %v", err)
+	}
+}
+
+// TestMintClock: Mint and the local issuer read the profile's clock, and
+// IssueWorkloadAt its time, instead of time.Now.
+func TestMintClock(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	at := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
+	p := IntermediateProfile("east", "")
+	p.Now = func() time.Time { return at }
+	b, err := Mint(context.Background(), NewLocalIssuer(root), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := at.Add(-5 * time.Minute); !b.Cert.NotBefore.Equal(want) || !b.Cert.NotAfter.Equal(at.Add(p.TTL)) {
+		t.Fatalf("valid %s to %s, want from %s for %s", b.Cert.NotBefore, b.Cert.NotAfter, want, p.TTL)
+	}
+	w, err := b.IssueWorkloadAt(SPIFFEID("cluster.local", "default", "sa"), time.Hour, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(w.Cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !leaf.NotBefore.Equal(at.Add(-time.Minute)) || !leaf.NotAfter.Equal(at.Add(time.Hour)) {
+		t.Fatalf("workload valid %s to %s, want from %s", leaf.NotBefore, leaf.NotAfter, at.Add(-time.Minute))
+	}
+	// A clock past the root's life is refused as the root's expiry, before any key.
+	p.Now = func() time.Time { return root.Cert.NotAfter.Add(time.Hour) }
+	if _, err := Mint(context.Background(), NewLocalIssuer(root), p); !errors.Is(err, ErrTTLTruncated) {
+		t.Fatalf("minting after the root's expiry: %v", err)
 	}
 }

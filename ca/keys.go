@@ -26,18 +26,19 @@ const (
 	RSA4096   KeyType = "rsa-4096"
 )
 
-// KeyTypes lists every supported KeyType, default first.
-var KeyTypes = []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072, RSA4096}
+// KeyTypes lists every supported KeyType, default first (a new slice each call).
+func KeyTypes() []KeyType { return []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072, RSA4096} }
 
 // ParseKeyType parses a key type name such as "ecdsa-p256" or "rsa-4096".
 func ParseKeyType(s string) (KeyType, error) {
-	for _, k := range KeyTypes {
+	kts := KeyTypes()
+	for _, k := range kts {
 		if strings.EqualFold(s, string(k)) {
 			return k, nil
 		}
 	}
-	names := make([]string, len(KeyTypes))
-	for i, k := range KeyTypes {
+	names := make([]string, len(kts))
+	for i, k := range kts {
 		names[i] = string(k)
 	}
 	return "", fmt.Errorf("unknown key type %q (want one of %s)", s, strings.Join(names, ", "))

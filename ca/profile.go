@@ -31,6 +31,18 @@ type Profile struct {
 	// AllowShortTTL accepts a not-after cut short by the root's expiry instead of
 	// refusing to sign.
 	AllowShortTTL bool
+	// Now is the clock Mint checks against and LocalIssuer signs at (valid from 5
+	// minutes before it); nil means time.Now. Other issuers (Vault) sign at their
+	// own time.
+	Now func() time.Time
+}
+
+// now reads p's clock.
+func (p Profile) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
 }
 
 // IntermediateProfile is Istio's tools/certs profile with an ECDSA P-256 key:

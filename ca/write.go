@@ -135,7 +135,7 @@ func stage(dir string, files map[string][]byte, opts WriteOptions, fsync bool) (
 	out := make(map[string]atomicfs.File, len(files))
 	for n, data := range files {
 		perm := fs.FileMode(0o644)
-		if KeyFiles[n] {
+		if IsKeyFile(n) {
 			perm = 0o600
 		}
 		out[n] = atomicfs.File{Data: data, Perm: perm}
