@@ -22,8 +22,12 @@ func outputFlag() cli.Flag {
 }
 
 // outputFormat reads --output.
-func outputFormat(c *cli.Context) (string, error) {
-	switch o := c.String("output"); o {
+func outputFormat(c *cli.Context) (string, error) { return parseOutputFormat(c.String("output")) }
+
+// parseOutputFormat checks an --output value: text or json, the same names for
+// every command.
+func parseOutputFormat(o string) (string, error) {
+	switch o {
 	case "text", "json":
 		return o, nil
 	default:
