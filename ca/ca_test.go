@@ -446,3 +446,27 @@ func TestMintClock(t *testing.T) {
 		t.Fatalf("minting after the root's expiry: %v", err)
 	}
 }
+
+// TestEmptyOrgRefused: one rule for the subject's O= of roots and intermediates: an
+// empty organization is refused by both profiles' checks (the constructors choose
+// "Istio" when given none).
+func TestEmptyOrgRefused(t *testing.T) {
+	rp := DefaultRootProfile("")
+	if got := rp.Subject.Organization; len(got) != 1 || got[0] != "Istio" {
+		t.Fatalf("DefaultRootProfile(\"\") O=%q, want Istio", got)
+	}
+	if got := IntermediateProfile("east", "").Subject.Organization; len(got) != 1 || got[0] != "Istio" {
+		t.Fatalf("IntermediateProfile(east, \"\") O=%q, want Istio", got)
+	}
+	for _, org := range []string{"", "  "} {
+		rp.Subject.Organization = []string{org}
+		if _, _, err := CreateRoot(rp, time.Now()); err == nil || !strings.Contains(err.Error(), "organization") {
+			t.Errorf("root with O=%q: %v, want refused naming the organization", org, err)
+		}
+		p := IntermediateProfile("east", "Istio")
+		p.Subject.Organization = []string{org}
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "organization") {
+			t.Errorf("intermediate with O=%q: %v, want refused naming the organization", org, err)
+		}
+	}
+}

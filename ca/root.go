@@ -57,6 +57,9 @@ func (p RootProfile) Validate() error {
 	if p.Subject.CommonName == "" {
 		return errors.New("root subject needs a common name")
 	}
+	if err := checkOrganization(p.Subject.Organization); err != nil {
+		return fmt.Errorf("root %w", err)
+	}
 	if p.MaxPathLen == 0 {
 		return ErrPathLenZero
 	}
@@ -68,7 +71,8 @@ func (p RootProfile) Validate() error {
 	return nil
 }
 
-// DefaultRootProfile is a 10-year ECDSA P-256 root "CN=Root CA, O=<org>".
+// DefaultRootProfile is a 10-year ECDSA P-256 root "CN=Root CA, O=<org>". An empty
+// org means "Istio", as in IntermediateProfile.
 func DefaultRootProfile(org string) RootProfile {
 	if org == "" {
 		org = "Istio"

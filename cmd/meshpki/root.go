@@ -66,7 +66,7 @@ Examples:
 			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to (or use --vault-pki / --vault-kv)"},
 			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
 			&cli.StringFlag{Name: "common-name", Value: "Root CA", Usage: "subject CN"},
-			&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O"},
+			&cli.StringFlag{Name: "org", Value: "Istio", Usage: "subject O; must not be empty (the same rule as for intermediates)"},
 			&cli.StringFlag{Name: "ttl", Value: "87600h", Usage: "lifetime (Go duration, or days: 3650d)"},
 			outputFlag(),
 		}, rootVaultFlags()...),
