@@ -470,3 +470,19 @@ func TestEmptyOrgRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDurationOrZero(t *testing.T) {
+	for in, want := range map[string]time.Duration{"0": 0, "0s": 0, "0m": 0, "0d": 0, "0h0m": 0, "0d0h": 0, "90m": 90 * time.Minute, "2d": 48 * time.Hour} {
+		if got, err := ParseDurationOrZero(in); got != want || err != nil {
+			t.Errorf("%q: %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1h", "-0m", "soon", "d"} {
+		if _, err := ParseDurationOrZero(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+	if _, err := ParseDuration("0m"); err == nil {
+		t.Error("ParseDuration took a zero duration")
+	}
+}

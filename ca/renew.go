@@ -109,9 +109,21 @@ var goDurationSyntax = regexp.MustCompile(`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|
 // ParseDuration reads a positive Go duration, with a leading number of days allowed:
 // "8760h", "365d", "90d12h". No sign is allowed, and a duration that does not fit
 // in a time.Duration (over 106751 days) is refused as too long, never wrapped.
-func ParseDuration(s string) (time.Duration, error) {
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(s, false) }
+
+// ParseDurationOrZero is ParseDuration that also takes a zero duration in any unit
+// ("0", "0s", "0m", "0d", "0h0m"), for settings where zero turns something off.
+func ParseDurationOrZero(s string) (time.Duration, error) { return parseDuration(s, true) }
+
+func parseDuration(s string, allowZero bool) (time.Duration, error) {
+	if allowZero && s == "0" {
+		return 0, nil
+	}
 	bad := fmt.Errorf("bad duration %q (e.g. 8760h, 365d, 90d12h)", s)
 	tooLong := fmt.Errorf("duration %q is too long: at most %dd (about 292 years)", s, maxDays)
+	if allowZero && s == "" {
+		return 0, bad
+	}
 	var days time.Duration
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i >= 0 {
@@ -138,7 +150,7 @@ func ParseDuration(s string) (time.Duration, error) {
 	if d > math.MaxInt64-days {
 		return 0, tooLong
 	}
-	if days+d <= 0 {
+	if days+d <= 0 && !allowZero {
 		return 0, fmt.Errorf("duration %q must be positive", s)
 	}
 	return days + d, nil

@@ -126,6 +126,15 @@ func parseOrg(c *cli.Context) (string, error) {
 	return org, nil
 }
 
+// parseDurationOrZero reads a duration flag where 0 (in any unit) turns something off.
+func parseDurationOrZero(flag, s string) (time.Duration, error) {
+	d, err := ca.ParseDurationOrZero(s)
+	if err != nil {
+		return 0, inputError(fmt.Errorf("--%s: %w", flag, err))
+	}
+	return d, nil
+}
+
 // parseDuration reads a duration flag: Go durations plus a "d" suffix for days.
 func parseDuration(flag, s string) (time.Duration, error) {
 	d, err := ca.ParseDuration(s)

@@ -83,7 +83,7 @@ func rootRotateCommand(e *env) *cli.Command {
 	flags = append(flags,
 		&cli.BoolFlag{Name: "status", Usage: "only show where each cluster stands and what a run would do; change nothing"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "mint what the step needs, then send every write as a server-side dry run; nothing is stored"},
-		&cli.StringFlag{Name: "min-step-interval", Value: defaultMinStepInterval, Usage: "least time a cluster stays at a step before the next (the workload certificate TTL); 0 disables the check, e.g. --min-step-interval 48h"},
+		&cli.StringFlag{Name: "min-step-interval", Value: defaultMinStepInterval, Usage: "least time a cluster stays at a step before the next (the workload certificate TTL); 0 (in any unit: 0s, 0m, 0d) disables the check, e.g. --min-step-interval 48h"},
 		&cli.StringFlag{Name: "step", Usage: "move only to this step: 1 or trust-both, 2 or switch, 3 or drop; a rerun at that step is a no-op (default: the next step), e.g. --step 2"},
 		&cli.StringFlag{Name: "ttl", Usage: "lifetime of the new intermediates of step 2 (default: each cluster's current one), e.g. --ttl 365d"},
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
@@ -189,12 +189,8 @@ func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
 	if o.Status && o.Rotation.DryRun {
 		return nil, inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))
 	}
-	switch s := strings.TrimSpace(c.String("min-step-interval")); s {
-	case "0", "0s", "0h":
-	default:
-		if o.Rotation.MinStepInterval, err = parseDuration("min-step-interval", s); err != nil {
-			return nil, err
-		}
+	if o.Rotation.MinStepInterval, err = parseDurationOrZero("min-step-interval", strings.TrimSpace(c.String("min-step-interval"))); err != nil {
+		return nil, err
 	}
 	if s := c.String("step"); s != "" {
 		if o.Rotation.ToStep, err = rotation.ParseStep(s); err != nil {
