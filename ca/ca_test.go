@@ -486,3 +486,26 @@ func TestParseDurationOrZero(t *testing.T) {
 		t.Error("ParseDuration took a zero duration")
 	}
 }
+
+// TestSignedUnderVersusVerifiesAt: SignedUnder checks signatures only, so an
+// expired intermediate is still signed under its root; VerifiesAt is crypto/x509's
+// chain check at a time, which an expired (or not yet valid) one fails.
+func TestSignedUnderVersusVerifiesAt(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	other := newRoot(t, DefaultRootProfile("Istio"))
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("east", ""))
+	now := time.Now()
+	if !b.SignedUnder(root.Cert) || b.SignedUnder(other.Cert) {
+		t.Fatalf("SignedUnder(root)=%v SignedUnder(other)=%v", b.SignedUnder(root.Cert), b.SignedUnder(other.Cert))
+	}
+	if !b.VerifiesAt(root.Cert, now) || b.VerifiesAt(other.Cert, now) {
+		t.Fatalf("VerifiesAt(root)=%v VerifiesAt(other)=%v", b.VerifiesAt(root.Cert, now), b.VerifiesAt(other.Cert, now))
+	}
+	later := b.Cert.NotAfter.Add(time.Hour)
+	if !b.SignedUnder(root.Cert) || b.VerifiesAt(root.Cert, later) {
+		t.Fatal("after the intermediate's expiry: want signed under the root, not verifying")
+	}
+	if b.VerifiesAt(root.Cert, b.Cert.NotBefore.Add(-time.Hour)) {
+		t.Fatal("verifies before the intermediate is valid")
+	}
+}

@@ -332,7 +332,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 		if err != nil {
 			return res, err
 		}
-		if !switched.ChainsTo(newRoot) {
+		if !switched.SignedUnder(newRoot) {
 			return res, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
 				cl.Name, ca.ShortFingerprint(ca.Fingerprint(switched.Roots[0])), ca.ShortFingerprint(ca.Fingerprint(newRoot)))
 		}

@@ -405,7 +405,7 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	d.left = b.Cert.NotAfter.Sub(now)
 	rb := opts.RenewBefore
 	d.renewAt = rb.RenewAt(b.Cert)
-	if !chainsTo(b, opts.Anchor, now) {
+	if !b.VerifiesAt(opts.Anchor, now) {
 		d.due, d.otherRoot = true, true
 		d.reason = fmt.Sprintf("installed intermediate (serial %s) chains to root %s, not to the current root", rep.Serial, rootOf(b))
 		return d
@@ -427,21 +427,6 @@ func describeLeft(left time.Duration) string {
 		return strconv.FormatInt(int64(left/(24*time.Hour)), 10) + " days"
 	}
 	return ca.FormatDuration(left)
-}
-
-// chainsTo reports whether b's intermediate chains, through b's chain, to anchor.
-func chainsTo(b *ca.Bundle, anchor *x509.Certificate, now time.Time) bool {
-	roots := x509.NewCertPool()
-	roots.AddCert(anchor)
-	inters := x509.NewCertPool()
-	for _, c := range b.Chain {
-		if !c.Equal(anchor) {
-			inters.AddCert(c)
-		}
-	}
-	_, err := b.Cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	return err == nil
 }
 
 // rootOf names the root b's chain ends in.

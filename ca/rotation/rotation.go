@@ -194,9 +194,9 @@ func StepOf(b *ca.Bundle, old, newRoot *x509.Certificate) (Step, error) {
 	}
 	signer := ""
 	switch {
-	case b.ChainsTo(newRoot):
+	case b.SignedUnder(newRoot):
 		signer = signerNew
-	case old != nil && b.ChainsTo(old):
+	case old != nil && b.SignedUnder(old):
 		signer = signerOld
 	default:
 		return StepUnknown, fmt.Errorf("%w: its intermediate (%s) chains to neither the old nor the new root", ErrInconsistent, b.Cert.Subject)
@@ -467,7 +467,7 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			continue
 		}
 		switch {
-		case c.Bundle.ChainsTo(newRoot):
+		case c.Bundle.SignedUnder(newRoot):
 			row.IntermediateFrom = signerNew
 		default:
 			row.IntermediateFrom = signerOld
@@ -643,7 +643,7 @@ func meshOldRoot(in []Input, newRoot *x509.Certificate) (*x509.Certificate, erro
 				continue
 			}
 			for _, r := range c.Bundle.Roots {
-				if r.Equal(newRoot) || anchors && !c.Bundle.ChainsTo(r) {
+				if r.Equal(newRoot) || anchors && !c.Bundle.SignedUnder(r) {
 					continue
 				}
 				i := slices.IndexFunc(cands, func(x *cand) bool { return x.cert.Equal(r) })
@@ -748,7 +748,7 @@ func Files(current map[string][]byte, target Step, old, newRoot *x509.Certificat
 			if old == nil || switched == nil {
 				return nil, errors.New("step 2 (switch) needs the old root and a new intermediate")
 			}
-			if !switched.ChainsTo(newRoot) {
+			if !switched.SignedUnder(newRoot) {
 				return nil, fmt.Errorf("the new intermediate (%s) does not chain to the new root %s", switched.Cert.Subject, shortFP(newRoot))
 			}
 			b := *switched

@@ -111,22 +111,22 @@ func TestStepOf(t *testing.T) {
 	}
 }
 
-// TestChainsToThroughSubCA: an intermediate under a sub-CA (as a Vault PKI mount
+// TestSignedUnderThroughSubCA: an intermediate under a sub-CA (as a Vault PKI mount
 // with an intermediate issuer makes) still chains to its root.
-func TestChainsToThroughSubCA(t *testing.T) {
+func TestSignedUnderThroughSubCA(t *testing.T) {
 	f := newRRFixture(t)
 	sub := rrSubCA(t, f.a, "Sub CA")
 	inter := rrSubCA(t, sub, "Intermediate CA")
 	b := &ca.Bundle{Cert: inter.Cert, Key: inter.Signer, Chain: []*x509.Certificate{inter.Cert, sub.Cert, f.a.Cert}, Roots: []*x509.Certificate{f.a.Cert, f.b.Cert}}
-	if !b.ChainsTo(f.a.Cert) || b.ChainsTo(f.b.Cert) {
-		t.Fatalf("ChainsTo(A)=%v ChainsTo(B)=%v, want true, false", b.ChainsTo(f.a.Cert), b.ChainsTo(f.b.Cert))
+	if !b.SignedUnder(f.a.Cert) || b.SignedUnder(f.b.Cert) {
+		t.Fatalf("SignedUnder(A)=%v SignedUnder(B)=%v, want true, false", b.SignedUnder(f.a.Cert), b.SignedUnder(f.b.Cert))
 	}
 	if s, err := StepOf(b, f.a.Cert, f.b.Cert); s != StepTrustBoth || err != nil {
 		t.Fatalf("step %v, %v", s, err)
 	}
 	// Without the sub-CA in the chain, nothing links the intermediate to A.
 	b.Chain = []*x509.Certificate{inter.Cert}
-	if b.ChainsTo(f.a.Cert) {
+	if b.SignedUnder(f.a.Cert) {
 		t.Fatal("chains to A without the sub-CA")
 	}
 }
