@@ -509,3 +509,15 @@ func TestSignedUnderVersusVerifiesAt(t *testing.T) {
 		t.Fatal("verifies before the intermediate is valid")
 	}
 }
+
+func TestContainsCertAndIsSelfSigned(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	other := newRoot(t, DefaultRootProfile("Istio"))
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("east", ""))
+	if !ContainsCert(b.Chain, root.Cert) || ContainsCert(b.Chain, other.Cert) || ContainsCert(nil, root.Cert) {
+		t.Error("ContainsCert")
+	}
+	if !IsSelfSigned(root.Cert) || IsSelfSigned(b.Cert) || IsSelfSigned(nil) {
+		t.Error("IsSelfSigned")
+	}
+}

@@ -61,3 +61,13 @@ func (b *Bundle) VerifiesAt(anchor *x509.Certificate, now time.Time) bool {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	return err == nil
 }
+
+// ContainsCert reports whether certs holds c (the same DER).
+func ContainsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
+	for _, x := range certs {
+		if x.Equal(c) {
+			return true
+		}
+	}
+	return false
+}

@@ -11,8 +11,10 @@
 //   - Bundles: a Bundle is what istiod loads from the cacerts Secret, in Istio's
 //     or the tls layout (Files, ParseBundle, DetectFormat); Verify and
 //     Bundle.Check apply istiod's rules and stricter ones; SameRoots, SubsetOf and
-//     KeepRootsFile reason about the roots files of a mesh; Bundle.ChainsTo says
-//     what a bundle chains to.
+//     KeepRootsFile reason about the roots files of a mesh; Bundle.SignedUnder
+//     (signatures only) and Bundle.VerifiesAt (the full chain check at a time)
+//     say what a bundle chains to; ContainsCert and IsSelfSigned are the small
+//     set tests.
 //   - Renewal: RenewBefore says when a certificate is due (RenewAt, Due).
 //   - mTLS: IssueWorkload, Handshake and CheckMeshMTLS prove that the bundles of
 //     a mesh make one mesh.

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -280,9 +281,9 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	// Keep the other roots the cluster trusts (a root rotation in progress), unless
 	// the cluster moves to a root it did not trust yet (AllowNewRoot): then its
 	// root-cert.pem is the issuer's.
-	if containsCert(d.roots, b.Roots[0]) {
+	if ca.ContainsCert(d.roots, b.Roots[0]) {
 		for _, r := range d.roots {
-			if !containsCert(b.Roots, r) {
+			if !ca.ContainsCert(b.Roots, r) {
 				b.Roots = append(b.Roots, r)
 			}
 		}
@@ -395,7 +396,7 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 		d.due = true
 		d.reason = "installed cacerts fails istiod's checks: " + err.Error()
 		// A root change can be told without a valid bundle when the anchor is a root.
-		if ca.IsSelfSigned(opts.Anchor) && len(rep.RootFingerprints) > 0 && !containsString(rep.RootFingerprints, anchorFP) {
+		if ca.IsSelfSigned(opts.Anchor) && len(rep.RootFingerprints) > 0 && !slices.Contains(rep.RootFingerprints, anchorFP) {
 			d.otherRoot = true
 			d.reason += fmt.Sprintf("; it trusts roots %s", shortFingerprints(rep.RootFingerprints))
 		}
@@ -447,22 +448,4 @@ func rootOf(b *ca.Bundle) string {
 func installedRoots(files map[string][]byte, f ca.Format) []*x509.Certificate {
 	certs, _ := ca.ParseCertificatesPEM(files[ca.RootsFileName(f)])
 	return certs
-}
-
-func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
-	for _, x := range certs {
-		if x.Equal(c) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
