@@ -42,7 +42,7 @@ func rotateCommand(e *env) *cli.Command {
 		&cli.DurationFlag{Name: "lock-wait", Category: catRotate, Value: time.Minute, Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ") that another run holds before giving up on that cluster; 0 gives up at once, e.g. --lock-wait 5m"},
 		&cli.StringFlag{Name: "ttl", Category: catRotate, Value: "8760h", Usage: "lifetime of new intermediates (Go duration, or days), e.g. --ttl 90d"},
 		&cli.StringFlag{Name: "key-type", Category: catRotate, Value: string(ca.ECDSAP256), Usage: "key of new intermediates: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096, e.g. --key-type rsa-4096"},
-		&cli.StringFlag{Name: "org", Category: catRotate, Value: "Istio", Usage: "subject O of new intermediates (CN=Intermediate CA, L=<cluster>), e.g. --org Example"},
+		&cli.StringFlag{Name: "org", Category: catRotate, Value: "Istio", Usage: "subject O of new intermediates (CN=Intermediate CA, L=<cluster>); must not be empty, e.g. --org Example"},
 		&cli.StringFlag{Name: "format", Category: catRotate, Usage: "Secret keys to write: istio or tls; default: the layout installed (istio when none), e.g. --format tls"},
 		&cli.BoolFlag{Name: "allow-short-ttl", Category: catRotate, Usage: "accept a lifetime cut short by the root's expiry instead of failing"},
 		&cli.IntFlag{Name: "keep-backups", Category: catRotate, Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all, e.g. --keep-backups 5"},
