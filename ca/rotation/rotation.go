@@ -319,7 +319,7 @@ type Plan struct {
 	// (MinStepInterval after they reached their step); zero when they may now.
 	NextAllowed time.Time `json:"nextAllowed,omitzero"`
 	// Err is why the run must change no cluster; nil when it may. It wraps one
-	// of the ErrRotation* errors.
+	// of the Err* errors of this package.
 	Err error `json:"-"`
 	// Refused is Err's message, for JSON.
 	Refused string `json:"refused,omitempty"`
