@@ -33,8 +33,8 @@ type Profile struct {
 	AllowShortTTL bool
 	// Now is the clock Mint checks against and LocalIssuer signs at (valid from 5
 	// minutes before it); nil means time.Now. Other issuers (Vault) sign at their
-	// own time.
-	Now func() time.Time
+	// own time. It is not data: JSON leaves it out.
+	Now func() time.Time `json:"-"`
 }
 
 // now reads p's clock.
