@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -519,5 +520,55 @@ func TestContainsCertAndIsSelfSigned(t *testing.T) {
 	}
 	if !IsSelfSigned(root.Cert) || IsSelfSigned(b.Cert) || IsSelfSigned(nil) {
 		t.Error("IsSelfSigned")
+	}
+}
+
+// TestParseRootNamesThePart: ParseRoot's errors say whether the certificate or the
+// key is at fault, which ReadRootDir and Vault's KV source turn into a file or a
+// field name.
+func TestParseRootNamesThePart(t *testing.T) {
+	root, keyPEM, err := CreateRoot(DefaultRootProfile(""), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, otherKey, err := CreateRoot(DefaultRootProfile(""), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := EncodeCertificatesPEM(root.Cert)
+	for _, tc := range []struct {
+		name       string
+		cert, key  []byte
+		part       string
+		is         error
+		dirMessage string
+	}{
+		{"garbage certificate", []byte("x"), keyPEM, RootPartCertificate, ErrNoPEM, RootCertFile + ": no PEM data"},
+		{"garbage key", certPEM, []byte("x"), RootPartKey, ErrNoPEM, RootKeyFile + ": no PEM data"},
+		{"key of another root", certPEM, otherKey, RootPartKey, ErrKeyMismatch, RootKeyFile + ": private key does not match the certificate " + RootCertFile},
+		{"expired", EncodeCertificatesPEM(other.Cert), otherKey, RootPartCertificate, ErrExpired, RootCertFile + ": certificate has expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			if tc.is == ErrExpired {
+				now = other.Cert.NotAfter.Add(time.Hour)
+			}
+			_, err := ParseRoot(tc.cert, tc.key, now)
+			var re *RootError
+			if !errors.As(err, &re) || re.Part != tc.part || !errors.Is(err, tc.is) || !strings.HasPrefix(err.Error(), tc.part+": ") {
+				t.Fatalf("ParseRoot: %v, want a %s error wrapping %v", err, tc.part, tc.is)
+			}
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, RootCertFile), tc.cert, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, RootKeyFile), tc.key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err = ReadRootDir(dir, now)
+			if err == nil || !errors.Is(err, tc.is) || !strings.Contains(err.Error(), filepath.Join(dir, tc.dirMessage)) {
+				t.Fatalf("ReadRootDir: %v, want %q", err, tc.dirMessage)
+			}
+		})
 	}
 }
