@@ -93,8 +93,15 @@ func (b *Bundle) Files(f Format) (map[string][]byte, error) {
 	return nil, fmt.Errorf("unknown bundle format %q", f)
 }
 
-// KeyFiles are the file names that hold private keys: written 0600, never printed.
-var KeyFiles = map[string]bool{CAKeyFile: true, TLSKeyFile: true, RootKeyFile: true}
+// IsKeyFile reports whether a file of that name holds a private key (ca-key.pem,
+// tls.key, root-key.pem): written 0600, never printed.
+func IsKeyFile(name string) bool {
+	switch name {
+	case CAKeyFile, TLSKeyFile, RootKeyFile:
+		return true
+	}
+	return false
+}
 
 // DetectFormat tells which layout files use: istio when ca-cert.pem is present, tls
 // when tls.crt is; istiod prefers the tls layout when both are present, and so does
@@ -117,6 +124,10 @@ func DetectFormat(files map[string][]byte) (Format, error) {
 // RootsFileName is the file that holds the trusted roots in format f: root-cert.pem,
 // or ca.crt in the tls layout.
 func RootsFileName(f Format) string { return layoutOf(f).roots }
+
+// CertFileName is the file that holds the signing certificate in format f:
+// ca-cert.pem, or tls.crt in the tls layout.
+func CertFileName(f Format) string { return layoutOf(f).cert }
 
 // layout maps a format to its file names.
 type layout struct{ cert, key, chain, roots string }

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,7 +131,7 @@ func TestMintProfile(t *testing.T) {
 func TestMintKeyTypesAndOptions(t *testing.T) {
 	root := newRoot(t, DefaultRootProfile(""))
 	iss := NewLocalIssuer(root)
-	for _, kt := range KeyTypes {
+	for _, kt := range KeyTypes() {
 		t.Run(string(kt), func(t *testing.T) {
 			if testing.Short() && (kt == RSA4096 || kt == RSA3072) {
 				t.Skip("slow key generation")
@@ -350,6 +351,48 @@ func TestRenewBefore(t *testing.T) {
 	}
 }
 
+// TestRenewAt: when a certificate becomes due, and Due agrees with it on either side.
+func TestRenewAt(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cert := &x509.Certificate{NotBefore: nb, NotAfter: nb.Add(300 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		rb       RenewBefore
+		want     time.Time
+		describe string
+	}{
+		{RenewBefore{}, cert.NotAfter.Add(-100 * 24 * time.Hour), "33.33% of lifetime"},
+		{DefaultRenewBefore(), cert.NotAfter.Add(-100 * 24 * time.Hour), "33.33% of lifetime"},
+		{RenewBefore{Duration: 30 * 24 * time.Hour}, cert.NotAfter.Add(-30 * 24 * time.Hour), "30d"},
+		{RenewBefore{Duration: 12 * time.Hour}, cert.NotAfter.Add(-12 * time.Hour), "12h0m"},
+		{RenewBefore{Fraction: 0.5}, cert.NotAfter.Add(-150 * 24 * time.Hour), "50% of lifetime"},
+	} {
+		at := tc.rb.RenewAt(cert)
+		if !at.Equal(tc.want) {
+			t.Errorf("%s: renew at %s, want %s", tc.rb, at, tc.want)
+		}
+		if due, _ := tc.rb.Due(cert, at.Add(-time.Second)); due {
+			t.Errorf("%s: due a second before %s", tc.rb, at)
+		}
+		if due, _ := tc.rb.Due(cert, at.Add(time.Second)); !due {
+			t.Errorf("%s: not due a second after %s", tc.rb, at)
+		}
+		if got := tc.rb.Describe(); got != tc.describe {
+			t.Errorf("Describe() = %q, want %q", got, tc.describe)
+		}
+	}
+	for _, bad := range []RenewBefore{{Duration: -time.Hour}, {Fraction: 1}, {Fraction: -0.1}} {
+		if err := bad.Validate(0); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	if err := (RenewBefore{Duration: 400 * 24 * time.Hour}).Validate(DefaultIntermediateTTL); err == nil || !strings.Contains(err.Error(), "not shorter than") {
+		t.Errorf("renew-before past the lifetime: %v", err)
+	}
+	if err := (RenewBefore{}).Validate(DefaultIntermediateTTL); err != nil {
+		t.Errorf("default: %v", err)
+	}
+}
+
 // ekuIssuer signs like a foreign issuer would, adding an EKU that excludes
 // serverAuth: Mint must run istiod's full chain check on it and refuse.
 type ekuIssuer struct{ root *Root }
@@ -376,5 +419,162 @@ func TestMintVerifiesForeignIssuers(t *testing.T) {
 	_, err := Mint(context.Background(), ekuIssuer{root}, IntermediateProfile("x", ""))
 	if err == nil || !strings.Contains(err.Error(), "excludes serverAuth") {
 		t.Fatalf("an intermediate with EKU clientAuth only was accepted: %v", err)
+	}
+}
+
+// TestMintClock: Mint and the local issuer read the profile's clock, and
+// IssueWorkloadAt its time, instead of time.Now.
+func TestMintClock(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	at := time.Now().Add(30 * 24 * time.Hour).Truncate(time.Second)
+	p := IntermediateProfile("east", "")
+	p.Now = func() time.Time { return at }
+	b, err := Mint(context.Background(), NewLocalIssuer(root), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := at.Add(-5 * time.Minute); !b.Cert.NotBefore.Equal(want) || !b.Cert.NotAfter.Equal(at.Add(p.TTL)) {
+		t.Fatalf("valid %s to %s, want from %s for %s", b.Cert.NotBefore, b.Cert.NotAfter, want, p.TTL)
+	}
+	w, err := b.IssueWorkloadAt(SPIFFEID("cluster.local", "default", "sa"), time.Hour, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(w.Cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !leaf.NotBefore.Equal(at.Add(-time.Minute)) || !leaf.NotAfter.Equal(at.Add(time.Hour)) {
+		t.Fatalf("workload valid %s to %s, want from %s", leaf.NotBefore, leaf.NotAfter, at.Add(-time.Minute))
+	}
+	// A clock past the root's life is refused as the root's expiry, before any key.
+	p.Now = func() time.Time { return root.Cert.NotAfter.Add(time.Hour) }
+	if _, err := Mint(context.Background(), NewLocalIssuer(root), p); !errors.Is(err, ErrTTLTruncated) {
+		t.Fatalf("minting after the root's expiry: %v", err)
+	}
+}
+
+// TestEmptyOrgRefused: one rule for the subject's O= of roots and intermediates: an
+// empty organization is refused by both profiles' checks (the constructors choose
+// "Istio" when given none).
+func TestEmptyOrgRefused(t *testing.T) {
+	rp := DefaultRootProfile("")
+	if got := rp.Subject.Organization; len(got) != 1 || got[0] != "Istio" {
+		t.Fatalf("DefaultRootProfile(\"\") O=%q, want Istio", got)
+	}
+	if got := IntermediateProfile("east", "").Subject.Organization; len(got) != 1 || got[0] != "Istio" {
+		t.Fatalf("IntermediateProfile(east, \"\") O=%q, want Istio", got)
+	}
+	for _, org := range []string{"", "  "} {
+		rp.Subject.Organization = []string{org}
+		if _, _, err := CreateRoot(rp, time.Now()); err == nil || !strings.Contains(err.Error(), "organization") {
+			t.Errorf("root with O=%q: %v, want refused naming the organization", org, err)
+		}
+		p := IntermediateProfile("east", "Istio")
+		p.Subject.Organization = []string{org}
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "organization") {
+			t.Errorf("intermediate with O=%q: %v, want refused naming the organization", org, err)
+		}
+	}
+}
+
+func TestParseDurationOrZero(t *testing.T) {
+	for in, want := range map[string]time.Duration{"0": 0, "0s": 0, "0m": 0, "0d": 0, "0h0m": 0, "0d0h": 0, "90m": 90 * time.Minute, "2d": 48 * time.Hour} {
+		if got, err := ParseDurationOrZero(in); got != want || err != nil {
+			t.Errorf("%q: %s, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1h", "-0m", "soon", "d"} {
+		if _, err := ParseDurationOrZero(in); err == nil {
+			t.Errorf("%q accepted", in)
+		}
+	}
+	if _, err := ParseDuration("0m"); err == nil {
+		t.Error("ParseDuration took a zero duration")
+	}
+}
+
+// TestSignedUnderVersusVerifiesAt: SignedUnder checks signatures only, so an
+// expired intermediate is still signed under its root; VerifiesAt is crypto/x509's
+// chain check at a time, which an expired (or not yet valid) one fails.
+func TestSignedUnderVersusVerifiesAt(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	other := newRoot(t, DefaultRootProfile("Istio"))
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("east", ""))
+	now := time.Now()
+	if !b.SignedUnder(root.Cert) || b.SignedUnder(other.Cert) {
+		t.Fatalf("SignedUnder(root)=%v SignedUnder(other)=%v", b.SignedUnder(root.Cert), b.SignedUnder(other.Cert))
+	}
+	if !b.VerifiesAt(root.Cert, now) || b.VerifiesAt(other.Cert, now) {
+		t.Fatalf("VerifiesAt(root)=%v VerifiesAt(other)=%v", b.VerifiesAt(root.Cert, now), b.VerifiesAt(other.Cert, now))
+	}
+	later := b.Cert.NotAfter.Add(time.Hour)
+	if !b.SignedUnder(root.Cert) || b.VerifiesAt(root.Cert, later) {
+		t.Fatal("after the intermediate's expiry: want signed under the root, not verifying")
+	}
+	if b.VerifiesAt(root.Cert, b.Cert.NotBefore.Add(-time.Hour)) {
+		t.Fatal("verifies before the intermediate is valid")
+	}
+}
+
+func TestContainsCertAndIsSelfSigned(t *testing.T) {
+	root := newRoot(t, DefaultRootProfile("Istio"))
+	other := newRoot(t, DefaultRootProfile("Istio"))
+	b := mint(t, NewLocalIssuer(root), IntermediateProfile("east", ""))
+	if !ContainsCert(b.Chain, root.Cert) || ContainsCert(b.Chain, other.Cert) || ContainsCert(nil, root.Cert) {
+		t.Error("ContainsCert")
+	}
+	if !IsSelfSigned(root.Cert) || IsSelfSigned(b.Cert) || IsSelfSigned(nil) {
+		t.Error("IsSelfSigned")
+	}
+}
+
+// TestParseRootNamesThePart: ParseRoot's errors say whether the certificate or the
+// key is at fault, which ReadRootDir and Vault's KV source turn into a file or a
+// field name.
+func TestParseRootNamesThePart(t *testing.T) {
+	root, keyPEM, err := CreateRoot(DefaultRootProfile(""), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, otherKey, err := CreateRoot(DefaultRootProfile(""), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := EncodeCertificatesPEM(root.Cert)
+	for _, tc := range []struct {
+		name       string
+		cert, key  []byte
+		part       string
+		is         error
+		dirMessage string
+	}{
+		{"garbage certificate", []byte("x"), keyPEM, RootPartCertificate, ErrNoPEM, RootCertFile + ": no PEM data"},
+		{"garbage key", certPEM, []byte("x"), RootPartKey, ErrNoPEM, RootKeyFile + ": no PEM data"},
+		{"key of another root", certPEM, otherKey, RootPartKey, ErrKeyMismatch, RootKeyFile + ": private key does not match the certificate " + RootCertFile},
+		{"expired", EncodeCertificatesPEM(other.Cert), otherKey, RootPartCertificate, ErrExpired, RootCertFile + ": certificate has expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Now()
+			if tc.is == ErrExpired {
+				now = other.Cert.NotAfter.Add(time.Hour)
+			}
+			_, err := ParseRoot(tc.cert, tc.key, now)
+			var re *RootError
+			if !errors.As(err, &re) || re.Part != tc.part || !errors.Is(err, tc.is) || !strings.HasPrefix(err.Error(), tc.part+": ") {
+				t.Fatalf("ParseRoot: %v, want a %s error wrapping %v", err, tc.part, tc.is)
+			}
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, RootCertFile), tc.cert, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, RootKeyFile), tc.key, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err = ReadRootDir(dir, now)
+			if err == nil || !errors.Is(err, tc.is) || !strings.Contains(err.Error(), filepath.Join(dir, tc.dirMessage)) {
+				t.Fatalf("ReadRootDir: %v, want %q", err, tc.dirMessage)
+			}
+		})
 	}
 }

@@ -46,15 +46,14 @@ type Issuer interface {
 }
 
 // LocalIssuer signs intermediates with a root held in memory, through cfssl's local
-// signer with a CA profile.
+// signer with a CA profile, at the time the profile's clock (Profile.Now) says.
 type LocalIssuer struct {
 	root *Root
-	now  func() time.Time
 }
 
 // NewLocalIssuer returns an Issuer that signs with root.
 func NewLocalIssuer(root *Root) *LocalIssuer {
-	return &LocalIssuer{root: root, now: time.Now}
+	return &LocalIssuer{root: root}
 }
 
 // oidSAN is subjectAltName, the one CSR extension the local issuer copies.
@@ -68,7 +67,7 @@ func (li *LocalIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, 
 		return nil, err
 	}
 	rootCert := li.root.Cert
-	now := li.now()
+	now := p.now()
 	notBefore := now.Add(-5 * time.Minute).Truncate(time.Second)
 	notAfter, err := notAfterWithin(now.Add(p.TTL), rootCert, p.AllowShortTTL)
 	if err != nil {

@@ -26,18 +26,19 @@ const (
 	RSA4096   KeyType = "rsa-4096"
 )
 
-// KeyTypes lists every supported KeyType, default first.
-var KeyTypes = []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072, RSA4096}
+// KeyTypes lists every supported KeyType, default first (a new slice each call).
+func KeyTypes() []KeyType { return []KeyType{ECDSAP256, ECDSAP384, RSA2048, RSA3072, RSA4096} }
 
 // ParseKeyType parses a key type name such as "ecdsa-p256" or "rsa-4096".
 func ParseKeyType(s string) (KeyType, error) {
-	for _, k := range KeyTypes {
+	kts := KeyTypes()
+	for _, k := range kts {
 		if strings.EqualFold(s, string(k)) {
 			return k, nil
 		}
 	}
-	names := make([]string, len(KeyTypes))
-	for i, k := range KeyTypes {
+	names := make([]string, len(kts))
+	for i, k := range kts {
 		names[i] = string(k)
 	}
 	return "", fmt.Errorf("unknown key type %q (want one of %s)", s, strings.Join(names, ", "))
@@ -193,6 +194,25 @@ func CheckKeyStrength(pub crypto.PublicKey) error {
 		return nil
 	}
 	return fmt.Errorf("unsupported public key type %T (want ECDSA or RSA)", pub)
+}
+
+// KeyTypeOf names the KeyType of a public key meshpki can make: ECDSA P-256 or
+// P-384, RSA 2048, 3072 or 4096.
+func KeyTypeOf(pub crypto.PublicKey) (KeyType, error) {
+	switch d := DescribeKey(pub); d {
+	case "ECDSA P-256":
+		return ECDSAP256, nil
+	case "ECDSA P-384":
+		return ECDSAP384, nil
+	case "RSA 2048":
+		return RSA2048, nil
+	case "RSA 3072":
+		return RSA3072, nil
+	case "RSA 4096":
+		return RSA4096, nil
+	default:
+		return "", fmt.Errorf("%s: not a key type meshpki makes (ECDSA P-256 or P-384, RSA 2048, 3072 or 4096)", d)
+	}
 }
 
 // KeyMatches reports whether key is the private half of pub.

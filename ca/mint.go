@@ -15,13 +15,14 @@ import (
 // Mint makes one cluster's intermediate: it generates the key and CSR locally, has
 // iss sign the CSR, checks what came back (a CA with the asked pathlen and subject,
 // chaining to the returned root, not cut short) and returns the verified bundle.
+// Times are read from p.Now (time.Now when nil).
 func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	if a := iss.Anchor(); a != nil {
 		// Before the key: what the anchor cannot sign, or istiod would refuse.
-		if err := CheckProfile(a, p, time.Now()); err != nil {
+		if err := CheckProfile(a, p, p.now()); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
 		}
 	}
@@ -41,7 +42,7 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
 	}
-	asked := time.Now()
+	asked := p.now()
 	iss2, err := iss.Issue(ctx, csr, p)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
@@ -53,7 +54,7 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if signedHere {
 		// The cheap part of the chain check on every mint; a root with name
 		// constraints gets crypto/x509's full check below instead.
-		full, err := checkSignedHere(iss2.Cert, iss2.Roots[0], time.Now())
+		full, err := checkSignedHere(iss2.Cert, iss2.Roots[0], p.now())
 		if err != nil {
 			return nil, fmt.Errorf("cluster %s: the intermediate would not verify as istiod checks it: %w", p.Cluster, err)
 		}
@@ -61,7 +62,7 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	}
 	b := NewBundle(key, iss2)
 	rep := &Report{Format: FormatIstio}
-	b.check(rep, layoutOf(FormatIstio), VerifyOptions{}, &checkBuilt{signedHere: signedHere})
+	b.check(rep, layoutOf(FormatIstio), VerifyOptions{Now: p.now()}, &checkBuilt{signedHere: signedHere})
 	if err := rep.Err(); err != nil {
 		return nil, fmt.Errorf("cluster %s: minted bundle fails verification: %w", p.Cluster, err)
 	}
@@ -69,9 +70,9 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 }
 
 // CheckIssued checks an Issuer's answer for csr against p, asked for at time asked:
-// the certificate carries the CSR's key and subject, is a CA with p's pathlen, is
-// and lasts for p.TTL (unless p.AllowShortTTL) — issuers
-// such as Vault silently cut a TTL at the root's expiry.
+// the certificate carries the CSR's key and subject, is a CA with p's pathlen, and
+// lasts for p.TTL from asked (unless p.AllowShortTTL), since issuers such as Vault
+// silently cut a TTL short at the root's expiry.
 func CheckIssued(iss *Issued, csr *x509.CertificateRequest, p Profile, asked time.Time) error {
 	c := iss.Cert
 	if c == nil || len(iss.Roots) == 0 {

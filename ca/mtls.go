@@ -31,8 +31,14 @@ func SPIFFEID(trustDomain, namespace, serviceAccount string) *url.URL {
 }
 
 // IssueWorkload signs a short-lived ECDSA P-256 workload certificate for id with the
-// bundle's intermediate.
+// bundle's intermediate, valid from now: IssueWorkloadAt at time.Now().
 func (b *Bundle) IssueWorkload(id *url.URL, ttl time.Duration) (*Workload, error) {
+	return b.IssueWorkloadAt(id, ttl, time.Now())
+}
+
+// IssueWorkloadAt is IssueWorkload at time now: the certificate is valid from a
+// minute before now for ttl, capped at the intermediate's not-after.
+func (b *Bundle) IssueWorkloadAt(id *url.URL, ttl time.Duration, now time.Time) (*Workload, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -41,7 +47,6 @@ func (b *Bundle) IssueWorkload(id *url.URL, ttl time.Duration) (*Workload, error
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
 	notAfter := now.Add(ttl)
 	if notAfter.After(b.Cert.NotAfter) { // istiod caps workload certs the same way
 		notAfter = b.Cert.NotAfter

@@ -2,90 +2,45 @@ package ca
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"regexp"
-	"slices"
-	"time"
-)
 
-// orphanName matches the temporary folders WriteDir, Batch and CheckDirWritable
-// make beside a bundle folder: ".<cluster>.tmp-<digits>" and ".meshpki-probe-<digits>".
-var orphanName = regexp.MustCompile(`^\.(.+\.tmp|meshpki-probe)-[0-9]+$`)
+	"github.com/meshpki/meshpki/internal/atomicfs"
+)
 
 // DirLock is an exclusive lock on a folder that bundle folders are written into.
 // While it is held no other meshpki run writes there, so any temporary folder in it
 // was left by a run that died (kill -9, a crash, a power cut).
 type DirLock struct {
-	f *os.File
+	l *atomicfs.DirLock
 }
 
 // LockDir locks dir, which must exist, waiting while another process holds it
 // (logging once through waiting, if not nil) until ctx is done.
 func LockDir(ctx context.Context, dir string, waiting func()) (*DirLock, error) {
-	f, err := os.Open(dir)
+	l, err := atomicfs.LockDir(ctx, dir, waiting)
 	if err != nil {
 		return nil, err
 	}
-	for said := false; ; {
-		ok, err := tryLock(f)
-		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", dir, err)
-		}
-		if ok {
-			return &DirLock{f: f}, nil
-		}
-		if !said && waiting != nil {
-			waiting()
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("waiting for another meshpki run writing into %s: %w", dir, context.Cause(ctx))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return &DirLock{l: l}, nil
 }
 
 // Unlock releases the lock.
 func (l *DirLock) Unlock() {
-	if l != nil && l.f != nil {
-		l.f.Close() // closing the descriptor releases the flock
-		l.f = nil
+	if l != nil {
+		l.l.Unlock()
 	}
 }
 
 // RemoveOrphans removes the temporary folders interrupted runs left in dir, each of
 // which may hold a complete intermediate CA key under the mesh root. Call it only
 // with dir locked (LockDir), so that no live run's folder is taken for an orphan.
-// On systems without folder locks (supportsDirLock false) it removes nothing and
+// On systems without folder locks (SupportsDirLock false) it removes nothing and
 // returns what it found. It returns the folders' names, sorted.
-func RemoveOrphans(dir string) (removed []string, err error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	for _, e := range entries {
-		if !e.IsDir() || !orphanName.MatchString(e.Name()) {
-			continue
-		}
-		if supportsDirLock {
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				return removed, err
-			}
-		}
-		removed = append(removed, e.Name())
-	}
-	slices.Sort(removed)
-	return removed, nil
-}
+func RemoveOrphans(dir string) (removed []string, err error) { return atomicfs.RemoveOrphans(dir) }
 
 // SupportsDirLock reports whether RemoveOrphans removes what it finds.
-func SupportsDirLock() bool { return supportsDirLock }
+func SupportsDirLock() bool { return atomicfs.SupportsDirLock() }
+
+// CheckDirWritable reports, before any work, whether bundle folders can be made in
+// dir, which need not exist yet: its nearest existing ancestor must be a folder that
+// a probe folder can be created in (and is removed from at once).
+func CheckDirWritable(dir string) error { return atomicfs.CheckDirWritable(dir) }

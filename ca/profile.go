@@ -31,11 +31,23 @@ type Profile struct {
 	// AllowShortTTL accepts a not-after cut short by the root's expiry instead of
 	// refusing to sign.
 	AllowShortTTL bool
+	// Now is the clock Mint checks against and LocalIssuer signs at (valid from 5
+	// minutes before it); nil means time.Now. Other issuers (Vault) sign at their
+	// own time. It is not data: JSON leaves it out.
+	Now func() time.Time `json:"-"`
+}
+
+// now reads p's clock.
+func (p Profile) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
 }
 
 // IntermediateProfile is Istio's tools/certs profile with an ECDSA P-256 key:
 // "O=<org>, CN=Intermediate CA, L=<cluster>", SAN DNS:istiod.istio-system.svc, one
-// year, pathlen 0.
+// year, pathlen 0. An empty org means "Istio", as in DefaultRootProfile.
 func IntermediateProfile(cluster, org string) Profile {
 	if org == "" {
 		org = DefaultOrg
@@ -51,6 +63,18 @@ func IntermediateProfile(cluster, org string) Profile {
 		TTL:      DefaultIntermediateTTL,
 		KeyType:  ECDSAP256,
 	}
+}
+
+// checkOrganization is the one rule for the subject's O= of roots and
+// intermediates alike: when there is one, it is not empty (DefaultRootProfile and
+// IntermediateProfile choose "Istio" when given no organization).
+func checkOrganization(orgs []string) error {
+	for _, o := range orgs {
+		if strings.TrimSpace(o) == "" {
+			return errors.New("subject organization (O=) is empty")
+		}
+	}
+	return nil
 }
 
 // ValidateClusterName checks that name can be a folder and a Kubernetes label value.
@@ -81,6 +105,9 @@ func (p Profile) Validate() error {
 	}
 	if p.Subject.CommonName == "" && len(p.Subject.Organization) == 0 {
 		return fmt.Errorf("cluster %s: subject is empty", p.Cluster)
+	}
+	if err := checkOrganization(p.Subject.Organization); err != nil {
+		return fmt.Errorf("cluster %s: %w", p.Cluster, err)
 	}
 	if p.MaxPathLen < 0 {
 		return fmt.Errorf("cluster %s: pathlen must be 0 or more, got %d", p.Cluster, p.MaxPathLen)

@@ -12,10 +12,20 @@ import (
 
 // RenewBefore says when an intermediate is due for renewal: when less than Duration
 // of its life is left, or, when Duration is zero, less than Fraction of its whole
-// lifetime (cert-manager's default is a third).
+// lifetime (cert-manager's default is a third). The zero value means
+// DefaultRenewBefore. RenewAt, Due and Validate are the one place that says when a
+// certificate is due.
 type RenewBefore struct {
 	Duration time.Duration
 	Fraction float64
+}
+
+// orDefault is r, or DefaultRenewBefore for the zero value.
+func (r RenewBefore) orDefault() RenewBefore {
+	if r == (RenewBefore{}) {
+		return DefaultRenewBefore()
+	}
+	return r
 }
 
 // DefaultRenewBefore renews with a third of the lifetime left.
@@ -38,20 +48,55 @@ func ParseRenewBefore(s string) (RenewBefore, error) {
 }
 
 func (r RenewBefore) String() string {
+	r = r.orDefault()
 	if r.Duration > 0 {
 		return FormatDuration(r.Duration)
 	}
 	return strconv.FormatFloat(r.Fraction*100, 'g', 4, 64) + "% of lifetime"
 }
 
-// Due reports whether cert should be renewed at now, and how much life it has left.
-func (r RenewBefore) Due(cert *x509.Certificate, now time.Time) (bool, time.Duration) {
-	left := cert.NotAfter.Sub(now)
-	threshold := r.Duration
-	if threshold == 0 {
-		threshold = time.Duration(float64(cert.NotAfter.Sub(cert.NotBefore)) * r.Fraction)
+// Describe prints r as a user would write it: "30d", "12h0m", "33.33% of lifetime".
+func (r RenewBefore) Describe() string {
+	if d := r.orDefault().Duration; d > 0 && d%(24*time.Hour) == 0 {
+		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
 	}
-	return left < threshold, left
+	return r.String()
+}
+
+// Validate checks that r can be a renewal rule for intermediates that live ttl
+// (zero: unknown): a fraction in [0, 1), and a duration that is shorter than ttl,
+// or every renewal would be due again at once.
+func (r RenewBefore) Validate(ttl time.Duration) error {
+	r = r.orDefault()
+	if r.Duration < 0 || r.Fraction < 0 || r.Fraction >= 1 {
+		return fmt.Errorf("renew-before %s is out of range", r)
+	}
+	if r.Duration > 0 && ttl > 0 && r.Duration >= ttl {
+		return fmt.Errorf("renew-before %s is not shorter than the new intermediates' lifetime %s: every run would rotate again",
+			FormatDuration(r.Duration), FormatDuration(ttl))
+	}
+	return nil
+}
+
+// threshold is how much life left makes cert due.
+func (r RenewBefore) threshold(cert *x509.Certificate) time.Duration {
+	r = r.orDefault()
+	if r.Duration > 0 {
+		return r.Duration
+	}
+	return time.Duration(float64(cert.NotAfter.Sub(cert.NotBefore)) * r.Fraction)
+}
+
+// RenewAt is when cert becomes due under r: its not-after minus the renew-before
+// threshold.
+func (r RenewBefore) RenewAt(cert *x509.Certificate) time.Time {
+	return cert.NotAfter.Add(-r.threshold(cert))
+}
+
+// Due reports whether cert should be renewed at now (now is past RenewAt), and how
+// much life it has left.
+func (r RenewBefore) Due(cert *x509.Certificate, now time.Time) (bool, time.Duration) {
+	return now.After(r.RenewAt(cert)), cert.NotAfter.Sub(now)
 }
 
 // maxDays is the most days a time.Duration holds (about 292 years).
@@ -64,9 +109,21 @@ var goDurationSyntax = regexp.MustCompile(`^(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|
 // ParseDuration reads a positive Go duration, with a leading number of days allowed:
 // "8760h", "365d", "90d12h". No sign is allowed, and a duration that does not fit
 // in a time.Duration (over 106751 days) is refused as too long, never wrapped.
-func ParseDuration(s string) (time.Duration, error) {
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(s, false) }
+
+// ParseDurationOrZero is ParseDuration that also takes a zero duration in any unit
+// ("0", "0s", "0m", "0d", "0h0m"), for settings where zero turns something off.
+func ParseDurationOrZero(s string) (time.Duration, error) { return parseDuration(s, true) }
+
+func parseDuration(s string, allowZero bool) (time.Duration, error) {
+	if allowZero && s == "0" {
+		return 0, nil
+	}
 	bad := fmt.Errorf("bad duration %q (e.g. 8760h, 365d, 90d12h)", s)
 	tooLong := fmt.Errorf("duration %q is too long: at most %dd (about 292 years)", s, maxDays)
+	if allowZero && s == "" {
+		return 0, bad
+	}
 	var days time.Duration
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i >= 0 {
@@ -93,8 +150,21 @@ func ParseDuration(s string) (time.Duration, error) {
 	if d > math.MaxInt64-days {
 		return 0, tooLong
 	}
-	if days+d <= 0 {
+	if days+d <= 0 && !allowZero {
 		return 0, fmt.Errorf("duration %q must be positive", s)
 	}
 	return days + d, nil
+}
+
+// FormatInterval prints a duration as a flag takes it, without zero units:
+// "24h", "1h30m", "90s".
+func FormatInterval(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }

@@ -47,7 +47,32 @@ type RootProfile struct {
 	MaxPathLen int
 }
 
-// DefaultRootProfile is a 10-year ECDSA P-256 root "CN=Root CA, O=<org>".
+// Validate reports the first field of p that cannot make a root that signs
+// intermediates: a positive TTL, a common name, a known key type, and a pathlen other
+// than 0. CreateRoot and Vault's GenerateInternalRoot both check it.
+func (p RootProfile) Validate() error {
+	if p.TTL <= 0 {
+		return fmt.Errorf("ttl must be positive, got %s", p.TTL)
+	}
+	if p.Subject.CommonName == "" {
+		return errors.New("root subject needs a common name")
+	}
+	if err := checkOrganization(p.Subject.Organization); err != nil {
+		return fmt.Errorf("root %w", err)
+	}
+	if p.MaxPathLen == 0 {
+		return ErrPathLenZero
+	}
+	if p.KeyType != "" {
+		if _, err := ParseKeyType(string(p.KeyType)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DefaultRootProfile is a 10-year ECDSA P-256 root "CN=Root CA, O=<org>". An empty
+// org means "Istio", as in IntermediateProfile.
 func DefaultRootProfile(org string) RootProfile {
 	if org == "" {
 		org = DefaultOrg
@@ -68,14 +93,8 @@ func NewSerial() (*big.Int, error) {
 // CreateRoot makes a self-signed root CA valid from now (backdated 5 minutes for
 // clock skew) for p.TTL. It returns the root and its key in PEM.
 func CreateRoot(p RootProfile, now time.Time) (*Root, []byte, error) {
-	if p.TTL <= 0 {
-		return nil, nil, fmt.Errorf("ttl must be positive, got %s", p.TTL)
-	}
-	if p.Subject.CommonName == "" {
-		return nil, nil, errors.New("root subject needs a common name")
-	}
-	if p.MaxPathLen == 0 {
-		return nil, nil, ErrPathLenZero
+	if err := p.Validate(); err != nil {
+		return nil, nil, err
 	}
 	key, err := GenerateKey(p.KeyType)
 	if err != nil {
@@ -136,25 +155,50 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	return sum[:], nil
 }
 
+// The two halves of a root, as RootError names them.
+const (
+	RootPartCertificate = "certificate"
+	RootPartKey         = "key"
+)
+
+// RootError is a root ParseRoot refused. Part is RootPartCertificate or
+// RootPartKey, so that callers can name the file or field that holds it.
+type RootError struct {
+	Part string
+	Err  error
+}
+
+func (e *RootError) Error() string { return e.Part + ": " + e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *RootError) Unwrap() error { return e.Err }
+
 // ParseRoot reads a root CA from PEM bytes and checks that it can sign intermediates
 // at time now: a self-signed CA certificate allowed to sign CAs, in its validity
-// period, with a strong key that matches the certificate.
+// period, with a strong key that matches the certificate. It is the one root
+// parser: ReadRootDir and Vault's KV root source use it. Errors are *RootError.
 func ParseRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
 	cert, err := ParseCertificatePEM(certPEM)
-	if err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
+	if err == nil {
+		err = CheckRootCert(cert, now)
 	}
-	if err := CheckRootCert(cert, now); err != nil {
-		return nil, fmt.Errorf("certificate: %w", err)
+	if err != nil {
+		return nil, &RootError{Part: RootPartCertificate, Err: err}
 	}
 	key, err := ParsePrivateKeyPEM(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("key: %w", err)
+	if err == nil && !KeyMatches(key, cert.PublicKey) {
+		err = ErrKeyMismatch
 	}
-	if !KeyMatches(key, cert.PublicKey) {
-		return nil, fmt.Errorf("key: %w", ErrKeyMismatch)
+	if err != nil {
+		return nil, &RootError{Part: RootPartKey, Err: err}
 	}
 	return &Root{Cert: cert, Signer: key}, nil
+}
+
+// IsSelfSigned reports whether c is issued by itself: its issuer is its subject and
+// its signature verifies with its own key.
+func IsSelfSigned(c *x509.Certificate) bool {
+	return c != nil && bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
 }
 
 // CheckRootCert checks that cert can serve as the root that signs intermediates.
@@ -205,7 +249,8 @@ func checkValidity(cert *x509.Certificate, now time.Time) error {
 	return nil
 }
 
-// ReadRootDir reads DIR/root-cert.pem and DIR/root-key.pem. Errors name the file.
+// ReadRootDir reads DIR/root-cert.pem and DIR/root-key.pem with ParseRoot. Errors
+// name the file.
 func ReadRootDir(dir string, now time.Time) (*Root, error) {
 	certFile, keyFile := filepath.Join(dir, RootCertFile), filepath.Join(dir, RootKeyFile)
 	certPEM, err := ReadInputFile(certFile)
@@ -216,19 +261,18 @@ func ReadRootDir(dir string, now time.Time) (*Root, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := ParseCertificatePEM(certPEM)
-	if err == nil {
-		err = CheckRootCert(cert, now)
+	root, err := ParseRoot(certPEM, keyPEM, now)
+	var re *RootError
+	switch {
+	case err == nil:
+		return root, nil
+	case !errors.As(err, &re):
+		return nil, err
+	case re.Part == RootPartCertificate:
+		return nil, fmt.Errorf("%s: %w", certFile, re.Err)
+	case errors.Is(re.Err, ErrKeyMismatch):
+		return nil, fmt.Errorf("%s: %w %s", keyFile, re.Err, RootCertFile)
+	default:
+		return nil, fmt.Errorf("%s: %w", keyFile, re.Err)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", certFile, err)
-	}
-	key, err := ParsePrivateKeyPEM(keyPEM)
-	if err == nil && !KeyMatches(key, cert.PublicKey) {
-		err = fmt.Errorf("%w %s", ErrKeyMismatch, RootCertFile)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", keyFile, err)
-	}
-	return &Root{Cert: cert, Signer: key}, nil
 }

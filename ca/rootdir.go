@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/meshpki/meshpki/internal/atomicfs"
 )
 
 // ErrRootExists means a root folder already holds a root: WriteRootDir never
@@ -41,10 +43,10 @@ func WriteRootDir(dir string, root *Root, keyPEM []byte) error {
 		}
 		return err
 	}
-	if err := CreateFile(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfs.CreateFile(keyFile, keyPEM, 0o600); err != nil {
 		return exists(err)
 	}
-	if err := CreateFile(certFile, EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
+	if err := atomicfs.CreateFile(certFile, EncodeCertificatesPEM(root.Cert), 0o644); err != nil {
 		_ = os.Remove(keyFile) // ours: written just above
 		return exists(err)
 	}

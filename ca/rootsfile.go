@@ -47,15 +47,6 @@ func splitRootsFile(data []byte) (blocks []rootsBlock, ok bool) {
 	return blocks, len(blocks) > 0
 }
 
-func containsCertificate(certs []*x509.Certificate, c *x509.Certificate) bool {
-	for _, x := range certs {
-		if x.Equal(c) {
-			return true
-		}
-	}
-	return false
-}
-
 // KeepRootsFile returns a roots file holding exactly the certificates want (as a set),
 // made from current, the roots file installed now, so that istiod takes the change:
 //
@@ -76,7 +67,7 @@ func KeepRootsFile(current []byte, want []*x509.Certificate) []byte {
 	keptAll, keptAny := true, false
 	for _, b := range blocks {
 		have = append(have, b.cert)
-		if containsCertificate(want, b.cert) {
+		if ContainsCert(want, b.cert) {
 			keptAny = true
 		} else {
 			keptAll = false
@@ -91,7 +82,7 @@ func KeepRootsFile(current []byte, want []*x509.Certificate) []byte {
 	} else {
 		last := -1
 		for i, b := range blocks {
-			if containsCertificate(want, b.cert) {
+			if ContainsCert(want, b.cert) {
 				out = append(out, current[b.start:b.end]...)
 				last = i
 			}
@@ -102,7 +93,7 @@ func KeepRootsFile(current []byte, want []*x509.Certificate) []byte {
 	}
 	var added []*x509.Certificate
 	for _, c := range want {
-		if !containsCertificate(have, c) && !containsCertificate(added, c) {
+		if !ContainsCert(have, c) && !ContainsCert(added, c) {
 			added = append(added, c)
 		}
 	}
@@ -172,7 +163,7 @@ func IstiodTakesRootsChange(rel IstioRelease, multiRoot bool, loaded, next []byt
 // SubsetOf reports whether every certificate of a is in b.
 func SubsetOf(a, b []*x509.Certificate) bool {
 	for _, c := range a {
-		if !containsCertificate(b, c) {
+		if !ContainsCert(b, c) {
 			return false
 		}
 	}
@@ -182,7 +173,7 @@ func SubsetOf(a, b []*x509.Certificate) bool {
 // Overlap reports whether a and b share a certificate.
 func Overlap(a, b []*x509.Certificate) bool {
 	for _, c := range a {
-		if containsCertificate(b, c) {
+		if ContainsCert(b, c) {
 			return true
 		}
 	}

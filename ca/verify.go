@@ -229,7 +229,7 @@ func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built *checkBu
 		rep.add(SeverityError, "key-usage", l.cert, "%v", ErrNoCertSign)
 	}
 	// The root itself as the signing CA puts the mesh's root key in the cluster.
-	if !opts.AllowRootKey && bytes.Equal(cert.RawSubject, cert.RawIssuer) && inPool(cert, b.Roots) {
+	if !opts.AllowRootKey && bytes.Equal(cert.RawSubject, cert.RawIssuer) && ContainsCert(b.Roots, cert) {
 		rep.add(SeverityError, "root-key", l.cert, "is the root of %s itself, so %s is the mesh's root key, and whoever reads this cluster's cacerts can sign for every cluster: mint an intermediate instead (or allow it explicitly)", l.roots, l.key)
 	}
 	// istiod: the chain verifies with Go's default options (EKU serverAuth).
@@ -299,7 +299,7 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built *checkBu
 			}
 		}
 		last := b.Chain[len(b.Chain)-1]
-		if len(b.Chain) < 2 || !inPool(last, b.Roots) {
+		if len(b.Chain) < 2 || !ContainsCert(b.Roots, last) {
 			rep.add(SeverityWarning, "chain-root", l.chain, "does not end with a root from %s (istio's cert-chain.pem runs up to and including the root)", l.roots)
 		}
 	}
@@ -331,15 +331,6 @@ func countDuplicates(certs []*x509.Certificate) int {
 		seen[string(c.Raw)] = true
 	}
 	return n
-}
-
-func inPool(c *x509.Certificate, certs []*x509.Certificate) bool {
-	for _, r := range certs {
-		if r.Equal(c) {
-			return true
-		}
-	}
-	return false
 }
 
 // SameRoots checks that every report trusts the same set of roots. It returns a

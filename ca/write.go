@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/meshpki/meshpki/internal/atomicfs"
 )
 
 // ErrExists means a bundle folder is already there and overwriting was not asked for.
@@ -23,7 +22,7 @@ type WriteOptions struct {
 	// Now stamps the backup's name; zero means time.Now().
 	Now time.Time
 	// NoSyncParent skips the fsync of dir's parent after the rename; a caller that
-	// writes many folders into one parent syncs it once with SyncDir instead.
+	// writes many folders into one parent syncs it once itself (or uses a Batch).
 	NoSyncParent bool
 }
 
@@ -38,39 +37,9 @@ func CheckWritable(dir string, force bool) error {
 	return nil
 }
 
-// CheckDirWritable reports, before any work, whether folders can be made in dir,
-// which need not exist yet: its nearest existing ancestor must be a folder that a
-// probe folder can be created in (and is removed from at once).
-func CheckDirWritable(dir string) error {
-	d := filepath.Clean(dir)
-	for {
-		st, err := os.Stat(d)
-		if err == nil {
-			if !st.IsDir() {
-				return fmt.Errorf("%s is not a folder", d)
-			}
-			break
-		}
-		parent := filepath.Dir(d)
-		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) || parent == d {
-			return err
-		}
-		d = parent
-	}
-	tmp, err := os.MkdirTemp(d, ".meshpki-probe-")
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return fmt.Errorf("cannot create folders in %s: %w", d, err)
-	}
-	return os.Remove(tmp)
-}
-
-// WriteDir writes files into the folder dir as one atomic step: the files go into a
-// fresh 0700 temporary folder beside dir (keys 0600, the rest 0644), each fsynced,
-// then the folder is renamed into place. An existing dir is refused unless
+// WriteDir writes files into the folder dir as one atomic step (package
+// internal/atomicfs): the files go into a fresh 0700 temporary folder beside dir
+// (keys 0600, the rest 0644), each fsynced, then the folder is renamed into place. An existing dir is refused unless
 // opts.Force, and then renamed to dir.bak-<UTC time> first, so nothing is lost. It
 // returns the backup's path, if one was made. Errors name paths, never contents.
 func WriteDir(dir string, files map[string][]byte, opts WriteOptions) (backup string, err error) {
@@ -116,11 +85,15 @@ func (b *Batch) Commit() (backups map[string]string, errs map[string]error) {
 	if len(b.staged) == 0 {
 		return backups, errs
 	}
-	syncErr := syncFilesystem(b.staged)
+	all := make([]*atomicfs.Staged, len(b.staged))
+	for i, s := range b.staged {
+		all[i] = s.Staged
+	}
+	syncErr := atomicfs.Sync(all)
 	parents := map[string]bool{}
 	for _, s := range b.staged {
 		if syncErr != nil {
-			os.RemoveAll(s.tmp)
+			s.Discard()
 			errs[s.dir] = syncErr
 			continue
 		}
@@ -135,7 +108,7 @@ func (b *Batch) Commit() (backups map[string]string, errs map[string]error) {
 		parents[filepath.Dir(s.dir)] = true
 	}
 	for p := range parents {
-		if err := SyncDir(p); err != nil {
+		if err := atomicfs.SyncDir(p); err != nil {
 			for _, s := range b.staged {
 				if filepath.Dir(s.dir) == p && errs[s.dir] == nil {
 					errs[s.dir] = err
@@ -147,58 +120,38 @@ func (b *Batch) Commit() (backups map[string]string, errs map[string]error) {
 	return backups, errs
 }
 
-// staged is a bundle folder written to tmp, waiting to be renamed to dir.
+// staged is a bundle folder written to a temporary folder, waiting to be renamed
+// to its place.
 type staged struct {
-	dir, tmp string
-	files    []string // full paths, for platforms without syncfs
+	*atomicfs.Staged
+	dir string
 }
 
-func stage(dir string, files map[string][]byte, opts WriteOptions, fsync bool) (s *staged, err error) {
+func stage(dir string, files map[string][]byte, opts WriteOptions, fsync bool) (*staged, error) {
 	dir = filepath.Clean(dir)
-	parent := filepath.Dir(dir)
 	if err := CheckWritable(dir, opts.Force); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return nil, err
+	out := make(map[string]atomicfs.File, len(files))
+	for n, data := range files {
+		perm := fs.FileMode(0o644)
+		if IsKeyFile(n) {
+			perm = 0o600
+		}
+		out[n] = atomicfs.File{Data: data, Perm: perm}
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dir)+".tmp-")
+	s, err := atomicfs.Stage(dir, out, fsync)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
-	s = &staged{dir: dir, tmp: tmp}
-	for _, n := range slices.Sorted(maps.Keys(files)) {
-		if n != filepath.Base(n) || n == "." || n == ".." {
-			return nil, fmt.Errorf("bad file name %q", n)
-		}
-		perm := fs.FileMode(0o644)
-		if KeyFiles[n] {
-			perm = 0o600
-		}
-		name := filepath.Join(tmp, n)
-		if err := writeNewFile(name, files[n], perm, fsync); err != nil {
-			return nil, err
-		}
-		s.files = append(s.files, name)
-	}
-	if fsync {
-		if err := SyncDir(tmp); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
+	return &staged{Staged: s, dir: dir}, nil
 }
 
 // commit renames the staged folder into place, backing up an existing one.
 func (s *staged) commit(opts WriteOptions) (backup string, err error) {
 	defer func() {
 		if err != nil {
-			os.RemoveAll(s.tmp)
+			s.Discard()
 		}
 	}()
 	if _, statErr := os.Lstat(s.dir); statErr == nil {
@@ -213,7 +166,7 @@ func (s *staged) commit(opts WriteOptions) (backup string, err error) {
 			return "", err
 		}
 	}
-	if err := os.Rename(s.tmp, s.dir); err != nil {
+	if err := s.Rename(); err != nil {
 		if backup != "" {
 			if rerr := os.Rename(backup, s.dir); rerr != nil {
 				return "", fmt.Errorf("%w; the previous bundle is at %s", err, backup)
@@ -222,7 +175,7 @@ func (s *staged) commit(opts WriteOptions) (backup string, err error) {
 		return "", err
 	}
 	if !opts.NoSyncParent {
-		if err := SyncDir(filepath.Dir(s.dir)); err != nil {
+		if err := atomicfs.SyncDir(filepath.Dir(s.dir)); err != nil {
 			return backup, err
 		}
 	}
@@ -243,92 +196,6 @@ func backupName(dir string, now time.Time) (string, error) {
 		}
 		name = fmt.Sprintf("%s-%d", base, i)
 	}
-}
-
-// WriteFile writes one file atomically: a temporary file in the same folder,
-// fsynced, renamed over name, and the folder fsynced.
-func WriteFile(name string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(name, data, perm)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, name); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return SyncDir(filepath.Dir(name))
-}
-
-// CreateFile is WriteFile that never replaces: the synced temporary file is
-// hard-linked to name, which fails with an error matching fs.ErrExist if name
-// exists, even when another process creates it at the same moment.
-func CreateFile(name string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(name, data, perm)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, name); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", name, fs.ErrExist)
-		}
-		return err
-	}
-	return SyncDir(filepath.Dir(name))
-}
-
-// writeTemp writes data to a new fsynced temporary file beside name.
-func writeTemp(name string, data []byte, perm fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp-")
-	if err != nil {
-		return "", err
-	}
-	err = f.Chmod(perm)
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-func writeNewFile(name string, data []byte, perm fs.FileMode, fsync bool) error {
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if fsync {
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return err
-		}
-	}
-	return f.Close()
-}
-
-// SyncDir fsyncs a folder so that renames in it are durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // bundleFileNames are the files istiod reads from a cacerts bundle.

@@ -79,37 +79,3 @@ func TestWriteDir(t *testing.T) {
 		t.Error("a failed write changed the bundle")
 	}
 }
-
-func TestWriteFileAtomic(t *testing.T) {
-	name := filepath.Join(t.TempDir(), RootKeyFile)
-	if err := WriteFile(name, []byte("one"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteFile(name, []byte("two"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := os.Stat(name)
-	got, _ := os.ReadFile(name)
-	if string(got) != "two" || st.Mode().Perm() != 0o600 {
-		t.Errorf("content %q mode %o", got, st.Mode().Perm())
-	}
-	entries, _ := os.ReadDir(filepath.Dir(name))
-	if len(entries) != 1 {
-		t.Errorf("temp files left: %d entries", len(entries))
-	}
-}
-
-func TestCreateFileNeverReplaces(t *testing.T) {
-	name := filepath.Join(t.TempDir(), RootKeyFile)
-	if err := CreateFile(name, []byte("first"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := CreateFile(name, []byte("second"), 0o600); !errors.Is(err, os.ErrExist) {
-		t.Fatalf("second CreateFile: got %v, want ErrExist", err)
-	}
-	got, _ := os.ReadFile(name)
-	entries, _ := os.ReadDir(filepath.Dir(name))
-	if string(got) != "first" || len(entries) != 1 {
-		t.Errorf("content %q, %d entries (temp files left?)", got, len(entries))
-	}
-}

@@ -14,9 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rotation"
 )
 
-// AnnotationRootRotation on cacerts records, as JSON (a ca.RotationRecord), the
+// AnnotationRootRotation on cacerts records, as JSON (a rotation.Record), the
 // last root rotation step meshpki made or first saw in that cluster, and when.
 const AnnotationRootRotation = "meshpki.io/root-rotation"
 
@@ -35,8 +36,8 @@ type RootRotationOptions struct {
 	Issuer ca.Issuer
 	// TTL is the new intermediates' lifetime; zero keeps each cluster's current one.
 	TTL time.Duration
-	// ToStep is the step to move to; zero means the next (see ca.PlanRootRotation).
-	ToStep ca.RotationStep
+	// ToStep is the step to move to; zero means the next (see rotation.PlanRoot).
+	ToStep rotation.Step
 	// MinStepInterval is the least time between a cluster's steps; zero disables
 	// the check.
 	MinStepInterval time.Duration
@@ -78,10 +79,10 @@ func (o RootRotationOptions) now() time.Time {
 // RootRotationClusterResult is one cluster's part of a root rotation run. It never
 // holds key material.
 type RootRotationClusterResult struct {
-	Cluster   string          `json:"cluster"`
-	Namespace string          `json:"namespace"`
-	From      ca.RotationStep `json:"from"`
-	To        ca.RotationStep `json:"to"`
+	Cluster   string        `json:"cluster"`
+	Namespace string        `json:"namespace"`
+	From      rotation.Step `json:"from"`
+	To        rotation.Step `json:"to"`
 	// Action is "trust both", "switch", "drop", "record" (only the annotation was
 	// written: the cluster got to its step without meshpki, or its record lacked
 	// clusters of this run) or "none".
@@ -90,7 +91,7 @@ type RootRotationClusterResult struct {
 	// Install is what the write of cacerts did, nil when nothing was written.
 	Install *InstallResult `json:"install,omitempty"`
 	// Record is the annotation written, nil when none was.
-	Record *ca.RotationRecord `json:"record,omitempty"`
+	Record *rotation.Record `json:"record,omitempty"`
 	// ResourceVersion is cacerts' resourceVersion after the run.
 	ResourceVersion string `json:"resourceVersion,omitempty"`
 	// Note explains a "record" action.
@@ -102,13 +103,13 @@ type RootRotationClusterResult struct {
 type RootRotationReport struct {
 	Namespace string                       `json:"namespace"`
 	DryRun    bool                         `json:"dryRun,omitempty"`
-	Plan      *ca.RotationPlan             `json:"plan"`
+	Plan      *rotation.Plan               `json:"plan"`
 	Clusters  []*RootRotationClusterResult `json:"clusters,omitempty"`
 }
 
 // rotationRead is one cluster's cacerts as a root rotation reads it.
 type rotationRead struct {
-	input           ca.RotationInput
+	input           rotation.Input
 	files           map[string][]byte
 	resourceVersion string
 }
@@ -116,7 +117,7 @@ type rotationRead struct {
 // readForRotation reads cacerts and its rotation record from one cluster. A missing
 // or broken cacerts is an input with an Err, not a function error.
 func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead, error) {
-	r := &rotationRead{input: ca.RotationInput{Cluster: cl.Name}}
+	r := &rotationRead{input: rotation.Input{Cluster: cl.Name}}
 	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -139,7 +140,7 @@ func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead
 		r.input.Published, r.input.PublishedKnown = data, true
 	}
 	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
-		var rec ca.RotationRecord
+		var rec rotation.Record
 		if json.Unmarshal([]byte(v), &rec) == nil {
 			r.input.Record = &rec
 		}
@@ -160,15 +161,15 @@ func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotatio
 		return readForRotation(ctx, cl, ns)
 	}, nil)
 	reads := make([]*rotationRead, len(results))
-	inputs := make([]ca.RotationInput, len(results))
+	inputs := make([]rotation.Input, len(results))
 	for i, r := range results {
 		reads[i] = r.Value
 		if reads[i] == nil { // not started
-			reads[i] = &rotationRead{input: ca.RotationInput{Cluster: r.Cluster.Name, Err: r.Err}}
+			reads[i] = &rotationRead{input: rotation.Input{Cluster: r.Cluster.Name, Err: r.Err}}
 		}
 		inputs[i] = reads[i].input
 	}
-	plan := ca.PlanRootRotation(inputs, ca.RotationOptions{
+	plan := rotation.PlanRoot(inputs, rotation.Options{
 		NewRoot: opts.NewRoot, ToStep: opts.ToStep, MinStepInterval: opts.MinStepInterval, Now: opts.now(),
 		IgnoreIstiod: opts.IgnoreIstiod,
 	})
@@ -176,7 +177,7 @@ func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotatio
 }
 
 // RotateRoot moves a mesh one step along the rotation to opts.NewRoot: it reads
-// every cluster, plans (ca.PlanRootRotation) and, unless the plan refuses, brings
+// every cluster, plans (rotation.PlanRoot) and, unless the plan refuses, brings
 // every cluster that must move to the plan's target with ApplyRootRotationStep,
 // concurrently. Clusters already there are left untouched, so a rerun is a no-op.
 // Clusters past step 0 with no record of when they got there (changed by hand, or
@@ -185,20 +186,20 @@ func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotatio
 // later run given only some of the clusters is refused.
 //
 // A refused plan changes nothing and returns an error wrapping one of the
-// ca.ErrRotation* errors. The report is returned in every case; its Clusters hold
+// rotation.Err* errors. The report is returned in every case; its Clusters hold
 // one result per cluster of the run.
 func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) (*RootRotationReport, error) {
 	rep, reads := planRootRotation(ctx, clusters, opts)
 	plan := rep.Plan
 	for i, cl := range clusters {
-		step := ca.StepUnknown
+		step := rotation.StepUnknown
 		if i < len(plan.Clusters) { // a plan refused before reading clusters has none
 			step = plan.Clusters[i].Step
 		}
 		rep.Clusters = append(rep.Clusters, &RootRotationClusterResult{Cluster: cl.Name, Namespace: rep.Namespace,
 			From: step, To: step, Action: "none", DryRun: opts.DryRun, ResourceVersion: reads[i].resourceVersion})
 	}
-	if plan.Err != nil && !errors.Is(plan.Err, ca.ErrRotationTooEarly) {
+	if plan.Err != nil && !errors.Is(plan.Err, rotation.ErrTooEarly) {
 		return rep, plan.Err
 	}
 	names := make([]string, len(clusters))
@@ -210,7 +211,7 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 	type job struct {
 		i      int
 		stamp  bool // only record the step the cluster is at
-		target ca.RotationStep
+		target rotation.Step
 	}
 	var jobs []job
 	for i, row := range plan.Clusters {
@@ -262,9 +263,9 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 // roots and meshClusters, on condition that cacerts still holds what was written. With
 // opts.Lock it does all that holding the cluster's Lease, so that neither another
 // root rotation nor rotate writes cacerts meanwhile.
-func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target ca.RotationStep, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
 	ns := opts.namespace()
-	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: ca.StepUnknown, To: ca.StepUnknown, Action: "none", DryRun: opts.DryRun}
+	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: rotation.StepUnknown, To: rotation.StepUnknown, Action: "none", DryRun: opts.DryRun}
 	if newRoot == nil {
 		return res, fmt.Errorf("cluster %s: no new root given", cl.Name)
 	}
@@ -291,7 +292,7 @@ func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	return res, err
 }
 
-func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target ca.RotationStep, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult) (*RootRotationClusterResult, error) {
+func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult) (*RootRotationClusterResult, error) {
 	ns := res.Namespace
 	rd, err := readForRotation(ctx, cl, ns)
 	if err != nil {
@@ -302,7 +303,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	}
 	res.ResourceVersion = rd.resourceVersion
 	cur := rd.input.Bundle
-	step, err := ca.RotationStepOf(cur, old, newRoot)
+	step, err := rotation.StepOf(cur, old, newRoot)
 	res.From, res.To = step, step
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
@@ -316,11 +317,11 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	}
 
 	var switched *ca.Bundle
-	if target == ca.StepSwitched {
+	if target == rotation.StepSwitched {
 		if opts.Issuer == nil {
 			return res, fmt.Errorf("cluster %s: step 2 (switch) needs an issuer for the new root", cl.Name)
 		}
-		p, err := ca.RootRotationProfile(cl.Name, cur.Cert)
+		p, err := rotation.Profile(cl.Name, cur.Cert)
 		if err != nil {
 			return res, err
 		}
@@ -331,12 +332,12 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 		if err != nil {
 			return res, err
 		}
-		if !switched.ChainsTo(newRoot) {
+		if !switched.SignedUnder(newRoot) {
 			return res, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
 				cl.Name, ca.ShortFingerprint(ca.Fingerprint(switched.Roots[0])), ca.ShortFingerprint(ca.Fingerprint(newRoot)))
 		}
 	}
-	files, err := ca.RootRotationFiles(rd.files, target, old, newRoot, switched)
+	files, err := rotation.Files(rd.files, target, old, newRoot, switched)
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
@@ -346,7 +347,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: the step %d bundle does not verify, nothing sent: %w", cl.Name, int(target), err)
 	}
-	if got, err := ca.RotationStepOf(nb, old, newRoot); err != nil || got != target {
+	if got, err := rotation.StepOf(nb, old, newRoot); err != nil || got != target {
 		return res, fmt.Errorf("cluster %s: the bundle made for step %d is at step %s (%v), nothing sent", cl.Name, int(target), got, err)
 	}
 
@@ -355,7 +356,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 		Namespace: ns,
 		DryRun:    opts.DryRun,
 		// Steps 1 and 3 change the set of roots; step 2 keeps it.
-		AllowNewRoot:  target != ca.StepSwitched,
+		AllowNewRoot:  target != rotation.StepSwitched,
 		KeepBackups:   opts.KeepBackups,
 		RestartIstiod: opts.RestartIstiod,
 		Now:           func() time.Time { return now },
@@ -368,7 +369,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	if opts.DryRun {
 		return res, nil
 	}
-	rec := &ca.RotationRecord{Step: target, At: now.UTC().Truncate(time.Second), NewRoot: ca.Fingerprint(newRoot), Clusters: meshClusters}
+	rec := &rotation.Record{Step: target, At: now.UTC().Truncate(time.Second), NewRoot: ca.Fingerprint(newRoot), Clusters: meshClusters}
 	if old != nil {
 		rec.OldRoot = ca.Fingerprint(old)
 	}
@@ -387,11 +388,11 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 // rewriteRecord writes the record of a cluster that stays at its step: either it
 // got there without meshpki (no record; stamped now, marked observed), or its
 // record lists fewer clusters than this run (widened, time kept).
-func rewriteRecord(ctx context.Context, cl *Cluster, rd *rotationRead, plan *ca.RotationPlan, names []string, now time.Time, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+func rewriteRecord(ctx context.Context, cl *Cluster, rd *rotationRead, plan *rotation.Plan, names []string, now time.Time, opts RootRotationOptions) (*RootRotationClusterResult, error) {
 	ns := opts.namespace()
-	row := plan.Clusters[slices.IndexFunc(plan.Clusters, func(c ca.ClusterRotation) bool { return c.Cluster == cl.Name })]
+	row := plan.Clusters[slices.IndexFunc(plan.Clusters, func(c rotation.Cluster) bool { return c.Cluster == cl.Name })]
 	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: row.Step, To: row.Step, Action: "none", ResourceVersion: rd.resourceVersion}
-	rec := &ca.RotationRecord{Step: row.Step, At: now.UTC().Truncate(time.Second), OldRoot: plan.OldFingerprint, NewRoot: plan.NewFingerprint, Clusters: names, Observed: true}
+	rec := &rotation.Record{Step: row.Step, At: now.UTC().Truncate(time.Second), OldRoot: plan.OldFingerprint, NewRoot: plan.NewFingerprint, Clusters: names, Observed: true}
 	res.Note = "no record of when it got to this step: recorded as first seen now"
 	if prev := rd.input.Record; !row.Unrecorded && prev != nil {
 		cp := *prev
@@ -409,7 +410,7 @@ func rewriteRecord(ctx context.Context, cl *Cluster, rd *rotationRead, plan *ca.
 
 // narrowRecord reports whether rec, a record of this rotation, lists fewer
 // clusters than names (an earlier run was given only some of them).
-func narrowRecord(rec *ca.RotationRecord, plan *ca.RotationPlan, names []string) bool {
+func narrowRecord(rec *rotation.Record, plan *rotation.Plan, names []string) bool {
 	if rec == nil || rec.NewRoot != plan.NewFingerprint || rec.OldRoot != "" && plan.OldFingerprint != "" && rec.OldRoot != plan.OldFingerprint {
 		return false
 	}
@@ -431,7 +432,7 @@ func unionSorted(a, b []string) []string {
 // still files (what the step wrote, or read): it reads cacerts and updates it with
 // that resourceVersion as precondition, and on a conflict reads and checks again.
 // It needs only the get and update that install needs.
-func annotateRotation(ctx context.Context, cl *Cluster, ns string, files map[string][]byte, rec *ca.RotationRecord) (string, error) {
+func annotateRotation(ctx context.Context, cl *Cluster, ns string, files map[string][]byte, rec *rotation.Record) (string, error) {
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return "", err

@@ -17,6 +17,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rotation"
 	"github.com/meshpki/meshpki/internal/testenv"
 )
 
@@ -50,7 +51,7 @@ func rrSameVersions(t *testing.T, what string, before, after map[string]string) 
 // workload of every cluster (signed by the cluster's then-current intermediate,
 // trusting its then-current roots) complete mutual TLS with a workload of every
 // other cluster, both ways.
-func rrCheckMesh(t *testing.T, clusters []*Cluster, ns string, old, newRoot *ca.Root, want map[string]ca.RotationStep) {
+func rrCheckMesh(t *testing.T, clusters []*Cluster, ns string, old, newRoot *ca.Root, want map[string]rotation.Step) {
 	t.Helper()
 	workloads := make([]*ca.Workload, len(clusters))
 	for i, cl := range clusters {
@@ -59,12 +60,12 @@ func rrCheckMesh(t *testing.T, clusters []*Cluster, ns string, old, newRoot *ca.
 		if err != nil {
 			t.Fatalf("%s: cacerts does not verify: %v", cl.Name, err)
 		}
-		step, err := ca.RotationStepOf(b, old.Cert, newRoot.Cert)
+		step, err := rotation.StepOf(b, old.Cert, newRoot.Cert)
 		if err != nil || step != want[cl.Name] {
 			t.Fatalf("%s is at step %v (%v), want %v", cl.Name, step, err, want[cl.Name])
 		}
-		if step != ca.StepOldRoot {
-			var rec ca.RotationRecord
+		if step != rotation.StepOldRoot {
+			var rec rotation.Record
 			if err := json.Unmarshal([]byte(s.Annotations[AnnotationRootRotation]), &rec); err != nil || rec.Step != step {
 				t.Fatalf("%s: annotation %q does not record step %v (%v)", cl.Name, s.Annotations[AnnotationRootRotation], step, err)
 			}
@@ -116,14 +117,14 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 	}
 	clock := &rrClock{}
 	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), MinStepInterval: 24 * time.Hour, Now: clock.Now}
-	steps := func(e, w, n ca.RotationStep) map[string]ca.RotationStep {
-		return map[string]ca.RotationStep{east.Name: e, west.Name: w, north.Name: n}
+	steps := func(e, w, n rotation.Step) map[string]rotation.Step {
+		return map[string]rotation.Step{east.Name: e, west.Name: w, north.Name: n}
 	}
 	names := rrNames(clusters)
 	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(0, 0, 0))
 
 	st := RootRotationStatus(ctx, clusters, opts)
-	if st.Plan.Err != nil || st.Plan.MeshStep != ca.StepOldRoot || st.Plan.Target != ca.StepTrustBoth || len(st.Plan.Moving()) != 3 {
+	if st.Plan.Err != nil || st.Plan.MeshStep != rotation.StepOldRoot || st.Plan.Target != rotation.StepTrustBoth || len(st.Plan.Moving()) != 3 {
 		t.Fatalf("status at the start: %+v", st.Plan)
 	}
 
@@ -141,7 +142,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 	rrSameVersions(t, "dry run", rvs, rrVersions(t, clusters, ns))
 
 	// Mixed: east trusts both, the others only A.
-	if _, err := ApplyRootRotationStep(ctx, east, rootA.Cert, rootB.Cert, ca.StepTrustBoth, names, opts); err != nil {
+	if _, err := ApplyRootRotationStep(ctx, east, rootA.Cert, rootB.Cert, rotation.StepTrustBoth, names, opts); err != nil {
 		t.Fatal(err)
 	}
 	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(1, 0, 0))
@@ -152,7 +153,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Plan.Target != ca.StepTrustBoth || strings.Join(rep.Plan.Moving(), ",") != "west,north" {
+	if rep.Plan.Target != rotation.StepTrustBoth || strings.Join(rep.Plan.Moving(), ",") != "west,north" {
 		t.Fatalf("run 1: target %v moving %v", rep.Plan.Target, rep.Plan.Moving())
 	}
 	if after := rrVersions(t, clusters, ns); after[east.Name] != rvs[east.Name] {
@@ -171,11 +172,11 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 	// Rerun at once: too early, nothing written. With --step 1: a no-op.
 	rvs = rrVersions(t, clusters, ns)
 	rep, err = RotateRoot(ctx, clusters, opts)
-	if !errors.Is(err, ca.ErrRotationTooEarly) || rep.Plan.NextAllowed.Before(clock.Now().Add(23*time.Hour)) {
+	if !errors.Is(err, rotation.ErrTooEarly) || rep.Plan.NextAllowed.Before(clock.Now().Add(23*time.Hour)) {
 		t.Fatalf("immediate rerun: %v (next allowed %v)", err, rep.Plan.NextAllowed)
 	}
 	pinned := opts
-	pinned.ToStep = ca.StepTrustBoth
+	pinned.ToStep = rotation.StepTrustBoth
 	if rep, err = RotateRoot(ctx, clusters, pinned); err != nil || len(rep.Plan.Moving()) != 0 {
 		t.Fatalf("rerun of step 1: %v, moving %v", err, rep.Plan.Moving())
 	}
@@ -183,7 +184,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 
 	// A day later. Mixed: west switched, the others still on A's intermediates.
 	clock.Advance(25 * time.Hour)
-	res, err := ApplyRootRotationStep(ctx, west, rootA.Cert, rootB.Cert, ca.StepSwitched, names, opts)
+	res, err := ApplyRootRotationStep(ctx, west, rootA.Cert, rootB.Cert, rotation.StepSwitched, names, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,12 +196,12 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 	// Dropping the old root now would cut east and north off: refused, naming them.
 	rvs = rrVersions(t, clusters, ns)
 	drop := opts
-	drop.ToStep = ca.StepNewRoot
+	drop.ToStep = rotation.StepNewRoot
 	_, err = RotateRoot(ctx, clusters, drop)
-	if !errors.Is(err, ca.ErrRotationBehind) || !strings.Contains(err.Error(), "behind: east (at step 1 (trust-both)), north (at step 1 (trust-both))") {
+	if !errors.Is(err, rotation.ErrBehind) || !strings.Contains(err.Error(), "behind: east (at step 1 (trust-both)), north (at step 1 (trust-both))") {
 		t.Fatalf("drop before switch reached all: %v", err)
 	}
-	if _, err := ApplyRootRotationStep(ctx, east, rootA.Cert, rootB.Cert, ca.StepNewRoot, names, opts); !errors.Is(err, ErrRootRotationStep) {
+	if _, err := ApplyRootRotationStep(ctx, east, rootA.Cert, rootB.Cert, rotation.StepNewRoot, names, opts); !errors.Is(err, ErrRootRotationStep) {
 		t.Fatalf("library drop on a cluster at step 1: %v", err)
 	}
 	rrSameVersions(t, "refused drop", rvs, rrVersions(t, clusters, ns))
@@ -217,7 +218,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 
 	// A day later. Mixed: north dropped A.
 	clock.Advance(25 * time.Hour)
-	if _, err := ApplyRootRotationStep(ctx, north, rootA.Cert, rootB.Cert, ca.StepNewRoot, names, opts); err != nil {
+	if _, err := ApplyRootRotationStep(ctx, north, rootA.Cert, rootB.Cert, rotation.StepNewRoot, names, opts); err != nil {
 		t.Fatal(err)
 	}
 	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(2, 2, 3))
@@ -266,27 +267,27 @@ func TestRootRotationRecordsStepsMadeByHand(t *testing.T) {
 	}
 	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), MinStepInterval: time.Hour}
 	st := RootRotationStatus(ctx, clusters, opts)
-	if !errors.Is(st.Plan.Err, ca.ErrRotationTooEarly) || len(st.Plan.Unrecorded()) != 2 {
+	if !errors.Is(st.Plan.Err, rotation.ErrTooEarly) || len(st.Plan.Unrecorded()) != 2 {
 		t.Fatalf("status: %v, unrecorded %v", st.Plan.Err, st.Plan.Unrecorded())
 	}
 	rep, err := RotateRoot(ctx, clusters, opts)
-	if !errors.Is(err, ca.ErrRotationTooEarly) {
+	if !errors.Is(err, rotation.ErrTooEarly) {
 		t.Fatalf("first run: %v", err)
 	}
 	for _, r := range rep.Clusters {
-		if r.Action != "record" || r.Record == nil || !r.Record.Observed || r.Record.Step != ca.StepTrustBoth || r.Install != nil {
+		if r.Action != "record" || r.Record == nil || !r.Record.Observed || r.Record.Step != rotation.StepTrustBoth || r.Install != nil {
 			t.Fatalf("%s: %+v", r.Cluster, r)
 		}
 	}
 	rvs := rrVersions(t, clusters, ns)
 	rep, err = RotateRoot(ctx, clusters, opts)
-	if !errors.Is(err, ca.ErrRotationTooEarly) || len(rep.Plan.Unrecorded()) != 0 {
+	if !errors.Is(err, rotation.ErrTooEarly) || len(rep.Plan.Unrecorded()) != 0 {
 		t.Fatalf("second run: %v, unrecorded %v", err, rep.Plan.Unrecorded())
 	}
 	rrSameVersions(t, "second run", rvs, rrVersions(t, clusters, ns))
 	// An hour later the switch goes ahead.
 	opts.Now = func() time.Time { return time.Now().Add(61 * time.Minute) }
-	if rep, err = RotateRoot(ctx, clusters, opts); err != nil || len(rep.Plan.Moving()) != 2 || rep.Plan.Target != ca.StepSwitched {
+	if rep, err = RotateRoot(ctx, clusters, opts); err != nil || len(rep.Plan.Moving()) != 2 || rep.Plan.Target != rotation.StepSwitched {
 		t.Fatalf("run after the wait: %v, %+v", err, rep.Plan)
 	}
 }
@@ -309,7 +310,7 @@ func TestRootRotationRefusesUnreachableCluster(t *testing.T) {
 	mesh := []*Cluster{clusters[0], clusters[1], down}
 	rvs := rrVersions(t, clusters[:2], ns)
 	rep, err := RotateRoot(ctx, mesh, RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)})
-	if !errors.Is(err, ca.ErrRotationUnreadable) || !strings.Contains(err.Error(), "could not read south (cluster south:") {
+	if !errors.Is(err, rotation.ErrUnreadable) || !strings.Contains(err.Error(), "could not read south (cluster south:") {
 		t.Fatalf("got %v", err)
 	}
 	if rep.Plan.Clusters[2].Problem == "" || len(rep.Plan.Moving()) != 0 {
@@ -319,7 +320,7 @@ func TestRootRotationRefusesUnreachableCluster(t *testing.T) {
 
 	// A cluster without cacerts is refused just the same.
 	_, err = RotateRoot(ctx, clusters, RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)})
-	if !errors.Is(err, ca.ErrRotationUnreadable) || !strings.Contains(err.Error(), clusters[2].Name+" (no Secret cacerts in namespace "+ns) {
+	if !errors.Is(err, rotation.ErrUnreadable) || !strings.Contains(err.Error(), clusters[2].Name+" (no Secret cacerts in namespace "+ns) {
 		t.Fatalf("cluster without cacerts: %v", err)
 	}
 }
@@ -329,7 +330,7 @@ func TestRootRotationRefusesUnreachableCluster(t *testing.T) {
 // of data is not.
 func TestAnnotateRotationConflicts(t *testing.T) {
 	_, files := mint(t, nil, "east")
-	rec := &ca.RotationRecord{Step: 1, At: time.Now(), NewRoot: "n"}
+	rec := &rotation.Record{Step: 1, At: time.Now(), NewRoot: "n"}
 	for _, tc := range []struct {
 		name      string
 		dataAfter map[string][]byte
@@ -389,16 +390,16 @@ func TestRootRotationRefusesSubsetOfTheMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := rep.Clusters[0]; r.Action != "record" || !strings.Contains(r.Note, "widened to east, north, west") || r.Record.Step != ca.StepTrustBoth {
+	if r := rep.Clusters[0]; r.Action != "record" || !strings.Contains(r.Note, "widened to east, north, west") || r.Record.Step != rotation.StepTrustBoth {
 		t.Fatalf("east: %+v", r)
 	}
 	rvs := rrVersions(t, clusters, ns)
-	if rep, err = RotateRoot(ctx, clusters, withDryRun(opts)); err != nil || rep.Plan.Target != ca.StepSwitched {
+	if rep, err = RotateRoot(ctx, clusters, withDryRun(opts)); err != nil || rep.Plan.Target != rotation.StepSwitched {
 		t.Fatalf("dry run of the switch: %v, %+v", err, rep.Plan)
 	}
 	for _, sub := range [][]*Cluster{clusters[:1], clusters[1:]} {
 		_, err := RotateRoot(ctx, sub, opts)
-		if !errors.Is(err, ca.ErrRotationIncomplete) {
+		if !errors.Is(err, rotation.ErrIncomplete) {
 			t.Fatalf("run on %v: %v", rrNames(sub), err)
 		}
 	}
@@ -467,7 +468,7 @@ func TestRootRotationWithDeployedRBAC(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &LeaseOptions{Holder: "root-rotate"}}
-	for want := ca.StepTrustBoth; want <= ca.StepNewRoot; want++ {
+	for want := rotation.StepTrustBoth; want <= rotation.StepNewRoot; want++ {
 		rep, err := RotateRoot(ctx, []*Cluster{cl}, opts)
 		if err != nil || rep.Clusters[0].To != want || rep.Clusters[0].Record == nil {
 			t.Fatalf("step %v as %s: %v, %+v", want, testenv.LimitedUser, err, rep.Clusters[0])

@@ -1,11 +1,11 @@
 package k8s
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -57,8 +57,8 @@ type RotateOptions struct {
 	// Format is the layout to install; empty keeps the installed one (istio when
 	// there is none).
 	Format ca.Format
-	// RenewBefore says when an intermediate is due; the zero value means
-	// ca.DefaultRenewBefore (a third of its lifetime left).
+	// RenewBefore says when an intermediate is due (ca.RenewBefore.RenewAt); the
+	// zero value means ca.DefaultRenewBefore (a third of its lifetime left).
 	RenewBefore ca.RenewBefore
 	// Force rotates every cluster, due or not.
 	Force bool
@@ -94,13 +94,6 @@ func (o RotateOptions) now() time.Time {
 	return o.Now()
 }
 
-func (o RotateOptions) renewBefore() ca.RenewBefore {
-	if o.RenewBefore == (ca.RenewBefore{}) {
-		return ca.DefaultRenewBefore()
-	}
-	return o.RenewBefore
-}
-
 // Validate checks the options that do not depend on a cluster.
 func (o RotateOptions) Validate() error {
 	switch {
@@ -111,13 +104,8 @@ func (o RotateOptions) Validate() error {
 	case o.Lock.Holder == "" && !o.DryRun:
 		return errors.New("rotate: no lock holder identity given")
 	}
-	rb := o.renewBefore()
-	if rb.Duration < 0 || rb.Fraction < 0 || rb.Fraction >= 1 {
-		return fmt.Errorf("rotate: renew-before %s is out of range", rb)
-	}
-	if rb.Duration > 0 && rb.Duration >= o.Profile.TTL && o.Profile.TTL > 0 {
-		return fmt.Errorf("rotate: renew-before %s is not shorter than the new intermediates' lifetime %s: every run would rotate again",
-			ca.FormatDuration(rb.Duration), ca.FormatDuration(o.Profile.TTL))
+	if err := o.RenewBefore.Validate(o.Profile.TTL); err != nil {
+		return fmt.Errorf("rotate: %w", err)
 	}
 	return nil
 }
@@ -291,9 +279,9 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	// Keep the other roots the cluster trusts (a root rotation in progress), unless
 	// the cluster moves to a root it did not trust yet (AllowNewRoot): then its
 	// root-cert.pem is the issuer's.
-	if containsCert(d.roots, b.Roots[0]) {
+	if ca.ContainsCert(d.roots, b.Roots[0]) {
 		for _, r := range d.roots {
-			if !containsCert(b.Roots, r) {
+			if !ca.ContainsCert(b.Roots, r) {
 				b.Roots = append(b.Roots, r)
 			}
 		}
@@ -343,7 +331,7 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	res.NotAfter = b.Cert.NotAfter.UTC()
 	now := opts.now()
 	res.RemainingSeconds = int64(b.Cert.NotAfter.Sub(now) / time.Second)
-	res.RenewAt = renewAt(b.Cert, opts.renewBefore()).UTC()
+	res.RenewAt = opts.RenewBefore.RenewAt(b.Cert).UTC()
 	return nil
 }
 
@@ -407,7 +395,7 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 		d.due = true
 		d.reason = "installed cacerts fails istiod's checks: " + err.Error()
 		// A root change can be told without a valid bundle when the anchor is a root.
-		if isSelfSigned(anchor) && len(rep.RootFingerprints) > 0 && !containsString(rep.RootFingerprints, anchorFP) {
+		if ca.IsSelfSigned(anchor) && len(rep.RootFingerprints) > 0 && !slices.Contains(rep.RootFingerprints, anchorFP) {
 			d.otherRoot = true
 			d.reason += fmt.Sprintf("; it trusts roots %s", shortFingerprints(rep.RootFingerprints))
 		}
@@ -415,9 +403,9 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	}
 	d.cert = b.Cert
 	d.left = b.Cert.NotAfter.Sub(now)
-	rb := opts.renewBefore()
-	d.renewAt = renewAt(b.Cert, rb)
-	if !chainsTo(b, anchor, now) {
+	rb := opts.RenewBefore
+	d.renewAt = rb.RenewAt(b.Cert)
+	if !b.VerifiesAt(anchor, now) {
 		d.due, d.otherRoot = true, true
 		d.reason = fmt.Sprintf("installed intermediate (serial %s) chains to root %s, not to the current root", rep.Serial, rootOf(b))
 		return d
@@ -425,10 +413,10 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	due, left := rb.Due(b.Cert, now)
 	if due {
 		d.due = true
-		d.reason = fmt.Sprintf("%s left, under renew-before %s", describeLeft(left), describeRenewBefore(rb))
+		d.reason = fmt.Sprintf("%s left, under renew-before %s", describeLeft(left), rb.Describe())
 		return d
 	}
-	d.reason = fmt.Sprintf("%s left; due on %s with renew-before %s", describeLeft(left), d.renewAt.UTC().Format(time.DateOnly), describeRenewBefore(rb))
+	d.reason = fmt.Sprintf("%s left; due on %s with renew-before %s", describeLeft(left), d.renewAt.UTC().Format(time.DateOnly), rb.Describe())
 	return d
 }
 
@@ -441,43 +429,10 @@ func describeLeft(left time.Duration) string {
 	return ca.FormatDuration(left)
 }
 
-// describeRenewBefore prints rb as a user would write it: "30d", "12h",
-// "33.33% of lifetime".
-func describeRenewBefore(rb ca.RenewBefore) string {
-	if d := rb.Duration; d > 0 && d%(24*time.Hour) == 0 {
-		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
-	}
-	return rb.String()
-}
-
-// renewAt is when cert becomes due under rb.
-func renewAt(cert *x509.Certificate, rb ca.RenewBefore) time.Time {
-	threshold := rb.Duration
-	if threshold == 0 {
-		threshold = time.Duration(float64(cert.NotAfter.Sub(cert.NotBefore)) * rb.Fraction)
-	}
-	return cert.NotAfter.Add(-threshold)
-}
-
-// chainsTo reports whether b's intermediate chains, through b's chain, to anchor.
-func chainsTo(b *ca.Bundle, anchor *x509.Certificate, now time.Time) bool {
-	roots := x509.NewCertPool()
-	roots.AddCert(anchor)
-	inters := x509.NewCertPool()
-	for _, c := range b.Chain {
-		if !c.Equal(anchor) {
-			inters.AddCert(c)
-		}
-	}
-	_, err := b.Cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inters, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	return err == nil
-}
-
 // rootOf names the root b's chain ends in.
 func rootOf(b *ca.Bundle) string {
 	for _, c := range b.Chain {
-		if !c.Equal(b.Cert) && isSelfSigned(c) {
+		if !c.Equal(b.Cert) && ca.IsSelfSigned(c) {
 			return ca.ShortFingerprint(ca.Fingerprint(c))
 		}
 	}
@@ -492,26 +447,4 @@ func rootOf(b *ca.Bundle) string {
 func installedRoots(files map[string][]byte, f ca.Format) []*x509.Certificate {
 	certs, _ := ca.ParseCertificatesPEM(files[ca.RootsFileName(f)])
 	return certs
-}
-
-func isSelfSigned(c *x509.Certificate) bool {
-	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
-}
-
-func containsCert(certs []*x509.Certificate, c *x509.Certificate) bool {
-	for _, x := range certs {
-		if x.Equal(c) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

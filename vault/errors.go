@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 
 	"github.com/hashicorp/vault/api"
 )
@@ -15,8 +17,13 @@ import (
 // Kinds of failure. Every error of this package wraps one of them (through *Error),
 // so callers can test with errors.Is.
 var (
-	// ErrUnreachable: no answer from Vault (connection refused, DNS, timeout).
+	// ErrUnreachable: no answer from Vault: the connection could not be made or
+	// broke (refused, reset, DNS, network unreachable, timeout, closed without an
+	// answer).
 	ErrUnreachable = errors.New("vault unreachable")
+	// ErrRequest: the request could not be sent for a reason on this side (a bad
+	// address or proxy setting, an unsupported scheme); Vault was not asked.
+	ErrRequest = errors.New("vault request failed before reaching vault")
 	// ErrTLS: the TLS handshake with Vault failed (unknown CA, wrong name, not TLS).
 	ErrTLS = errors.New("TLS with vault failed")
 	// ErrSealed: Vault is sealed or not initialized.
@@ -114,6 +121,10 @@ func describe(err error, capability, path string) error {
 		addr, cause := unwrapURL(err)
 		e.Kind = ErrUnreachable
 		e.Msg = fmt.Sprintf("cannot reach Vault at %s (%s): %v", addr, path, cause)
+	case isRequestError(err):
+		addr, cause := unwrapURL(err)
+		e.Kind = ErrRequest
+		e.Msg = fmt.Sprintf("could not send %s on %s to Vault at %s: %v; check the address and proxy settings", capability, path, addr, cause)
 	default:
 		e.Kind = ErrServer
 		e.Msg = fmt.Sprintf("Vault %s on %s failed: %v", capability, path, err)
@@ -121,13 +132,46 @@ func describe(err error, capability, path string) error {
 	return e
 }
 
+// isUnreachable reports a failure to talk to the server, as the HTTP transport
+// reports it (a *url.Error): a dial, read or write error on the connection (refused,
+// reset, no route, DNS), a timeout, or a connection closed before a whole answer.
+// Errors made on this side (a bad URL or proxy setting, a cancelled context, an
+// address that does not parse) and errors that never reached the transport (an EOF
+// reading a file or decoding an answer) are not.
 func isUnreachable(err error) bool {
-	var ne net.Error
-	var oe *net.OpError
-	var de *net.DNSError
-	return errors.As(err, &ne) || errors.As(err, &oe) || errors.As(err, &de) ||
-		errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") ||
-		strings.Contains(err.Error(), "EOF")
+	var ue *url.Error
+	if !errors.As(err, &ue) || errors.Is(ue.Err, context.Canceled) {
+		return false
+	}
+	cause := ue.Err
+	var (
+		ae *net.AddrError
+		oe *net.OpError
+		de *net.DNSError
+		ne net.Error
+	)
+	switch {
+	case errors.As(cause, &ae):
+		return false // an address that does not parse: this side's
+	case errors.As(cause, &de), errors.As(cause, &oe):
+		return true
+	case errors.Is(cause, syscall.ECONNREFUSED), errors.Is(cause, syscall.ECONNRESET), errors.Is(cause, syscall.ECONNABORTED),
+		errors.Is(cause, syscall.EHOSTUNREACH), errors.Is(cause, syscall.ENETUNREACH), errors.Is(cause, syscall.ETIMEDOUT),
+		errors.Is(cause, syscall.EPIPE):
+		return true
+	case errors.Is(cause, context.DeadlineExceeded), errors.As(cause, &ne) && ne.Timeout():
+		return true
+	case errors.Is(cause, io.EOF), errors.Is(cause, io.ErrUnexpectedEOF):
+		return true // the server closed the connection without a (whole) answer
+	}
+	return false
+}
+
+// isRequestError reports a transport error that is not a connection failure: the
+// request could not be made on this side.
+func isRequestError(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue) && !isUnreachable(err)
 }
 
 // unwrapURL splits url.Error's "Get \"http://host/v1/path\": cause" into the

@@ -132,8 +132,8 @@ func stringField(k KVPath, data map[string]any, field string) ([]byte, error) {
 }
 
 // LoadRootKV reads a root kept in a KV v2 secret (fields "certificate" and
-// "private_key", PEM) and checks it as ca.ParseRoot does for files. Errors name the
-// path and the field, never the key.
+// "private_key", PEM) with ca.ParseRoot, the parser of root folders too. Errors name
+// the path and the field, never the key.
 func LoadRootKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.Root, error) {
 	data, err := readKV(ctx, l, k)
 	if err != nil {
@@ -147,25 +147,20 @@ func LoadRootKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.Ro
 	if err != nil {
 		return nil, err
 	}
-	malformed := func(field string, err error) error {
-		return &Error{Kind: ErrMalformed, Path: k.DataPath(), Err: err,
-			Msg: fmt.Sprintf("Vault secret %s: field %q: %v", k, field, err)}
-	}
-	cert, err := ca.ParseCertificatePEM(certPEM)
-	if err == nil {
-		err = ca.CheckRootCert(cert, now)
-	}
+	root, err := ca.ParseRoot(certPEM, keyPEM, now)
 	if err != nil {
-		return nil, malformed(FieldCertificate, err)
+		field, cause := FieldCertificate, err
+		var re *ca.RootError
+		if errors.As(err, &re) {
+			cause = re.Err
+			if re.Part == ca.RootPartKey {
+				field = FieldPrivateKey
+			}
+		}
+		return nil, &Error{Kind: ErrMalformed, Path: k.DataPath(), Err: cause,
+			Msg: fmt.Sprintf("Vault secret %s: field %q: %v", k, field, cause)}
 	}
-	key, err := ca.ParsePrivateKeyPEM(keyPEM)
-	if err == nil && !ca.KeyMatches(key, cert.PublicKey) {
-		err = ca.ErrKeyMismatch
-	}
-	if err != nil {
-		return nil, malformed(FieldPrivateKey, err)
-	}
-	return &ca.Root{Cert: cert, Signer: key}, nil
+	return root, nil
 }
 
 // StoreRootKV stores a root in a new KV v2 secret with check-and-set 0: it fails with

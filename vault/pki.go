@@ -191,7 +191,7 @@ func parseChain(data map[string]any) ([]*x509.Certificate, error) {
 // splitChain cuts a chain (nearest first) at its first self-signed certificate.
 func splitChain(chain []*x509.Certificate) (between []*x509.Certificate, root *x509.Certificate, err error) {
 	for i, c := range chain {
-		if isSelfSigned(c) {
+		if ca.IsSelfSigned(c) {
 			return chain[:i], c, nil
 		}
 	}
@@ -200,10 +200,6 @@ func splitChain(chain []*x509.Certificate) (between []*x509.Certificate, root *x
 	}
 	last := chain[len(chain)-1]
 	return nil, nil, fmt.Errorf("the CA chain ends at %q, which is not self-signed", last.Subject)
-}
-
-func isSelfSigned(c *x509.Certificate) bool {
-	return string(c.RawIssuer) == string(c.RawSubject) && c.CheckSignatureFrom(c) == nil
 }
 
 func issuerLabel(ref string) string {

@@ -43,14 +43,8 @@ func GenerateInternalRoot(ctx context.Context, l Logical, mount string, p ca.Roo
 	if err := checkMount(mount); err != nil {
 		return nil, err
 	}
-	if p.TTL <= 0 {
-		return nil, fmt.Errorf("ttl must be positive, got %s", p.TTL)
-	}
-	if p.Subject.CommonName == "" {
-		return nil, errors.New("root subject needs a common name")
-	}
-	if p.MaxPathLen == 0 {
-		return nil, ca.ErrPathLenZero
+	if err := p.Validate(); err != nil {
+		return nil, err
 	}
 	keyType, keyBits, err := vaultKeyType(p.KeyType)
 	if err != nil {

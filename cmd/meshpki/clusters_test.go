@@ -242,7 +242,7 @@ func TestClusterCommands(t *testing.T) {
 			{[]string{"install", "--kubeconfig", kc, "--all-contexts", "--bundles", filepath.Join(dir, "nope")}, "no such folder"},
 			{[]string{"install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles, "--cluster", "east"}, "want CTX=NAME"},
 			{[]string{"install", "--kubeconfig", filepath.Join(dir, "nope"), "--all-contexts", "--bundles", bundles}, "load kubeconfig"},
-			{[]string{"status", "--kubeconfig", kc, "--all-contexts", "-o", "yaml"}, "want table or json"},
+			{[]string{"status", "--kubeconfig", kc, "--all-contexts", "-o", "yaml"}, "want text or json"},
 			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--context", "west", "--root-dir", root}, "pass --context once"},
 			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east"}, "no root given"},
 		} {

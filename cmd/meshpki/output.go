@@ -22,8 +22,12 @@ func outputFlag() cli.Flag {
 }
 
 // outputFormat reads --output.
-func outputFormat(c *cli.Context) (string, error) {
-	switch o := c.String("output"); o {
+func outputFormat(c *cli.Context) (string, error) { return parseOutputFormat(c.String("output")) }
+
+// parseOutputFormat checks an --output value: text or json, the same names for
+// every command.
+func parseOutputFormat(o string) (string, error) {
+	switch o {
 	case "text", "json":
 		return o, nil
 	default:
@@ -120,6 +124,15 @@ func parseOrg(c *cli.Context) (string, error) {
 		return "", inputError(errors.New("--org must not be empty: it is the subject's O= (the default is Istio)"))
 	}
 	return org, nil
+}
+
+// parseDurationOrZero reads a duration flag where 0 (in any unit) turns something off.
+func parseDurationOrZero(flag, s string) (time.Duration, error) {
+	d, err := ca.ParseDurationOrZero(s)
+	if err != nil {
+		return 0, inputError(fmt.Errorf("--%s: %w", flag, err))
+	}
+	return d, nil
 }
 
 // parseDuration reads a duration flag: Go durations plus a "d" suffix for days.

@@ -62,7 +62,7 @@ Examples:
 			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to (or use --vault-pki / --vault-kv)"},
 			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
 			&cli.StringFlag{Name: "common-name", Value: ca.DefaultRootCN, Usage: "subject CN"},
-			orgFlag("", "subject O"),
+			orgFlag("", "subject O; must not be empty (the same rule as for intermediates)"),
 			ttlFlag("", ca.DefaultRootTTL, "lifetime"),
 			outputFlag(),
 		}, rootVaultFlags()...),

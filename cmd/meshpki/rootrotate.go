@@ -16,6 +16,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rotation"
+	"github.com/meshpki/meshpki/internal/atomicfs"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -73,7 +75,7 @@ func rootRotateCommand(e *env) *cli.Command {
 	flags = append(flags,
 		&cli.BoolFlag{Name: "status", Usage: "only show where each cluster stands and what a run would do; change nothing"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "mint what the step needs, then send every write as a server-side dry run; nothing is stored"},
-		&cli.StringFlag{Name: "min-step-interval", Value: defaultMinStepInterval, Usage: "least time a cluster stays at a step before the next (the workload certificate TTL); 0 disables the check, e.g. --min-step-interval 48h"},
+		&cli.StringFlag{Name: "min-step-interval", Value: defaultMinStepInterval, Usage: "least time a cluster stays at a step before the next (the workload certificate TTL); 0 (in any unit: 0s, 0m, 0d) disables the check, e.g. --min-step-interval 48h"},
 		&cli.StringFlag{Name: "step", Usage: "move only to this step: 1 or trust-both, 2 or switch, 3 or drop; a rerun at that step is a no-op (default: the next step), e.g. --step 2"},
 		&cli.StringFlag{Name: "ttl", Usage: "lifetime of the new intermediates of step 2 (default: each cluster's current one), e.g. --ttl 365d"},
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
@@ -175,15 +177,11 @@ func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
 	if o.Status && o.Rotation.DryRun {
 		return nil, inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))
 	}
-	switch s := strings.TrimSpace(c.String("min-step-interval")); s {
-	case "0", "0s", "0h":
-	default:
-		if o.Rotation.MinStepInterval, err = parseDuration("min-step-interval", s); err != nil {
-			return nil, err
-		}
+	if o.Rotation.MinStepInterval, err = parseDurationOrZero("min-step-interval", strings.TrimSpace(c.String("min-step-interval"))); err != nil {
+		return nil, err
 	}
 	if s := c.String("step"); s != "" {
-		if o.Rotation.ToStep, err = ca.ParseRotationStep(s); err != nil {
+		if o.Rotation.ToStep, err = rotation.ParseStep(s); err != nil {
 			return nil, inputError(fmt.Errorf("--step: %w", err))
 		}
 	}
@@ -251,7 +249,7 @@ func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
 		prog.finish()
 	}
 	plan := rep.Plan
-	waiting := errors.Is(plan.Err, ca.ErrRotationTooEarly)
+	waiting := errors.Is(plan.Err, rotation.ErrTooEarly)
 	clusterFailed := false
 	for _, r := range rep.Clusters {
 		clusterFailed = clusterFailed || r.Error != ""
@@ -284,7 +282,7 @@ func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
 }
 
 // rootLabel names a root fingerprint as old, new or its short fingerprint.
-func rootLabel(plan *ca.RotationPlan, fp string) string {
+func rootLabel(plan *rotation.Plan, fp string) string {
 	switch fp {
 	case plan.NewFingerprint:
 		return "new"
@@ -388,7 +386,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 	if len(moving) == 0 {
 		fmt.Fprintln(w, "nothing to do: every cluster is at the step asked for")
 	}
-	if reached < ca.StepNewRoot {
+	if reached < rotation.StepNewRoot {
 		fmt.Fprintln(w, "next: "+nextStepAdvice(reached+1, interval, now))
 	} else {
 		fmt.Fprintln(w, "root rotation complete: retire the old root once nothing else trusts it")
@@ -397,8 +395,8 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 
 // describeMeshStep is e.g. "all 3 clusters at step 1 (trust-both): trusts old +
 // new roots, intermediate from the old root".
-func describeMeshStep(plan *ca.RotationPlan, afterRun bool) string {
-	lo, hi := ca.StepNewRoot, ca.StepOldRoot
+func describeMeshStep(plan *rotation.Plan, afterRun bool) string {
+	lo, hi := rotation.StepNewRoot, rotation.StepOldRoot
 	for _, c := range plan.Clusters {
 		lo, hi = min(lo, c.Step), max(hi, c.Step)
 	}
@@ -415,7 +413,7 @@ func describeMeshStep(plan *ca.RotationPlan, afterRun bool) string {
 	return fmt.Sprintf("clusters at steps %s and %s: a run brings the others to step %d (%s)", lo, hi, int(hi), hi.Action())
 }
 
-func describeRotationRun(out rootRotateOutput, c ca.ClusterRotation, r *k8s.RootRotationClusterResult) string {
+func describeRotationRun(out rootRotateOutput, c rotation.Cluster, r *k8s.RootRotationClusterResult) string {
 	if out.Status {
 		if out.Plan.Err == nil && c.Moves() {
 			return fmt.Sprintf("%s -> step %d", c.Next.Action(), int(c.Next))
@@ -456,15 +454,15 @@ func describeRotationRun(out rootRotateOutput, c ca.ClusterRotation, r *k8s.Root
 }
 
 // nextStepAdvice says what to wait for before step next, and from when.
-func nextStepAdvice(next ca.RotationStep, interval time.Duration, now time.Time) string {
+func nextStepAdvice(next rotation.Step, interval time.Duration, now time.Time) string {
 	from := ""
 	if interval > 0 {
 		from = fmt.Sprintf(" The next run may make it from %s (--min-step-interval %s).", now.Add(interval).UTC().Format(time.RFC3339), ca.FormatInterval(interval))
 	}
 	switch next {
-	case ca.StepTrustBoth:
+	case rotation.StepTrustBoth:
 		return "rerun to make every cluster trust both roots (step 1)." + from
-	case ca.StepSwitched:
+	case rotation.StepSwitched:
 		return "wait until every workload of every cluster trusts the new root (istiod pushes the new root-cert.pem to every namespace; proxies pick it up, at once with PROXY_CONFIG_XDS_AGENT, or when restarted), then rerun to switch to intermediates from the new root (step 2)." + from
 	default:
 		return "wait until every workload of every cluster carries a certificate from its new intermediate (workload certificates last 24h by default and are renewed before they expire; restart workloads to hurry), then rerun to drop the old root (step 3)." + from
@@ -544,9 +542,9 @@ func runRootBundle(e *env, args []string, outFile string, force bool, format str
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return inputError(err)
 		}
-		write := ca.WriteFile
+		write := atomicfs.WriteFile
 		if !force {
-			write = ca.CreateFile // another run may have written it since the check
+			write = atomicfs.CreateFile // another run may have written it since the check
 		}
 		if err := write(outFile, pemData, 0o644); errors.Is(err, fs.ErrExist) {
 			return inputError(fmt.Errorf("%w: pass --force to replace it", err))

@@ -14,6 +14,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rotation"
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
 )
@@ -177,7 +178,7 @@ func TestRootRotateCommand(t *testing.T) {
 		rot("--min-step-interval", "0")...)
 	var rep rootRotateOutput
 	out, _ = rrWant(t, 0, nil, rot("--status", "-o", "json")...)
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Plan.MeshStep != ca.StepSwitched || !rep.Waiting || rep.Plan.NextAllowed.Before(time.Now().Add(23*time.Hour)) {
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || rep.Plan.MeshStep != rotation.StepSwitched || !rep.Waiting || rep.Plan.NextAllowed.Before(time.Now().Add(23*time.Hour)) {
 		t.Fatalf("status json (%v):\n%s", err, out)
 	}
 	if rep.Plan.Clusters[0].IntermediateFrom != "new" || len(rep.Plan.Clusters[0].Trusts) != 2 {

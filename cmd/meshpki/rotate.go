@@ -40,7 +40,7 @@ func rotateCommand(e *env) *cli.Command {
 		lockWaitFlag(catRotate),
 		ttlFlag(catRotate, ca.DefaultIntermediateTTL, "lifetime of new intermediates"),
 		&cli.StringFlag{Name: "key-type", Category: catRotate, Value: string(ca.ECDSAP256), Usage: "key of new intermediates: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096, e.g. --key-type rsa-4096"},
-		orgFlag(catRotate, "subject O of new intermediates (CN="+ca.DefaultIntermediateCN+", L=<cluster>), e.g. --org Example"),
+		orgFlag(catRotate, "subject O of new intermediates (CN="+ca.DefaultIntermediateCN+", L=<cluster>); must not be empty, e.g. --org Example"),
 		&cli.StringFlag{Name: "format", Category: catRotate, Usage: "Secret keys to write: istio or tls; default: the layout installed (istio when none), e.g. --format tls"},
 		&cli.BoolFlag{Name: "allow-short-ttl", Category: catRotate, Usage: "accept a lifetime cut short by the root's expiry instead of failing"},
 		&cli.IntFlag{Name: "keep-backups", Category: catRotate, Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all, e.g. --keep-backups 5"},

@@ -26,7 +26,7 @@ func statusCommand(e *env) *cli.Command {
 		minRemainingFlag("warn when an intermediate has less life left"),
 		&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
 		&cli.DurationFlag{Name: "istiod-grace", Value: k8s.DefaultIstiodGrace, Usage: "time istiod gets to take a cacerts change before it is reported refused"},
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "result format on stdout: table or json"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "result format on stdout: text or json (table, its old name, means text)"},
 	)
 	return &cli.Command{
 		Name:  "status",
@@ -77,12 +77,12 @@ func parseStatus(c *cli.Context, e *env) (*statusOptions, error) {
 		return nil, err
 	}
 	out := c.String("output")
-	switch out {
-	case "table", "text":
-		out = "table"
-	case "json":
-	default:
-		return nil, inputError(fmt.Errorf("--output: unknown format %q (want table or json)", out))
+	if out == "table" { // status' old name for text: old scripts keep working
+		out = "text"
+	}
+	out, err = parseOutputFormat(out)
+	if err != nil {
+		return nil, err
 	}
 	minRem, err := parseDuration("min-remaining", c.String("min-remaining"))
 	if err != nil {

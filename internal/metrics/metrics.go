@@ -3,12 +3,13 @@
 //
 // A text file holds no state between runs by itself, so Update reads the previous
 // file back, merges this run into it and writes the whole file again, atomically
-// (a temporary file in the same folder, renamed over the old one): counters keep
+// (internal/atomicfs: a temporary file in the same folder, fsynced, renamed over
+// the old one): counters keep
 // counting across runs, timestamps of past successes survive a failed run, and a
 // run over some clusters leaves the others' series as they were. Deleting the file
 // resets the counters, which Prometheus' rate() and increase() treat as a counter
-// reset. Two runs that write one file at the same time can lose one run's
-// increments: give concurrent schedules their own files.
+// reset. Two runs that update one file at the same time take turns under a lock on
+// its folder (internal/atomicfs), so neither loses the other's increments.
 package metrics
 
 import (
@@ -28,7 +29,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/atomicfs"
 )
 
 // The metrics Update writes, each with a cluster label.
@@ -247,12 +248,12 @@ const lockWait = time.Minute
 // Update reads the file at path (if any), merges this run's outcomes at now and
 // writes it back atomically, readable by all (0644). A file that cannot be parsed
 // is replaced; the returned note says so, and its counters start again from zero.
-// The read, merge and write happen holding a lock on path's folder (ca.LockDir), so
+// The read, merge and write happen holding a lock on path's folder (atomicfs.LockDir), so
 // two runs updating one file at once never lose each other's increments.
 func Update(path string, now time.Time, runs []Run) (note string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), lockWait)
 	defer cancel()
-	lock, err := ca.LockDir(ctx, filepath.Dir(path), nil)
+	lock, err := atomicfs.LockDir(ctx, filepath.Dir(path), nil)
 	if err != nil {
 		return "", fmt.Errorf("metrics file %s: %w", path, err)
 	}
@@ -270,7 +271,7 @@ func Update(path string, now time.Time, runs []Run) (note string, err error) {
 	if err != nil {
 		return note, err
 	}
-	if err := ca.WriteFile(path, data, 0o644); err != nil {
+	if err := atomicfs.WriteFile(path, data, 0o644); err != nil {
 		return note, fmt.Errorf("metrics file %s: %w", path, err)
 	}
 	return note, nil

@@ -1,4 +1,4 @@
-package ca
+package atomicfs
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncFilesystem makes every staged file and folder durable with one syncfs(2) per
+// syncStaged makes every staged file and folder durable with one syncfs(2) per
 // parent folder (in practice one call), instead of one fsync per file and folder.
-func syncFilesystem(st []*staged) error {
+func syncStaged(st []*Staged) error {
 	done := map[string]bool{}
 	for _, s := range st {
 		parent := filepath.Dir(s.tmp)

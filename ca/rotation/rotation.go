@@ -1,8 +1,10 @@
-package ca
-
-// Root rotation: the pure part. Istio supports replacing a mesh's root only as a
-// sequence of steps, each of which must reach every cluster (and every workload)
-// before the next starts:
+// Package rotation plans the replacement of a mesh's root CA. It is pure: given
+// each cluster's installed bundle (as package ca parses it) and the record of its
+// last step, it says where every cluster stands and what one run does, and makes
+// the files of each step; package k8s reads and writes the clusters.
+//
+// Istio supports replacing a mesh's root only as a sequence of steps, each of which
+// must reach every cluster (and every workload) before the next starts:
 //
 //	step 0  trusts old              intermediate from old   (where it starts)
 //	step 1  trusts old + new        intermediate from old   ("trust both")
@@ -11,7 +13,8 @@ package ca
 //
 // Two clusters one step apart still complete mutual TLS with each other; two steps
 // apart they do not (a cluster at step 0 rejects certificates from a cluster at step
-// 2). This file says where a bundle stands, and plans a run over a whole mesh.
+// 2).
+package rotation
 
 import (
 	"bytes"
@@ -22,29 +25,31 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshpki/meshpki/ca"
 )
 
-// RotationStep is where a cluster (or a mesh) stands in a root rotation from an
+// Step is where a cluster (or a mesh) stands in a root rotation from an
 // old root to a new one.
-type RotationStep int
+type Step int
 
 // The steps of a root rotation.
 const (
 	// StepUnknown: the bundle is foreign to the rotation or inconsistent.
-	StepUnknown RotationStep = -1
+	StepUnknown Step = -1
 	// StepOldRoot: trusts the old root only; intermediate signed by the old root.
-	StepOldRoot RotationStep = 0
+	StepOldRoot Step = 0
 	// StepTrustBoth: trusts old and new roots; intermediate still from the old root.
-	StepTrustBoth RotationStep = 1
+	StepTrustBoth Step = 1
 	// StepSwitched: trusts old and new roots; intermediate from the new root.
-	StepSwitched RotationStep = 2
+	StepSwitched Step = 2
 	// StepNewRoot: trusts the new root only; intermediate from the new root.
-	StepNewRoot RotationStep = 3
+	StepNewRoot Step = 3
 )
 
 // Name is the step's short name: old-root, trust-both, switched, new-root or
 // unknown.
-func (s RotationStep) Name() string {
+func (s Step) Name() string {
 	switch s {
 	case StepOldRoot:
 		return "old-root"
@@ -59,7 +64,7 @@ func (s RotationStep) Name() string {
 }
 
 // String is the step's number and name, e.g. "1 (trust-both)".
-func (s RotationStep) String() string {
+func (s Step) String() string {
 	if s == StepUnknown {
 		return "unknown"
 	}
@@ -68,7 +73,7 @@ func (s RotationStep) String() string {
 
 // Describe says what a bundle at step s holds, e.g. "trusts old + new roots,
 // intermediate from the old root".
-func (s RotationStep) Describe() string {
+func (s Step) Describe() string {
 	switch s {
 	case StepOldRoot:
 		return "trusts the old root only, intermediate from the old root"
@@ -84,7 +89,7 @@ func (s RotationStep) Describe() string {
 
 // Action names the change that brings a cluster to step s: "trust both", "switch"
 // or "drop".
-func (s RotationStep) Action() string {
+func (s Step) Action() string {
 	switch s {
 	case StepTrustBoth:
 		return "trust both"
@@ -96,9 +101,9 @@ func (s RotationStep) Action() string {
 	return "none"
 }
 
-// ParseRotationStep reads a step to move to: 1, 2 or 3, or trust-both, switch,
+// ParseStep reads a step to move to: 1, 2 or 3, or trust-both, switch,
 // drop.
-func ParseRotationStep(s string) (RotationStep, error) {
+func ParseStep(s string) (Step, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "1", "trust-both":
 		return StepTrustBoth, nil
@@ -112,24 +117,24 @@ func ParseRotationStep(s string) (RotationStep, error) {
 
 // Why a root rotation refuses to go on. Plan errors wrap one of them.
 var (
-	// ErrRotationUnreadable: a cluster could not be read; its step is unknown.
-	ErrRotationUnreadable = errors.New("cluster state unknown")
-	// ErrRotationInconsistent: a cluster's bundle is foreign to the rotation or
+	// ErrUnreadable: a cluster could not be read; its step is unknown.
+	ErrUnreadable = errors.New("cluster state unknown")
+	// ErrInconsistent: a cluster's bundle is foreign to the rotation or
 	// inconsistent, or the clusters disagree on the old root.
-	ErrRotationInconsistent = errors.New("inconsistent root rotation state")
-	// ErrRotationBehind: the step asked for needs clusters that are behind to
+	ErrInconsistent = errors.New("inconsistent root rotation state")
+	// ErrBehind: the step asked for needs clusters that are behind to
 	// catch up first, or clusters are more than one step apart.
-	ErrRotationBehind = errors.New("clusters are behind")
-	// ErrRotationTooEarly: the minimum time between two steps has not passed.
-	ErrRotationTooEarly = errors.New("too early for the next step")
-	// ErrRotationIncomplete: clusters recorded as part of the rotation are missing
+	ErrBehind = errors.New("clusters are behind")
+	// ErrTooEarly: the minimum time between two steps has not passed.
+	ErrTooEarly = errors.New("too early for the next step")
+	// ErrIncomplete: clusters recorded as part of the rotation are missing
 	// from this run.
-	ErrRotationIncomplete = errors.New("not every cluster of the rotation was given")
-	// ErrRotationSameRoot: the new root is the old one (or has its key).
-	ErrRotationSameRoot = errors.New("the new root is not new")
-	// ErrRotationNotLoaded: a cluster's istiod has not published the roots of the
+	ErrIncomplete = errors.New("not every cluster of the rotation was given")
+	// ErrSameRoot: the new root is the old one (or has its key).
+	ErrSameRoot = errors.New("the new root is not new")
+	// ErrNotLoaded: a cluster's istiod has not published the roots of the
 	// step its cacerts is at: it has not taken the change yet, or refused it.
-	ErrRotationNotLoaded = errors.New("istiod has not loaded the last step")
+	ErrNotLoaded = errors.New("istiod has not loaded the last step")
 )
 
 // signerName names the root that anchors an intermediate.
@@ -151,52 +156,18 @@ func fingerprints(certs []*x509.Certificate) string {
 }
 
 // shortFP prints a fingerprint as sha256:<first 16 hex digits>.
-func shortFP(c *x509.Certificate) string { return ShortFingerprint(Fingerprint(c)) }
+func shortFP(c *x509.Certificate) string { return ca.ShortFingerprint(ca.Fingerprint(c)) }
 
-// ChainsTo reports whether b's signing certificate chains up to root through the
-// certificates of b's chain, checking signatures (not validity). Roots that share
-// a subject, as two roots made with the same profile do, are told apart by their
-// keys.
-func (b *Bundle) ChainsTo(root *x509.Certificate) bool {
-	if b == nil || b.Cert == nil || root == nil {
-		return false
-	}
-	cur := b.Cert
-	for range len(b.Chain) + 1 {
-		if cur.Equal(root) {
-			return true
-		}
-		if bytes.Equal(cur.RawIssuer, root.RawSubject) && cur.CheckSignatureFrom(root) == nil {
-			return true
-		}
-		var next *x509.Certificate
-		for _, c := range b.Chain {
-			if c.Equal(cur) || bytes.Equal(c.RawSubject, c.RawIssuer) || !bytes.Equal(cur.RawIssuer, c.RawSubject) {
-				continue
-			}
-			if cur.CheckSignatureFrom(c) == nil {
-				next = c
-				break
-			}
-		}
-		if next == nil {
-			return false
-		}
-		cur = next
-	}
-	return false
-}
-
-// RotationStepOf tells where bundle b stands in the rotation from root old to root
+// StepOf tells where bundle b stands in the rotation from root old to root
 // newRoot: which of the two it trusts (root-cert.pem) and which signed its
 // intermediate. old may be nil when no cluster tells it any more (the rotation is
 // complete): then only StepNewRoot can be recognised. A bundle that trusts another
 // root, whose intermediate chains to neither, or whose intermediate chains to a
 // root it does not trust, is StepUnknown with an error wrapping
-// ErrRotationInconsistent.
-func RotationStepOf(b *Bundle, old, newRoot *x509.Certificate) (RotationStep, error) {
+// ErrInconsistent.
+func StepOf(b *ca.Bundle, old, newRoot *x509.Certificate) (Step, error) {
 	if b == nil || b.Cert == nil {
-		return StepUnknown, fmt.Errorf("%w: no bundle", ErrRotationInconsistent)
+		return StepUnknown, fmt.Errorf("%w: no bundle", ErrInconsistent)
 	}
 	if newRoot == nil {
 		return StepUnknown, errors.New("no new root given")
@@ -219,16 +190,16 @@ func RotationStepOf(b *Bundle, old, newRoot *x509.Certificate) (RotationStep, er
 			oldFP = shortFP(old)
 		}
 		return StepUnknown, fmt.Errorf("%w: trusts %s, which is neither the old root (%s) nor the new root (%s)",
-			ErrRotationInconsistent, strings.Join(foreign, ", "), oldFP, shortFP(newRoot))
+			ErrInconsistent, strings.Join(foreign, ", "), oldFP, shortFP(newRoot))
 	}
 	signer := ""
 	switch {
-	case b.ChainsTo(newRoot):
+	case b.SignedUnder(newRoot):
 		signer = signerNew
-	case old != nil && b.ChainsTo(old):
+	case old != nil && b.SignedUnder(old):
 		signer = signerOld
 	default:
-		return StepUnknown, fmt.Errorf("%w: its intermediate (%s) chains to neither the old nor the new root", ErrRotationInconsistent, b.Cert.Subject)
+		return StepUnknown, fmt.Errorf("%w: its intermediate (%s) chains to neither the old nor the new root", ErrInconsistent, b.Cert.Subject)
 	}
 	switch {
 	case signer == signerOld && trustsOld && !trustsNew:
@@ -240,17 +211,17 @@ func RotationStepOf(b *Bundle, old, newRoot *x509.Certificate) (RotationStep, er
 	case signer == signerNew && trustsNew:
 		return StepNewRoot, nil
 	case signer == signerOld:
-		return StepUnknown, fmt.Errorf("%w: its intermediate is signed by the old root, which its root-cert.pem does not hold", ErrRotationInconsistent)
+		return StepUnknown, fmt.Errorf("%w: its intermediate is signed by the old root, which its root-cert.pem does not hold", ErrInconsistent)
 	default:
-		return StepUnknown, fmt.Errorf("%w: its intermediate is signed by the new root, which its root-cert.pem does not hold (step 1, trust both, was skipped)", ErrRotationInconsistent)
+		return StepUnknown, fmt.Errorf("%w: its intermediate is signed by the new root, which its root-cert.pem does not hold (step 1, trust both, was skipped)", ErrInconsistent)
 	}
 }
 
-// RotationRecord is what meshpki records on a cluster when it moves it to a step
+// Record is what meshpki records on a cluster when it moves it to a step
 // (as an annotation on cacerts), so that the next run knows when that was.
-type RotationRecord struct {
-	Step RotationStep `json:"step"`
-	At   time.Time    `json:"at"`
+type Record struct {
+	Step Step      `json:"step"`
+	At   time.Time `json:"at"`
 	// OldRoot and NewRoot are the two roots' SHA-256 fingerprints (hex).
 	OldRoot string `json:"oldRoot,omitempty"`
 	NewRoot string `json:"newRoot"`
@@ -263,19 +234,19 @@ type RotationRecord struct {
 
 // matches reports whether r belongs to the rotation from old to newRoot (old may
 // be unknown: "").
-func (r *RotationRecord) matches(oldFP, newFP string) bool {
+func (r *Record) matches(oldFP, newFP string) bool {
 	return r != nil && r.NewRoot == newFP && (oldFP == "" || r.OldRoot == "" || r.OldRoot == oldFP)
 }
 
-// RotationInput is one cluster as a root rotation sees it.
-type RotationInput struct {
+// Input is one cluster as a root rotation sees it.
+type Input struct {
 	Cluster string
 	// Bundle is the cluster's installed bundle; nil when it could not be read.
-	Bundle *Bundle
+	Bundle *ca.Bundle
 	// Err says why the cluster could not be read (or holds no usable bundle).
 	Err error
 	// Record is the last step meshpki recorded on the cluster, nil if none.
-	Record *RotationRecord
+	Record *Record
 	// Published is the roots file the cluster's istiod publishes (ConfigMap
 	// istio-ca-root-cert), byte for byte what it has loaded. PublishedKnown is false
 	// when no istiod publishes one (none runs there) or it could not be read.
@@ -283,13 +254,13 @@ type RotationInput struct {
 	PublishedKnown bool
 }
 
-// RotationOptions tunes PlanRootRotation.
-type RotationOptions struct {
+// Options tunes PlanRoot.
+type Options struct {
 	// NewRoot is the root the mesh moves to.
 	NewRoot *x509.Certificate
 	// ToStep is the step to move to; zero means the next one (or, when clusters
 	// are at different steps, the step the furthest of them reached).
-	ToStep RotationStep
+	ToStep Step
 	// MinStepInterval is the least time a cluster must have spent at a step
 	// (since it was recorded) before it moves on from it. Zero disables the check.
 	MinStepInterval time.Duration
@@ -300,18 +271,18 @@ type RotationOptions struct {
 	IgnoreIstiod bool
 }
 
-// Istiod states in ClusterRotation.Istiod.
+// Istiod states in Cluster.Istiod.
 const (
 	IstiodLoadedStep    = "loaded"
 	IstiodNotLoadedStep = "not loaded"
 	IstiodNone          = "no istiod"
 )
 
-// ClusterRotation is one cluster's place in a root rotation plan.
-type ClusterRotation struct {
-	Cluster  string       `json:"cluster"`
-	Step     RotationStep `json:"step"`
-	StepName string       `json:"stepName"`
+// Cluster is one cluster's place in a root rotation plan.
+type Cluster struct {
+	Cluster  string `json:"cluster"`
+	Step     Step   `json:"step"`
+	StepName string `json:"stepName"`
 	// IntermediateFrom is "old" or "new": the root that signed the intermediate.
 	IntermediateFrom string `json:"intermediateFrom,omitempty"`
 	// Trusts holds the fingerprints of the roots in root-cert.pem.
@@ -321,7 +292,7 @@ type ClusterRotation struct {
 	// Unrecorded: the cluster is past step 0 with no record of when it got there.
 	Unrecorded bool `json:"unrecorded,omitempty"`
 	// Next is the step this run brings the cluster to; Step when it stays.
-	Next RotationStep `json:"next"`
+	Next Step `json:"next"`
 	// Problem says why Step is unknown.
 	Problem string `json:"problem,omitempty"`
 	// Istiod says whether the cluster's istiod publishes the roots of its cacerts:
@@ -330,32 +301,32 @@ type ClusterRotation struct {
 }
 
 // Moves reports whether the plan changes this cluster.
-func (c ClusterRotation) Moves() bool { return c.Next != c.Step && c.Step != StepUnknown }
+func (c Cluster) Moves() bool { return c.Next != c.Step && c.Step != StepUnknown }
 
-// RotationPlan is what one run of a root rotation does to a mesh.
-type RotationPlan struct {
+// Plan is what one run of a root rotation does to a mesh.
+type Plan struct {
 	// OldRoot is the root being replaced; nil when no cluster holds it any more.
 	OldRoot        *x509.Certificate `json:"-"`
 	NewRoot        *x509.Certificate `json:"-"`
 	OldFingerprint string            `json:"oldRoot,omitempty"`
 	NewFingerprint string            `json:"newRoot"`
 	// MeshStep is the lowest step of all clusters, StepUnknown when any is unknown.
-	MeshStep RotationStep `json:"meshStep"`
+	MeshStep Step `json:"meshStep"`
 	// Target is the step this run brings clusters to (MeshStep when none moves).
-	Target   RotationStep      `json:"target"`
-	Clusters []ClusterRotation `json:"clusters"`
+	Target   Step      `json:"target"`
+	Clusters []Cluster `json:"clusters"`
 	// NextAllowed is when the clusters that must move next may do so
 	// (MinStepInterval after they reached their step); zero when they may now.
 	NextAllowed time.Time `json:"nextAllowed,omitzero"`
 	// Err is why the run must change no cluster; nil when it may. It wraps one
-	// of the ErrRotation* errors.
+	// of the Err* errors of this package.
 	Err error `json:"-"`
 	// Refused is Err's message, for JSON.
 	Refused string `json:"refused,omitempty"`
 }
 
 // Done reports whether every cluster is at the last step: the rotation is over.
-func (p *RotationPlan) Done() bool {
+func (p *Plan) Done() bool {
 	if len(p.Clusters) == 0 {
 		return false
 	}
@@ -368,7 +339,7 @@ func (p *RotationPlan) Done() bool {
 }
 
 // Moving lists the clusters this run changes, in input order (none when Err is set).
-func (p *RotationPlan) Moving() []string {
+func (p *Plan) Moving() []string {
 	if p.Err != nil {
 		return nil
 	}
@@ -383,7 +354,7 @@ func (p *RotationPlan) Moving() []string {
 
 // Unrecorded lists the clusters past step 0 with no record of when they got
 // there: a run records them as first seen now.
-func (p *RotationPlan) Unrecorded() []string {
+func (p *Plan) Unrecorded() []string {
 	var out []string
 	for _, c := range p.Clusters {
 		if c.Unrecorded {
@@ -393,39 +364,39 @@ func (p *RotationPlan) Unrecorded() []string {
 	return out
 }
 
-func (p *RotationPlan) refuse(err error) *RotationPlan {
+func (p *Plan) refuse(err error) *Plan {
 	p.Err, p.Refused = err, err.Error()
 	return p
 }
 
-// PlanRootRotation works out where a mesh stands in the rotation to opts.NewRoot
+// PlanRoot works out where a mesh stands in the rotation to opts.NewRoot
 // and what one run does. The old root is the one that anchors the intermediates
 // that the new root does not; all clusters must agree on it. The plan refuses
 // (Err, changing nothing) when:
 //
-//   - a cluster could not be read (ErrRotationUnreadable);
+//   - a cluster could not be read (ErrUnreadable);
 //   - a cluster's bundle is foreign or inconsistent, or clusters disagree on the
-//     old root (ErrRotationInconsistent);
-//   - clusters recorded by earlier steps are missing (ErrRotationIncomplete);
+//     old root (ErrInconsistent);
+//   - clusters recorded by earlier steps are missing (ErrIncomplete);
 //   - clusters are two or more steps apart, or the step asked for needs clusters
-//     that are behind to catch up first (ErrRotationBehind, naming them);
+//     that are behind to catch up first (ErrBehind, naming them);
 //   - a cluster that would move has spent less than MinStepInterval at its step,
-//     or has no record of when it got there (ErrRotationTooEarly, NextAllowed).
+//     or has no record of when it got there (ErrTooEarly, NextAllowed).
 //
 // Otherwise: when clusters are at different (adjacent) steps, the laggards move to
 // the step the others reached; when all are at one step, all move to the next.
 // Clusters already at the target stay untouched, so a rerun is a no-op.
-func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
+func PlanRoot(in []Input, opts Options) *Plan {
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	newRoot := opts.NewRoot
-	p := &RotationPlan{NewRoot: newRoot, MeshStep: StepUnknown, Target: StepUnknown}
+	p := &Plan{NewRoot: newRoot, MeshStep: StepUnknown, Target: StepUnknown}
 	if newRoot == nil {
 		return p.refuse(errors.New("no new root given"))
 	}
-	p.NewFingerprint = Fingerprint(newRoot)
+	p.NewFingerprint = ca.Fingerprint(newRoot)
 	switch opts.ToStep {
 	case 0, StepTrustBoth, StepSwitched, StepNewRoot:
 	default:
@@ -434,10 +405,10 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 	if len(in) == 0 {
 		return p.refuse(errors.New("no clusters"))
 	}
-	p.Clusters = make([]ClusterRotation, len(in))
+	p.Clusters = make([]Cluster, len(in))
 	var unreadable []string
 	for i, c := range in {
-		p.Clusters[i] = ClusterRotation{Cluster: c.Cluster, Step: StepUnknown, StepName: StepUnknown.Name(), Next: StepUnknown}
+		p.Clusters[i] = Cluster{Cluster: c.Cluster, Step: StepUnknown, StepName: StepUnknown.Name(), Next: StepUnknown}
 		if c.Bundle == nil {
 			why := "no bundle"
 			if c.Err != nil {
@@ -448,7 +419,7 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 			continue
 		}
 		for _, r := range c.Bundle.Roots {
-			p.Clusters[i].Trusts = append(p.Clusters[i].Trusts, Fingerprint(r))
+			p.Clusters[i].Trusts = append(p.Clusters[i].Trusts, ca.Fingerprint(r))
 		}
 		switch {
 		case !c.PublishedKnown:
@@ -462,10 +433,10 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 
 	old, oldErr := meshOldRoot(in, newRoot)
 	if old != nil {
-		p.OldRoot, p.OldFingerprint = old, Fingerprint(old)
+		p.OldRoot, p.OldFingerprint = old, ca.Fingerprint(old)
 		if bytes.Equal(old.RawSubjectPublicKeyInfo, newRoot.RawSubjectPublicKeyInfo) {
 			return p.refuse(fmt.Errorf("%w: it has the same key as the old root %s (the mesh's current root): intermediates of either chain to both, and nothing needs rotating",
-				ErrRotationSameRoot, shortFP(old)))
+				ErrSameRoot, shortFP(old)))
 		}
 	} else {
 		// No cluster holds the old root any more: take it from the records.
@@ -488,15 +459,15 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 			row.Problem = oldErr.Error()
 			continue
 		}
-		step, err := RotationStepOf(c.Bundle, old, newRoot)
+		step, err := StepOf(c.Bundle, old, newRoot)
 		row.Step, row.StepName, row.Next = step, step.Name(), step
 		if err != nil {
-			row.Problem = strings.TrimPrefix(err.Error(), ErrRotationInconsistent.Error()+": ")
+			row.Problem = strings.TrimPrefix(err.Error(), ErrInconsistent.Error()+": ")
 			inconsistent = append(inconsistent, c.Cluster+": "+row.Problem)
 			continue
 		}
 		switch {
-		case c.Bundle.ChainsTo(newRoot):
+		case c.Bundle.SignedUnder(newRoot):
 			row.IntermediateFrom = signerNew
 		default:
 			row.IntermediateFrom = signerOld
@@ -512,13 +483,13 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 	}
 	if len(unreadable) > 0 {
 		return p.refuse(fmt.Errorf("%w: could not read %s; nothing was changed (a rotation step must reach every cluster)",
-			ErrRotationUnreadable, strings.Join(unreadable, "; ")))
+			ErrUnreadable, strings.Join(unreadable, "; ")))
 	}
 	if oldErr != nil {
 		return p.refuse(oldErr)
 	}
 	if len(inconsistent) > 0 {
-		return p.refuse(fmt.Errorf("%w: %s; nothing was changed", ErrRotationInconsistent, strings.Join(inconsistent, "; ")))
+		return p.refuse(fmt.Errorf("%w: %s; nothing was changed", ErrInconsistent, strings.Join(inconsistent, "; ")))
 	}
 
 	lo, hi := StepNewRoot, StepOldRoot
@@ -547,13 +518,13 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 	}
 	if len(missing) > 0 {
 		return p.refuse(fmt.Errorf("%w: earlier steps of this rotation covered %s, which this run lacks; pass every cluster of the mesh (a step must reach all of them)",
-			ErrRotationIncomplete, strings.Join(slices.Sorted(maps.Keys(missing)), ", ")))
+			ErrIncomplete, strings.Join(slices.Sorted(maps.Keys(missing)), ", ")))
 	}
 
 	p.MeshStep = lo
 	if hi-lo > 1 {
 		return p.refuse(fmt.Errorf("%w: clusters are more than one step apart (%s): workloads of clusters two steps apart cannot complete mutual TLS; meshpki will not guess how to repair this: restore the clusters ahead from their %s backups, or bring the others to step %d by hand",
-			ErrRotationBehind, p.describeSteps(), "cacerts-backup-*", int(hi)-1))
+			ErrBehind, p.describeSteps(), "cacerts-backup-*", int(hi)-1))
 	}
 
 	target := opts.ToStep
@@ -575,7 +546,7 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 			}
 		}
 		return p.refuse(fmt.Errorf("%w: step %d (%s) needs every cluster at step %s first; behind: %s; nothing was changed (a run without a step asked for brings them there)",
-			ErrRotationBehind, int(target), target.Action(), target-1, strings.Join(behind, ", ")))
+			ErrBehind, int(target), target.Action(), target-1, strings.Join(behind, ", ")))
 	}
 	p.Target = target
 
@@ -586,9 +557,9 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 		var notLoaded []string
 		for i, c := range p.Clusters {
 			if c.Step == target-1 && c.Istiod == IstiodNotLoadedStep {
-				pub, _ := ParseCertificatesPEM(in[i].Published)
+				pub, _ := ca.ParseCertificatesPEM(in[i].Published)
 				what := fingerprints(pub)
-				if SameCertificates(pub, in[i].Bundle.Roots) {
+				if ca.SameCertificates(pub, in[i].Bundle.Roots) {
 					what += " in other bytes"
 				}
 				notLoaded = append(notLoaded, fmt.Sprintf("%s (istiod publishes %s, cacerts holds %s)", c.Cluster, what, fingerprints(in[i].Bundle.Roots)))
@@ -599,7 +570,7 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 				p.Clusters[i].Next = p.Clusters[i].Step
 			}
 			return p.refuse(fmt.Errorf("%w: step %d (%s) needs every istiod to have loaded the roots of step %s; not loaded in %s; nothing was changed. istiod may not have seen the change yet, or refused it (its log says \"Updating new ROOT-CA not supported\"): meshpki status tells which",
-				ErrRotationNotLoaded, int(target), target.Action(), target-1, strings.Join(notLoaded, "; ")))
+				ErrNotLoaded, int(target), target.Action(), target-1, strings.Join(notLoaded, "; ")))
 		}
 	}
 
@@ -639,27 +610,14 @@ func PlanRootRotation(in []RotationInput, opts RotationOptions) *RotationPlan {
 			why = append(why, fmt.Sprintf("%s got to its step without meshpki (no record of when): the wait starts now", strings.Join(unrecorded, ", ")))
 		}
 		return p.refuse(fmt.Errorf("%w: step %d (%s) is allowed from %s, %s after the last step (the minimum step interval): %s; workloads need that long to pick up the last change",
-			ErrRotationTooEarly, int(target), target.Action(), p.NextAllowed.UTC().Format(time.RFC3339), FormatInterval(opts.MinStepInterval), strings.Join(why, "; ")))
+			ErrTooEarly, int(target), target.Action(), p.NextAllowed.UTC().Format(time.RFC3339), ca.FormatInterval(opts.MinStepInterval), strings.Join(why, "; ")))
 	}
 	return p
 }
 
-// FormatInterval prints a duration as a flag takes it, without zero units:
-// "24h", "1h30m", "90s".
-func FormatInterval(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 // describeSteps lists the clusters by step, e.g. "step 0: east; step 2: north, west".
-func (p *RotationPlan) describeSteps() string {
-	by := map[RotationStep][]string{}
+func (p *Plan) describeSteps() string {
+	by := map[Step][]string{}
 	for _, c := range p.Clusters {
 		by[c.Step] = append(by[c.Step], c.Cluster)
 	}
@@ -673,7 +631,7 @@ func (p *RotationPlan) describeSteps() string {
 // meshOldRoot finds the old root: the one root other than newRoot that anchors
 // intermediates, or failing that the one root other than newRoot that clusters
 // trust. nil (and no error) means no cluster holds an old root any more.
-func meshOldRoot(in []RotationInput, newRoot *x509.Certificate) (*x509.Certificate, error) {
+func meshOldRoot(in []Input, newRoot *x509.Certificate) (*x509.Certificate, error) {
 	type cand struct {
 		cert     *x509.Certificate
 		clusters []string
@@ -685,7 +643,7 @@ func meshOldRoot(in []RotationInput, newRoot *x509.Certificate) (*x509.Certifica
 				continue
 			}
 			for _, r := range c.Bundle.Roots {
-				if r.Equal(newRoot) || anchors && !c.Bundle.ChainsTo(r) {
+				if r.Equal(newRoot) || anchors && !c.Bundle.SignedUnder(r) {
 					continue
 				}
 				i := slices.IndexFunc(cands, func(x *cand) bool { return x.cert.Equal(r) })
@@ -716,7 +674,7 @@ func meshOldRoot(in []RotationInput, newRoot *x509.Certificate) (*x509.Certifica
 			what = "signing intermediates"
 		}
 		return nil, fmt.Errorf("%w: the clusters disagree on the old root (roots other than the new one %s: %s): a root rotation moves one mesh from one root to another",
-			ErrRotationInconsistent, what, strings.Join(parts, "; "))
+			ErrInconsistent, what, strings.Join(parts, "; "))
 	}
 	if old, err := pick(true); old != nil || err != nil {
 		return old, err
@@ -724,13 +682,13 @@ func meshOldRoot(in []RotationInput, newRoot *x509.Certificate) (*x509.Certifica
 	return pick(false)
 }
 
-// RootRotationProfile is the profile of the intermediate that replaces current at
-// step 2 (switch): the same subject, SANs, key type and pathlen, and the same
-// lifetime (rounded down to the hour, as issuers backdate by minutes).
-func RootRotationProfile(cluster string, current *x509.Certificate) (Profile, error) {
-	kt, err := rotationKeyType(current)
+// Profile is the profile of the intermediate that replaces current at step 2
+// (switch): the same subject, SANs, key type and pathlen, and the same lifetime
+// (rounded down to the hour, as issuers backdate by minutes).
+func Profile(cluster string, current *x509.Certificate) (ca.Profile, error) {
+	kt, err := ca.KeyTypeOf(current.PublicKey)
 	if err != nil {
-		return Profile{}, fmt.Errorf("cluster %s: %w", cluster, err)
+		return ca.Profile{}, fmt.Errorf("cluster %s: intermediate key %w", cluster, err)
 	}
 	ttl := current.NotAfter.Sub(current.NotBefore)
 	if ttl > 2*time.Hour {
@@ -742,7 +700,7 @@ func RootRotationProfile(cluster string, current *x509.Certificate) (Profile, er
 	}
 	subject := current.Subject
 	subject.Names, subject.ExtraNames = nil, nil
-	p := Profile{
+	p := ca.Profile{
 		Cluster:    cluster,
 		Subject:    subject,
 		DNSNames:   slices.Clone(current.DNSNames),
@@ -754,23 +712,10 @@ func RootRotationProfile(cluster string, current *x509.Certificate) (Profile, er
 	return p, p.Validate()
 }
 
-func rotationKeyType(c *x509.Certificate) (KeyType, error) {
-	switch d := DescribeKey(c.PublicKey); d {
-	case "ECDSA P-256":
-		return ECDSAP256, nil
-	case "ECDSA P-384":
-		return ECDSAP384, nil
-	case "RSA 2048", "RSA 3072", "RSA 4096":
-		return ParseKeyType("rsa-" + strings.TrimPrefix(d, "RSA "))
-	default:
-		return "", fmt.Errorf("intermediate key %s: not a key type meshpki makes (ECDSA P-256 or P-384, RSA 2048, 3072 or 4096)", d)
-	}
-}
-
-// RootRotationFiles returns the bundle files (as in a Secret) that move a cluster
-// from the step before target to target, given its current files. The roots file is
-// only ever extended or trimmed, never reordered or re-encoded (see KeepRootsFile), so
-// that every istiod from 1.20 takes each step on its hot reload:
+// Files returns the bundle files (as in a Secret) that move a cluster from the step
+// before target to target, given its current files. The roots file is only ever
+// extended or trimmed, never reordered or re-encoded (see ca.KeepRootsFile), so that
+// every istiod from 1.20 takes each step on its hot reload:
 //
 //   - step 1 (trust both): the new root is appended to the roots file as it is; every
 //     other file is kept byte for byte (intermediate, key, cert-chain.pem);
@@ -779,43 +724,43 @@ func rotationKeyType(c *x509.Certificate) (KeyType, error) {
 //     bundle's (e.g. ca-crl.pem) are kept;
 //   - step 3 (drop): the roots file keeps only the new root's bytes; every other file
 //     is kept.
-func RootRotationFiles(current map[string][]byte, target RotationStep, old, newRoot *x509.Certificate, switched *Bundle) (map[string][]byte, error) {
-	if _, err := DetectFormat(current); err != nil {
+func Files(current map[string][]byte, target Step, old, newRoot *x509.Certificate, switched *ca.Bundle) (map[string][]byte, error) {
+	if _, err := ca.DetectFormat(current); err != nil {
 		return nil, err
 	}
 	// A Secret may carry both layouts (istiod reads the tls one): change both alike.
-	var formats []Format
-	for _, f := range []Format{FormatIstio, FormatTLS} {
-		if _, ok := current[layoutOf(f).cert]; ok {
+	var formats []ca.Format
+	for _, f := range []ca.Format{ca.FormatIstio, ca.FormatTLS} {
+		if _, ok := current[ca.CertFileName(f)]; ok {
 			formats = append(formats, f)
 		}
 	}
 	out := maps.Clone(current)
 	for _, f := range formats {
-		l := layoutOf(f)
+		roots := ca.RootsFileName(f)
 		switch target {
 		case StepTrustBoth:
 			if old == nil {
 				return nil, errors.New("step 1 (trust both) needs the old root")
 			}
-			out[l.roots] = KeepRootsFile(current[l.roots], []*x509.Certificate{old, newRoot})
+			out[roots] = ca.KeepRootsFile(current[roots], []*x509.Certificate{old, newRoot})
 		case StepSwitched:
 			if old == nil || switched == nil {
 				return nil, errors.New("step 2 (switch) needs the old root and a new intermediate")
 			}
-			if !switched.ChainsTo(newRoot) {
+			if !switched.SignedUnder(newRoot) {
 				return nil, fmt.Errorf("the new intermediate (%s) does not chain to the new root %s", switched.Cert.Subject, shortFP(newRoot))
 			}
 			b := *switched
 			b.Roots = []*x509.Certificate{newRoot, old}
-			b.RootsFile = KeepRootsFile(current[l.roots], b.Roots)
+			b.RootsFile = ca.KeepRootsFile(current[roots], b.Roots)
 			files, err := b.Files(f)
 			if err != nil {
 				return nil, err
 			}
 			maps.Copy(out, files)
 		case StepNewRoot:
-			out[l.roots] = KeepRootsFile(current[l.roots], []*x509.Certificate{newRoot})
+			out[roots] = ca.KeepRootsFile(current[roots], []*x509.Certificate{newRoot})
 		default:
 			return nil, fmt.Errorf("step %d: a root rotation has steps 1, 2 and 3", int(target))
 		}

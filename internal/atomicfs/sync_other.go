@@ -1,11 +1,14 @@
 //go:build !linux
 
-package ca
+package atomicfs
 
-import "os"
+import (
+	"fmt"
+	"os"
+)
 
-// syncFilesystem fsyncs every staged file and folder, where syncfs(2) is missing.
-func syncFilesystem(st []*staged) error {
+// syncStaged fsyncs every staged file and folder, where syncfs(2) is missing.
+func syncStaged(st []*Staged) error {
 	for _, s := range st {
 		for _, name := range s.files {
 			f, err := os.Open(name)
@@ -15,7 +18,7 @@ func syncFilesystem(st []*staged) error {
 			err = f.Sync()
 			f.Close()
 			if err != nil {
-				return err
+				return fmt.Errorf("sync %s: %w", name, err)
 			}
 		}
 		if err := SyncDir(s.tmp); err != nil {
