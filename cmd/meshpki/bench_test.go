@@ -54,7 +54,7 @@ func BenchmarkMeshOf20(b *testing.B) {
 		{"rotate", []string{"rotate", "--root-dir", root, "--force"}},
 		{"root-rotate", []string{"root", "rotate", "--new-root-dir", root2, "--step", "1", "--min-step-interval", "0"}},
 	}
-	type acc struct{ one, all time.Duration }
+	type acc struct{ one, all, cpuOne, cpuAll time.Duration }
 	times := map[string]*acc{}
 	rss := map[string]int64{}
 	b.ResetTimer()
@@ -72,8 +72,10 @@ func BenchmarkMeshOf20(b *testing.B) {
 				d, maxrss := run(append(append(append([]string{}, c.args...), "--kubeconfig", kc, "--namespace", ns), contexts(k)...)...)
 				if k == 1 {
 					times[c.name].one += d
+					times[c.name].cpuOne += m.cpu
 				} else {
 					times[c.name].all += d
+					times[c.name].cpuAll += m.cpu
 					rss[c.name] = max(rss[c.name], maxrss)
 				}
 			}
@@ -87,6 +89,8 @@ func BenchmarkMeshOf20(b *testing.B) {
 		b.ReportMetric(float64(t.one)/per, c.name+"-1-ms/op")
 		b.ReportMetric(float64(t.all)/per, c.name+"-20-ms/op")
 		b.ReportMetric(float64(t.all)/float64(t.one), c.name+"-20/1")
+		b.ReportMetric(float64(t.cpuOne)/per, c.name+"-1-cpu-ms/op")
+		b.ReportMetric(float64(t.cpuAll)/per, c.name+"-20-cpu-ms/op")
 		b.ReportMetric(float64(rss[c.name])/1024, c.name+"-20-peak-MiB")
 	}
 }
@@ -102,7 +106,8 @@ type meshBench struct {
 	root, root2, bundles string
 	env                  *testenv.K8s
 	stopProxies          func()
-	nsN                  int // namespaces used, one per measured run
+	nsN                  int           // namespaces used, one per measured run
+	cpu                  time.Duration // CPU time of the last run
 }
 
 func (m *meshBench) get(b *testing.B) *meshBench {
@@ -188,6 +193,7 @@ func (m *meshBench) run(b *testing.B, args ...string) (time.Duration, int64) {
 	if err != nil {
 		b.Fatalf("meshpki %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out.String(), errb.String())
 	}
+	m.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return d, peak.Load()
 }
 
