@@ -48,7 +48,7 @@ func TestJudgeIstiod(t *testing.T) {
 		{"refused: multiroot off (extension)", secret(ab, long), rootA, true, nil, IstiodRefused, "ISTIO_MULTIROOT_MESH"},
 		{"refused: root switch", secret(rootB, long), rootA, true, nil, IstiodRefused, "root switch"},
 		{"self-signed, no cacerts", nil, rootB, true, rootB, IstiodSelfSigned, "no cacerts"},
-		{"self-signed, cacerts installed after start", secret(rootA, long), rootB, true, rootB, IstiodSelfSigned, "--restart-istiod"},
+		{"self-signed, cacerts installed after start", secret(rootA, long), rootB, true, rootB, IstiodSelfSigned, "kubectl rollout restart deployment/istiod"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := JudgeIstiod(tc.secret, tc.published, tc.found, tc.selfSigned, now, time.Minute)

@@ -512,7 +512,7 @@ func TestRotateCommand(t *testing.T) {
 			args []string
 			want string
 		}{
-			{[]string{"--renew-before", "400d"}, "not shorter than --ttl 8760h"},
+			{[]string{"--renew-before", "400d"}, "not shorter than --ttl 365d"},
 			{[]string{"--renew-before", "150%"}, "a percentage must be between 0 and 100"},
 			{[]string{"--renew-before", "soon"}, "renew-before: bad duration"},
 			{[]string{"--dry-run", "--metrics-file", filepath.Join(r.dir, "m.prom")}, "a dry run does nothing"},
