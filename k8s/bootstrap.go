@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -53,18 +52,11 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 			}
 			return res, nil, err
 		}
-		var tookOver string
-		if lease.TookOver != "" {
-			tookOver = fmt.Sprintf("took over the lock that %s let expire", lease.TookOver)
-		}
 		defer func() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if tookOver != "" {
-				res.Warnings = append(res.Warnings, tookOver)
-			}
-			if err := lease.Release(rctx); err != nil {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("releasing the lock: %v (it expires on its own)", err))
+			for _, w := range []string{lease.tookOverWarning(), lease.releaseWarning(ctx)} {
+				if w != "" {
+					res.Warnings = append(res.Warnings, w)
+				}
 			}
 		}()
 		ctx = lease.Context()

@@ -269,14 +269,12 @@ func (in *installer) lock(ctx context.Context) (context.Context, func(), error) 
 		}
 		return nil, nil, err
 	}
-	if lease.TookOver != "" {
-		in.lockWarnings = append(in.lockWarnings, fmt.Sprintf("took over the lock that %s let expire", lease.TookOver))
+	if w := lease.tookOverWarning(); w != "" {
+		in.lockWarnings = append(in.lockWarnings, w)
 	}
 	return lease.Context(), func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := lease.Release(rctx); err != nil {
-			in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("releasing the lock: %v (it expires on its own)", err))
+		if w := lease.releaseWarning(ctx); w != "" {
+			in.res.Warnings = append(in.res.Warnings, w)
 		}
 	}, nil
 }

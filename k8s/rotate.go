@@ -236,14 +236,12 @@ func Rotate(ctx context.Context, cl *Cluster, opts RotateOptions) (*RotateResult
 		res.Outcome = OutcomeLocked
 		return res, err
 	}
-	if lease.TookOver != "" {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("took over the lock that %s let expire", lease.TookOver))
+	if w := lease.tookOverWarning(); w != "" {
+		res.Warnings = append(res.Warnings, w)
 	}
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := lease.Release(rctx); err != nil {
-			res.Warnings = append(res.Warnings, fmt.Sprintf("releasing the lock: %v (it expires on its own)", err))
+		if w := lease.releaseWarning(ctx); w != "" {
+			res.Warnings = append(res.Warnings, w)
 		}
 	}()
 	lctx := lease.Context()
