@@ -209,7 +209,8 @@ func TestTTLBeyondRoot(t *testing.T) {
 // truncatingIssuer stands for an issuer (such as Vault) that silently cuts the TTL.
 type truncatingIssuer struct{ root *Root }
 
-func (ti truncatingIssuer) Anchor() *x509.Certificate { return ti.root.Cert }
+func (ti truncatingIssuer) Anchor() *x509.Certificate  { return ti.root.Cert }
+func (ti truncatingIssuer) Chain() []*x509.Certificate { return []*x509.Certificate{ti.root.Cert} }
 
 func (ti truncatingIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, p Profile) (*Issued, error) {
 	p.TTL /= 2
@@ -219,7 +220,8 @@ func (ti truncatingIssuer) Issue(ctx context.Context, csr *x509.CertificateReque
 // wrongIssuer returns a certificate for another key.
 type wrongIssuer struct{ root *Root }
 
-func (wi wrongIssuer) Anchor() *x509.Certificate { return wi.root.Cert }
+func (wi wrongIssuer) Anchor() *x509.Certificate  { return wi.root.Cert }
+func (wi wrongIssuer) Chain() []*x509.Certificate { return []*x509.Certificate{wi.root.Cert} }
 
 func (wi wrongIssuer) Issue(ctx context.Context, _ *x509.CertificateRequest, p Profile) (*Issued, error) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -397,7 +399,8 @@ func TestRenewAt(t *testing.T) {
 // serverAuth: Mint must run istiod's full chain check on it and refuse.
 type ekuIssuer struct{ root *Root }
 
-func (ei ekuIssuer) Anchor() *x509.Certificate { return ei.root.Cert }
+func (ei ekuIssuer) Anchor() *x509.Certificate  { return ei.root.Cert }
+func (ei ekuIssuer) Chain() []*x509.Certificate { return []*x509.Certificate{ei.root.Cert} }
 
 func (ei ekuIssuer) Issue(_ context.Context, csr *x509.CertificateRequest, p Profile) (*Issued, error) {
 	serial, _ := NewSerial()

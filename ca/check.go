@@ -106,6 +106,43 @@ func CheckProfile(root *x509.Certificate, p Profile, now time.Time) error {
 	return nil
 }
 
+// CheckProfileChain is CheckProfile for an issuer's whole chain (Issuer.Chain: the
+// signing CA first, the root last): p's TTL must end before every certificate of
+// it (unless p.AllowShortTTL), every constrained pathlen must leave room for p's
+// intermediate, and no certificate may carry an extended key usage, critical
+// extension or name constraint that makes istiod refuse p's intermediate.
+func CheckProfileChain(chain []*x509.Certificate, p Profile, now time.Time) error {
+	if len(chain) == 0 {
+		return nil
+	}
+	if err := CheckProfile(chain[0], p, now); err != nil {
+		return err
+	}
+	if len(chain) == 1 {
+		return nil
+	}
+	if _, err := notAfterWithinPath(now.Add(p.TTL), chain, p.AllowShortTTL); err != nil {
+		return fmt.Errorf("ttl %s: %w", FormatDuration(p.TTL), err)
+	}
+	if _, err := checkPathRoom(chain, p.MaxPathLen); err != nil {
+		return err
+	}
+	for _, c := range chain[1:] {
+		if err := checkEKU(c); err != nil {
+			return fmt.Errorf("%s: %w", c.Subject, err)
+		}
+		if err := checkCritical(c); err != nil {
+			return fmt.Errorf("%s: %w", c.Subject, err)
+		}
+		if hasNameConstraints(c) {
+			if err := probeNameConstraints(c, p, now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // checkPathLen refuses an intermediate pathlen the root's own pathlen forbids.
 func checkPathLen(root *x509.Certificate, pathLen int) error {
 	if root.MaxPathLen >= 0 && (root.MaxPathLen > 0 || root.MaxPathLenZero) && pathLen >= root.MaxPathLen {

@@ -40,20 +40,45 @@ type Issued struct {
 type Issuer interface {
 	Issue(ctx context.Context, csr *x509.CertificateRequest, p Profile) (*Issued, error)
 	// Anchor is the certificate the issuer signs under: every intermediate it
-	// issues is signed by it and chains to it (the root itself, or the issuing CA
-	// of a Vault PKI mount). Callers must not modify it.
+	// issues is signed by it and chains to it (the root itself, an issuing CA
+	// below the root, or the issuer of a Vault PKI mount). Callers must not modify
+	// it.
 	Anchor() *x509.Certificate
+	// Chain is Anchor, then each certificate above it, nearest first, up to and
+	// including the root ([Anchor] when Anchor is the root): what Mint and
+	// CheckProfiles check a new intermediate's TTL and pathlen against, and what
+	// RootOf reads the root from. An issuer that cannot tell its chain (a Vault
+	// issuer imported without one) returns what it knows, starting with Anchor.
+	Chain() []*x509.Certificate
 }
 
-// LocalIssuer signs intermediates with a root held in memory, through cfssl's local
-// signer with a CA profile, at the time the profile's clock (Profile.Now) says.
+// RootOf is the self-signed root iss signs under: the last certificate of its
+// Chain, or nil when that is not self-signed (the issuer does not know its root).
+func RootOf(iss Issuer) *x509.Certificate {
+	chain := iss.Chain()
+	if len(chain) == 0 || !IsSelfSigned(chain[len(chain)-1]) {
+		return nil
+	}
+	return chain[len(chain)-1]
+}
+
+// LocalIssuer signs intermediates with a CA held in memory (the root, or an issuing
+// CA below it), through cfssl's local signer with a CA profile, at the time the
+// profile's clock (Profile.Now) says.
 type LocalIssuer struct {
-	root *Root
+	ca *SigningCA
 }
 
 // NewLocalIssuer returns an Issuer that signs with root.
 func NewLocalIssuer(root *Root) *LocalIssuer {
-	return &LocalIssuer{root: root}
+	return &LocalIssuer{ca: root.SigningCA()}
+}
+
+// NewSigningCAIssuer returns an Issuer that signs with sc: each intermediate's
+// cert-chain.pem runs through sc's chain to its root, and root-cert.pem holds sc's
+// roots.
+func NewSigningCAIssuer(sc *SigningCA) *LocalIssuer {
+	return &LocalIssuer{ca: sc}
 }
 
 // oidSAN is subjectAltName, the one CSR extension the local issuer copies.
@@ -66,15 +91,15 @@ func (li *LocalIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	rootCert := li.root.Cert
+	signing := li.ca.Cert
 	now := p.now()
 	notBefore := now.Add(-5 * time.Minute).Truncate(time.Second)
-	notAfter, err := notAfterWithin(now.Add(p.TTL), rootCert, p.AllowShortTTL)
+	notAfter, err := notAfterWithinPath(now.Add(p.TTL), li.ca.Path(), p.AllowShortTTL)
 	if err != nil {
 		return nil, err
 	}
-	if rootCert.MaxPathLen >= 0 && (rootCert.MaxPathLen > 0 || rootCert.MaxPathLenZero) && p.MaxPathLen >= rootCert.MaxPathLen {
-		return nil, fmt.Errorf("root allows pathlen %d below it, so it cannot sign an intermediate with pathlen %d", rootCert.MaxPathLen, p.MaxPathLen)
+	if _, err := checkPathRoom(li.ca.Path(), p.MaxPathLen); err != nil {
+		return nil, err
 	}
 	policy := &config.Signing{
 		Profiles: map[string]*config.SigningProfile{},
@@ -90,7 +115,7 @@ func (li *LocalIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, 
 			ExtensionWhitelist: map[string]bool{oidSAN: true},
 		},
 	}
-	s, err := local.NewSigner(li.root.Signer, rootCert, signer.DefaultSigAlgo(li.root.Signer), policy)
+	s, err := local.NewSigner(li.ca.Signer, signing, signer.DefaultSigAlgo(li.ca.Signer), policy)
 	if err != nil {
 		return nil, fmt.Errorf("signing policy: %w", err)
 	}
@@ -120,7 +145,23 @@ func (li *LocalIssuer) Issue(ctx context.Context, csr *x509.CertificateRequest, 
 	if err != nil {
 		return nil, fmt.Errorf("signed intermediate: %w", err)
 	}
-	return &Issued{Cert: cert, Roots: []*x509.Certificate{rootCert}, signedHere: true}, nil
+	between := li.ca.Chain
+	if len(between) > 0 {
+		between = append([]*x509.Certificate{signing}, between[:len(between)-1]...)
+	}
+	return &Issued{Cert: cert, Chain: between, Roots: li.ca.Roots, signedHere: len(between) == 0}, nil
+}
+
+// notAfterWithinPath is notAfterWithin for every certificate of path: the
+// intermediate may not outlive any CA it chains through.
+func notAfterWithinPath(want time.Time, path []*x509.Certificate, allowShort bool) (time.Time, error) {
+	first := path[0]
+	for _, c := range path[1:] {
+		if c.NotAfter.Before(first.NotAfter) {
+			first = c
+		}
+	}
+	return notAfterWithin(want, first, allowShort)
 }
 
 // notAfterWithin returns want, or the root's not-after when allowShort is set and
@@ -133,6 +174,10 @@ func notAfterWithin(want time.Time, root *x509.Certificate, allowShort bool) (ti
 	if allowShort {
 		return root.NotAfter, nil
 	}
-	return time.Time{}, fmt.Errorf("%w: root expires %s, intermediate asked to last until %s (shorten the TTL, rotate the root, or allow a shorter life)",
-		ErrTTLTruncated, root.NotAfter.UTC().Format(time.RFC3339), want.UTC().Format(time.RFC3339))
+	what := "root"
+	if !IsSelfSigned(root) {
+		what = fmt.Sprintf("CA %s above it", root.Subject)
+	}
+	return time.Time{}, fmt.Errorf("%w: %s expires %s, intermediate asked to last until %s (shorten the TTL, rotate the root, or allow a shorter life)",
+		ErrTTLTruncated, what, root.NotAfter.UTC().Format(time.RFC3339), want.UTC().Format(time.RFC3339))
 }

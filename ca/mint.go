@@ -20,9 +20,9 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	if a := iss.Anchor(); a != nil {
-		// Before the key: what the anchor cannot sign, or istiod would refuse.
-		if err := CheckProfile(a, p, p.now()); err != nil {
+	if chain := iss.Chain(); len(chain) > 0 {
+		// Before the key: what the issuer cannot sign, or istiod would refuse.
+		if err := CheckProfileChain(chain, p, p.now()); err != nil {
 			return nil, fmt.Errorf("cluster %s: %w", p.Cluster, err)
 		}
 	}

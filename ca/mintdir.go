@@ -201,7 +201,7 @@ func mintDirPreflight(ctx context.Context, iss Issuer, profiles []Profile, opts 
 	if len(exists) > 0 {
 		return &ExistsError{Dir: opts.Out, Clusters: exists}
 	}
-	if err := CheckProfiles(iss.Anchor(), profiles, opts.now()); err != nil {
+	if err := CheckProfiles(iss.Chain(), profiles, opts.now()); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotStarted, err)
 	}
 	if opts.Store != nil {
@@ -238,13 +238,19 @@ func SummarizeNames(names []string, max int) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(names[:max], ", "), len(names)-max)
 }
 
-// CheckProfiles refuses, before any key is generated, profiles that anchor cannot
-// sign or whose intermediates istiod would refuse (a TTL it cannot cover, a pathlen
-// it forbids, name constraints excluding the SANs). Profiles that differ only in
-// their cluster are checked once. A nil anchor checks nothing.
-func CheckProfiles(anchor *x509.Certificate, profiles []Profile, now time.Time) error {
-	if anchor == nil {
+// CheckProfiles refuses, before any key is generated, profiles that an issuer with
+// chain (Issuer.Chain: the signing CA first) cannot sign or whose intermediates
+// istiod would refuse (a TTL it cannot cover, a pathlen it forbids, name
+// constraints excluding the SANs): CheckProfileChain. Profiles that differ only in
+// their cluster are checked once. An empty chain checks nothing.
+func CheckProfiles(chain []*x509.Certificate, profiles []Profile, now time.Time) error {
+	if len(chain) == 0 {
 		return nil
+	}
+	anchor := chain[0]
+	what := "the root"
+	if !IsSelfSigned(anchor) {
+		what = "the signing CA"
 	}
 	seen := map[string]bool{}
 	for _, p := range profiles {
@@ -253,8 +259,8 @@ func CheckProfiles(anchor *x509.Certificate, profiles []Profile, now time.Time) 
 			continue
 		}
 		seen[shape] = true
-		if err := CheckProfile(anchor, p, now); err != nil {
-			return fmt.Errorf("the root (%s) cannot sign these intermediates: %w", anchor.Subject, err)
+		if err := CheckProfileChain(chain, p, now); err != nil {
+			return fmt.Errorf("%s (%s) cannot sign these intermediates: %w", what, anchor.Subject, err)
 		}
 	}
 	return nil

@@ -15,10 +15,14 @@ import (
 	"github.com/meshpki/meshpki/ca"
 )
 
-// Field names of a root kept in a KV v2 secret.
+// Field names of a root (or signing CA) kept in a KV v2 secret.
 const (
 	FieldCertificate = "certificate"
 	FieldPrivateKey  = "private_key"
+	// FieldCAChain (optional) holds, for an issuing CA below the root, the chain
+	// from its issuer up to and including the root, PEM, nearest first: the field
+	// Vault's own PKI answers carry.
+	FieldCAChain = "ca_chain"
 )
 
 // KVPath names a KV v2 secret: Mount "secret" and Path "meshpki/root" is what
@@ -149,18 +153,67 @@ func LoadRootKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.Ro
 	}
 	root, err := ca.ParseRoot(certPEM, keyPEM, now)
 	if err != nil {
-		field, cause := FieldCertificate, err
-		var re *ca.RootError
-		if errors.As(err, &re) {
-			cause = re.Err
-			if re.Part == ca.RootPartKey {
-				field = FieldPrivateKey
-			}
-		}
-		return nil, &Error{Kind: ErrMalformed, Path: k.DataPath(), Err: cause,
-			Msg: fmt.Sprintf("Vault secret %s: field %q: %v", k, field, cause)}
+		return nil, kvRootError(k, err)
 	}
 	return root, nil
+}
+
+// LoadSigningCAKV reads the CA that signs cluster intermediates from a KV v2
+// secret: a root (fields "certificate" and "private_key") as LoadRootKV reads it,
+// or an issuing CA below the root, whose "ca_chain" field holds the chain up to the
+// root (ca.ParseSigningCA's rules). Errors name the path and the field, never the
+// key.
+func LoadSigningCAKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.SigningCA, error) {
+	data, err := readKV(ctx, l, k)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := stringField(k, data, FieldCertificate)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := stringField(k, data, FieldPrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	var chainPEM []byte
+	switch v := data[FieldCAChain].(type) {
+	case nil:
+	case string:
+		chainPEM = []byte(v)
+	case []any: // as Vault's PKI answers write it: one PEM string per certificate
+		for i, c := range v {
+			str, ok := c.(string)
+			if !ok {
+				return nil, &Error{Kind: ErrMalformed, Path: k.DataPath(), Msg: fmt.Sprintf("Vault secret %s: field %q: entry %d is not a string", k, FieldCAChain, i)}
+			}
+			chainPEM = append(append(chainPEM, str...), '\n')
+		}
+	default:
+		return nil, &Error{Kind: ErrMalformed, Path: k.DataPath(), Msg: fmt.Sprintf("Vault secret %s: field %q is not a PEM string", k, FieldCAChain)}
+	}
+	sc, err := ca.ParseSigningCA(certPEM, keyPEM, chainPEM, nil, now)
+	if err != nil {
+		return nil, kvRootError(k, err)
+	}
+	return sc, nil
+}
+
+// kvRootError names the field of k a *ca.RootError is about.
+func kvRootError(k KVPath, err error) error {
+	field, cause := FieldCertificate, err
+	var re *ca.RootError
+	if errors.As(err, &re) {
+		cause = re.Err
+		switch re.Part {
+		case ca.RootPartKey:
+			field = FieldPrivateKey
+		case ca.PartChain, ca.PartRoots:
+			field = FieldCAChain
+		}
+	}
+	return &Error{Kind: ErrMalformed, Path: k.DataPath(), Err: cause,
+		Msg: fmt.Sprintf("Vault secret %s: field %q: %v", k, field, cause)}
 }
 
 // StoreRootKV stores a root in a new KV v2 secret with check-and-set 0: it fails with

@@ -34,8 +34,10 @@ type PKIIssuer struct {
 	mount    string
 	ref      string
 	signPath string
-	// issuerCert is the Vault issuer that signs; chain runs from it to the root.
+	// issuerCert is the Vault issuer that signs; chain runs from it to the root
+	// (as far as the issuer's ca_chain tells).
 	issuerCert *x509.Certificate
+	chain      []*x509.Certificate
 	now        func() time.Time
 	// skipPrecheck turns off the TTL check against the issuer's expiry made before
 	// asking Vault (tests use it to exercise the check made after).
@@ -71,11 +73,11 @@ func NewPKIIssuer(ctx context.Context, l Logical, mount, ref string) (*PKIIssuer
 	if err != nil {
 		return nil, err
 	}
-	cert, err := readIssuer(ctx, l, mount, id)
+	cert, chain, err := readIssuer(ctx, l, mount, id)
 	if err != nil {
 		return nil, err
 	}
-	p.issuerCert = cert
+	p.issuerCert, p.chain = cert, chain
 	if now := p.now(); now.After(cert.NotAfter) {
 		return nil, &Error{Kind: ErrIssuerNotFound, Path: p.signPath, Err: ca.ErrExpired,
 			Msg: fmt.Sprintf("Vault issuer %s in %s expired on %s", issuerLabel(ref), mount, cert.NotAfter.UTC().Format(time.RFC3339))}
@@ -91,6 +93,10 @@ func (p *PKIIssuer) SignPath() string { return p.signPath }
 
 // Anchor implements ca.Issuer: the certificate of the Vault issuer that signs.
 func (p *PKIIssuer) Anchor() *x509.Certificate { return p.issuerCert }
+
+// Chain implements ca.Issuer: the Vault issuer's certificate, then its ca_chain up
+// to the root (only the issuer's certificate when Vault holds no chain for it).
+func (p *PKIIssuer) Chain() []*x509.Certificate { return p.chain }
 
 // Issue implements ca.Issuer: it sends csr to the signing path with
 // use_csr_values=true (subject and SANs from the CSR), max_path_length, and the ttl,
@@ -315,33 +321,48 @@ func listIssuers(ctx context.Context, l Logical, mount string) (map[string]strin
 
 // readIssuer reads <mount>/issuer/<ref>/json (no policy needed) and returns the
 // issuer's certificate.
-func readIssuer(ctx context.Context, l Logical, mount, ref string) (*x509.Certificate, error) {
+func readIssuer(ctx context.Context, l Logical, mount, ref string) (*x509.Certificate, []*x509.Certificate, error) {
 	path := mount + "/issuer/" + ref + "/json"
 	s, err := l.ReadWithContext(ctx, path)
 	if err != nil {
 		var re *api.ResponseError
 		if errors.As(err, &re) && hasMessage(re, "no default issuer") {
-			return nil, &Error{Kind: ErrIssuerNotFound, Path: path, Err: err,
+			return nil, nil, &Error{Kind: ErrIssuerNotFound, Path: path, Err: err,
 				Msg: fmt.Sprintf("Vault PKI mount %s has issuers but no default one: name the issuer to sign with", mount)}
 		}
 		err = describe(err, "read", path)
 		if errors.Is(err, ErrPermissionDenied) {
 			// This path needs no policy inside a PKI mount: a 403 means there is none.
-			return nil, &Error{Kind: ErrMountNotFound, Path: path, Err: err,
+			return nil, nil, &Error{Kind: ErrMountNotFound, Path: path, Err: err,
 				Msg: fmt.Sprintf("no PKI secrets engine at %s/ in Vault (reading %s was refused; it needs no policy in a PKI mount)", mount, path)}
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if s == nil || s.Data == nil {
-		return nil, &Error{Kind: ErrMountNotFound, Path: path,
+		return nil, nil, &Error{Kind: ErrMountNotFound, Path: path,
 			Msg: fmt.Sprintf("no PKI secrets engine at %s/ in Vault (nothing answers %s)", mount, path)}
 	}
 	certPEM, _ := s.Data["certificate"].(string)
 	cert, err := ca.ParseCertificatePEM([]byte(certPEM))
 	if err != nil {
-		return nil, &Error{Kind: ErrMalformed, Path: path, Err: err, Msg: fmt.Sprintf("%s: field certificate: %v", path, err)}
+		return nil, nil, &Error{Kind: ErrMalformed, Path: path, Err: err, Msg: fmt.Sprintf("%s: field certificate: %v", path, err)}
 	}
-	return cert, nil
+	chain := []*x509.Certificate{cert}
+	if list, ok := s.Data["ca_chain"].([]any); ok {
+		for i, v := range list {
+			str, _ := v.(string)
+			certs, err := ca.ParseCertificatesPEM([]byte(str))
+			if err != nil {
+				return nil, nil, &Error{Kind: ErrMalformed, Path: path, Err: err, Msg: fmt.Sprintf("%s: field ca_chain[%d]: %v", path, i, err)}
+			}
+			for _, c := range certs {
+				if !ca.ContainsCert(chain, c) {
+					chain = append(chain, c)
+				}
+			}
+		}
+	}
+	return cert, chain, nil
 }
 
 // checkCapability asks Vault (sys/capabilities-self) whether the token may use

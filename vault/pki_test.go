@@ -274,4 +274,5 @@ func TestGenerateRootErrors(t *testing.T) {
 // against it before asking.
 type anchorless struct{ *PKIIssuer }
 
-func (anchorless) Anchor() *x509.Certificate { return nil }
+func (anchorless) Anchor() *x509.Certificate  { return nil }
+func (anchorless) Chain() []*x509.Certificate { return nil }

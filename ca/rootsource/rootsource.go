@@ -1,6 +1,8 @@
-// Package rootsource opens the root a mesh's intermediates are signed under: a
-// folder holding root-cert.pem and root-key.pem, a Vault PKI mount (whose key never
-// leaves Vault), or a Vault KV v2 secret holding the root's certificate and key.
+// Package rootsource opens the CA a mesh's intermediates are signed under: a
+// folder holding root-cert.pem and root-key.pem, a folder holding an issuing CA
+// below the root with its chain (ca-cert.pem, ca-key.pem, cert-chain.pem,
+// root-cert.pem), a Vault PKI mount (whose key never leaves Vault), or a Vault KV v2
+// secret holding the root's (or an issuing CA's) certificate and key.
 //
 // A Spec says which; Validate checks that it names exactly one; Open returns the
 // ca.Issuer. The package reads no environment variables and opens no connection of
@@ -28,6 +30,7 @@ type Kind string
 // Kinds.
 const (
 	KindDir      Kind = "dir"
+	KindCADir    Kind = "ca-dir"
 	KindVaultPKI Kind = "vault-pki"
 	KindVaultKV  Kind = "vault-kv"
 )
@@ -42,15 +45,21 @@ var (
 	ErrIssuerWithoutPKI = errors.New("a Vault issuer needs a Vault PKI mount")
 )
 
-// Spec names where the root is: exactly one of Dir, VaultPKI and VaultKV.
+// Spec names where the signing CA is: exactly one of Dir, CADir, VaultPKI and
+// VaultKV.
 type Spec struct {
 	// Dir is a folder holding ca.RootCertFile and ca.RootKeyFile.
 	Dir string
+	// CADir is a folder holding an issuing CA below the root, read by ca.ReadCADir:
+	// ca.CADirCertFile, ca.CADirKeyFile, ca.CADirChainFile up to the root, and
+	// optionally ca.CADirRootsFile.
+	CADir string
 	// VaultPKI is a PKI mount whose issuer signs; VaultIssuer names one of its
 	// issuers (empty: the mount's default).
 	VaultPKI    string
 	VaultIssuer string
-	// VaultKV is a KV v2 secret (MOUNT/PATH) with fields certificate and private_key.
+	// VaultKV is a KV v2 secret (MOUNT/PATH) with fields certificate and
+	// private_key, and ca_chain when the certificate is an issuing CA below the root.
 	VaultKV string
 }
 
@@ -62,6 +71,8 @@ func (s Spec) Kind() Kind {
 	switch {
 	case s.Dir != "":
 		return KindDir
+	case s.CADir != "":
+		return KindCADir
 	case s.VaultPKI != "":
 		return KindVaultPKI
 	}
@@ -74,7 +85,7 @@ func (s Spec) UsesVault() bool { return s.VaultPKI != "" || s.VaultKV != "" }
 // Validate checks that s names exactly one source, and that a KV path parses.
 func (s Spec) Validate() error {
 	n := 0
-	for _, v := range []string{s.Dir, s.VaultPKI, s.VaultKV} {
+	for _, v := range []string{s.Dir, s.CADir, s.VaultPKI, s.VaultKV} {
 		if v != "" {
 			n++
 		}
@@ -100,6 +111,8 @@ func (s Spec) String() string {
 	switch {
 	case s.Dir != "":
 		return "folder " + s.Dir
+	case s.CADir != "":
+		return "signing CA folder " + s.CADir
 	case s.VaultPKI != "" && s.VaultIssuer != "":
 		return fmt.Sprintf("Vault PKI mount %s (issuer %s)", s.mount(), s.VaultIssuer)
 	case s.VaultPKI != "":
@@ -151,22 +164,34 @@ func Open(ctx context.Context, s Spec, o Options) (ca.Issuer, error) {
 		return iss, nil
 	case s.VaultKV != "":
 		k, _ := vault.ParseKVPath(s.VaultKV) // validated
-		root, err := vault.LoadRootKV(ctx, o.Vault, k, now())
+		sc, err := vault.LoadSigningCAKV(ctx, o.Vault, k, now())
 		if err != nil {
 			return nil, err
 		}
-		log.Debug("root loaded from Vault KV", "path", k.String(), "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
-		return ca.NewLocalIssuer(root), nil
+		log.Debug("signing CA loaded from Vault KV", "path", k.String(), "subject", sc.Cert.Subject.String(), "levels", len(sc.Chain), "notAfter", sc.Cert.NotAfter)
+		return ca.NewSigningCAIssuer(sc), nil
+	case s.CADir != "":
+		sc, err := ca.ReadCADir(s.CADir, now())
+		if err != nil {
+			return nil, err
+		}
+		warnKeyMode(log, filepath.Join(s.CADir, ca.CADirKeyFile), "signing CA")
+		log.Debug("signing CA loaded", "subject", sc.Cert.Subject.String(), "root", sc.Root().Subject.String(), "levels", len(sc.Chain), "notAfter", sc.Cert.NotAfter)
+		return ca.NewSigningCAIssuer(sc), nil
 	}
 	root, err := ca.ReadRootDir(s.Dir, now())
 	if err != nil {
 		return nil, err
 	}
-	keyFile := filepath.Join(s.Dir, ca.RootKeyFile)
-	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
-		// As ssh does for its keys, but a warning: the key was already readable.
-		log.Warn("the root key can be read or written by others than its owner: chmod 600 it", "file", keyFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
-	}
+	warnKeyMode(log, filepath.Join(s.Dir, ca.RootKeyFile), "root")
 	log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
 	return ca.NewLocalIssuer(root), nil
+}
+
+// warnKeyMode warns, as ssh does for its keys (but only a warning: the key was
+// already readable), when others than its owner may read or write keyFile.
+func warnKeyMode(log *slog.Logger, keyFile, what string) {
+	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("the "+what+" key can be read or written by others than its owner: chmod 600 it", "file", keyFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+	}
 }

@@ -117,9 +117,9 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 	return nil, inputError(err)
 }
 
-// checkProfiles is ca.CheckProfiles against iss's anchor, as bad input (exit 2).
+// checkProfiles is ca.CheckProfiles against iss's chain, as bad input (exit 2).
 func checkProfiles(iss ca.Issuer, profiles []ca.Profile) error {
-	if err := ca.CheckProfiles(iss.Anchor(), profiles, time.Now()); err != nil {
+	if err := ca.CheckProfiles(iss.Chain(), profiles, time.Now()); err != nil {
 		return inputError(err)
 	}
 	return nil
