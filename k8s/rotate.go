@@ -343,7 +343,15 @@ func leaseCause(ctx context.Context, err error) error {
 
 func otherRootError(cluster string, d *decision, opts RotateOptions) error {
 	return fmt.Errorf("cluster %s: %w: %s (current root %s); rotating would change the roots its workloads trust, which breaks cross-cluster mTLS until every cluster moves: finish a root rotation, or allow it explicitly",
-		cluster, ErrOtherRoot, d.reason, ca.ShortFingerprint(ca.Fingerprint(opts.Issuer.Anchor())))
+		cluster, ErrOtherRoot, d.reason, ca.ShortFingerprint(ca.Fingerprint(currentRoot(opts.Issuer))))
+}
+
+// currentRoot is the root iss signs under, or its anchor when it cannot tell.
+func currentRoot(iss ca.Issuer) *x509.Certificate {
+	if r := ca.RootOf(iss); r != nil {
+		return r
+	}
+	return iss.Anchor()
 }
 
 // record copies a decision into the result.
@@ -388,12 +396,13 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	b, rep, err := ca.ParseBundle(files, ca.VerifyOptions{Now: now})
 	d.report = rep
 	anchor := opts.Issuer.Anchor()
-	anchorFP := ca.Fingerprint(anchor)
+	root := currentRoot(opts.Issuer)
+	rootFP := ca.Fingerprint(root)
 	if err != nil {
 		d.due = true
 		d.reason = "installed cacerts fails istiod's checks: " + err.Error()
-		// A root change can be told without a valid bundle when the anchor is a root.
-		if ca.IsSelfSigned(anchor) && len(rep.RootFingerprints) > 0 && !slices.Contains(rep.RootFingerprints, anchorFP) {
+		// A root change can be told without a valid bundle when the root is known.
+		if ca.IsSelfSigned(root) && len(rep.RootFingerprints) > 0 && !slices.Contains(rep.RootFingerprints, rootFP) {
 			d.otherRoot = true
 			d.reason += fmt.Sprintf("; it trusts roots %s", shortFingerprints(rep.RootFingerprints))
 		}
@@ -404,6 +413,12 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 	rb := opts.RenewBefore
 	d.renewAt = rb.RenewAt(b.Cert)
 	if !b.VerifiesAt(anchor, now) {
+		if !root.Equal(anchor) && b.VerifiesAt(root, now) {
+			// Another issuing CA under the same root: the trust bundle stays.
+			d.due = true
+			d.reason = fmt.Sprintf("installed intermediate (serial %s) is signed by %s, not by the current signing CA %s (same root)", rep.Serial, b.Cert.Issuer, anchor.Subject)
+			return d
+		}
 		d.due, d.otherRoot = true, true
 		d.reason = fmt.Sprintf("installed intermediate (serial %s) chains to root %s, not to the current root", rep.Serial, rootOf(b))
 		return d

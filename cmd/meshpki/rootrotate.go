@@ -33,30 +33,38 @@ const defaultMinStepInterval = "24h"
 func newRootFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "new-root-dir", Category: catNewRoot, Usage: "folder holding the new root's root-cert.pem and root-key.pem, e.g. --new-root-dir root-2027"},
+		&cli.StringFlag{Name: "new-ca-dir", Category: catNewRoot, Usage: "folder holding an issuing CA under the new root (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem), e.g. --new-ca-dir issuing-2027"},
 		&cli.StringFlag{Name: "new-vault-pki", Category: catNewRoot, Usage: "Vault PKI mount whose root signs the new intermediates (its key never leaves Vault), e.g. --new-vault-pki pki-2027"},
 		&cli.StringFlag{Name: "new-vault-issuer", Category: catNewRoot, Usage: "with --new-vault-pki: the new root's issuer name or ID instead of the mount's default, e.g. --new-vault-issuer root-2027"},
-		&cli.StringFlag{Name: "new-vault-kv", Category: catNewRoot, Usage: "Vault KV v2 secret holding the new root (fields certificate, private_key), as MOUNT/PATH, e.g. --new-vault-kv secret/meshpki/root-2027"},
+		&cli.StringFlag{Name: "new-vault-kv", Category: catNewRoot, Usage: "Vault KV v2 secret holding the new root (fields certificate, private_key) or an issuing CA under it (and ca_chain), as MOUNT/PATH, e.g. --new-vault-kv secret/meshpki/root-2027"},
 	}
 }
 
 // parseNewRootSource reads the --new-* flags into a rootSource, so that opening it
 // is rootsource.go's job.
 func parseNewRootSource(c *cli.Context) (rootSource, error) {
-	return parseRootSourceFlags(c, "new-", "no new root given: pass --new-root-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)")
+	return parseRootSourceFlags(c, "new-", "no new root given: pass --new-root-dir DIR, --new-ca-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)")
 }
 
-// openNewRoot opens the new root source: the issuer for step 2 and the root's
-// certificate, which must be a self-signed CA.
+// openNewRoot opens the new root source: the issuer for step 2 and the root it
+// chains to (itself, or the root at the end of an issuing CA's chain), which must
+// be a self-signed CA.
 func openNewRoot(ctx context.Context, e *env, s rootSource) (ca.Issuer, *x509.Certificate, error) {
 	iss, err := s.issuer(ctx, e)
 	if err != nil {
 		return nil, nil, err
 	}
-	root := iss.Anchor()
+	root := ca.RootOf(iss)
 	if s.VaultPKI != "" {
-		if err := ca.CheckRootCert(root, time.Now()); err != nil {
-			return nil, nil, inputError(fmt.Errorf("--new-vault-pki %s: its issuer (%s) cannot be the new root: %w (name the root's own issuer with --new-vault-issuer)", s.VaultPKI, root.Subject, err))
+		if root == nil {
+			return nil, nil, inputError(fmt.Errorf("--new-vault-pki %s: its issuer (%s) is not a root and Vault holds no chain up to one (import the issuer with its full chain, or name the root's own issuer with --new-vault-issuer)", s.VaultPKI, iss.Anchor().Subject))
 		}
+		if err := ca.CheckRootCert(root, time.Now()); err != nil {
+			return nil, nil, inputError(fmt.Errorf("--new-vault-pki %s: the root its issuer chains to (%s) cannot be the new root: %w (name the root's own issuer with --new-vault-issuer)", s.VaultPKI, root.Subject, err))
+		}
+	}
+	if root == nil {
+		return nil, nil, inputError(fmt.Errorf("new root source %s reaches no self-signed root", s.Spec))
 	}
 	return iss, root, nil
 }

@@ -27,9 +27,10 @@ const (
 func rootSourceFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "root-dir", Category: catRoot, Usage: "folder holding root-cert.pem and root-key.pem, e.g. --root-dir root"},
+		&cli.StringFlag{Name: "ca-dir", Category: catRoot, Usage: "folder holding an issuing CA below the root: ca-cert.pem, ca-key.pem, cert-chain.pem (up to the root), root-cert.pem; see docs/hierarchies.md, e.g. --ca-dir issuing-ca"},
 		&cli.StringFlag{Name: "vault-pki", Category: catRoot, Usage: "Vault PKI mount whose root signs the intermediates (the root key never leaves Vault), e.g. --vault-pki pki"},
 		&cli.StringFlag{Name: "vault-issuer", Category: catRoot, Usage: "with --vault-pki: issuer name or ID to sign with instead of the mount's default, e.g. --vault-issuer mesh-root"},
-		&cli.StringFlag{Name: "vault-kv", Category: catRoot, Usage: "Vault KV v2 secret holding the root (fields certificate, private_key), as MOUNT/PATH, e.g. --vault-kv secret/meshpki/root"},
+		&cli.StringFlag{Name: "vault-kv", Category: catRoot, Usage: "Vault KV v2 secret holding the root (fields certificate, private_key) or an issuing CA (and ca_chain), as MOUNT/PATH, e.g. --vault-kv secret/meshpki/root"},
 	}, vaultConnFlags()...)
 }
 
@@ -66,19 +67,19 @@ type rootSource struct {
 }
 
 func parseRootSource(c *cli.Context) (rootSource, error) {
-	return parseRootSourceFlags(c, "", "no root given: pass --root-dir DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH")
+	return parseRootSourceFlags(c, "", "no root given: pass --root-dir DIR, --ca-dir DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH")
 }
 
 // parseRootSourceFlags reads the root-source flags whose names start with prefix
 // ("" for --root-dir and friends, "new-" for root rotation's --new-root-dir ...).
 func parseRootSourceFlags(c *cli.Context, prefix, missing string) (rootSource, error) {
 	f := func(name string) string { return c.String(prefix + name) }
-	s := rootSource{prefix: prefix, Spec: rootsource.Spec{Dir: f("root-dir"), VaultPKI: strings.Trim(f("vault-pki"), "/"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv")}}
+	s := rootSource{prefix: prefix, Spec: rootsource.Spec{Dir: f("root-dir"), CADir: f("ca-dir"), VaultPKI: strings.Trim(f("vault-pki"), "/"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv")}}
 	switch err := s.Validate(); {
 	case errors.Is(err, rootsource.ErrNone):
 		return s, inputError(errors.New(missing))
 	case errors.Is(err, rootsource.ErrSeveral):
-		return s, inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]svault-pki and --%[1]svault-kv", prefix))
+		return s, inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]sca-dir, --%[1]svault-pki and --%[1]svault-kv", prefix))
 	case errors.Is(err, rootsource.ErrIssuerWithoutPKI):
 		return s, inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", prefix))
 	case err != nil:

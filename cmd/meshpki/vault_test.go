@@ -316,7 +316,7 @@ func TestVaultFlagErrors(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"intermediate", "create", "--cluster", "e", "--out", dir}, "no root given"},
-		{[]string{"intermediate", "create", "--root-dir", dir, "--vault-pki", "pki", "--cluster", "e", "--out", dir}, "only one of --root-dir, --vault-pki and --vault-kv"},
+		{[]string{"intermediate", "create", "--root-dir", dir, "--vault-pki", "pki", "--cluster", "e", "--out", dir}, "only one of --root-dir, --ca-dir, --vault-pki and --vault-kv"},
 		{[]string{"intermediate", "create", "--root-dir", dir, "--vault-issuer", "x", "--cluster", "e", "--out", dir}, "--vault-issuer needs --vault-pki"},
 		{[]string{"intermediate", "create", "--vault-kv", "secret", "--cluster", "e", "--out", dir}, "--vault-kv: KV path \"secret\": want MOUNT/PATH"},
 		{[]string{"intermediate", "create", "--vault-kv", "secret/data/root", "--cluster", "e", "--out", dir}, "without the API's /data/"},
