@@ -1,0 +1,94 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/testenv"
+	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// TestIstiodIssuingCAHierarchy: bundles minted under an organisation's issuing CA
+// (--ca-dir; root -> org CA -> cluster CAs, three levels) pass verify --mtls, are
+// loaded by istiod's own loader, installed into real clusters, taken by a real
+// istiod there (which then signs workloads whose chain runs cluster CA, org CA,
+// root) and trusted across clusters. Then rotate moves the mesh to another issuing
+// CA under the same root, four levels deep (root -> policy CA -> mesh CA -> cluster
+// CAs): due without --force (another signing CA), hot-reloaded, and certificates
+// from before and after are trusted across clusters, since the root did not change.
+func TestIstiodIssuingCAHierarchy(t *testing.T) {
+	env, kc, clients := istiodMesh(t, "east", "west")
+	dir := t.TempDir()
+	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
+	org := root.Sub(t, testpki.Options{CN: "Org Issuing CA", PathLen: testpki.PathLen(1)})
+	policy := root.Sub(t, testpki.Options{CN: "Policy CA", PathLen: testpki.PathLen(2)})
+	mesh := policy.Sub(t, testpki.Options{CN: "Mesh CA", PathLen: testpki.PathLen(1)})
+	three := org.WriteCADir(t, filepath.Join(dir, "org-ca"))
+	four := mesh.WriteCADir(t, filepath.Join(dir, "mesh-ca"))
+
+	bundles := filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "intermediate", "create", "--ca-dir", three, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	for _, cl := range []string{"east", "west"} {
+		files, err := ca.ReadDir(filepath.Join(bundles, cl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, _ := ca.ParseCertificatesPEM(files[ca.CertChainFile])
+		if len(chain) != 3 || !chain[1].Equal(org.Cert) || !chain[2].Equal(root.Cert) {
+			t.Fatalf("%s: cert-chain.pem holds %d certificates, want cluster CA, org CA, root", cl, len(chain))
+		}
+		if ok, out := istiodLoads(t, filepath.Join(bundles, cl)); !ok {
+			t.Fatalf("istiod's loader refuses %s: %s", cl, out)
+		}
+	}
+	rrWant(t, 0, []string{"mtls: 2 of 2 pairs accept each other"}, "verify", "--mtls", filepath.Join(bundles, "east"), filepath.Join(bundles, "west"))
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
+
+	var is []*testenv.Istiod
+	var before []workload
+	for _, c := range env.Clusters {
+		i := startIstiod(t, c, false)
+		if err := i.WaitLog(waitCtx(t), 0, testenv.LogPluggedIn); err != nil {
+			t.Fatal(err)
+		}
+		is = append(is, i)
+		w := signWorkload(t, i)
+		installed, _ := ca.ParseCertificatePEM(secretFiles(t, clients[c.Name])[ca.CACertFile])
+		if len(w.chain) < 3 || !w.chain[1].Equal(installed) || !w.chain[2].Equal(org.Cert) {
+			t.Fatalf("istiod in %s signs with a chain of %d, not through the installed intermediate and the org CA", c.Name, len(w.chain))
+		}
+		before = append(before, w)
+	}
+	mustHandshake(t, "three levels", before...)
+	wantIstiodState(t, kc, k8s.IstiodLoaded)
+
+	// The rotate decision: another signing CA under the same root is due as such.
+	out, _ := rrWant(t, 0, nil, "rotate", "--kubeconfig", kc, "--all-contexts", "--ca-dir", four, "--dry-run", "-o", "json")
+	if strings.Count(out, "not by the current signing CA") != 2 {
+		t.Fatalf("rotate --dry-run does not say why:\n%s", out)
+	}
+	offsets := make([]int64, len(is))
+	for k, i := range is {
+		offsets[k] = i.LogSize()
+	}
+	rrWant(t, 0, nil, "rotate", "--kubeconfig", kc, "--all-contexts", "--ca-dir", four)
+	var after []workload
+	for k, i := range is {
+		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
+			t.Fatal(err)
+		}
+		w := signWorkload(t, i)
+		if len(w.chain) < 4 || !w.chain[2].Equal(mesh.Cert) || !w.chain[3].Equal(policy.Cert) {
+			t.Fatalf("istiod in %s signs with a chain of %d after rotate, not through mesh CA and policy CA", i.Cluster.Name, len(w.chain))
+		}
+		after = append(after, w)
+	}
+	mustHandshake(t, "four levels", after...)
+	mustHandshake(t, "three and four levels", before[0], after[1])
+	mustHandshake(t, "three and four levels", after[0], before[1])
+	noRefusals(t, is)
+	rrWant(t, 0, nil, "status", "--kubeconfig", kc, "--all-contexts")
+}
