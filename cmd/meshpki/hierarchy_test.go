@@ -2,6 +2,8 @@ package main
 
 import (
 	"path/filepath"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
 	"testing"
 
@@ -91,4 +93,47 @@ func TestIstiodIssuingCAHierarchy(t *testing.T) {
 	mustHandshake(t, "three and four levels", after[0], before[1])
 	noRefusals(t, is)
 	rrWant(t, 0, nil, "status", "--kubeconfig", kc, "--all-contexts")
+}
+
+// TestRootRotateOntoIssuingCA: a mesh under a meshpki root moves, in root
+// rotation's three steps, to an organisation's offline root whose issuing CA
+// (--new-ca-dir) signs the new intermediates; in the end every cluster trusts the
+// offline root alone and holds a three-level chain.
+func TestRootRotateOntoIssuingCA(t *testing.T) {
+	pool := testenv.NewK8sPool("east", "west")
+	env := pool.Get(t)
+	t.Cleanup(pool.Stop)
+	dir := t.TempDir()
+	kc := env.Kubeconfig
+	rootA, bundles := filepath.Join(dir, "rootA"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", rootA)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	ns := "rr-issuing"
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles, "--namespace", ns)
+
+	offline := testpki.Root(t, testpki.Options{CN: "Offline Root 2027"})
+	issuing := offline.Sub(t, testpki.Options{CN: "Issuing CA 2027", PathLen: testpki.PathLen(1)})
+	caDir := issuing.WriteCADir(t, filepath.Join(dir, "issuing"))
+	rot := func(extra ...string) []string {
+		return append([]string{"root", "rotate", "--new-ca-dir", caDir, "--kubeconfig", kc, "--all-contexts", "--namespace", ns, "--min-step-interval", "0"}, extra...)
+	}
+	rrWant(t, 0, []string{"mesh: all 2 clusters at step 1 (trust-both)"}, rot()...)
+	rrWant(t, 0, []string{"mesh: all 2 clusters at step 2 (switched)"}, rot()...)
+	rrWant(t, 0, []string{"root rotation complete"}, rot()...)
+	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + ca.ShortFingerprint(ca.Fingerprint(offline.Cert)) + ")"},
+		"status", "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
+	cls, err := k8s.LoadClusters(k8s.ClusterOptions{Kubeconfig: kc, AllContexts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range cls {
+		s, err := cl.Client.CoreV1().Secrets(ns).Get(t.Context(), k8s.SecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chain, _ := ca.ParseCertificatesPEM(s.Data[ca.CertChainFile])
+		if len(chain) != 3 || !chain[1].Equal(issuing.Cert) || !chain[2].Equal(offline.Cert) {
+			t.Fatalf("%s: cert-chain.pem of %d certificates after the rotation", cl.Name, len(chain))
+		}
+	}
 }
