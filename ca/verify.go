@@ -137,6 +137,12 @@ func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Repo
 	if _, ok := files[ReservedKey]; ok {
 		rep.add(SeverityError, "reserved-key", ReservedKey, "present: it marks istiod's own self-signed CA, and istiod would ignore this bundle")
 	}
+	if _, waiting := files[CSRFile]; waiting {
+		if _, ok := files[CACertFile]; !ok {
+			rep.add(SeverityError, "csr-waiting", CACertFile, "missing: this folder waits for the certificate a CA signs for its %s; import it first", CSRFile)
+			return nil, rep
+		}
+	}
 	f, err := DetectFormat(files)
 	if err != nil {
 		rep.add(SeverityError, "missing-file", "", "%v", err)

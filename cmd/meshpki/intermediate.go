@@ -22,9 +22,14 @@ func intermediateCommand(e *env) *cli.Command {
 		Usage: "mint per-cluster intermediate CAs",
 		Description: `Examples:
    meshpki intermediate create --root-dir root --cluster east --cluster west --out bundles
-   meshpki intermediate create --vault-pki pki --clusters-from clusters.txt --out bundles`,
+   meshpki intermediate create --vault-pki pki --clusters-from clusters.txt --out bundles
+   meshpki intermediate csr --cluster east --out csrs        # offline root: sign the CSRs elsewhere
+   meshpki intermediate import --out csrs --signed signed --root root.pem`,
 		Subcommands: []*cli.Command{
 			intermediateCreateCommand(e),
+			intermediateCSRCommand(e),
+			intermediateImportCommand(e),
+			intermediateStatusCommand(e),
 		},
 	}
 }

@@ -1,0 +1,467 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// The offline-root flow: "intermediate csr" writes a key and CSR per cluster,
+// a CA outside meshpki signs the CSRs, "intermediate import" completes each
+// folder into a bundle, "intermediate status" says where each stands.
+
+// csrOptions is "intermediate csr" bound from its flags.
+type csrOptions struct {
+	Clusters     []string
+	ClustersFrom string
+	Out          string
+	KeyType      string
+	Org          string
+	CommonName   string
+	SANs         []string // nil: the default
+	Force        bool
+	Output       string
+
+	profiles []ca.Profile
+}
+
+func intermediateCSRCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "csr",
+		Usage: "write a key and a CSR per cluster, for a CA outside meshpki (an offline root) to sign",
+		Description: `For each cluster, writes OUT/<cluster>/ with ca-key.pem (0600; it never leaves
+the folder) and ca-csr.pem: a certificate request carrying the whole profile
+(O=<org>, CN=Intermediate CA, L=<cluster>, SAN DNS:istiod.istio-system.svc, and
+requested extensions CA:true pathlen:0, keyCertSign+cRLSign+digitalSignature, no
+extended key usage), so that openssl ca, openssl x509 -req -copy_extensions copy,
+Vault's sign-intermediate, step or AD CS can sign it as it stands. Then import each
+signed certificate with 'meshpki intermediate import'. Existing folders are refused
+unless --force (each is kept as <cluster>.bak-<time>). See docs/hierarchies.md.
+
+Examples:
+   meshpki intermediate csr --cluster east --cluster west --out csrs
+   meshpki intermediate csr --clusters-from clusters.txt --out csrs --key-type rsa-3072
+   openssl x509 -req -in csrs/east/ca-csr.pem -CA root.pem -CAkey root-key.pem -days 365 -copy_extensions copy -out signed/east.pem`,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "cluster", Aliases: []string{"c"}, Usage: "cluster name (repeat for several)"},
+			&cli.StringFlag{Name: "clusters-from", Usage: "file with one cluster name per line (# comments allowed)"},
+			&cli.StringFlag{Name: "out", Usage: "folder to write one CSR folder per cluster into"},
+			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
+			orgFlag("", "subject O"),
+			&cli.StringFlag{Name: "common-name", Value: ca.DefaultIntermediateCN, Usage: "subject CN (L= is the cluster name)"},
+			&cli.StringSliceFlag{Name: "san", Usage: "DNS SAN, repeatable; replaces the default " + ca.DefaultIstiodSAN},
+			&cli.BoolFlag{Name: "force", Usage: "replace existing CSR folders (each is kept as <cluster>.bak-<time>)"},
+			outputFlag(),
+		},
+		Action: action(func(c *cli.Context) error {
+			o := &csrOptions{
+				Clusters: c.StringSlice("cluster"), ClustersFrom: c.String("clusters-from"), Out: c.String("out"),
+				KeyType: c.String("key-type"), Org: c.String("org"), CommonName: c.String("common-name"),
+				Force: c.Bool("force"), Output: c.String("output"),
+			}
+			if c.IsSet("san") {
+				o.SANs = c.StringSlice("san")
+			}
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(c.Context, e)
+		}),
+	}
+}
+
+// Validate checks the options and builds one profile per cluster.
+func (o *csrOptions) Validate() error {
+	if o.Out == "" {
+		return inputError(errors.New("--out is required (see 'meshpki intermediate csr --help')"))
+	}
+	clusters, err := clusterNames(o.Clusters, o.ClustersFrom)
+	if err != nil {
+		return err
+	}
+	kt, err := ca.ParseKeyType(o.KeyType)
+	if err != nil {
+		return inputError(fmt.Errorf("--key-type: %w", err))
+	}
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
+	}
+	if strings.TrimSpace(o.Org) == "" {
+		return inputError(errors.New("--org must not be empty"))
+	}
+	for _, name := range clusters {
+		p := ca.IntermediateProfile(name, o.Org)
+		p.Subject.CommonName = o.CommonName
+		if o.SANs != nil {
+			p.DNSNames = o.SANs
+		}
+		p.KeyType = kt
+		if err := p.Validate(); err != nil {
+			return inputError(err)
+		}
+		o.profiles = append(o.profiles, p)
+	}
+	return nil
+}
+
+// clusterNames joins --cluster and --clusters-from and checks each name once.
+func clusterNames(names []string, from string) ([]string, error) {
+	if from != "" {
+		more, err := readClusterList(from)
+		if err != nil {
+			return nil, inputError(err)
+		}
+		names = append(names, more...)
+	}
+	if len(names) == 0 {
+		return nil, inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		if err := ca.ValidateClusterName(n); err != nil {
+			return nil, inputError(fmt.Errorf("--cluster: %w", err))
+		}
+		if seen[strings.ToLower(n)] {
+			return nil, inputError(fmt.Errorf("--cluster: %q given twice (or differs from another only in case)", n))
+		}
+		seen[strings.ToLower(n)] = true
+	}
+	return names, nil
+}
+
+// Run writes every CSR folder, or none.
+func (o *csrOptions) Run(ctx context.Context, e *env) error {
+	for _, p := range o.profiles {
+		if err := ca.CheckWritable(filepath.Join(o.Out, p.Cluster), o.Force); err != nil {
+			return inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
+		}
+	}
+	unlock, err := ca.PrepareOutDir(ctx, o.Out, e.log)
+	if err != nil {
+		return failed(fmt.Errorf("--out: %w", err))
+	}
+	defer unlock()
+	batch := ca.NewBatch(ca.WriteOptions{Force: o.Force})
+	prog := newProgress(e, "CSR written", len(o.profiles))
+	for _, p := range o.profiles {
+		csrPEM, keyPEM, err := ca.NewCSR(p)
+		if err == nil {
+			err = batch.Stage(filepath.Join(o.Out, p.Cluster), map[string][]byte{ca.CAKeyFile: keyPEM, ca.CSRFile: csrPEM})
+		}
+		if err != nil {
+			prog.finish()
+			return failed(fmt.Errorf("cluster %s: %w", p.Cluster, err))
+		}
+		prog.item(p.Cluster, nil)
+	}
+	backups, errs := batch.Commit()
+	prog.finish()
+	var st []ca.CSRDirStatus
+	for _, p := range o.profiles {
+		st = append(st, ca.ReadCSRDir(filepath.Join(o.Out, p.Cluster)))
+	}
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, st); err != nil {
+			return err
+		}
+	} else {
+		for _, s := range st {
+			fmt.Fprintf(e.stdout, "waiting  %s  %s  %s", s.Cluster, filepath.Join(s.Dir, ca.CSRFile), s.Subject)
+			if b := backups[s.Dir]; b != "" {
+				fmt.Fprintf(e.stdout, "  (previous kept in %s)", b)
+			}
+			fmt.Fprintln(e.stdout)
+		}
+	}
+	for dir, err := range errs {
+		return failed(fmt.Errorf("%s: %w", dir, err))
+	}
+	return nil
+}
+
+// importOptions is "intermediate import" bound from its flags.
+type importOptions struct {
+	Out          string
+	Clusters     []string
+	Cert         string
+	Signed       string
+	Chain        string
+	Root         string
+	MinRemaining string
+	Force        bool
+	Output       string
+
+	minRemaining time.Duration
+	certs        map[string]string // cluster -> signed certificate file
+}
+
+func intermediateImportCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "import",
+		Usage: "complete CSR folders with the certificates a CA outside meshpki signed",
+		Description: `Checks each signed certificate and, only if it passes, completes OUT/<cluster>/
+into a cacerts bundle (cert-chain.pem: certificate, --chain, root; root-cert.pem:
+--root; ca-cert.pem last, in one atomic folder swap). It must be for the folder's
+key, CA:true with pathlen 0, with keyCertSign, with no extended key usage (or both
+serverAuth and clientAuth), valid for at least --min-remaining, not outlive any CA
+above it, and chain through --chain to a root in --root; then istiod's checks run.
+Otherwise one reason, naming the file, and the folder stays as it was. With
+--signed DIR, every waiting cluster (or each --cluster) takes DIR/<cluster>.pem
+(or .crt). A folder already imported is refused unless --force.
+
+Examples:
+   meshpki intermediate import --out csrs --cluster east --cert signed/east.pem --root root.pem
+   meshpki intermediate import --out csrs --signed signed --chain issuing-ca.pem --root root.pem
+   meshpki install --bundles csrs --all-contexts`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Usage: "folder of CSR folders (meshpki intermediate csr --out)"},
+			&cli.StringSliceFlag{Name: "cluster", Aliases: []string{"c"}, Usage: "cluster to import (repeatable; default with --signed: every waiting one)"},
+			&cli.StringFlag{Name: "cert", Usage: "the signed certificate of the one --cluster (PEM; text around the block is fine)"},
+			&cli.StringFlag{Name: "signed", Usage: "folder of signed certificates named <cluster>.pem or <cluster>.crt"},
+			&cli.StringFlag{Name: "chain", Usage: "certificates between the signed ones and the root, nearest first (PEM)"},
+			&cli.StringFlag{Name: "root", Usage: "the root(s) to trust, root-cert.pem of every bundle (PEM)"},
+			minRemainingFlag("least life a signed certificate must have left"),
+			&cli.BoolFlag{Name: "force", Usage: "replace an imported certificate (the previous folder is kept as <cluster>.bak-<time>)"},
+			outputFlag(),
+		},
+		Action: action(func(c *cli.Context) error {
+			o := &importOptions{
+				Out: c.String("out"), Clusters: c.StringSlice("cluster"), Cert: c.String("cert"), Signed: c.String("signed"),
+				Chain: c.String("chain"), Root: c.String("root"), MinRemaining: c.String("min-remaining"),
+				Force: c.Bool("force"), Output: c.String("output"),
+			}
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(c.Context, e)
+		}),
+	}
+}
+
+// Validate checks the options and finds each cluster's signed certificate file.
+func (o *importOptions) Validate() error {
+	switch {
+	case o.Out == "":
+		return inputError(errors.New("--out is required (see 'meshpki intermediate import --help')"))
+	case o.Root == "":
+		return inputError(errors.New("--root is required: the root the signed certificates chain to"))
+	case (o.Cert == "") == (o.Signed == ""):
+		return inputError(errors.New("pass one of --cert FILE (with one --cluster) and --signed DIR"))
+	case o.Cert != "" && len(o.Clusters) != 1:
+		return inputError(errors.New("--cert needs exactly one --cluster"))
+	}
+	d, err := ca.ParseDurationOrZero(o.MinRemaining)
+	if err != nil {
+		return inputError(fmt.Errorf("--min-remaining: %w", err))
+	}
+	o.minRemaining = d
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
+	}
+	o.certs = map[string]string{}
+	if o.Cert != "" {
+		o.certs[o.Clusters[0]] = o.Cert
+		return nil
+	}
+	names := o.Clusters
+	if len(names) == 0 {
+		entries, err := os.ReadDir(o.Out)
+		if err != nil {
+			return inputError(fmt.Errorf("--out: %w", err))
+		}
+		for _, en := range entries {
+			if en.IsDir() && ca.ReadCSRDir(filepath.Join(o.Out, en.Name())).State == ca.CSRWaiting {
+				names = append(names, en.Name())
+			}
+		}
+		if len(names) == 0 {
+			return inputError(fmt.Errorf("--out %s: no cluster is waiting for a signed certificate", o.Out))
+		}
+	}
+	for _, n := range names {
+		found := ""
+		for _, ext := range []string{".pem", ".crt"} {
+			if _, err := os.Stat(filepath.Join(o.Signed, n+ext)); err == nil {
+				found = filepath.Join(o.Signed, n+ext)
+				break
+			}
+		}
+		if found == "" {
+			return inputError(fmt.Errorf("--signed %s: no %s.pem or %s.crt for cluster %s", o.Signed, n, n, n))
+		}
+		o.certs[n] = found
+	}
+	return nil
+}
+
+// Run imports each cluster's certificate; one refused certificate does not stop
+// the others, and the exit code says whether any was refused.
+func (o *importOptions) Run(ctx context.Context, e *env) error {
+	read := func(name string) ([]byte, error) {
+		if name == "" {
+			return nil, nil
+		}
+		return ca.ReadInputFile(name)
+	}
+	rootsPEM, err := read(o.Root)
+	if err != nil {
+		return inputError(err)
+	}
+	chainPEM, err := read(o.Chain)
+	if err != nil {
+		return inputError(err)
+	}
+	unlock, err := ca.PrepareOutDir(ctx, o.Out, e.log)
+	if err != nil {
+		return failed(fmt.Errorf("--out: %w", err))
+	}
+	defer unlock()
+	clusters := make([]string, 0, len(o.certs))
+	for n := range o.certs {
+		clusters = append(clusters, n)
+	}
+	sort.Strings(clusters)
+	prog := newProgress(e, "imported", len(clusters))
+	type result struct {
+		ca.CSRDirStatus
+		Error string `json:"error,omitempty"`
+	}
+	var results []result
+	var firstErr error
+	for _, n := range clusters {
+		dir := filepath.Join(o.Out, n)
+		certPEM, err := read(o.certs[n])
+		if err == nil {
+			if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+				err = fmt.Errorf("%s: no such CSR folder (make one with meshpki intermediate csr)", dir)
+			} else {
+				_, err = ca.ImportDir(dir, certPEM, chainPEM, rootsPEM, o.Force, ca.ImportOptions{MinRemaining: o.minRemaining})
+			}
+		}
+		err = nameImportFile(err, o, n)
+		if errors.Is(err, ca.ErrImported) {
+			err = fmt.Errorf("%w (pass --force to replace it)", err)
+		}
+		prog.item(n, err)
+		r := result{CSRDirStatus: ca.ReadCSRDir(dir)}
+		if err != nil {
+			r.Error = err.Error()
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		results = append(results, r)
+	}
+	prog.finish()
+	if o.Output == "json" {
+		if err := writeJSON(e.stdout, results); err != nil {
+			return err
+		}
+	} else {
+		for _, r := range results {
+			if r.Error != "" {
+				fmt.Fprintf(e.stdout, "REFUSED   %s: %s\n", r.Cluster, r.Error)
+				continue
+			}
+			fmt.Fprintf(e.stdout, "imported  %s  %s  issuer %s  not after %s\n", r.Cluster, r.Dir, r.Issuer, r.NotAfter.Format(time.RFC3339))
+		}
+	}
+	if firstErr != nil {
+		return inputError(firstErr)
+	}
+	return nil
+}
+
+// nameImportFile puts the file a refusal is about in front of it.
+func nameImportFile(err error, o *importOptions, cluster string) error {
+	var re *ca.RootError
+	if !errors.As(err, &re) {
+		return err
+	}
+	file := o.certs[cluster]
+	switch re.Part {
+	case ca.PartChain:
+		file = o.Chain
+		if file == "" {
+			file = "--chain (not given)"
+		}
+	case ca.PartRoots:
+		file = o.Root
+	}
+	return fmt.Errorf("%s: %w", file, re.Err)
+}
+
+// csrStatusOptions is "intermediate status".
+type csrStatusOptions struct {
+	Out    string
+	Output string
+}
+
+func intermediateStatusCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show which CSR folders wait for a signed certificate and which were imported",
+		Description: `One line per cluster folder of OUT: waiting (the CSR, when it was written, its
+subject), imported (serial, issuer, not after), or broken (what is missing).
+
+Examples:
+   meshpki intermediate status --out csrs
+   meshpki intermediate status --out csrs -o json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Usage: "folder of CSR folders"},
+			outputFlag(),
+		},
+		Action: action(func(c *cli.Context) error {
+			o := &csrStatusOptions{Out: c.String("out"), Output: c.String("output")}
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if o.Out == "" {
+				return inputError(errors.New("--out is required (see 'meshpki intermediate status --help')"))
+			}
+			if _, err := parseOutputFormat(o.Output); err != nil {
+				return err
+			}
+			entries, err := os.ReadDir(o.Out)
+			if err != nil {
+				return inputError(fmt.Errorf("--out: %w", err))
+			}
+			var st []ca.CSRDirStatus
+			for _, en := range entries {
+				if en.IsDir() && !strings.HasPrefix(en.Name(), ".") && !strings.Contains(en.Name(), ".bak-") {
+					st = append(st, ca.ReadCSRDir(filepath.Join(o.Out, en.Name())))
+				}
+			}
+			if o.Output == "json" {
+				return writeJSON(e.stdout, st)
+			}
+			for _, s := range st {
+				switch s.State {
+				case ca.CSRWaiting:
+					fmt.Fprintf(e.stdout, "waiting   %s  CSR of %s  %s\n", s.Cluster, s.Asked.Format(time.DateOnly), s.Subject)
+				case ca.CSRImported:
+					fmt.Fprintf(e.stdout, "imported  %s  serial %s  issuer %s  not after %s\n", s.Cluster, s.Serial, s.Issuer, s.NotAfter.Format(time.RFC3339))
+				default:
+					fmt.Fprintf(e.stdout, "broken    %s  %s\n", s.Cluster, s.Problem)
+				}
+			}
+			return nil
+		}),
+	}
+}
