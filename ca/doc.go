@@ -3,6 +3,13 @@
 //
 //   - Roots: CreateRoot, ParseRoot (the one root parser; ReadRootDir reads a root
 //     folder with it), CheckRootCert, RootProfile.
+//   - Signing CAs below the root: a SigningCA is the CA that signs cluster
+//     intermediates with its chain up to the root (ParseSigningCA, ReadCADir,
+//     NewSigningCAIssuer; chains of any depth); Issuer.Chain and RootOf say what an
+//     issuer signs under, and CheckProfiles checks a profile against all of it.
+//   - Offline roots: NewCSR makes a cluster's key and a CSR another CA can sign;
+//     ImportSigned and ImportDir check the signed certificate and assemble the
+//     bundle; ReadCSRDir says whether a folder waits or was imported.
 //   - Intermediates: a Profile (IntermediateProfile is Istio's tools/certs
 //     profile), an Issuer that signs (LocalIssuer with a root in memory; package
 //     vault has one backed by a Vault PKI mount), and Mint, which makes the key

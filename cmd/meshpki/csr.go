@@ -266,6 +266,11 @@ func (o *importOptions) Validate() error {
 	case o.Cert != "" && len(o.Clusters) != 1:
 		return inputError(errors.New("--cert needs exactly one --cluster"))
 	}
+	for _, n := range o.Clusters {
+		if err := ca.ValidateClusterName(n); err != nil {
+			return inputError(fmt.Errorf("--cluster: %w", err))
+		}
+	}
 	d, err := ca.ParseDurationOrZero(o.MinRemaining)
 	if err != nil {
 		return inputError(fmt.Errorf("--min-remaining: %w", err))
@@ -337,7 +342,7 @@ func (o *importOptions) Run(ctx context.Context, e *env) error {
 		clusters = append(clusters, n)
 	}
 	sort.Strings(clusters)
-	prog := newProgress(e, "imported", len(clusters))
+	prog := newProgress(e, "import", len(clusters))
 	type result struct {
 		ca.CSRDirStatus
 		Error string `json:"error,omitempty"`
