@@ -139,15 +139,7 @@ func stringField(k KVPath, data map[string]any, field string) ([]byte, error) {
 // "private_key", PEM) with ca.ParseRoot, the parser of root folders too. Errors name
 // the path and the field, never the key.
 func LoadRootKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.Root, error) {
-	data, err := readKV(ctx, l, k)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, err := stringField(k, data, FieldCertificate)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := stringField(k, data, FieldPrivateKey)
+	_, certPEM, keyPEM, err := readCertKey(ctx, l, k)
 	if err != nil {
 		return nil, err
 	}
@@ -164,15 +156,7 @@ func LoadRootKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.Ro
 // root (ca.ParseSigningCA's rules). Errors name the path and the field, never the
 // key.
 func LoadSigningCAKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*ca.SigningCA, error) {
-	data, err := readKV(ctx, l, k)
-	if err != nil {
-		return nil, err
-	}
-	certPEM, err := stringField(k, data, FieldCertificate)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := stringField(k, data, FieldPrivateKey)
+	data, certPEM, keyPEM, err := readCertKey(ctx, l, k)
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +181,20 @@ func LoadSigningCAKV(ctx context.Context, l Logical, k KVPath, now time.Time) (*
 		return nil, kvRootError(k, err)
 	}
 	return sc, nil
+}
+
+// readCertKey reads the secret at k and its certificate and private_key fields.
+func readCertKey(ctx context.Context, l Logical, k KVPath) (data map[string]any, certPEM, keyPEM []byte, err error) {
+	if data, err = readKV(ctx, l, k); err != nil {
+		return nil, nil, nil, err
+	}
+	if certPEM, err = stringField(k, data, FieldCertificate); err != nil {
+		return nil, nil, nil, err
+	}
+	if keyPEM, err = stringField(k, data, FieldPrivateKey); err != nil {
+		return nil, nil, nil, err
+	}
+	return data, certPEM, keyPEM, nil
 }
 
 // kvRootError names the field of k a *ca.RootError is about.
