@@ -77,11 +77,11 @@ func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := parseClusterFlags(c, e)
+	cl, err := parseClusterFlags(c)
 	if err != nil {
 		return nil, err
 	}
-	if n := len(cl.Load.Contexts); n != 1 {
+	if n := len(cl.Contexts); n != 1 {
 		return nil, inputError(fmt.Errorf("bootstrap works on one cluster: pass --context once (got %d)", n))
 	}
 	kt, err := parseKeyTypeFlag(c)
@@ -135,7 +135,7 @@ type bootstrapResult struct {
 }
 
 func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
-	clusters, err := o.Clusters.loadClusters()
+	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
