@@ -206,3 +206,12 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 	}
 	return failed(err)
 }
+
+// prepareOut is ca.PrepareOutDir with the CLI's logger and exit code.
+func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
+	unlock, err = ca.PrepareOutDir(ctx, out, e.log)
+	if err != nil {
+		return nil, failed(err)
+	}
+	return unlock, nil
+}

@@ -297,11 +297,7 @@ func vaultError(err error) error {
 // bind/Validate/Run shape.
 func parseRootSource(c *cli.Context) (rootSource, error) {
 	s := bindRootSource(c, bindVaultConn(c))
-	err := s.Validate()
-	if !s.UsesVault() {
-		s.Vault = nil // parseStoreBundles reads a nil Vault as "not shared"
-	}
-	return s, err
+	return s, s.Validate()
 }
 
 func parseVaultConn(c *cli.Context) (*vaultConn, error) {
