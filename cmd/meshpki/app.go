@@ -156,6 +156,25 @@ func interruptible(stderr io.Writer) (ctx context.Context, stop func()) {
 	}
 }
 
+// options is one command after its flags are bound (as kubectl's commands are):
+// Validate checks and converts them, refusing bad usage or input (exit 2) with the
+// flag named; Run makes the command's library call and writes its result.
+type options interface {
+	Validate() error
+	Run(ctx context.Context, e *env) error
+}
+
+// actionOf is a command's action: bind its flags into options, Validate, Run.
+func actionOf[O options](e *env, bind func(c *cli.Context) O) cli.ActionFunc {
+	return action(func(c *cli.Context) error {
+		o := bind(c)
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		return o.Run(c.Context, e)
+	})
+}
+
 // action wraps a command's action so that an unclassified error exits 1.
 func action(fn func(c *cli.Context) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
@@ -168,13 +187,31 @@ func action(fn func(c *cli.Context) error) cli.ActionFunc {
 	}
 }
 
-// requireFlags refuses a run without the named flags: a clear one-line error
-// (exit 2) instead of the CLI library's full help on stdout.
-func requireFlags(c *cli.Context, names ...string) error {
-	for _, n := range names {
-		if !c.IsSet(n) || c.String(n) == "" {
-			return inputError(fmt.Errorf("--%s is required (see 'meshpki %s --help')", n, commandPath(c)))
-		}
+// cmdArgs is what every command binds besides its flags: its name as typed, for
+// messages, and its positional arguments.
+type cmdArgs struct {
+	// Path names the command, e.g. "intermediate create".
+	Path string
+	Args []string
+}
+
+func bindArgs(c *cli.Context) cmdArgs {
+	return cmdArgs{Path: commandPath(c), Args: c.Args().Slice()}
+}
+
+// noArgs refuses positional arguments for commands that take none.
+func (a cmdArgs) noArgs() error {
+	if len(a.Args) > 0 {
+		return inputError(fmt.Errorf("%s takes no arguments, got %q (flags go before arguments)", a.Path, a.Args))
+	}
+	return nil
+}
+
+// require refuses a run without flag: a clear one-line error (exit 2) instead of
+// the CLI library's full help on stdout.
+func (a cmdArgs) require(flag, value string) error {
+	if value == "" {
+		return inputError(fmt.Errorf("--%s is required (see 'meshpki %s --help')", flag, a.Path))
 	}
 	return nil
 }
@@ -202,10 +239,14 @@ func commandPath(c *cli.Context) string {
 	return strings.Join(slices.Compact(names), " ")
 }
 
-// noArgs refuses positional arguments for commands that take none.
-func noArgs(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return inputError(fmt.Errorf("%s takes no arguments, got %q (flags go before arguments)", commandPath(c), c.Args().Slice()))
+// requireFlags and noArgs serve the commands not yet in the bind/Validate/Run shape.
+func requireFlags(c *cli.Context, names ...string) error {
+	for _, n := range names {
+		if err := bindArgs(c).require(n, c.String(n)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+func noArgs(c *cli.Context) error { return bindArgs(c).noArgs() }

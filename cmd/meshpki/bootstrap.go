@@ -77,11 +77,11 @@ func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := parseClusterFlags(c, e)
+	cl, err := parseClusterFlags(c)
 	if err != nil {
 		return nil, err
 	}
-	if n := len(cl.Load.Contexts); n != 1 {
+	if n := len(cl.Contexts); n != 1 {
 		return nil, inputError(fmt.Errorf("bootstrap works on one cluster: pass --context once (got %d)", n))
 	}
 	kt, err := parseKeyTypeFlag(c)
@@ -135,7 +135,7 @@ type bootstrapResult struct {
 }
 
 func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
-	clusters, err := o.Clusters.loadClusters()
+	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
@@ -205,4 +205,13 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 		return failed(fmt.Errorf("%w: bootstrap is for new clusters; use meshpki install, or pass --force to replace it (a backup is kept)", err))
 	}
 	return failed(err)
+}
+
+// prepareOut is ca.PrepareOutDir with the CLI's logger and exit code.
+func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
+	unlock, err = ca.PrepareOutDir(ctx, out, e.log)
+	if err != nil {
+		return nil, failed(err)
+	}
+	return unlock, nil
 }

@@ -44,62 +44,74 @@ func clusterFlags(multi bool) []cli.Flag {
 	return flags
 }
 
-// clusterOptions are the cluster flags after parsing.
+// clusterOptions is the cluster flag group: the flags as given, then (Validate)
+// the k8s.ClusterOptions they mean.
 type clusterOptions struct {
-	Load        k8s.ClusterOptions
+	Kubeconfig  string
+	Contexts    []string
+	AllContexts bool
+	// Names are the --cluster CTX=NAME mappings as given.
+	Names       []string
 	Namespace   string
+	Timeout     time.Duration
 	Concurrency int
+	// multi: the command has --all-contexts and --concurrency (clusterFlags(true)).
+	multi bool
+
+	load k8s.ClusterOptions // set by Validate
 }
 
-func parseClusterFlags(c *cli.Context, e *env) (clusterOptions, error) {
-	o := clusterOptions{
-		Load: k8s.ClusterOptions{
-			Kubeconfig:  c.String(flagKubeconfig),
-			Contexts:    c.StringSlice(flagContext),
-			AllContexts: c.Bool(flagAllContexts),
-			Timeout:     c.Duration(flagTimeout),
-			Warnings: func(cluster, msg string) {
-				e.log.Warn("API server warning", "cluster", cluster, "warning", msg)
-			},
-		},
+func bindClusters(c *cli.Context) clusterOptions {
+	return clusterOptions{
+		Kubeconfig:  c.String(flagKubeconfig),
+		Contexts:    c.StringSlice(flagContext),
+		AllContexts: c.Bool(flagAllContexts),
+		Names:       c.StringSlice(flagClusterName),
 		Namespace:   c.String(flagNamespace),
+		Timeout:     c.Duration(flagTimeout),
 		Concurrency: c.Int(flagConcurrency),
+		multi:       hasFlag(c, flagAllContexts),
 	}
-	if o.Load.Kubeconfig == "" {
-		// The library never reads the environment: $KUBECONFIG is read here.
+}
+
+// Validate checks the choice of clusters and the limits, and reads $KUBECONFIG
+// when no --kubeconfig is given (the library never reads the environment).
+func (o *clusterOptions) Validate() error {
+	o.load = k8s.ClusterOptions{Kubeconfig: o.Kubeconfig, Contexts: o.Contexts, AllContexts: o.AllContexts, Timeout: o.Timeout}
+	if o.Kubeconfig == "" {
 		if v := os.Getenv("KUBECONFIG"); v != "" {
-			o.Load.Paths = filepath.SplitList(v)
+			o.load.Paths = filepath.SplitList(v)
 		}
 	}
-	if len(o.Load.Contexts) == 0 && !o.Load.AllContexts {
-		if hasFlag(c, flagAllContexts) {
-			return o, inputError(errors.New("no cluster chosen: pass --context CTX (repeatable) or --all-contexts"))
+	if len(o.Contexts) == 0 && !o.AllContexts {
+		if o.multi {
+			return inputError(errors.New("no cluster chosen: pass --context CTX (repeatable) or --all-contexts"))
 		}
-		return o, inputError(errors.New("no cluster chosen: pass --context CTX"))
+		return inputError(errors.New("no cluster chosen: pass --context CTX"))
 	}
-	if len(o.Load.Contexts) > 0 && o.Load.AllContexts {
-		return o, inputError(errors.New("--context and --all-contexts exclude each other"))
+	if len(o.Contexts) > 0 && o.AllContexts {
+		return inputError(errors.New("--context and --all-contexts exclude each other"))
 	}
-	for _, m := range c.StringSlice(flagClusterName) {
+	for _, m := range o.Names {
 		ctx, name, ok := strings.Cut(m, "=")
 		if !ok || ctx == "" || name == "" {
-			return o, inputError(fmt.Errorf("--cluster %q: want CTX=NAME", m))
+			return inputError(fmt.Errorf("--cluster %q: want CTX=NAME", m))
 		}
-		if o.Load.Names == nil {
-			o.Load.Names = map[string]string{}
+		if o.load.Names == nil {
+			o.load.Names = map[string]string{}
 		}
-		if _, dup := o.Load.Names[ctx]; dup {
-			return o, inputError(fmt.Errorf("--cluster: context %q mapped twice", ctx))
+		if _, dup := o.load.Names[ctx]; dup {
+			return inputError(fmt.Errorf("--cluster: context %q mapped twice", ctx))
 		}
-		o.Load.Names[ctx] = name
+		o.load.Names[ctx] = name
 	}
-	if o.Load.Timeout <= 0 {
-		return o, inputError(fmt.Errorf("--%s must be positive, got %s", flagTimeout, o.Load.Timeout))
+	if o.Timeout <= 0 {
+		return inputError(fmt.Errorf("--%s must be positive, got %s", flagTimeout, o.Timeout))
 	}
-	if hasFlag(c, flagConcurrency) && o.Concurrency < 1 {
-		return o, inputError(fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency))
+	if o.multi && o.Concurrency < 1 {
+		return inputError(fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency))
 	}
-	return o, nil
+	return nil
 }
 
 func hasFlag(c *cli.Context, name string) bool {
@@ -113,10 +125,14 @@ func hasFlag(c *cli.Context, name string) bool {
 	return false
 }
 
-// loadClusters reads the kubeconfig. Its errors (a missing file, an unknown
-// context) are bad input: exit 2.
-func (o clusterOptions) loadClusters() ([]*k8s.Cluster, error) {
-	cls, err := k8s.LoadClusters(o.Load)
+// loadClusters reads the kubeconfig, logging the API servers' warnings. Its errors
+// (a missing file, an unknown context) are bad input: exit 2.
+func (o clusterOptions) loadClusters(e *env) ([]*k8s.Cluster, error) {
+	opts := o.load
+	opts.Warnings = func(cluster, msg string) {
+		e.log.Warn("API server warning", "cluster", cluster, "warning", msg)
+	}
+	cls, err := k8s.LoadClusters(opts)
 	if err != nil {
 		return nil, inputError(err)
 	}
@@ -142,4 +158,10 @@ func timeLeft(t time.Time) string {
 		return "-"
 	}
 	return ca.FormatDuration(time.Until(t))
+}
+
+// parseClusterFlags serves the commands not yet in the bind/Validate/Run shape.
+func parseClusterFlags(c *cli.Context) (clusterOptions, error) {
+	o := bindClusters(c)
+	return o, o.Validate()
 }

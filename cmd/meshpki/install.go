@@ -86,7 +86,7 @@ func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
 	if err := requireFlags(c, "bundles"); err != nil {
 		return nil, err
 	}
-	cl, err := parseClusterFlags(c, e)
+	cl, err := parseClusterFlags(c)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) (
 }
 
 func runInstall(ctx context.Context, e *env, o *installOptions) error {
-	clusters, err := o.Clusters.loadClusters()
+	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}

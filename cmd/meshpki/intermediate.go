@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,16 +35,33 @@ func intermediateCommand(e *env) *cli.Command {
 	}
 }
 
-// intermediateCreateOptions is "intermediate create" after flag parsing.
+// intermediateCreateOptions is "intermediate create": its flags as given (bind),
+// then (Validate) the profiles and format they mean.
 type intermediateCreateOptions struct {
-	Root        rootSource
-	Out         string
-	Profiles    []ca.Profile
-	Format      ca.Format
-	Force       bool
-	Concurrency int
-	Output      string
-	Store       *bundleStoreFlags // --store-bundles; nil without it
+	cmd          cmdArgs
+	Root         rootSource
+	Store        bundleStore // --store-bundles
+	Clusters     []string
+	ClustersFrom string
+	Out          string
+	TTL          string
+	KeyType      string
+	Org          string
+	CommonName   string
+	// SANs replace the default DNS SAN when SANsSet.
+	SANs          []string
+	SANsSet       bool
+	URISANs       []string
+	PathLen       int
+	Format        string
+	AllowShortTTL bool
+	Force         bool
+	Concurrency   int
+	Output        string
+
+	// Set by Validate.
+	profiles []ca.Profile
+	format   ca.Format
 }
 
 func intermediateCreateCommand(e *env) *cli.Command {
@@ -80,109 +98,122 @@ Examples:
    meshpki intermediate create --root-dir root --cluster east --out bundles --force --ttl 90d
    meshpki intermediate create --vault-pki pki --cluster east --cluster west --out bundles
    meshpki intermediate create --vault-kv secret/meshpki/root --cluster east --out bundles --store-bundles secret/meshpki/bundles`,
-		Flags: flags,
-		Action: action(func(c *cli.Context) error {
-			o, err := parseIntermediateCreate(c)
-			if err != nil {
-				return err
-			}
-			return runIntermediateCreate(c, e, o)
-		}),
+		Flags:  flags,
+		Action: actionOf(e, bindIntermediateCreate),
 	}
 }
 
-func parseIntermediateCreate(c *cli.Context) (*intermediateCreateOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
+func bindIntermediateCreate(c *cli.Context) *intermediateCreateOptions {
+	vc := bindVaultConn(c)
+	return &intermediateCreateOptions{
+		cmd:           bindArgs(c),
+		Root:          bindRootSource(c, vc),
+		Store:         bindBundleStore(c, vc),
+		Clusters:      c.StringSlice("cluster"),
+		ClustersFrom:  c.String("clusters-from"),
+		Out:           c.String("out"),
+		TTL:           c.String("ttl"),
+		KeyType:       c.String("key-type"),
+		Org:           c.String("org"),
+		CommonName:    c.String("common-name"),
+		SANs:          c.StringSlice("san"),
+		SANsSet:       c.IsSet("san"),
+		URISANs:       c.StringSlice("uri-san"),
+		PathLen:       c.Int("pathlen"),
+		Format:        c.String("format"),
+		AllowShortTTL: c.Bool("allow-short-ttl"),
+		Force:         c.Bool("force"),
+		Concurrency:   c.Int("concurrency"),
+		Output:        c.String("output"),
 	}
-	if err := requireFlags(c, "out"); err != nil {
-		return nil, err
+}
+
+// Validate checks the flags, reads --clusters-from and builds one profile per
+// cluster (ca.Profile.Validate).
+func (o *intermediateCreateOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
 	}
-	root, err := parseRootSource(c)
-	if err != nil {
-		return nil, err
+	if err := o.cmd.require("out", o.Out); err != nil {
+		return err
 	}
-	store, err := parseStoreBundles(c, root)
-	if err != nil {
-		return nil, err
+	if err := o.Root.Validate(); err != nil {
+		return err
 	}
-	clusters := c.StringSlice("cluster")
-	if f := c.String("clusters-from"); f != "" {
-		more, err := readClusterList(f)
+	if err := o.Store.Validate(); err != nil {
+		return err
+	}
+	clusters := slices.Clone(o.Clusters)
+	if o.ClustersFrom != "" {
+		more, err := readClusterList(o.ClustersFrom)
 		if err != nil {
-			return nil, inputError(err)
+			return inputError(err)
 		}
 		clusters = append(clusters, more...)
 	}
 	if len(clusters) == 0 {
-		return nil, inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
+		return inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
 	}
 	seen := map[string]string{} // lower case -> as given
 	for _, n := range clusters {
 		if err := ca.ValidateClusterName(n); err != nil {
-			return nil, inputError(fmt.Errorf("--cluster: %w", err))
+			return inputError(fmt.Errorf("--cluster: %w", err))
 		}
 		switch prev, dup := seen[strings.ToLower(n)]; {
 		case dup && prev == n:
-			return nil, inputError(fmt.Errorf("--cluster: %q given twice", n))
+			return inputError(fmt.Errorf("--cluster: %q given twice", n))
 		case dup:
-			return nil, inputError(fmt.Errorf("--cluster: %q and %q differ only in case: their bundle folders would be one on a case-insensitive file system (macOS, Windows)", prev, n))
+			return inputError(fmt.Errorf("--cluster: %q and %q differ only in case: their bundle folders would be one on a case-insensitive file system (macOS, Windows)", prev, n))
 		}
 		seen[strings.ToLower(n)] = n
 	}
-	kt, err := parseKeyTypeFlag(c)
+	kt, err := parseKeyType(o.KeyType)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ttl, err := parseDuration("ttl", c.String("ttl"))
+	ttl, err := parseDuration("ttl", o.TTL)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	format, err := parseFormatFlag(c)
-	if err != nil {
-		return nil, err
+	if o.format, err = parseFormat(o.Format); err != nil {
+		return err
 	}
-	output, err := outputFormat(c)
-	if err != nil {
-		return nil, err
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
 	}
-	if c.Int("pathlen") < 0 {
-		return nil, inputError(fmt.Errorf("--pathlen must be 0 or more, got %d", c.Int("pathlen")))
+	if o.PathLen < 0 {
+		return inputError(fmt.Errorf("--pathlen must be 0 or more, got %d", o.PathLen))
 	}
-	if c.Int("concurrency") < 1 {
-		return nil, inputError(fmt.Errorf("--concurrency must be at least 1, got %d", c.Int("concurrency")))
+	if o.Concurrency < 1 {
+		return inputError(fmt.Errorf("--concurrency must be at least 1, got %d", o.Concurrency))
 	}
 	var uris []*url.URL
-	for _, s := range c.StringSlice("uri-san") {
+	for _, s := range o.URISANs {
 		u, err := url.Parse(s)
 		if err != nil || u.Scheme == "" {
-			return nil, inputError(fmt.Errorf("--uri-san: %q is not an absolute URI", s))
+			return inputError(fmt.Errorf("--uri-san: %q is not an absolute URI", s))
 		}
 		uris = append(uris, u)
 	}
-	org, err := parseOrg(c)
-	if err != nil {
-		return nil, err
+	if err := checkOrg(o.Org); err != nil {
+		return err
 	}
-	profiles := make([]ca.Profile, len(clusters))
+	o.profiles = make([]ca.Profile, len(clusters))
 	for i, name := range clusters {
-		p := ca.IntermediateProfile(name, org)
-		p.Subject.CommonName = c.String("common-name")
-		if c.IsSet("san") {
-			p.DNSNames = c.StringSlice("san")
+		p := ca.IntermediateProfile(name, o.Org)
+		p.Subject.CommonName = o.CommonName
+		if o.SANsSet {
+			p.DNSNames = o.SANs
 		}
 		p.URIs = uris
-		p.TTL, p.KeyType, p.MaxPathLen = ttl, kt, c.Int("pathlen")
-		p.AllowShortTTL = c.Bool("allow-short-ttl")
+		p.TTL, p.KeyType, p.MaxPathLen = ttl, kt, o.PathLen
+		p.AllowShortTTL = o.AllowShortTTL
 		if err := p.Validate(); err != nil {
-			return nil, inputError(err)
+			return inputError(err)
 		}
-		profiles[i] = p
+		o.profiles[i] = p
 	}
-	return &intermediateCreateOptions{
-		Root: root, Out: c.String("out"), Profiles: profiles, Format: format,
-		Force: c.Bool("force"), Concurrency: c.Int("concurrency"), Output: output, Store: store,
-	}, nil
+	return nil
 }
 
 // readClusterList reads one cluster name per line; blank lines and # comments are skipped.
@@ -220,17 +251,8 @@ func parseClusterList(name string, data []byte) ([]string, error) {
 	return out, nil
 }
 
-// prepareOut is ca.PrepareOutDir with the CLI's logger and exit code.
-func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
-	unlock, err = ca.PrepareOutDir(ctx, out, e.log)
-	if err != nil {
-		return nil, failed(err)
-	}
-	return unlock, nil
-}
-
-func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions) error {
-	ctx := c.Context
+// Run mints the bundles (ca.MintDir) and writes the results.
+func (o *intermediateCreateOptions) Run(ctx context.Context, e *env) error {
 	// Pre-flight before Vault is even asked: --out must be writable.
 	if err := ca.CheckDirWritable(o.Out); err != nil {
 		return inputError(fmt.Errorf("--out: %w", err))
@@ -243,9 +265,9 @@ func runIntermediateCreate(c *cli.Context, e *env, o *intermediateCreateOptions)
 	if err != nil {
 		return err
 	}
-	prog := newProgress(e, "minted", len(o.Profiles))
-	results, err := ca.MintDir(ctx, iss, o.Profiles, ca.MintDirOptions{
-		Out: o.Out, Format: o.Format, Force: o.Force, Concurrency: o.Concurrency, Store: store, Log: e.log,
+	prog := newProgress(e, "minted", len(o.profiles))
+	results, err := ca.MintDir(ctx, iss, o.profiles, ca.MintDirOptions{
+		Out: o.Out, Format: o.format, Force: o.Force, Concurrency: o.Concurrency, Store: store, Log: e.log,
 		Progress: func(r ca.MintDirResult) {
 			if r.Err != nil {
 				prog.item(r.Cluster, r.Err)

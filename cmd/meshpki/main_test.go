@@ -348,14 +348,12 @@ func TestIntermediateCreateInterruptedNamesClusters(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	c := cli.NewContext(cli.NewApp(), nil, nil)
-	c.Context = ctx
 	var out bytes.Buffer
 	e := &env{stdout: &out, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
-	o := &intermediateCreateOptions{Root: rootSource{Spec: rootsource.Spec{Dir: root}}, Out: filepath.Join(dir, "bundles"), Format: ca.FormatIstio,
-		Profiles:    []ca.Profile{ca.IntermediateProfile("east", "Istio"), ca.IntermediateProfile("west", "Istio")},
+	o := &intermediateCreateOptions{Root: rootSource{Spec: rootsource.Spec{Dir: root}}, Out: filepath.Join(dir, "bundles"), format: ca.FormatIstio,
+		profiles:    []ca.Profile{ca.IntermediateProfile("east", "Istio"), ca.IntermediateProfile("west", "Istio")},
 		Concurrency: 1, Output: "json"}
-	if err := runIntermediateCreate(c, e, o); err == nil {
+	if err := o.Run(ctx, e); err == nil {
 		t.Fatal("interrupted run succeeded")
 	}
 	var res []ca.MintDirResult

@@ -21,9 +21,6 @@ func outputFlag() cli.Flag {
 	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "result format on stdout: text or json"}
 }
 
-// outputFormat reads --output.
-func outputFormat(c *cli.Context) (string, error) { return parseOutputFormat(c.String("output")) }
-
 // parseOutputFormat checks an --output value: text or json, the same names for
 // every command.
 func parseOutputFormat(o string) (string, error) {
@@ -98,32 +95,31 @@ func (p *progress) finish() {
 	}
 }
 
-// parseKeyTypeFlag reads --key-type.
-func parseKeyTypeFlag(c *cli.Context) (ca.KeyType, error) {
-	kt, err := ca.ParseKeyType(c.String("key-type"))
+// parseKeyType checks --key-type.
+func parseKeyType(s string) (ca.KeyType, error) {
+	kt, err := ca.ParseKeyType(s)
 	if err != nil {
 		return "", inputError(fmt.Errorf("--key-type: %w", err))
 	}
 	return kt, nil
 }
 
-// parseFormatFlag reads --format.
-func parseFormatFlag(c *cli.Context) (ca.Format, error) {
-	f, err := ca.ParseFormat(c.String("format"))
+// parseFormat checks --format.
+func parseFormat(s string) (ca.Format, error) {
+	f, err := ca.ParseFormat(s)
 	if err != nil {
 		return "", inputError(fmt.Errorf("--format: %w", err))
 	}
 	return f, nil
 }
 
-// parseOrg reads --org, the subject's O= of roots and intermediates alike: one rule
+// checkOrg checks --org, the subject's O= of roots and intermediates alike: one rule
 // for all, it must not be empty (an empty O= and a silent "Istio" were both seen).
-func parseOrg(c *cli.Context) (string, error) {
-	org := c.String("org")
+func checkOrg(org string) error {
 	if strings.TrimSpace(org) == "" {
-		return "", inputError(errors.New("--org must not be empty: it is the subject's O= (the default is Istio)"))
+		return inputError(errors.New("--org must not be empty: it is the subject's O= (the default is Istio)"))
 	}
-	return org, nil
+	return nil
 }
 
 // parseDurationOrZero reads a duration flag where 0 (in any unit) turns something off.
@@ -143,3 +139,13 @@ func parseDuration(flag, s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// outputFormat, parseKeyTypeFlag, parseFormatFlag and parseOrg serve the commands
+// not yet in the bind/Validate/Run shape.
+func outputFormat(c *cli.Context) (string, error) { return parseOutputFormat(c.String("output")) }
+
+func parseKeyTypeFlag(c *cli.Context) (ca.KeyType, error) { return parseKeyType(c.String("key-type")) }
+
+func parseFormatFlag(c *cli.Context) (ca.Format, error) { return parseFormat(c.String("format")) }
+
+func parseOrg(c *cli.Context) (string, error) { return c.String("org"), checkOrg(c.String("org")) }

@@ -43,7 +43,8 @@ func newRootFlags() []cli.Flag {
 // parseNewRootSource reads the --new-* flags into a rootSource, so that opening it
 // is rootsource.go's job.
 func parseNewRootSource(c *cli.Context) (rootSource, error) {
-	return parseRootSourceFlags(c, "new-", "no new root given: pass --new-root-dir DIR, --new-ca-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)")
+	s := bindRootSourceFlags(c, "new-", bindVaultConn(c))
+	return s, s.Validate()
 }
 
 // openNewRoot opens the new root source: the issuer for step 2 and the root it
@@ -160,7 +161,7 @@ func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := parseClusterFlags(c, e)
+	cl, err := parseClusterFlags(c)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +219,7 @@ type rootRotateOutput struct {
 }
 
 func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
-	clusters, err := o.Clusters.loadClusters()
+	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}

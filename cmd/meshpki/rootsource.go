@@ -56,43 +56,51 @@ func vaultConnFlags() []cli.Flag {
 	}
 }
 
-// rootSource is where the root lives, after flag parsing, and how to reach Vault
-// when it is there.
+// rootSource is the root-source flag group: where the root lives, and how to reach
+// Vault when it is there.
 type rootSource struct {
+	// Spec holds the flags as given; Validate trims the PKI mount's slashes.
 	rootsource.Spec
 	// prefix is the flags' prefix ("" or "new-"), for messages.
 	prefix string
-	// Vault connects to Vault; nil unless the source is in Vault.
+	// Vault is the command's Vault connection flag group, shared with the other
+	// groups that reach Vault; Validate checks it only when the source is in Vault.
 	Vault *vaultConn
 }
 
-func parseRootSource(c *cli.Context) (rootSource, error) {
-	return parseRootSourceFlags(c, "", "no root given: pass --root-dir DIR, --ca-dir DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH")
+// bindRootSource binds --root-dir, --ca-dir, --vault-pki, --vault-issuer and --vault-kv.
+func bindRootSource(c *cli.Context, vc *vaultConn) rootSource {
+	return bindRootSourceFlags(c, "", vc)
 }
 
-// parseRootSourceFlags reads the root-source flags whose names start with prefix
+// bindRootSourceFlags binds the root-source flags whose names start with prefix
 // ("" for --root-dir and friends, "new-" for root rotation's --new-root-dir ...).
-func parseRootSourceFlags(c *cli.Context, prefix, missing string) (rootSource, error) {
+func bindRootSourceFlags(c *cli.Context, prefix string, vc *vaultConn) rootSource {
 	f := func(name string) string { return c.String(prefix + name) }
-	s := rootSource{prefix: prefix, Spec: rootsource.Spec{Dir: f("root-dir"), CADir: f("ca-dir"), VaultPKI: strings.Trim(f("vault-pki"), "/"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv")}}
-	switch err := s.Validate(); {
+	return rootSource{prefix: prefix, Vault: vc,
+		Spec: rootsource.Spec{Dir: f("root-dir"), CADir: f("ca-dir"), VaultPKI: f("vault-pki"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv")}}
+}
+
+// Validate checks that exactly one source is named (rootsource.Spec.Validate), in
+// the words of the flags, and the Vault connection flags when the source is in Vault.
+func (s *rootSource) Validate() error {
+	s.VaultPKI = strings.Trim(s.VaultPKI, "/")
+	switch err := s.Spec.Validate(); {
+	case errors.Is(err, rootsource.ErrNone) && s.prefix == "new-":
+		return inputError(errors.New("no new root given: pass --new-root-dir DIR, --new-ca-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)"))
 	case errors.Is(err, rootsource.ErrNone):
-		return s, inputError(errors.New(missing))
+		return inputError(fmt.Errorf("no root given: pass --%[1]sroot-dir DIR, --%[1]sca-dir DIR, --%[1]svault-pki MOUNT or --%[1]svault-kv MOUNT/PATH", s.prefix))
 	case errors.Is(err, rootsource.ErrSeveral):
-		return s, inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]sca-dir, --%[1]svault-pki and --%[1]svault-kv", prefix))
+		return inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]sca-dir, --%[1]svault-pki and --%[1]svault-kv", s.prefix))
 	case errors.Is(err, rootsource.ErrIssuerWithoutPKI):
-		return s, inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", prefix))
+		return inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", s.prefix))
 	case err != nil:
-		return s, inputError(fmt.Errorf("--%svault-kv: %w", prefix, errors.Unwrap(err)))
+		return inputError(fmt.Errorf("--%svault-kv: %w", s.prefix, errors.Unwrap(err)))
 	}
 	if s.UsesVault() {
-		v, err := parseVaultConn(c)
-		if err != nil {
-			return s, err
-		}
-		s.Vault = v
+		return s.Vault.Validate()
 	}
-	return s, nil
+	return nil
 }
 
 // issuer opens the root source (rootsource.Open), connecting to and logging in to
@@ -126,73 +134,112 @@ func checkProfiles(iss ca.Issuer, profiles []ca.Profile) error {
 	return nil
 }
 
-// vaultConn is a Vault connection from flags and the standard environment, opened
-// (and logged in) once, on first use.
+// vaultConn is the Vault connection flag group: the flags as given, then (Validate)
+// a vault.Config from them and the standard environment, then (connect) the
+// connection, opened and logged in once, on first use. Several flag groups of one
+// command share one.
 type vaultConn struct {
+	Addr, Namespace, CACert, CAPath string
+	SkipVerify                      bool
+	Auth, AuthMount                 string
+	TokenFile                       string
+	RoleIDFile, SecretIDFile        string
+	Role, SATokenFile               string
+	Timeout                         time.Duration
+	Retries                         int
+
+	// Set by Validate.
+	validated bool
 	cfg       vault.Config
 	tokenFrom string
-	client    *api.Client
+	// Set by connect.
+	client *api.Client
 }
 
-// parseVaultConn fills a vault.Config from flags, which override VAULT_ADDR,
-// VAULT_CACERT, VAULT_CAPATH, VAULT_NAMESPACE and VAULT_SKIP_VERIFY, and reads the
-// credentials of the chosen login method from files or the environment, never argv.
-func parseVaultConn(c *cli.Context) (*vaultConn, error) {
-	auth, err := vault.ParseAuthMethod(c.String("vault-auth"))
-	if err != nil {
-		return nil, inputError(fmt.Errorf("--vault-auth: %w", err))
+// bindVaultConn binds the --vault-* connection flags (which VAULT_ADDR,
+// VAULT_CACERT, VAULT_CAPATH, VAULT_NAMESPACE and VAULT_SKIP_VERIFY default).
+func bindVaultConn(c *cli.Context) *vaultConn {
+	return &vaultConn{
+		Addr:         c.String("vault-addr"),
+		Namespace:    c.String("vault-namespace"),
+		CACert:       c.String("vault-ca-cert"),
+		CAPath:       c.String("vault-ca-path"),
+		SkipVerify:   c.Bool("vault-skip-verify"),
+		Auth:         c.String("vault-auth"),
+		AuthMount:    c.String("vault-auth-mount"),
+		TokenFile:    c.String("vault-token-file"),
+		RoleIDFile:   c.String("vault-role-id-file"),
+		SecretIDFile: c.String("vault-secret-id-file"),
+		Role:         c.String("vault-role"),
+		SATokenFile:  c.String("vault-sa-token-file"),
+		Timeout:      c.Duration("vault-timeout"),
+		Retries:      c.Int("vault-retries"),
 	}
-	v := &vaultConn{cfg: vault.Config{
-		Address:    c.String("vault-addr"),
-		Namespace:  c.String("vault-namespace"),
-		CACert:     c.String("vault-ca-cert"),
-		CAPath:     c.String("vault-ca-path"),
-		SkipVerify: c.Bool("vault-skip-verify"),
+}
+
+// Validate fills the vault.Config, reading the credentials of the chosen login
+// method from files or the environment, never argv. It does so once: the groups
+// sharing v may each call it.
+func (v *vaultConn) Validate() error {
+	if v.validated {
+		return nil
+	}
+	auth, err := vault.ParseAuthMethod(v.Auth)
+	if err != nil {
+		return inputError(fmt.Errorf("--vault-auth: %w", err))
+	}
+	v.cfg = vault.Config{
+		Address:    v.Addr,
+		Namespace:  v.Namespace,
+		CACert:     v.CACert,
+		CAPath:     v.CAPath,
+		SkipVerify: v.SkipVerify,
 		Auth:       auth,
-		AuthMount:  c.String("vault-auth-mount"),
-		Timeout:    c.Duration("vault-timeout"),
-		Retries:    c.Int("vault-retries"),
-	}}
+		AuthMount:  v.AuthMount,
+		Timeout:    v.Timeout,
+		Retries:    v.Retries,
+	}
 	if v.cfg.Address == "" {
-		return nil, inputError(errors.New("no Vault address: set VAULT_ADDR or pass --vault-addr URL"))
+		return inputError(errors.New("no Vault address: set VAULT_ADDR or pass --vault-addr URL"))
 	}
 	if v.cfg.Timeout <= 0 {
-		return nil, inputError(fmt.Errorf("--vault-timeout must be positive, got %s", v.cfg.Timeout))
+		return inputError(fmt.Errorf("--vault-timeout must be positive, got %s", v.cfg.Timeout))
 	}
-	switch r := c.Int("vault-retries"); {
+	switch r := v.Retries; {
 	case r < 0:
-		return nil, inputError(fmt.Errorf("--vault-retries must be 0 or more, got %d", r))
+		return inputError(fmt.Errorf("--vault-retries must be 0 or more, got %d", r))
 	case r == 0:
 		v.cfg.Retries = -1 // the library's "none"
 	}
 	switch auth {
 	case vault.AuthToken:
-		if err := v.readToken(c.String("vault-token-file")); err != nil {
-			return nil, err
+		if err := v.readToken(v.TokenFile); err != nil {
+			return err
 		}
 	case vault.AuthAppRole:
-		v.cfg.RoleIDFile = c.String("vault-role-id-file")
+		v.cfg.RoleIDFile = v.RoleIDFile
 		if v.cfg.RoleIDFile == "" {
 			v.cfg.RoleID = os.Getenv("VAULT_ROLE_ID")
 		}
-		v.cfg.SecretIDFile = c.String("vault-secret-id-file")
+		v.cfg.SecretIDFile = v.SecretIDFile
 		if v.cfg.SecretIDFile == "" {
 			v.cfg.SecretID = os.Getenv("VAULT_SECRET_ID")
 		}
 		if v.cfg.RoleID == "" && v.cfg.RoleIDFile == "" {
-			return nil, inputError(errors.New("--vault-auth approle needs a role ID: pass --vault-role-id-file FILE or set VAULT_ROLE_ID"))
+			return inputError(errors.New("--vault-auth approle needs a role ID: pass --vault-role-id-file FILE or set VAULT_ROLE_ID"))
 		}
 		if v.cfg.SecretID == "" && v.cfg.SecretIDFile == "" {
-			return nil, inputError(errors.New("--vault-auth approle needs a secret ID: pass --vault-secret-id-file FILE or set VAULT_SECRET_ID (never on the command line)"))
+			return inputError(errors.New("--vault-auth approle needs a secret ID: pass --vault-secret-id-file FILE or set VAULT_SECRET_ID (never on the command line)"))
 		}
 	case vault.AuthKubernetes:
-		v.cfg.Role = c.String("vault-role")
-		v.cfg.ServiceAccountTokenFile = c.String("vault-sa-token-file")
+		v.cfg.Role = v.Role
+		v.cfg.ServiceAccountTokenFile = v.SATokenFile
 		if v.cfg.Role == "" {
-			return nil, inputError(errors.New("--vault-auth kubernetes needs --vault-role ROLE"))
+			return inputError(errors.New("--vault-auth kubernetes needs --vault-role ROLE"))
 		}
 	}
-	return v, nil
+	v.validated = true
+	return nil
 }
 
 // readToken takes the token from file, else VAULT_TOKEN, else ~/.vault-token (where
@@ -245,4 +292,16 @@ func vaultError(err error) error {
 		return inputError(err)
 	}
 	return failed(err)
+}
+
+// parseRootSource and parseVaultConn serve the commands not yet in the
+// bind/Validate/Run shape.
+func parseRootSource(c *cli.Context) (rootSource, error) {
+	s := bindRootSource(c, bindVaultConn(c))
+	return s, s.Validate()
+}
+
+func parseVaultConn(c *cli.Context) (*vaultConn, error) {
+	v := bindVaultConn(c)
+	return v, v.Validate()
 }

@@ -104,7 +104,7 @@ func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := parseClusterFlags(c, e)
+	cl, err := parseClusterFlags(c)
 	if err != nil {
 		return nil, err
 	}
@@ -186,17 +186,35 @@ func lockWaitFlag(category string) cli.Flag {
 		Usage: "how long to wait for a cluster's lock (Lease " + k8s.LeaseName + ", which install, bootstrap, rotate and root rotate share) that another run holds before giving up on that cluster; 0 gives up at once, e.g. --lock-wait 5m"}
 }
 
-// parseLock is the Lease this run takes in each cluster it writes to.
-func parseLock(c *cli.Context) (*k8s.LeaseOptions, error) {
-	wait := c.Duration("lock-wait")
-	if wait < 0 {
-		return nil, inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", wait))
+// lockOptions is the --lock-wait flag group: the Lease this run takes in each
+// cluster it writes to.
+type lockOptions struct {
+	Wait  time.Duration
+	lease k8s.LeaseOptions // set by Validate
+}
+
+func bindLock(c *cli.Context) lockOptions { return lockOptions{Wait: c.Duration("lock-wait")} }
+
+// Validate checks --lock-wait and names this run's Lease holder.
+func (l *lockOptions) Validate() error {
+	if l.Wait < 0 {
+		return inputError(fmt.Errorf("--lock-wait must be 0 or more, got %s", l.Wait))
 	}
 	holder, err := lockHolder()
 	if err != nil {
+		return err
+	}
+	l.lease = k8s.LeaseOptions{Holder: holder, Wait: l.Wait}
+	return nil
+}
+
+// parseLock serves the commands not yet in the bind/Validate/Run shape.
+func parseLock(c *cli.Context) (*k8s.LeaseOptions, error) {
+	l := bindLock(c)
+	if err := l.Validate(); err != nil {
 		return nil, err
 	}
-	return &k8s.LeaseOptions{Holder: holder, Wait: wait}, nil
+	return &l.lease, nil
 }
 
 // lockHolder names this run in the Leases it takes: the host name (a CronJob's pod
@@ -232,7 +250,7 @@ type rotateReport struct {
 }
 
 func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
-	clusters, err := o.Clusters.loadClusters()
+	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func parseStatus(c *cli.Context, e *env) (*statusOptions, error) {
 	if err := noArgs(c); err != nil {
 		return nil, err
 	}
-	cl, err := parseClusterFlags(c, e)
+	cl, err := parseClusterFlags(c)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +100,7 @@ type statusReport struct {
 }
 
 func runStatus(ctx context.Context, e *env, o *statusOptions) error {
-	clusters, err := o.Clusters.loadClusters()
+	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}

@@ -15,43 +15,46 @@ func storeBundlesFlag() cli.Flag {
 		Usage: "also keep each cluster's bundle (key included) in Vault KV v2 at MOUNT/PATH/<cluster>, never replacing one without --force, e.g. --store-bundles secret/meshpki/bundles"}
 }
 
-// bundleStoreFlags is --store-bundles after parsing: where, and how to reach Vault.
-type bundleStoreFlags struct {
-	base  vault.KVPath
-	conn  *vaultConn
-	force bool
+// bundleStore is the --store-bundles flag group: where, and how to reach Vault.
+type bundleStore struct {
+	// Path is --store-bundles as given, MOUNT/PATH; "" for none.
+	Path  string
+	Force bool
+	// Vault is the command's Vault connection flag group, shared with the root source.
+	Vault *vaultConn
+
+	base vault.KVPath // set by Validate
 }
 
-// parseStoreBundles reads --store-bundles; nil when it is not given. It shares the
-// root source's Vault connection when there is one.
-func parseStoreBundles(c *cli.Context, root rootSource) (*bundleStoreFlags, error) {
-	s := c.String("store-bundles")
-	if s == "" {
-		return nil, nil
+// bindBundleStore binds --store-bundles and --force.
+func bindBundleStore(c *cli.Context, vc *vaultConn) bundleStore {
+	return bundleStore{Path: c.String("store-bundles"), Force: c.Bool("force"), Vault: vc}
+}
+
+// Validate parses the KV path and checks the Vault connection flags, which the root
+// source may have checked already.
+func (f *bundleStore) Validate() error {
+	if f.Path == "" {
+		return nil
 	}
-	base, err := vault.ParseKVPath(s)
+	base, err := vault.ParseKVPath(f.Path)
 	if err != nil {
-		return nil, inputError(fmt.Errorf("--store-bundles: %w", err))
+		return inputError(fmt.Errorf("--store-bundles: %w", err))
 	}
-	conn := root.Vault
-	if conn == nil {
-		if conn, err = parseVaultConn(c); err != nil {
-			return nil, err
-		}
-	}
-	return &bundleStoreFlags{base: base, conn: conn, force: c.Bool("force")}, nil
+	f.base = base
+	return f.Vault.Validate()
 }
 
-// open connects to Vault and returns the store (vault.BundleStore); a nil f gives
-// a nil store.
-func (f *bundleStoreFlags) open(ctx context.Context, e *env) (ca.BundleStore, error) {
-	if f == nil {
+// open connects to Vault and returns the store (vault.BundleStore); without
+// --store-bundles, a nil store.
+func (f *bundleStore) open(ctx context.Context, e *env) (ca.BundleStore, error) {
+	if f.Path == "" {
 		return nil, nil
 	}
-	client, err := f.conn.connect(ctx, e)
+	client, err := f.Vault.connect(ctx, e)
 	if err != nil {
 		return nil, err
 	}
 	e.log.Info("bundles will also be kept in Vault KV", "path", f.base.String()+"/<cluster>")
-	return vault.NewBundleStore(client.Logical(), f.base, f.force), nil
+	return vault.NewBundleStore(client.Logical(), f.base, f.Force), nil
 }
