@@ -22,6 +22,7 @@ import (
 
 // csrOptions is "intermediate csr" bound from its flags.
 type csrOptions struct {
+	cmd          cmdArgs
 	Clusters     []string
 	ClustersFrom string
 	Out          string
@@ -63,30 +64,27 @@ Examples:
 			&cli.BoolFlag{Name: "force", Usage: "replace existing CSR folders (each is kept as <cluster>.bak-<time>)"},
 			outputFlag(),
 		},
-		Action: action(func(c *cli.Context) error {
+		Action: actionOf(e, func(c *cli.Context) *csrOptions {
 			o := &csrOptions{
-				Clusters: c.StringSlice("cluster"), ClustersFrom: c.String("clusters-from"), Out: c.String("out"),
+				cmd: bindArgs(c), Clusters: c.StringSlice("cluster"), ClustersFrom: c.String("clusters-from"), Out: c.String("out"),
 				KeyType: c.String("key-type"), Org: c.String("org"), CommonName: c.String("common-name"),
 				Force: c.Bool("force"), Output: c.String("output"),
 			}
 			if c.IsSet("san") {
 				o.SANs = c.StringSlice("san")
 			}
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(c.Context, e)
+			return o
 		}),
 	}
 }
 
 // Validate checks the options and builds one profile per cluster.
 func (o *csrOptions) Validate() error {
-	if o.Out == "" {
-		return inputError(errors.New("--out is required (see 'meshpki intermediate csr --help')"))
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
+	if err := o.cmd.require("out", o.Out); err != nil {
+		return err
 	}
 	clusters, err := clusterNames(o.Clusters, o.ClustersFrom)
 	if err != nil {
@@ -194,6 +192,7 @@ func (o *csrOptions) Run(ctx context.Context, e *env) error {
 
 // importOptions is "intermediate import" bound from its flags.
 type importOptions struct {
+	cmd          cmdArgs
 	Out          string
 	Clusters     []string
 	Cert         string
@@ -237,28 +236,24 @@ Examples:
 			&cli.BoolFlag{Name: "force", Usage: "replace an imported certificate (the previous folder is kept as <cluster>.bak-<time>)"},
 			outputFlag(),
 		},
-		Action: action(func(c *cli.Context) error {
-			o := &importOptions{
-				Out: c.String("out"), Clusters: c.StringSlice("cluster"), Cert: c.String("cert"), Signed: c.String("signed"),
+		Action: actionOf(e, func(c *cli.Context) *importOptions {
+			return &importOptions{
+				cmd: bindArgs(c), Out: c.String("out"), Clusters: c.StringSlice("cluster"), Cert: c.String("cert"), Signed: c.String("signed"),
 				Chain: c.String("chain"), Root: c.String("root"), MinRemaining: c.String("min-remaining"),
 				Force: c.Bool("force"), Output: c.String("output"),
 			}
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			return o.Run(c.Context, e)
 		}),
 	}
 }
 
 // Validate checks the options and finds each cluster's signed certificate file.
 func (o *importOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
 	switch {
 	case o.Out == "":
-		return inputError(errors.New("--out is required (see 'meshpki intermediate import --help')"))
+		return o.cmd.require("out", o.Out)
 	case o.Root == "":
 		return inputError(errors.New("--root is required: the root the signed certificates chain to"))
 	case (o.Cert == "") == (o.Signed == ""):
@@ -414,8 +409,49 @@ func nameImportFile(err error, o *importOptions, cluster string) error {
 
 // csrStatusOptions is "intermediate status".
 type csrStatusOptions struct {
+	cmd    cmdArgs
 	Out    string
 	Output string
+}
+
+// Validate checks the options.
+func (o *csrStatusOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
+	if err := o.cmd.require("out", o.Out); err != nil {
+		return err
+	}
+	_, err := parseOutputFormat(o.Output)
+	return err
+}
+
+// Run reads every cluster folder of Out and prints where each stands.
+func (o *csrStatusOptions) Run(_ context.Context, e *env) error {
+	entries, err := os.ReadDir(o.Out)
+	if err != nil {
+		return inputError(fmt.Errorf("--out: %w", err))
+	}
+	var st []ca.CSRDirStatus
+	for _, en := range entries {
+		if en.IsDir() && !strings.HasPrefix(en.Name(), ".") && !strings.Contains(en.Name(), ".bak-") {
+			st = append(st, ca.ReadCSRDir(filepath.Join(o.Out, en.Name())))
+		}
+	}
+	if o.Output == "json" {
+		return writeJSON(e.stdout, st)
+	}
+	for _, s := range st {
+		switch s.State {
+		case ca.CSRWaiting:
+			fmt.Fprintf(e.stdout, "waiting   %s  CSR of %s  %s\n", s.Cluster, s.Asked.Format(time.DateOnly), s.Subject)
+		case ca.CSRImported:
+			fmt.Fprintf(e.stdout, "imported  %s  serial %s  issuer %s  not after %s\n", s.Cluster, s.Serial, s.Issuer, s.NotAfter.Format(time.RFC3339))
+		default:
+			fmt.Fprintf(e.stdout, "broken    %s  %s\n", s.Cluster, s.Problem)
+		}
+	}
+	return nil
 }
 
 func intermediateStatusCommand(e *env) *cli.Command {
@@ -432,41 +468,8 @@ Examples:
 			&cli.StringFlag{Name: "out", Usage: "folder of CSR folders"},
 			outputFlag(),
 		},
-		Action: action(func(c *cli.Context) error {
-			o := &csrStatusOptions{Out: c.String("out"), Output: c.String("output")}
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			if o.Out == "" {
-				return inputError(errors.New("--out is required (see 'meshpki intermediate status --help')"))
-			}
-			if _, err := parseOutputFormat(o.Output); err != nil {
-				return err
-			}
-			entries, err := os.ReadDir(o.Out)
-			if err != nil {
-				return inputError(fmt.Errorf("--out: %w", err))
-			}
-			var st []ca.CSRDirStatus
-			for _, en := range entries {
-				if en.IsDir() && !strings.HasPrefix(en.Name(), ".") && !strings.Contains(en.Name(), ".bak-") {
-					st = append(st, ca.ReadCSRDir(filepath.Join(o.Out, en.Name())))
-				}
-			}
-			if o.Output == "json" {
-				return writeJSON(e.stdout, st)
-			}
-			for _, s := range st {
-				switch s.State {
-				case ca.CSRWaiting:
-					fmt.Fprintf(e.stdout, "waiting   %s  CSR of %s  %s\n", s.Cluster, s.Asked.Format(time.DateOnly), s.Subject)
-				case ca.CSRImported:
-					fmt.Fprintf(e.stdout, "imported  %s  serial %s  issuer %s  not after %s\n", s.Cluster, s.Serial, s.Issuer, s.NotAfter.Format(time.RFC3339))
-				default:
-					fmt.Fprintf(e.stdout, "broken    %s  %s\n", s.Cluster, s.Problem)
-				}
-			}
-			return nil
+		Action: actionOf(e, func(c *cli.Context) *csrStatusOptions {
+			return &csrStatusOptions{cmd: bindArgs(c), Out: c.String("out"), Output: c.String("output")}
 		}),
 	}
 }
