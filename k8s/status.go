@@ -40,7 +40,12 @@ type ClusterStatus struct {
 	Report *ca.Report `json:"report,omitempty"`
 	// Istiod says whether istiod took cacerts' roots, nil when not checked.
 	Istiod *IstiodStatus `json:"istiod,omitempty"`
-	Error  string        `json:"error,omitempty"`
+	// RenewAt is when rotate, with StatusOptions.RenewBefore, renews the installed
+	// intermediate; Due says it is due now (or cacerts is missing or broken). A team
+	// whose root is offline reads the due clusters here to make a CSR batch.
+	RenewAt time.Time `json:"renewAt,omitzero"`
+	Due     bool      `json:"due"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // StatusOptions controls Status.
@@ -54,6 +59,9 @@ type StatusOptions struct {
 	IstiodGrace time.Duration
 	// Now is the time istiod's state is judged at; nil means time.Now.
 	Now func() time.Time
+	// RenewBefore is rotate's renewal rule, for ClusterStatus.Due; the zero value
+	// is rotate's default (a third of the lifetime).
+	RenewBefore ca.RenewBefore
 }
 
 // Status reads cacerts from cl and verifies it as istiod would. A missing or broken
@@ -68,7 +76,7 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		st.Verdict = VerdictMissing
+		st.Verdict, st.Due = VerdictMissing, true
 		st.Istiod = ReadIstiod(ctx, cl, ns, nil, now(opts.Now), opts.IstiodGrace)
 		return st, nil
 	case err != nil:
@@ -79,6 +87,12 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	st.ResourceVersion = s.ResourceVersion
 	st.Report = ca.Verify(SecretFiles(s), opts.Verify)
 	st.Istiod = ReadIstiod(ctx, cl, ns, s, now(opts.Now), opts.IstiodGrace)
+	if b, _, err := ca.ParseBundle(SecretFiles(s), opts.Verify); err == nil {
+		st.RenewAt = opts.RenewBefore.RenewAt(b.Cert).UTC()
+		st.Due, _ = opts.RenewBefore.Due(b.Cert, now(opts.Now))
+	} else {
+		st.Due = true
+	}
 	switch {
 	case !st.Report.OK():
 		st.Verdict = VerdictBroken

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +108,28 @@ func TestOfflineRootByCSR(t *testing.T) {
 	t.Cleanup(pool.Stop)
 	rrWant(t, 0, nil, "install", "--kubeconfig", env.Kubeconfig, "--all-contexts", "--bundles", csrs, "--namespace", "csr-flow")
 	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots"}, "status", "--kubeconfig", env.Kubeconfig, "--all-contexts", "--namespace", "csr-flow")
+
+	// The next CSR batch: status says which clusters are due, without any CA key.
+	due := func(renewBefore string) int {
+		out, _ := rrWant(t, 0, nil, "status", "--kubeconfig", env.Kubeconfig, "--all-contexts", "--namespace", "csr-flow", "-o", "json", "--renew-before", renewBefore)
+		var rep struct{ Clusters []struct{ Due bool } }
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, c := range rep.Clusters {
+			if c.Due {
+				n++
+			}
+		}
+		return n
+	}
+	if n := due("30d"); n != 0 {
+		t.Fatalf("%d clusters due a year before expiry", n)
+	}
+	if n := due("400d"); n != 2 {
+		t.Fatalf("%d clusters due with --renew-before 400d, want 2", n)
+	}
 }
 
 // istiodLoadsIfBuilt is istiodLoads when the istiod test build is there.

@@ -25,6 +25,7 @@ func statusCommand(e *env) *cli.Command {
 	flags := append(clusterFlags(true),
 		minRemainingFlag("warn when an intermediate has less life left"),
 		&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
+		&cli.StringFlag{Name: "renew-before", Usage: "rotate's renewal rule, for each cluster's renewAt and due in -o json (default: a third of the lifetime), e.g. --renew-before 60d"},
 		&cli.DurationFlag{Name: "istiod-grace", Value: k8s.DefaultIstiodGrace, Usage: "time istiod gets to take a cacerts change before it is reported refused"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "result format on stdout: text or json (table, its old name, means text)"},
 	)
@@ -56,7 +57,8 @@ needs (Role meshpki-status in deploy/rbac.yaml).
 Examples:
    meshpki status --all-contexts
    meshpki status --context east --context west --output json
-   meshpki status --all-contexts --min-remaining 60d --strict`,
+   meshpki status --all-contexts --min-remaining 60d --strict
+   meshpki status --all-contexts -o json | jq -r '.clusters[] | select(.due) | .cluster'   # due: a CSR batch for an offline root`,
 		Flags: flags,
 		Action: action(func(c *cli.Context) error {
 			o, err := parseStatus(c, e)
@@ -88,8 +90,14 @@ func parseStatus(c *cli.Context, e *env) (*statusOptions, error) {
 	if err != nil {
 		return nil, err
 	}
+	var rb ca.RenewBefore
+	if v := c.String("renew-before"); v != "" {
+		if rb, err = ca.ParseRenewBefore(v); err != nil {
+			return nil, inputError(fmt.Errorf("--renew-before: %w", err))
+		}
+	}
 	return &statusOptions{Clusters: cl, Output: out, Strict: c.Bool("strict"),
-		Status: k8s.StatusOptions{Namespace: cl.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}, IstiodGrace: c.Duration("istiod-grace")}}, nil
+		Status: k8s.StatusOptions{Namespace: cl.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}, IstiodGrace: c.Duration("istiod-grace"), RenewBefore: rb}}, nil
 }
 
 type statusReport struct {
