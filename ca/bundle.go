@@ -55,6 +55,9 @@ type Bundle struct {
 	// writes it unchanged, since istiod compares roots files as bytes on a reload.
 	// When nil, Files encodes Roots.
 	RootsFile []byte
+	// CRLFile, when set, is ca-crl.pem: the CRLs of every CA of the mesh (see
+	// CheckIstiodCRLs and CheckChainCRLs), written unchanged by Files.
+	CRLFile []byte
 }
 
 // NewBundle assembles a bundle from an Issuer's answer and the intermediate's key.
@@ -79,18 +82,24 @@ func (b *Bundle) Files(f Format) (map[string][]byte, error) {
 	} else if certs, err := ParseCertificatesPEM(roots); err != nil || !SameCertificates(certs, b.Roots) {
 		return nil, fmt.Errorf("bundle's roots file does not hold exactly its %d roots", len(b.Roots))
 	}
+	var files map[string][]byte
 	switch f {
 	case FormatIstio, "":
-		return map[string][]byte{
+		files = map[string][]byte{
 			CACertFile:    EncodeCertificatesPEM(b.Cert),
 			CAKeyFile:     keyPEM,
 			CertChainFile: chain,
 			RootCertFile:  roots,
-		}, nil
+		}
 	case FormatTLS:
-		return map[string][]byte{TLSCertFile: chain, TLSKeyFile: keyPEM, TLSCAFile: roots}, nil
+		files = map[string][]byte{TLSCertFile: chain, TLSKeyFile: keyPEM, TLSCAFile: roots}
+	default:
+		return nil, fmt.Errorf("unknown bundle format %q", f)
 	}
-	return nil, fmt.Errorf("unknown bundle format %q", f)
+	if b.CRLFile != nil {
+		files[CRLFile] = b.CRLFile
+	}
+	return files, nil
 }
 
 // IsKeyFile reports whether a file of that name holds a private key (ca-key.pem,

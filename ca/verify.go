@@ -191,6 +191,9 @@ func parseAndVerify(files map[string][]byte, opts VerifyOptions) (*Bundle, *Repo
 	} else {
 		b.Key = key
 	}
+	if data, ok := files[CRLFile]; ok {
+		b.CRLFile = data
+	}
 	if !rep.OK() && (b.Cert == nil || len(b.Roots) == 0) {
 		return nil, rep
 	}
@@ -262,6 +265,42 @@ func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built *checkBu
 		rep.add(SeverityWarning, "pathlen", l.cert, "no pathlen constraint: it could sign further CAs (Istio's tools/certs sets pathlen 0)")
 	case cert.IsCA && cert.MaxPathLen > 0:
 		rep.add(SeverityWarning, "pathlen", l.cert, "pathlen %d: it could sign further CAs (Istio's tools/certs sets pathlen 0)", cert.MaxPathLen)
+	}
+	if b.CRLFile != nil {
+		b.checkCRLs(rep, l, now)
+	}
+}
+
+// checkCRLs checks ca-crl.pem as istiod does (it refuses the whole bundle: v2 CRLs,
+// one signed by every certificate of the chain file), then as the peers' Envoys will
+// (current CRLs, no CA of this bundle's own chain revoked), since a stale or revoking
+// CRL here cuts this cluster's workloads off from the mesh.
+func (b *Bundle) checkCRLs(rep *Report, l layout, now time.Time) {
+	crls, err := ParseCRLsPEM(b.CRLFile)
+	if err != nil {
+		rep.add(SeverityError, "crl", CRLFile, "%v", err)
+		return
+	}
+	if len(crls) == 0 {
+		rep.add(SeverityError, "crl", CRLFile, "holds no CRL: istiod would hand every proxy an empty CRL file")
+		return
+	}
+	if err := CheckIstiodCRLs(b.Chain, crls); err != nil {
+		rep.add(SeverityError, "crl-missing", CRLFile, "istiod refuses the bundle: a CA of %s has no CRL here: %v", l.chain, err)
+	}
+	for i, c := range b.Chain {
+		crl := CRLOf(crls, c)
+		if crl == nil {
+			continue // reported above
+		}
+		if err := CRLCurrent(crl, now); err != nil {
+			rep.add(SeverityError, "crl-stale", CRLFile, "the CRL of %s: %v: every peer's Envoy refuses this cluster's workloads", c.Subject, err)
+		} else if left := crl.NextUpdate.Sub(now); !crl.NextUpdate.IsZero() && left < DefaultCRLRefresh/2 {
+			rep.add(SeverityWarning, "crl-expires-soon", CRLFile, "the CRL of %s is current for %s more (nextUpdate %s)", c.Subject, FormatDuration(left), crl.NextUpdate.UTC().Format(time.RFC3339))
+		}
+		if i > 0 && IsRevoked(crl, b.Chain[i-1].SerialNumber) {
+			rep.add(SeverityError, "crl-revoked", CRLFile, "%s (serial %s) is revoked by %s: every peer refuses this cluster's workloads", b.Chain[i-1].Subject, FormatSerial(b.Chain[i-1]), c.Subject)
+		}
 	}
 }
 

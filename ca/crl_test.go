@@ -1,0 +1,281 @@
+package ca_test
+
+import (
+	"crypto/x509"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/testpki"
+)
+
+func signCRL(t *testing.T, c *testpki.CA, now time.Time, ttl time.Duration, revoked ...*x509.Certificate) *x509.RevocationList {
+	t.Helper()
+	var entries []x509.RevocationListEntry
+	for _, r := range revoked {
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: r.SerialNumber, RevocationTime: now.Add(-time.Minute), ReasonCode: 1})
+	}
+	crl, err := ca.SignCRL(c.Cert, c.Key, entries, nil, now, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crl
+}
+
+// meshPKI is a root with two cluster CAs, each with a workload leaf.
+type meshPKI struct {
+	root, east, west *testpki.CA
+	eastLeaf         *testpki.CA
+}
+
+func newMeshPKI(t *testing.T) *meshPKI {
+	root := testpki.Root(t, testpki.Options{CN: "Root CA"})
+	m := &meshPKI{root: root,
+		east: root.Sub(t, testpki.Options{CN: "Intermediate CA east", PathLen: testpki.PathLen(0)}),
+		west: root.Sub(t, testpki.Options{CN: "Intermediate CA west", PathLen: testpki.PathLen(0)}),
+	}
+	m.eastLeaf = m.east.Sub(t, testpki.Options{CN: "workload", NotCA: true, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	return m
+}
+
+func TestSignCRLIsV2AndRoundTrips(t *testing.T) {
+	m := newMeshPKI(t)
+	now := time.Now()
+	a := signCRL(t, m.root, now, time.Hour, m.east.Cert)
+	b := signCRL(t, m.west, now, time.Hour)
+	got, err := ca.ParseCRLsPEM(ca.EncodeCRLsPEM(a, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !ca.SignedBy(got[0], m.root.Cert) || !ca.SignedBy(got[1], m.west.Cert) {
+		t.Fatalf("round trip: %d CRLs", len(got))
+	}
+	if !ca.IsRevoked(got[0], m.east.Cert.SerialNumber) || ca.IsRevoked(got[0], m.west.Cert.SerialNumber) {
+		t.Error("root CRL should list east only")
+	}
+	if len(got[0].AuthorityKeyId) == 0 || got[0].Number == nil {
+		t.Error("CRL lacks authorityKeyIdentifier or CRL number: TLS stacks match CRLs to CAs by them")
+	}
+	// A CA without cRLSign cannot sign one.
+	noCRL := m.root.Sub(t, testpki.Options{CN: "no crl sign", KeyUsage: x509.KeyUsageCertSign})
+	if _, err := ca.SignCRL(noCRL.Cert, noCRL.Key, nil, nil, now, time.Hour); !errors.Is(err, ca.ErrCRLSign) {
+		t.Errorf("SignCRL without cRLSign: %v, want ErrCRLSign", err)
+	}
+}
+
+func TestParseCRLsPEMRefuses(t *testing.T) {
+	m := newMeshPKI(t)
+	good := ca.EncodeCRLsPEM(signCRL(t, m.root, time.Now(), time.Hour))
+	for name, data := range map[string][]byte{
+		"certificate": m.root.CertPEM(),
+		"garbage":     []byte("not a crl"),
+		"trailing":    append(append([]byte{}, good...), []byte("junk")...),
+	} {
+		if _, err := ca.ParseCRLsPEM(data); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if crls, err := ca.ParseCRLsPEM(nil); err != nil || len(crls) != 0 {
+		t.Errorf("empty: %v, %d", err, len(crls))
+	}
+}
+
+// TestOpenSSLCRLVersions: what `openssl ca -gencrl` writes without crl_extensions is
+// a v1 CRL, which istiod (Go's x509.ParseRevocationList) refuses; with
+// crl_extensions it is v2 and taken.
+func TestOpenSSLCRLVersions(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	m := newMeshPKI(t)
+	dir := t.TempDir()
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("ca.pem", m.root.CertPEM())
+	write("key.pem", m.root.KeyPEM(t))
+	write("index.txt", nil)
+	write("crlnumber", []byte("01\n"))
+	// No crlnumber and no crl_extensions: openssl writes a v1 CRL; either makes it v2.
+	v1conf := write("v1.cnf", []byte(`[ ca ]
+default_ca = d
+[ d ]
+database = `+dir+`/index.txt
+certificate = `+dir+`/ca.pem
+private_key = `+dir+`/key.pem
+default_md = sha256
+default_crl_days = 7
+`))
+	conf := write("ca.cnf", []byte(`[ ca ]
+default_ca = d
+[ d ]
+database = `+dir+`/index.txt
+crlnumber = `+dir+`/crlnumber
+certificate = `+dir+`/ca.pem
+private_key = `+dir+`/key.pem
+default_md = sha256
+default_crl_days = 7
+[ v2 ]
+authorityKeyIdentifier = keyid:always
+`))
+	gen := func(conf string, ext ...string) []byte {
+		out := filepath.Join(dir, "crl.pem")
+		args := append([]string{"ca", "-batch", "-config", conf, "-gencrl", "-out", out}, ext...)
+		if b, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, b)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if _, err := ca.ParseCRLsPEM(gen(v1conf)); !errors.Is(err, ca.ErrCRLVersion) {
+		t.Errorf("openssl v1 CRL: %v, want ErrCRLVersion", err)
+	}
+	crls, err := ca.ParseCRLsPEM(gen(conf, "-crlexts", "v2"))
+	if err != nil || len(crls) != 1 || !ca.SignedBy(crls[0], m.root.Cert) {
+		t.Errorf("openssl v2 CRL: %v", err)
+	}
+}
+
+func TestCheckIstiodCRLs(t *testing.T) {
+	m := newMeshPKI(t)
+	now := time.Now()
+	chain := []*x509.Certificate{m.east.Cert, m.root.Cert}
+	rootCRL, eastCRL, westCRL := signCRL(t, m.root, now, time.Hour), signCRL(t, m.east, now, time.Hour), signCRL(t, m.west, now, time.Hour)
+	if err := ca.CheckIstiodCRLs(chain, []*x509.RevocationList{westCRL, rootCRL, eastCRL}); err != nil {
+		t.Errorf("full mesh set: %v", err)
+	}
+	err := ca.CheckIstiodCRLs(chain, []*x509.RevocationList{rootCRL, westCRL})
+	var ce *ca.CRLError
+	if !errors.Is(err, ca.ErrCRLMissing) || !errors.As(err, &ce) || !strings.Contains(ce.Subject, "east") {
+		t.Errorf("without east's CRL: %v, want ErrCRLMissing naming east", err)
+	}
+	// istiod does not look at times: a stale CRL passes its check.
+	if err := ca.CheckIstiodCRLs(chain, []*x509.RevocationList{signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), eastCRL}); err != nil {
+		t.Errorf("stale CRL, istiod's rule: %v", err)
+	}
+}
+
+// TestCheckChainCRLsAgreesWithOpenSSL runs Envoy's rule (every CA of the chain has a
+// current CRL, nothing listed) in Go and in `openssl verify -crl_check_all` (the
+// X509_V_FLAG_CRL_CHECK_ALL of OpenSSL, which BoringSSL shares), and wants the same
+// verdict for each case, so the Go check is the TLS stack's.
+func TestCheckChainCRLsAgreesWithOpenSSL(t *testing.T) {
+	m := newMeshPKI(t)
+	now := time.Now()
+	leaf := m.eastLeaf.Cert
+	chain := []*x509.Certificate{leaf, m.east.Cert, m.root.Cert}
+	// A rotated east CA: same name, new key, and its CRL in the set as well.
+	eastOld := m.root.Sub(t, testpki.Options{CN: "Intermediate CA east", PathLen: testpki.PathLen(0)})
+	rootCRL, eastCRL, westCRL := signCRL(t, m.root, now, time.Hour), signCRL(t, m.east, now, time.Hour), signCRL(t, m.west, now, time.Hour)
+	cases := []struct {
+		name string
+		crls []*x509.RevocationList
+		want error
+	}{
+		{"every CA has a CRL", []*x509.RevocationList{rootCRL, eastCRL, westCRL}, nil},
+		{"same-name CA of another key too", []*x509.RevocationList{signCRL(t, eastOld, now, time.Hour), rootCRL, eastCRL}, nil},
+		{"east's CRL missing (the trap)", []*x509.RevocationList{rootCRL, westCRL}, ca.ErrCRLMissing},
+		{"only a same-name CA's CRL", []*x509.RevocationList{rootCRL, signCRL(t, eastOld, now, time.Hour)}, ca.ErrCRLMissing},
+		{"root's CRL missing", []*x509.RevocationList{eastCRL, westCRL}, ca.ErrCRLMissing},
+		{"east revoked by the root", []*x509.RevocationList{signCRL(t, m.root, now, time.Hour, m.east.Cert), eastCRL}, ca.ErrRevoked},
+		{"root CRL stale", []*x509.RevocationList{signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), eastCRL}, ca.ErrCRLStale},
+		{"newest CRL counts", []*x509.RevocationList{signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), rootCRL, eastCRL}, nil},
+	}
+	openssl, _ := exec.LookPath("openssl")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ca.CheckChainCRLs(chain, tc.crls, now)
+			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("CheckChainCRLs: %v, want %v", err, tc.want)
+			}
+			if openssl == "" {
+				t.Skip("openssl not installed: Go verdict only")
+			}
+			dir := t.TempDir()
+			files := map[string][]byte{"root.pem": m.root.CertPEM(), "inter.pem": m.east.CertPEM(), "leaf.pem": m.eastLeaf.CertPEM(), "crl.pem": ca.EncodeCRLsPEM(tc.crls...)}
+			for n, b := range files {
+				if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, oerr := exec.Command(openssl, "verify", "-crl_check_all", "-CAfile", filepath.Join(dir, "root.pem"),
+				"-untrusted", filepath.Join(dir, "inter.pem"), "-CRLfile", filepath.Join(dir, "crl.pem"), filepath.Join(dir, "leaf.pem")).CombinedOutput()
+			if (oerr == nil) != (err == nil) {
+				t.Errorf("openssl verify disagrees: openssl %v (%s), Go %v", oerr, strings.TrimSpace(string(out)), err)
+			}
+		})
+	}
+}
+
+func TestMergeCRLsKeepsNewestPerCA(t *testing.T) {
+	m := newMeshPKI(t)
+	now := time.Now()
+	old := signCRL(t, m.root, now.Add(-time.Hour), 2*time.Hour)
+	cur := signCRL(t, m.root, now, 2*time.Hour, m.west.Cert)
+	east := signCRL(t, m.east, now, time.Hour)
+	a := ca.MergeCRLs([]*x509.RevocationList{old, east}, []*x509.RevocationList{cur})
+	b := ca.MergeCRLs([]*x509.RevocationList{cur, east, old})
+	if len(a) != 2 || string(ca.EncodeCRLsPEM(a...)) != string(ca.EncodeCRLsPEM(b...)) {
+		t.Fatalf("merge: %d CRLs, or order depends on input", len(a))
+	}
+	if got := ca.CRLOf(a, m.root.Cert); got == nil || got.Number.Cmp(cur.Number) != 0 {
+		t.Error("merge did not keep the newest root CRL")
+	}
+	if !ca.NeedsRefresh(old, now, 0) || ca.NeedsRefresh(signCRL(t, m.root, now, ca.DefaultCRLTTL), now, 0) {
+		t.Error("NeedsRefresh")
+	}
+}
+
+// TestVerifyChecksCRLFile: verify (and so install) refuses a ca-crl.pem that istiod
+// would refuse, or that would cut the cluster off.
+func TestVerifyChecksCRLFile(t *testing.T) {
+	m := newMeshPKI(t)
+	now := time.Now()
+	b := &ca.Bundle{Cert: m.east.Cert, Key: m.east.Key, Chain: []*x509.Certificate{m.east.Cert, m.root.Cert}, Roots: []*x509.Certificate{m.root.Cert}}
+	check := func(crlFile []byte) *ca.Report {
+		b.CRLFile = crlFile
+		files, err := b.Files(ca.FormatIstio)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(files[ca.CRLFile]) != string(crlFile) {
+			t.Fatal("Files does not carry ca-crl.pem")
+		}
+		return ca.Verify(files, ca.VerifyOptions{Now: now})
+	}
+	rootCRL, eastCRL := signCRL(t, m.root, now, ca.DefaultCRLTTL), signCRL(t, m.east, now, ca.DefaultCRLTTL)
+	if rep := check(ca.EncodeCRLsPEM(rootCRL, eastCRL, signCRL(t, m.west, now, time.Hour))); !rep.OK() {
+		t.Errorf("good CRL set: %v", rep.Err())
+	}
+	for name, tc := range map[string]struct {
+		file  []byte
+		check string
+	}{
+		"missing own CRL": {ca.EncodeCRLsPEM(rootCRL), "crl-missing"},
+		"stale":           {ca.EncodeCRLsPEM(signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), eastCRL), "crl-stale"},
+		"own CA revoked":  {ca.EncodeCRLsPEM(signCRL(t, m.root, now, time.Hour, m.east.Cert), eastCRL), "crl-revoked"},
+		"not a CRL":       {m.root.CertPEM(), "crl"},
+		"empty":           {[]byte("\n"), "crl"},
+	} {
+		rep := check(tc.file)
+		found := false
+		for _, p := range rep.Problems {
+			found = found || p.Check == tc.check && p.File == ca.CRLFile && p.Severity == ca.SeverityError
+		}
+		if !found {
+			t.Errorf("%s: want error %s on %s, got %v", name, tc.check, ca.CRLFile, rep.Problems)
+		}
+	}
+}
