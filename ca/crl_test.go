@@ -3,6 +3,7 @@ package ca_test
 import (
 	"crypto/x509"
 	"errors"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -277,5 +278,77 @@ func TestVerifyChecksCRLFile(t *testing.T) {
 		if !found {
 			t.Errorf("%s: want error %s on %s, got %v", name, tc.check, ca.CRLFile, rep.Problems)
 		}
+	}
+}
+
+func TestRootDirCRLRecordsRevocations(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	root, keyPEM, err := ca.CreateRoot(ca.DefaultRootProfile(""), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteRootDir(dir, root, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	opts := ca.CRLOptions{Now: func() time.Time { return now }}
+	first, changed, err := ca.RootDirCRL(ctx, dir, root, nil, opts)
+	if err != nil || !changed || len(first.RevokedCertificateEntries) != 0 {
+		t.Fatalf("first CRL: %v changed=%v", err, changed)
+	}
+	again, changed, err := ca.RootDirCRL(ctx, dir, root, nil, opts)
+	if err != nil || changed || again.Number.Cmp(first.Number) != 0 {
+		t.Fatalf("second run should keep the current CRL: %v changed=%v", err, changed)
+	}
+	// Two revocations at once, from two goroutines: the folder lock keeps both.
+	serials := []int64{0x1001, 0x1002}
+	errs := make(chan error, 2)
+	for _, s := range serials {
+		go func() {
+			_, _, err := ca.RootDirCRL(ctx, dir, root, []x509.RevocationListEntry{{SerialNumber: big.NewInt(s), RevocationTime: now, ReasonCode: ca.ReasonKeyCompromise}}, opts)
+			errs <- err
+		}()
+	}
+	for range serials {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	crl, err := ca.ReadRootCRL(dir, root.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range serials {
+		if !ca.IsRevoked(crl, big.NewInt(s)) {
+			t.Errorf("serial %x lost", s)
+		}
+	}
+	if crl.Number.Int64() != first.Number.Int64()+2 {
+		t.Errorf("CRL number %v, want %d", crl.Number, first.Number.Int64()+2)
+	}
+	if _, _, err := ca.RootDirCRL(ctx, dir, root, []x509.RevocationListEntry{{SerialNumber: big.NewInt(0x1001), RevocationTime: now}}, opts); !errors.Is(err, ca.ErrAlreadyRevoked) {
+		t.Errorf("revoking twice: %v", err)
+	}
+	// A year later the CRL is signed again, with the same entries.
+	later := ca.CRLOptions{Now: func() time.Time { return now.Add(365 * 24 * time.Hour) }}
+	re, changed, err := ca.RootDirCRL(ctx, dir, root, nil, later)
+	if err != nil || !changed || len(re.RevokedCertificateEntries) != 2 {
+		t.Fatalf("refresh: %v changed=%v", err, changed)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, ca.RootCRLFile)); st.Mode().Perm() != 0o644 {
+		t.Errorf("root-crl.pem mode %v", st.Mode().Perm())
+	}
+	// A root-crl.pem another root signed is refused, and nothing is written.
+	other := testpki.Root(t, testpki.Options{})
+	bad := ca.EncodeCRLsPEM(signCRL(t, other, now, time.Hour))
+	if err := os.WriteFile(filepath.Join(dir, ca.RootCRLFile), bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ca.RootDirCRL(ctx, dir, root, nil, opts); err == nil || !strings.Contains(err.Error(), ca.RootCRLFile) {
+		t.Errorf("foreign root-crl.pem: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, ca.RootCRLFile)); string(b) != string(bad) {
+		t.Error("refused file was changed")
 	}
 }

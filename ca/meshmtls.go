@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // MeshMTLS is the mutual-TLS verdict for every ordered pair of workloads of a mesh,
@@ -67,9 +68,15 @@ func (w *Workload) chain() (*workloadChain, error) {
 }
 
 // accepts is what verifyPeer checks during a handshake, without the handshake.
-func (wc *workloadChain) accepts(roots *x509.CertPool, usage x509.ExtKeyUsage) error {
-	if _, err := wc.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: wc.inters, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+func (wc *workloadChain) accepts(roots *x509.CertPool, crls []*x509.RevocationList, usage x509.ExtKeyUsage) error {
+	chains, err := wc.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: wc.inters, KeyUsages: []x509.ExtKeyUsage{usage}})
+	if err != nil {
 		return err
+	}
+	if crls != nil {
+		if err := CheckChainCRLs(chains[0], crls, time.Now()); err != nil {
+			return err
+		}
 	}
 	if len(wc.leaf.URIs) != 1 || wc.leaf.URIs[0].Scheme != "spiffe" {
 		return errors.New("peer certificate has no SPIFFE identity")
@@ -88,6 +95,7 @@ func CheckMeshMTLS(ctx context.Context, ws []*Workload) (*MeshMTLS, error) {
 	}
 	// Distinct trust sets, and each workload's.
 	var trustPools []*x509.CertPool
+	var trustCRLs [][]*x509.RevocationList
 	trustOf := make([]int, n)
 	seenTrust := map[string]int{}
 	for i, w := range ws {
@@ -95,11 +103,15 @@ func CheckMeshMTLS(ctx context.Context, ws []*Workload) (*MeshMTLS, error) {
 		if key == "" { // not from IssueWorkload: its roots are unknown, so its own set
 			key = fmt.Sprintf("#%d", i)
 		}
+		if w.CRLs != nil {
+			key += "|crl:" + string(EncodeCRLsPEM(w.CRLs...))
+		}
 		k, ok := seenTrust[key]
 		if !ok {
 			k = len(trustPools)
 			seenTrust[key] = k
 			trustPools = append(trustPools, w.Roots)
+			trustCRLs = append(trustCRLs, w.CRLs)
 		}
 		trustOf[i] = k
 	}
@@ -115,8 +127,8 @@ func CheckMeshMTLS(ctx context.Context, ws []*Workload) (*MeshMTLS, error) {
 		}
 		var sig strings.Builder
 		fmt.Fprintf(&sig, "%d:", trustOf[i])
-		for _, pool := range trustPools {
-			s, c := wc.accepts(pool, x509.ExtKeyUsageServerAuth) == nil, wc.accepts(pool, x509.ExtKeyUsageClientAuth) == nil
+		for k, pool := range trustPools {
+			s, c := wc.accepts(pool, trustCRLs[k], x509.ExtKeyUsageServerAuth) == nil, wc.accepts(pool, trustCRLs[k], x509.ExtKeyUsageClientAuth) == nil
 			fmt.Fprintf(&sig, "%c%c", "-S"[b2i(s)], "-C"[b2i(c)])
 		}
 		k, ok := seenClass[sig.String()]

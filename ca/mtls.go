@@ -21,6 +21,11 @@ type Workload struct {
 	ID    *url.URL
 	Cert  tls.Certificate
 	Roots *x509.CertPool
+	// CRLs, when not nil, are enforced on peers as Envoy does with a validation
+	// context CRL (the cluster's ca-crl.pem, published as istio-ca-crl): every CA
+	// of the peer's chain needs a current CRL, and none may list the next (see
+	// CheckChainCRLs).
+	CRLs []*x509.RevocationList
 
 	rootSet string // the roots' fingerprints, for CheckMeshMTLS's trust sets
 }
@@ -76,7 +81,7 @@ func (b *Bundle) IssueWorkloadAt(id *url.URL, ttl time.Duration, now time.Time) 
 
 // verifyPeer checks a peer's chain against roots, as Envoy does with Istio's
 // validation context: a trusted chain and a SPIFFE URI SAN.
-func verifyPeer(roots *x509.CertPool, usage x509.ExtKeyUsage) func(tls.ConnectionState) error {
+func verifyPeer(roots *x509.CertPool, crls []*x509.RevocationList, usage x509.ExtKeyUsage) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("peer sent no certificate")
@@ -86,8 +91,14 @@ func verifyPeer(roots *x509.CertPool, usage x509.ExtKeyUsage) func(tls.Connectio
 			inter.AddCert(c)
 		}
 		leaf := cs.PeerCertificates[0]
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+		chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+		if err != nil {
 			return err
+		}
+		if crls != nil {
+			if err := CheckChainCRLs(chains[0], crls, time.Now()); err != nil {
+				return fmt.Errorf("peer's chain fails the CRL check: %w", err)
+			}
 		}
 		if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" {
 			return fmt.Errorf("peer certificate has no SPIFFE identity")
@@ -120,7 +131,7 @@ func Handshake(ctx context.Context, server, client *Workload) error {
 			MinVersion:       tls.VersionTLS13,
 			Certificates:     []tls.Certificate{server.Cert},
 			ClientAuth:       tls.RequireAnyClientCert,
-			VerifyConnection: verifyPeer(server.Roots, x509.ExtKeyUsageClientAuth),
+			VerifyConnection: verifyPeer(server.Roots, server.CRLs, x509.ExtKeyUsageClientAuth),
 		})
 		err = tc.HandshakeContext(ctx)
 		if err == nil {
@@ -139,7 +150,7 @@ func Handshake(ctx context.Context, server, client *Workload) error {
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{client.Cert},
 		InsecureSkipVerify: true, // replaced by VerifyConnection: SPIFFE IDs carry no host name
-		VerifyConnection:   verifyPeer(client.Roots, x509.ExtKeyUsageServerAuth),
+		VerifyConnection:   verifyPeer(client.Roots, client.CRLs, x509.ExtKeyUsageServerAuth),
 	})
 	cerr := tc.HandshakeContext(ctx)
 	if cerr == nil {

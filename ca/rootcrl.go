@@ -1,0 +1,139 @@
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/meshpki/meshpki/internal/atomicfs"
+)
+
+// RootCRLFile ("root-crl.pem") is the CRL of a root kept in a folder, beside
+// root-cert.pem and root-key.pem. It is the durable record of the cluster CAs the
+// root revoked: each new one is signed with the entries of the last (so deleting it
+// forgets every revocation; back it up with the root).
+const RootCRLFile = "root-crl.pem"
+
+// Revocation reasons meshpki records (RFC 5280 CRLReason).
+const (
+	ReasonUnspecified          = 0
+	ReasonKeyCompromise        = 1
+	ReasonCACompromise         = 2
+	ReasonSuperseded           = 4
+	ReasonCessationOfOperation = 5
+)
+
+// ParseReason parses a reason's name: keyCompromise, caCompromise, superseded,
+// cessationOfOperation or unspecified.
+func ParseReason(s string) (int, error) {
+	switch s {
+	case "keyCompromise":
+		return ReasonKeyCompromise, nil
+	case "caCompromise":
+		return ReasonCACompromise, nil
+	case "superseded":
+		return ReasonSuperseded, nil
+	case "cessationOfOperation":
+		return ReasonCessationOfOperation, nil
+	case "unspecified", "":
+		return ReasonUnspecified, nil
+	}
+	return 0, fmt.Errorf("unknown revocation reason %q (want keyCompromise, caCompromise, superseded, cessationOfOperation or unspecified)", s)
+}
+
+// ErrAlreadyRevoked: the serial is listed already.
+var ErrAlreadyRevoked = errors.New("already revoked")
+
+// CRLOptions shape the CRLs a root source signs.
+type CRLOptions struct {
+	// TTL is each CRL's life (DefaultCRLTTL when 0); Refresh: a CRL with less left
+	// is signed again (DefaultCRLRefresh when 0).
+	TTL, Refresh time.Duration
+	// Now is the signing time; nil means time.Now.
+	Now func() time.Time
+}
+
+func (o CRLOptions) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+// ReadRootCRL reads DIR/root-crl.pem, which must hold one v2 CRL signed by root.
+// It returns nil without an error when there is no such file.
+func ReadRootCRL(dir string, root *x509.Certificate) (*x509.RevocationList, error) {
+	name := filepath.Join(dir, RootCRLFile)
+	data, err := ReadInputFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	crls, err := ParseCRLsPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(crls) != 1 {
+		return nil, fmt.Errorf("%s: holds %d CRLs, want 1", name, len(crls))
+	}
+	if !SignedBy(crls[0], root) {
+		return nil, fmt.Errorf("%s: not signed by the root of %s", name, RootCertFile)
+	}
+	return crls[0], nil
+}
+
+// RootDirCRL signs the CRL of the root kept in dir (root, as ReadRootDir read it):
+// with revoke empty it returns the CRL in root-crl.pem, signed again first when
+// missing or due (CRLOptions.Refresh); with revoke it adds those entries (refusing
+// a serial listed already, ErrAlreadyRevoked) and signs at once. A new CRL has the
+// last one's number plus one and is written atomically (0644: a CRL is public);
+// changed reports a write. The folder is locked meanwhile, so two runs never lose
+// each other's revocations.
+func RootDirCRL(ctx context.Context, dir string, root *Root, revoke []x509.RevocationListEntry, opts CRLOptions) (crl *x509.RevocationList, changed bool, err error) {
+	lock, err := atomicfs.LockDir(ctx, dir, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	defer lock.Unlock()
+	now := opts.now()
+	last, err := ReadRootCRL(dir, root.Cert)
+	if err != nil {
+		return nil, false, err
+	}
+	var entries []x509.RevocationListEntry
+	number := big.NewInt(1)
+	if last != nil {
+		entries = slices.Clone(last.RevokedCertificateEntries)
+		if last.Number != nil {
+			number = new(big.Int).Add(last.Number, big.NewInt(1))
+		}
+	}
+	for _, e := range revoke {
+		if slices.ContainsFunc(entries, func(x x509.RevocationListEntry) bool { return x.SerialNumber.Cmp(e.SerialNumber) == 0 }) {
+			return nil, false, fmt.Errorf("serial %s: %w", e.SerialNumber.Text(16), ErrAlreadyRevoked)
+		}
+		entries = append(entries, e)
+	}
+	if len(revoke) == 0 && last != nil && !NeedsRefresh(last, now, opts.Refresh) {
+		return last, false, nil
+	}
+	for i := range entries { // entries read back carry raw extensions that would be written twice
+		entries[i] = x509.RevocationListEntry{SerialNumber: entries[i].SerialNumber, RevocationTime: entries[i].RevocationTime, ReasonCode: entries[i].ReasonCode}
+	}
+	crl, err = SignCRL(root.Cert, root.Signer, entries, number, now, opts.TTL)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := atomicfs.WriteFile(filepath.Join(dir, RootCRLFile), EncodeCRLsPEM(crl), 0o644); err != nil {
+		return nil, false, err
+	}
+	return crl, true, nil
+}

@@ -1,0 +1,264 @@
+package k8s
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// CRLSyncOptions configure SyncCRLs.
+type CRLSyncOptions struct {
+	// Namespace holds cacerts; empty means DefaultNamespace.
+	Namespace string
+	// AnchorCRLs are the root source's CRLs (the root's, and an issuing CA's),
+	// current: they list the revoked cluster CAs.
+	AnchorCRLs []*x509.RevocationList
+	// TTL is the life of each cluster CA's CRL signed here; 0 means
+	// ca.DefaultCRLTTL. Refresh: a CRL with less life left is signed again; 0 means
+	// ca.DefaultCRLRefresh.
+	TTL, Refresh time.Duration
+	// Concurrency is how many clusters are read and written at once (see Each).
+	Concurrency int
+	// Lock, when set, is the Lease taken around each cluster's write.
+	Lock *LeaseOptions
+	// DryRun reads, signs and checks, and writes nothing.
+	DryRun bool
+	// Now is the time CRLs are signed and checked at; nil means time.Now.
+	Now func() time.Time
+	// Progress, if set, is called as each cluster's write finishes.
+	Progress func(*CRLSyncResult)
+}
+
+// CRLSyncResult is one cluster's outcome of SyncCRLs.
+type CRLSyncResult struct {
+	Cluster string `json:"cluster"`
+	// Action is what happened to its cacerts: created is never used; updated,
+	// unchanged, or skipped (no cacerts, revoked, or unreadable).
+	Action Action `json:"action"`
+	// Signed tells that a fresh CRL of the cluster's own CA was signed.
+	Signed bool `json:"signedOwnCRL"`
+	// Revoked tells that the cluster's CA is revoked: its cacerts is left alone.
+	Revoked bool `json:"revoked,omitempty"`
+	// CRLs is how many CRLs its ca-crl.pem holds after the run.
+	CRLs int `json:"crls"`
+	// NextUpdate is the earliest nextUpdate among them: when the set must have
+	// been signed again.
+	NextUpdate time.Time `json:"nextUpdate,omitzero"`
+	Warnings   []string  `json:"warnings,omitempty"`
+	Err        error     `json:"-"`
+}
+
+// ActionSkipped: SyncCRLs did not write this cluster's cacerts.
+const ActionSkipped Action = "skipped"
+
+// SyncCRLs makes every cluster's ca-crl.pem hold one current CRL of every CA of
+// the mesh, as Envoy needs (ca.CheckChainCRLs): the root source's AnchorCRLs, and
+// one per cluster CA, signed with that CA's key from its own cacerts (meshpki holds
+// no other copy). A cluster CA's CRL still current for longer than Refresh is kept,
+// so a second run changes nothing; CRLs found in any cluster's ca-crl.pem are kept
+// while current (a cluster that cannot be read this time still has its CA's last
+// CRL passed on). A cluster whose CA the AnchorCRLs revoke is left alone: it is
+// cut off by the others, and its own istiod keeps what it has.
+//
+// Every Secret is written through Install, so istiod's checks (ca.CheckIstiodCRLs)
+// are run before anything is sent. Results are in the clusters' order; the error
+// joins the clusters' errors.
+func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	if len(opts.AnchorCRLs) == 0 {
+		return nil, errors.New("no CRL of the root source: SyncCRLs needs the root's")
+	}
+	for _, crl := range opts.AnchorCRLs {
+		if err := ca.CRLCurrent(crl, now); err != nil {
+			return nil, fmt.Errorf("the root source's CRL: %w", err)
+		}
+	}
+	reads := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*crlRead, error) {
+		return readForCRLs(ctx, cl, ns, now)
+	}, nil)
+
+	results := make([]*CRLSyncResult, len(clusters))
+	// The CAs whose CRLs may be passed on: the mesh's, as the clusters' chains show.
+	var cas []*x509.Certificate
+	var errs []error
+	for i, r := range reads {
+		results[i] = &CRLSyncResult{Cluster: clusters[i].Name, Action: ActionSkipped}
+		switch {
+		case r.Err != nil:
+			results[i].Err = r.Err
+			errs = append(errs, r.Err)
+		case r.Value.bundle == nil:
+			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("no %s Secret in namespace %s", SecretName, ns))
+		default:
+			for _, c := range r.Value.bundle.Chain {
+				if !ca.ContainsCert(cas, c) {
+					cas = append(cas, c)
+				}
+			}
+		}
+	}
+	// The mesh set: the anchor's CRLs, and every current CRL a cluster holds that a
+	// mesh CA signed (what a cluster holds from CAs no chain shows any more, such
+	// as its previous intermediate's, it keeps for itself; see below).
+	mesh := [][]*x509.RevocationList{opts.AnchorCRLs}
+	for _, r := range reads {
+		if r.Err == nil && r.Value.bundle != nil {
+			mesh = append(mesh, signedByAny(current(r.Value.crls, now), cas))
+		}
+	}
+	known := ca.MergeCRLs(mesh...)
+	for i, r := range reads {
+		if r.Err != nil || r.Value.bundle == nil {
+			continue
+		}
+		b := r.Value.bundle
+		if revokedIn(b.Chain, known) {
+			results[i].Revoked = true
+			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("its CA (serial %s) is revoked: cacerts is left as it is, and the other clusters refuse its workloads", ca.FormatSerial(b.Cert)))
+			continue
+		}
+		if own := ca.CRLOf(known, b.Cert); own == nil || ca.NeedsRefresh(own, now, opts.Refresh) {
+			crl, err := ca.SignCRL(b.Cert, b.Key, nil, nil, now, opts.TTL)
+			if err != nil {
+				results[i].Err = fmt.Errorf("cluster %s: %w", clusters[i].Name, err)
+				errs = append(errs, results[i].Err)
+				continue
+			}
+			mesh = append(mesh, []*x509.RevocationList{crl})
+			results[i].Signed = true
+		}
+	}
+	set := ca.MergeCRLs(mesh...)
+	var unread []string
+	for i, r := range reads {
+		if r.Err != nil {
+			unread = append(unread, clusters[i].Name)
+		}
+	}
+	Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (struct{}, error) {
+		i := slices.Index(clusters, cl)
+		res, r := results[i], reads[i]
+		if r.Err != nil || r.Value.bundle == nil || res.Revoked || res.Err != nil {
+			return struct{}{}, nil
+		}
+		// Its own file also keeps, while current, the CRLs of CAs no chain shows
+		// any more (its previous intermediate's, for the workloads it signed).
+		mine := ca.MergeCRLs(set, current(r.Value.crls, now))
+		files := r.Value.files
+		files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
+		ires, err := Install(ctx, cl, files, InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now})
+		if ires != nil {
+			res.Warnings = append(res.Warnings, ires.Warnings...)
+		}
+		if err != nil {
+			res.Err = err
+		} else {
+			res.Action, res.CRLs, res.NextUpdate = ires.Action, len(mine), earliestNextUpdate(mine)
+			if len(unread) > 0 {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("could not read clusters %v: the CRLs of their CAs are the last ones known", unread))
+			}
+		}
+		if opts.Progress != nil {
+			opts.Progress(res)
+		}
+		return struct{}{}, nil
+	}, nil)
+	for _, res := range results {
+		if res.Err != nil && !slices.Contains(errs, res.Err) {
+			errs = append(errs, res.Err)
+		}
+	}
+	return results, errors.Join(errs...)
+}
+
+// crlRead is one cluster's cacerts as SyncCRLs reads it.
+type crlRead struct {
+	files  map[string][]byte
+	bundle *ca.Bundle // nil: no cacerts
+	crls   []*x509.RevocationList
+}
+
+func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*crlRead, error) {
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return &crlRead{}, nil
+	}
+	if err != nil {
+		return nil, apiError(cl.Name, "get", "secrets", ns, err)
+	}
+	r := &crlRead{files: SecretFiles(s)}
+	if data, ok := r.files[ca.CRLFile]; ok {
+		// A ca-crl.pem that does not parse is what this run replaces.
+		r.crls, _ = ca.ParseCRLsPEM(data)
+	}
+	bundleFiles := SecretFiles(s)
+	delete(bundleFiles, ca.CRLFile) // its CRL problems are what this run fixes
+	b, _, err := ca.ParseBundle(bundleFiles, ca.VerifyOptions{Now: now})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: cacerts fails verification: %w", cl.Name, err)
+	}
+	r.bundle = b
+	return r, nil
+}
+
+// current keeps the CRLs current at now.
+func current(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList {
+	var out []*x509.RevocationList
+	for _, crl := range crls {
+		if ca.CRLCurrent(crl, now) == nil {
+			out = append(out, crl)
+		}
+	}
+	return out
+}
+
+// currentCRLs is current, for Rotate.
+func currentCRLs(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList {
+	return current(crls, now)
+}
+
+// signedByAny keeps the CRLs one of cas signed.
+func signedByAny(crls []*x509.RevocationList, cas []*x509.Certificate) []*x509.RevocationList {
+	var out []*x509.RevocationList
+	for _, crl := range crls {
+		if slices.ContainsFunc(cas, func(c *x509.Certificate) bool { return ca.SignedBy(crl, c) }) {
+			out = append(out, crl)
+		}
+	}
+	return out
+}
+
+// revokedIn reports whether a CA of chain (below the root) is listed by its
+// issuer's CRL in crls.
+func revokedIn(chain []*x509.Certificate, crls []*x509.RevocationList) bool {
+	for i := 0; i+1 < len(chain); i++ {
+		if crl := ca.CRLOf(crls, chain[i+1]); crl != nil && ca.IsRevoked(crl, chain[i].SerialNumber) {
+			return true
+		}
+	}
+	return false
+}
+
+func earliestNextUpdate(crls []*x509.RevocationList) time.Time {
+	var next time.Time
+	for _, crl := range crls {
+		if next.IsZero() || crl.NextUpdate.Before(next) {
+			next = crl.NextUpdate
+		}
+	}
+	return next.UTC()
+}
