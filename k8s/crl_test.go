@@ -1,0 +1,200 @@
+package k8s
+
+import (
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+)
+
+// crlWorkload is a workload of cluster cl as its cacerts Secret now makes it: signed
+// by the installed CA, trusting the installed roots, enforcing the installed
+// ca-crl.pem as Envoy does.
+func crlWorkload(t *testing.T, cl *Cluster, ns string) (*ca.Workload, *ca.Bundle) {
+	t.Helper()
+	files := SecretFiles(getSecret(t, cl, ns, SecretName))
+	b, _, err := ca.ParseBundle(files, ca.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("%s: cacerts read back: %v", cl.Name, err)
+	}
+	w, err := b.IssueWorkload(ca.SPIFFEID("cluster.local", "default", cl.Name), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, ok := files[ca.CRLFile]; ok {
+		if w.CRLs, err = ca.ParseCRLsPEM(data); err != nil {
+			t.Fatalf("%s: %s: %v", cl.Name, ca.CRLFile, err)
+		}
+	}
+	return w, b
+}
+
+func handshakes(t *testing.T, a, b *ca.Workload) error {
+	t.Helper()
+	if err := ca.Handshake(testContext(t), a, b); err != nil {
+		return err
+	}
+	return ca.Handshake(testContext(t), b, a)
+}
+
+// TestSyncCRLsMeshAndRevoke: three real clusters get the mesh CRL set, every pair
+// completes mTLS with CRLs enforced, a cluster CA without a CRL in the set is
+// refused (the trap), a second run changes nothing, and after the root revokes
+// east's CA, east is cut off while west and north still talk.
+func TestSyncCRLsMeshAndRevoke(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	for _, cl := range clusters {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	now := time.Now()
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Action != ActionUpdated || !r.Signed || r.CRLs != 4 {
+			t.Errorf("%s: %+v, want updated with its own CRL signed and 4 CRLs", r.Cluster, r)
+		}
+	}
+	ws := map[string]*ca.Workload{}
+	var bundles []*ca.Bundle
+	for _, cl := range clusters {
+		w, b := crlWorkload(t, cl, ns)
+		ws[cl.Name], bundles = w, append(bundles, b)
+		if err := ca.CheckIstiodCRLs(b.Chain, w.CRLs); err != nil {
+			t.Errorf("%s: istiod's CRL rule: %v", cl.Name, err)
+		}
+	}
+	for i, a := range clusters {
+		for _, b := range clusters[i+1:] {
+			if err := handshakes(t, ws[a.Name], ws[b.Name]); err != nil {
+				t.Errorf("%s <-> %s with CRLs: %v", a.Name, b.Name, err)
+			}
+		}
+	}
+	// The trap: a cluster CA whose CRL the others lack is refused, revoked or not.
+	stranger, _ := mint(t, nil, "south")
+	sw, err := stranger.IssueWorkload(ca.SPIFFEID("cluster.local", "default", "south"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.CRLs = ws["west"].CRLs
+	refused(t, ws["west"], sw, ca.ErrCRLMissing)
+	// A second run writes nothing.
+	res, err = SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Action != ActionUnchanged || r.Signed {
+			t.Errorf("second run, %s: %+v, want unchanged", r.Cluster, r)
+		}
+	}
+	// The root revokes east's CA.
+	east := bundles[0]
+	revoked, err := ca.SignCRL(root.Cert, root.Signer, []x509.RevocationListEntry{{SerialNumber: east.Cert.SerialNumber, RevocationTime: now, ReasonCode: ca.ReasonKeyCompromise}}, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastBefore := getSecret(t, clusters[0], ns, SecretName).ResourceVersion
+	res, err = SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{revoked}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].Revoked || res[0].Action != ActionSkipped || res[1].Action != ActionUpdated || res[2].Action != ActionUpdated {
+		t.Fatalf("after revoking east: %+v %+v %+v", res[0], res[1], res[2])
+	}
+	if got := getSecret(t, clusters[0], ns, SecretName).ResourceVersion; got != eastBefore {
+		t.Error("the revoked cluster's cacerts was written")
+	}
+	for _, cl := range clusters {
+		ws[cl.Name], _ = crlWorkload(t, cl, ns)
+	}
+	if err := handshakes(t, ws["west"], ws["north"]); err != nil {
+		t.Errorf("west <-> north after revoking east: %v", err)
+	}
+	for _, other := range []string{"west", "north"} {
+		refused(t, ws[other], ws["east"], ca.ErrRevoked)
+	}
+}
+
+// TestRotateKeepsCRLs: rotating a cluster whose cacerts has CRLs keeps them and adds
+// its new CA's (istiod refuses ca-crl.pem without it); a sync then gives it to the
+// others, and the rotated cluster talks to them again.
+func TestRotateKeepsCRLs(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	clusters = clusters[:2]
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	for _, cl := range clusters {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sync := func() {
+		t.Helper()
+		if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sync()
+	_, oldWest := crlWorkload(t, clusters[1], ns)
+	opts := rotateOpts(t, ns, nil)
+	opts.Force = true
+	if _, err := Rotate(testContext(t), clusters[1], opts); err != nil {
+		t.Fatal(err)
+	}
+	w, b := crlWorkload(t, clusters[1], ns)
+	if b.Cert.Equal(oldWest.Cert) || w.CRLs == nil {
+		t.Fatal("rotate did not install a new CA with CRLs")
+	}
+	if ca.CRLOf(w.CRLs, b.Cert) == nil || ca.CRLOf(w.CRLs, oldWest.Cert) == nil {
+		t.Error("rotated cacerts should hold the CRLs of the new CA and, while current, of the old one")
+	}
+	east, _ := crlWorkload(t, clusters[0], ns)
+	refused(t, east, w, ca.ErrCRLMissing) // before the sync east lacks the new CA's CRL
+	sync()
+	east, _ = crlWorkload(t, clusters[0], ns)
+	if err := handshakes(t, east, w); err != nil {
+		t.Errorf("after the sync: %v", err)
+	}
+}
+
+// refused wants the handshake between server and client to fail, and client's chain
+// to fail server's CRL check for the reason want (the handshake's own error may be
+// only the peer's alert).
+func refused(t *testing.T, server, client *ca.Workload, want error) {
+	t.Helper()
+	if err := ca.Handshake(testContext(t), server, client); err == nil {
+		t.Error("handshake succeeded, want it refused")
+		return
+	}
+	leaf, err := x509.ParseCertificate(client.Cert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range client.Cert.Certificate[1:] {
+		c, _ := x509.ParseCertificate(der)
+		inter.AddCert(c)
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{Roots: server.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		t.Fatalf("client chain does not verify: %v", err)
+	}
+	if err := ca.CheckChainCRLs(chains[0], server.CRLs, time.Now()); !errors.Is(err, want) {
+		t.Errorf("CRL check of the client's chain: %v, want %v", err, want)
+	}
+}
