@@ -57,6 +57,9 @@ type CRLOptions struct {
 	TTL, Refresh time.Duration
 	// Now is the signing time; nil means time.Now.
 	Now func() time.Time
+	// DryRun signs in memory and writes nothing (changed still reports what a run
+	// would write).
+	DryRun bool
 }
 
 func (o CRLOptions) now() time.Time {
@@ -131,6 +134,9 @@ func RootDirCRL(ctx context.Context, dir string, root *Root, revoke []x509.Revoc
 	crl, err = SignCRL(root.Cert, root.Signer, entries, number, now, opts.TTL)
 	if err != nil {
 		return nil, false, err
+	}
+	if opts.DryRun {
+		return crl, true, nil
 	}
 	if err := atomicfs.WriteFile(filepath.Join(dir, RootCRLFile), EncodeCRLsPEM(crl), 0o644); err != nil {
 		return nil, false, err

@@ -285,8 +285,15 @@ func (b *Bundle) checkCRLs(rep *Report, l layout, now time.Time) {
 		rep.add(SeverityError, "crl", CRLFile, "holds no CRL: istiod would hand every proxy an empty CRL file")
 		return
 	}
-	if err := CheckIstiodCRLs(b.Chain, crls); err != nil {
-		rep.add(SeverityError, "crl-missing", CRLFile, "istiod refuses the bundle: a CA of %s has no CRL here: %v", l.chain, err)
+	// istiod checks the certificates of its chain files: cert-chain.pem, or in the
+	// tls layout tls.crt and ca.crt (pilot/pkg/bootstrap/istio_ca.go), so every
+	// trusted root too.
+	signers, files := b.Chain, l.chain
+	if l.chain == TLSCertFile {
+		signers, files = append(slices.Clone(b.Chain), b.Roots...), TLSCertFile+" and "+TLSCAFile
+	}
+	if err := CheckIstiodCRLs(signers, crls); err != nil {
+		rep.add(SeverityError, "crl-missing", CRLFile, "istiod refuses the bundle: a CA of %s has no CRL here: %v", files, err)
 	}
 	for i, c := range b.Chain {
 		crl := CRLOf(crls, c)

@@ -94,6 +94,8 @@ Examples:
 			statusCommand(e),
 			bootstrapCommand(e),
 			rotateCommand(e),
+			crlCommand(e),
+			revokeCommand(e),
 			versionCommand(e),
 		},
 		Writer:         e.stdout,

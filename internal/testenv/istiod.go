@@ -523,6 +523,37 @@ func (i *Istiod) PublishedRoots(ctx context.Context, ns string) ([]byte, error) 
 	return []byte(cm.Data["root-cert.pem"]), nil
 }
 
+// CRLConfigMap is the ConfigMap istiod publishes the plugged-in CA's ca-crl.pem in,
+// in every namespace, for the proxies (pilot/pkg/features/experimental.go
+// PILOT_CRL_CONFIGMAP, key ca-crl.pem).
+const CRLConfigMap = "istio-ca-crl"
+
+// PublishedCRL returns the ca-crl.pem istiod published in namespace ns: what every
+// proxy's Envoy there enforces.
+func (i *Istiod) PublishedCRL(ctx context.Context, ns string) ([]byte, error) {
+	cm, err := i.client.CoreV1().ConfigMaps(ns).Get(ctx, CRLConfigMap, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return []byte(cm.Data["ca-crl.pem"]), nil
+}
+
+// WaitPublishedCRL waits until istiod has published want as ca-crl.pem in
+// istio-system.
+func (i *Istiod) WaitPublishedCRL(ctx context.Context, want []byte) error {
+	for {
+		got, err := i.PublishedCRL(ctx, IstioNamespace)
+		if err == nil && bytes.Equal(got, want) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster %s: istiod did not publish the wanted %s (last error %v): %w", i.Cluster.Name, CRLConfigMap, err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // WaitPublished waits until the trust bundle istiod published in istio-system holds
 // exactly the certificates in want.
 func (i *Istiod) WaitPublished(ctx context.Context, want []*x509.Certificate) error {

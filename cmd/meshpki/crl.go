@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// crlFlags are the flags of the commands that sign and spread CRLs.
+func crlFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "root-dir", Usage: "folder of the root (root-cert.pem, root-key.pem); its CRL is kept there as " + ca.RootCRLFile},
+		&cli.StringFlag{Name: "crl-ttl", Value: days(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
+		&cli.StringFlag{Name: "crl-refresh", Value: days(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "sign and check everything, write nothing (the API servers validate the writes)"},
+		lockWaitFlag(""),
+		outputFlag(),
+	}, clusterFlags(true)...)
+}
+
+// days writes a whole number of days as the duration flags take it, e.g. "7d".
+func days(d time.Duration) string { return fmt.Sprintf("%dd", d/(24*time.Hour)) }
+
+// crlOptions is the flag group shared by crl sync and revoke.
+type crlOptions struct {
+	cmd      cmdArgs
+	RootDir  string
+	TTL      string
+	Refresh  string
+	DryRun   bool
+	Output   string
+	Clusters clusterOptions
+	Lock     lockOptions
+
+	ttl, refresh time.Duration // set by Validate
+}
+
+func bindCRL(c *cli.Context) crlOptions {
+	return crlOptions{cmd: bindArgs(c), RootDir: c.String("root-dir"), TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh"),
+		DryRun: c.Bool("dry-run"), Output: c.String("output"), Clusters: bindClusters(c), Lock: bindLock(c)}
+}
+
+func (o *crlOptions) Validate() error {
+	if err := o.cmd.require("root-dir", o.RootDir); err != nil {
+		return err
+	}
+	var err error
+	if o.ttl, err = parseDuration("crl-ttl", o.TTL); err != nil {
+		return err
+	}
+	if o.refresh, err = parseDuration("crl-refresh", o.Refresh); err != nil {
+		return err
+	}
+	if o.ttl <= 0 || o.refresh <= 0 || o.refresh >= o.ttl {
+		return inputError(fmt.Errorf("--crl-refresh (%s) must be positive and less than --crl-ttl (%s)", o.Refresh, o.TTL))
+	}
+	if o.Output, err = parseOutputFormat(o.Output); err != nil {
+		return err
+	}
+	if err := o.Clusters.Validate(); err != nil {
+		return err
+	}
+	return o.Lock.Validate()
+}
+
+// crlRun is what crl sync and revoke print.
+type crlRun struct {
+	DryRun bool `json:"dryRun,omitempty"`
+	// Revoked lists the serials this run revoked.
+	Revoked []revokedCA `json:"revoked,omitempty"`
+	// RootCRL describes the root's CRL in force.
+	RootCRL  crlInfo             `json:"rootCRL"`
+	Clusters []*k8s.CRLSyncResult `json:"clusters"`
+}
+
+type revokedCA struct {
+	Cluster string `json:"cluster,omitempty"`
+	Serial  string `json:"serial"`
+	Reason  string `json:"reason"`
+}
+
+type crlInfo struct {
+	Number     string    `json:"number"`
+	NextUpdate time.Time `json:"nextUpdate"`
+	Revoked    []string  `json:"revokedSerials"`
+	Signed     bool      `json:"signed"`
+}
+
+// sync signs the root's CRL (adding revoke) and spreads the mesh CRL set.
+func (o *crlOptions) sync(ctx context.Context, e *env, root *ca.Root, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
+	rootCRL, changed, err := ca.RootDirCRL(ctx, o.RootDir, root, revoke, ca.CRLOptions{TTL: o.ttl, Refresh: o.refresh, DryRun: o.DryRun})
+	if err != nil {
+		if errors.Is(err, ca.ErrAlreadyRevoked) {
+			return inputError(err)
+		}
+		return err
+	}
+	run.DryRun = o.DryRun
+	run.RootCRL = crlInfo{Number: rootCRL.Number.Text(16), NextUpdate: rootCRL.NextUpdate.UTC(), Signed: changed, Revoked: []string{}}
+	for _, en := range rootCRL.RevokedCertificateEntries {
+		run.RootCRL.Revoked = append(run.RootCRL.Revoked, en.SerialNumber.Text(16))
+	}
+	if changed && !o.DryRun {
+		e.log.Info("root CRL signed", "file", o.RootDir+"/"+ca.RootCRLFile, "number", run.RootCRL.Number, "revoked", len(run.RootCRL.Revoked))
+	}
+	p := newProgress(e, "CRLs", len(clusters))
+	lease := o.Lock.lease
+	res, err := k8s.SyncCRLs(ctx, clusters, k8s.CRLSyncOptions{
+		Namespace: o.Clusters.Namespace, AnchorCRLs: []*x509.RevocationList{rootCRL}, TTL: o.ttl, Refresh: o.refresh,
+		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.DryRun,
+		Progress: func(r *k8s.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) },
+	})
+	p.finish()
+	run.Clusters = res
+	if res == nil {
+		return err
+	}
+	if o.Output == "json" {
+		if werr := writeJSON(e.stdout, run); werr != nil {
+			return werr
+		}
+	} else {
+		printCRLRun(e, run)
+	}
+	return err
+}
+
+func printCRLRun(e *env, run *crlRun) {
+	for _, r := range run.Revoked {
+		fmt.Fprintf(e.stdout, "revoked %s CA serial %s (%s)\n", r.Cluster, r.Serial, r.Reason)
+	}
+	verb := "kept"
+	if run.RootCRL.Signed {
+		verb = "signed"
+	}
+	fmt.Fprintf(e.stdout, "root CRL %s: number %s, %d revoked, next update %s\n", verb, run.RootCRL.Number, len(run.RootCRL.Revoked), run.RootCRL.NextUpdate.Format(time.RFC3339))
+	counts := map[k8s.Action]int{}
+	failed := 0
+	for _, r := range run.Clusters {
+		switch {
+		case r.Err != nil:
+			failed++
+			fmt.Fprintf(e.stdout, "%s: failed: %v\n", r.Cluster, r.Err)
+		case r.Revoked:
+			counts["revoked"]++
+			fmt.Fprintf(e.stdout, "%s: revoked, cacerts left as it is\n", r.Cluster)
+		case r.Action == k8s.ActionSkipped:
+			counts[r.Action]++
+			fmt.Fprintf(e.stdout, "%s: skipped (%s)\n", r.Cluster, strings.Join(r.Warnings, "; "))
+		default:
+			counts[r.Action]++
+			own := ""
+			if r.Signed {
+				own = ", signed its CA's CRL"
+			}
+			fmt.Fprintf(e.stdout, "%s: %s (%d CRLs, next update %s%s)\n", r.Cluster, r.Action, r.CRLs, r.NextUpdate.Format(time.RFC3339), own)
+		}
+	}
+	var parts []string
+	for _, a := range []k8s.Action{k8s.ActionUpdated, k8s.ActionUnchanged, "revoked", k8s.ActionSkipped} {
+		if counts[a] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[a], a))
+		}
+	}
+	if failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d failed", failed))
+	}
+	fmt.Fprintln(e.stdout, countLine(len(run.Clusters), parts))
+}
+
+func crlCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:  "crl",
+		Usage: "certificate revocation lists for the whole mesh (ca-crl.pem)",
+		Subcommands: []*cli.Command{{
+			Name:  "sync",
+			Usage: "give every cluster one current CRL of every CA of the mesh",
+			Description: `Signs the root's CRL (kept as ` + ca.RootCRLFile + ` beside the root) when it is missing or due,
+signs each cluster CA's CRL with that CA's key from the cluster's own cacerts Secret
+when missing or due, and writes the whole set into every cluster's cacerts as
+` + ca.CRLFile + `. istiod 1.27 and later (PILOT_ENABLE_CA_CRL, on by default) loads it,
+publishes it as ConfigMap istio-ca-crl, and every proxy's Envoy then demands a current
+CRL from every CA of a peer's chain: a cluster whose CA's CRL the others lack is cut
+off. So switch CRLs on for the whole mesh at once, with this command, and run it
+daily (or after rotate, which does it) so that no CRL passes its next update.
+
+A second run with nothing due writes nothing. Clusters whose CA is revoked are left
+as they are. See docs/revocation.md.
+
+Examples:
+   meshpki crl sync --root-dir root --all-contexts
+   meshpki crl sync --root-dir root --context east --context west --dry-run -o json`,
+			Flags: crlFlags(),
+			Action: actionOf(e, func(c *cli.Context) *crlSyncOptions {
+				return &crlSyncOptions{crlOptions: bindCRL(c)}
+			}),
+		}},
+	}
+}
+
+type crlSyncOptions struct{ crlOptions }
+
+func (o *crlSyncOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
+	return o.crlOptions.Validate()
+}
+
+func (o *crlSyncOptions) Run(ctx context.Context, e *env) error {
+	root, err := ca.ReadRootDir(o.RootDir, time.Now())
+	if err != nil {
+		return inputError(fmt.Errorf("--root-dir: %w", err))
+	}
+	clusters, err := o.Clusters.loadClusters(e)
+	if err != nil {
+		return err
+	}
+	return o.sync(ctx, e, root, clusters, nil, &crlRun{})
+}
+
+func revokeCommand(e *env) *cli.Command {
+	return &cli.Command{
+		Name:      "revoke",
+		Usage:     "revoke clusters' CAs across the whole mesh, now",
+		ArgsUsage: "CLUSTER...",
+		Description: `Revokes the intermediate CA of each CLUSTER (as named by --context / --cluster),
+or of each --serial: the root's CRL (` + ca.RootCRLFile + ` beside the root, the durable
+record) lists it, and the mesh CRL set goes to every other cluster, as crl sync does.
+From then on every other cluster's Envoys refuse the revoked cluster's workloads, and
+its own Secret is left as it is (the cluster may be compromised or gone). To bring it
+back, mint it a new intermediate and install it, then run crl sync.
+
+A CLUSTER must be among the chosen clusters (its serial is read from its cacerts);
+a cluster that cannot be reached is revoked by --serial (meshpki status -o json shows
+serials). The root itself cannot be revoked, nor a CA the root did not sign.
+
+Examples:
+   meshpki revoke --root-dir root --all-contexts --reason keyCompromise east
+   meshpki revoke --root-dir root --all-contexts --reason cessationOfOperation --serial 3f2a...
+
+Flags go before the CLUSTER arguments.`,
+		Flags: append(crlFlags(),
+			&cli.StringFlag{Name: "reason", Value: "keyCompromise", Usage: "keyCompromise, caCompromise, superseded, cessationOfOperation or unspecified"},
+			&cli.StringSliceFlag{Name: "serial", Usage: "serial (hex) of a cluster CA to revoke (repeatable)"},
+		),
+		Action: actionOf(e, func(c *cli.Context) *revokeOptions {
+			return &revokeOptions{crlOptions: bindCRL(c), Reason: c.String("reason"), Serials: c.StringSlice("serial")}
+		}),
+	}
+}
+
+type revokeOptions struct {
+	crlOptions
+	Reason  string
+	Serials []string
+
+	reason  int
+	serials []*big.Int
+}
+
+func (o *revokeOptions) Validate() error {
+	if len(o.cmd.Args) == 0 && len(o.Serials) == 0 {
+		return inputError(fmt.Errorf("nothing to revoke: name clusters (meshpki revoke CLUSTER...) or pass --serial (see 'meshpki %s --help')", o.cmd.Path))
+	}
+	var err error
+	if o.reason, err = ca.ParseReason(o.Reason); err != nil {
+		return inputError(fmt.Errorf("--reason: %w", err))
+	}
+	for _, s := range o.Serials {
+		n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(s), ":", ""), "0x"), 16)
+		if !ok || n.Sign() <= 0 {
+			return inputError(fmt.Errorf("--serial %q: want a positive hex number", s))
+		}
+		o.serials = append(o.serials, n)
+	}
+	return o.crlOptions.Validate()
+}
+
+func (o *revokeOptions) Run(ctx context.Context, e *env) error {
+	now := time.Now()
+	root, err := ca.ReadRootDir(o.RootDir, now)
+	if err != nil {
+		return inputError(fmt.Errorf("--root-dir: %w", err))
+	}
+	clusters, err := o.Clusters.loadClusters(e)
+	if err != nil {
+		return err
+	}
+	run := &crlRun{}
+	var entries []x509.RevocationListEntry
+	add := func(cluster string, serial *big.Int) error {
+		if serial.Cmp(root.Cert.SerialNumber) == 0 {
+			return inputError(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced (meshpki root rotate)", serial.Text(16)))
+		}
+		if slices.ContainsFunc(entries, func(en x509.RevocationListEntry) bool { return en.SerialNumber.Cmp(serial) == 0 }) {
+			return nil
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: now, ReasonCode: o.reason})
+		run.Revoked = append(run.Revoked, revokedCA{Cluster: cluster, Serial: serial.Text(16), Reason: o.Reason})
+		return nil
+	}
+	for _, name := range o.cmd.Args {
+		i := slices.IndexFunc(clusters, func(cl *k8s.Cluster) bool { return cl.Name == name })
+		if i < 0 {
+			var names []string
+			for _, cl := range clusters {
+				names = append(names, cl.Name)
+			}
+			return inputError(fmt.Errorf("cluster %q is not among the chosen clusters %v: choose it with --context, or revoke it by --serial", name, names))
+		}
+		cert, err := installedCA(ctx, clusters[i], o.Clusters.Namespace)
+		if err != nil {
+			return err
+		}
+		if !ca.IsSelfSigned(cert) && cert.CheckSignatureFrom(root.Cert) != nil {
+			return inputError(fmt.Errorf("cluster %s: its CA (serial %s, issuer %s) was not signed by this root: revoke it at the CA that signed it", name, ca.FormatSerial(cert), cert.Issuer))
+		}
+		if ca.IsSelfSigned(cert) {
+			return inputError(fmt.Errorf("cluster %s: its CA is a self-signed root, which a CRL cannot revoke", name))
+		}
+		if err := add(name, cert.SerialNumber); err != nil {
+			return err
+		}
+	}
+	for _, s := range o.serials {
+		if err := add("", s); err != nil {
+			return err
+		}
+	}
+	return o.sync(ctx, e, root, clusters, entries, run)
+}
+
+// installedCA reads the signing CA certificate of cl's cacerts.
+func installedCA(ctx context.Context, cl *k8s.Cluster, ns string) (*x509.Certificate, error) {
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, k8s.SecretName, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: reading cacerts in namespace %s: %w", cl.Name, ns, err)
+	}
+	files := k8s.SecretFiles(s)
+	f, err := ca.DetectFormat(files)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: cacerts: %w", cl.Name, err)
+	}
+	certs, err := ca.ParseCertificatesPEM(files[ca.CertFileName(f)])
+	if err != nil || len(certs) == 0 {
+		return nil, fmt.Errorf("cluster %s: cacerts %s: no certificate: %w", cl.Name, ca.CertFileName(f), err)
+	}
+	return certs[0], nil
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/testenv"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// crlWorkload is a workload certificate istiod signed, holding what its cluster's
+// proxies hold: the published trust bundle, and the published istio-ca-crl, enforced
+// as Envoy does (every CA of a peer's chain needs a current CRL).
+func crlWorkload(t *testing.T, i *testenv.Istiod) workload {
+	t.Helper()
+	w := signWorkload(t, i)
+	data, err := i.PublishedCRL(waitCtx(t), testenv.IstioNamespace)
+	if err != nil {
+		t.Fatalf("%s: %s: %v", i.Cluster.Name, testenv.CRLConfigMap, err)
+	}
+	if w.w.CRLs, err = ca.ParseCRLsPEM(data); err != nil || len(w.w.CRLs) == 0 {
+		t.Fatalf("%s: published CRLs: %v (%d)", i.Cluster.Name, err, len(w.w.CRLs))
+	}
+	return w
+}
+
+// waitCRLTaken waits until the istiod of each cluster publishes the ca-crl.pem its
+// cacerts Secret now holds, and checks the Secret with istiod's own loader.
+func waitCRLTaken(t *testing.T, is []*testenv.Istiod, clients map[string]kubernetes.Interface) {
+	t.Helper()
+	for _, i := range is {
+		files := secretFiles(t, clients[i.Cluster.Name])
+		if err := i.WaitPublishedCRL(waitCtx(t), files[ca.CRLFile]); err != nil {
+			t.Fatalf("%v\n%s", err, i.LogSince(0))
+		}
+		dir := t.TempDir()
+		for n, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ok, out := istiodLoads(t, dir); !ok {
+			t.Fatalf("%s: istiod's loader refuses cacerts with its CRLs: %s", i.Cluster.Name, out)
+		}
+	}
+}
+
+func handshakeFails(t *testing.T, what string, a, b workload) {
+	t.Helper()
+	if err := ca.Handshake(waitCtx(t), a.w, b.w); err == nil {
+		t.Errorf("%s: %s (server) accepted %s (client)", what, a.cluster, b.cluster)
+	}
+	if err := ca.Handshake(waitCtx(t), b.w, a.w); err == nil {
+		t.Errorf("%s: %s (server) accepted %s (client)", what, b.cluster, a.cluster)
+	}
+}
+
+// TestIstiodTakesMeshCRLs: three clusters with real istiod. crl sync gives every
+// cluster the mesh CRL set; each istiod takes it on a hot reload (its own loader
+// agrees), publishes it as istio-ca-crl, and workloads signed by the istiods complete
+// mTLS across clusters with those CRLs enforced. Then revoke east: east's Secret is
+// untouched, west's and north's istiods publish the new set, and every handshake
+// with east fails while west and north still talk. A rerun writes nothing.
+func TestIstiodTakesMeshCRLs(t *testing.T) {
+	env, kc, clients := istiodMesh(t, "east", "west", "north")
+	dir := t.TempDir()
+	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", root)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--cluster", "north", "--out", bundles)
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
+	var is []*testenv.Istiod
+	for _, c := range env.Clusters {
+		i := startIstiod(t, c, false)
+		if err := i.WaitLog(waitCtx(t), 0, testenv.LogPluggedIn); err != nil {
+			t.Fatal(err)
+		}
+		is = append(is, i)
+	}
+
+	out, _ := rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", root)
+	if !strings.Contains(out, "3 clusters: 3 updated") {
+		t.Fatalf("crl sync:\n%s", out)
+	}
+	if st, err := os.Stat(filepath.Join(root, ca.RootCRLFile)); err != nil || st.Mode().Perm() != 0o644 {
+		t.Fatalf("root CRL file: %v", err)
+	}
+	waitCRLTaken(t, is, clients)
+	var ws []workload
+	for _, i := range is {
+		ws = append(ws, crlWorkload(t, i))
+	}
+	mustHandshake(t, "with CRLs", ws...)
+
+	// Revoke east.
+	eastRV := func() string {
+		s, err := clients["east"].CoreV1().Secrets(k8s.DefaultNamespace).Get(context.Background(), k8s.SecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.ResourceVersion
+	}
+	before := eastRV()
+	out, _ = rrWant(t, 0, nil, "revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "-o", "json", "east")
+	var run struct {
+		Revoked  []struct{ Cluster, Serial string } `json:"revoked"`
+		Clusters []struct {
+			Cluster string `json:"cluster"`
+			Action  string `json:"action"`
+			Revoked bool   `json:"revoked"`
+		} `json:"clusters"`
+	}
+	if err := json.Unmarshal([]byte(out), &run); err != nil {
+		t.Fatalf("revoke -o json: %v\n%s", err, out)
+	}
+	if len(run.Revoked) != 1 || run.Revoked[0].Cluster != "east" || !run.Clusters[0].Revoked || run.Clusters[1].Action != "updated" || run.Clusters[2].Action != "updated" {
+		t.Fatalf("revoke east: %s", out)
+	}
+	if eastRV() != before {
+		t.Error("the revoked cluster's cacerts was written")
+	}
+	waitCRLTaken(t, is[1:], clients)
+	var after []workload
+	for _, i := range is[1:] {
+		after = append(after, crlWorkload(t, i))
+	}
+	mustHandshake(t, "west and north after revoking east", after...)
+	for _, w := range after {
+		handshakeFails(t, "after revoking east", w, ws[0])
+	}
+	noRefusals(t, is)
+
+	// Nothing due: a rerun changes nothing; revoking east again is refused.
+	out, _ = rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", root)
+	if !strings.Contains(out, "3 clusters: 2 unchanged, 1 revoked") {
+		t.Errorf("crl sync rerun:\n%s", out)
+	}
+	code, _, errOut := rrRun(t, "revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "east")
+	if code != 2 || !strings.Contains(errOut, "already revoked") {
+		t.Errorf("revoking east twice: exit %d, %s", code, errOut)
+	}
+	for _, bad := range [][]string{
+		{"revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "south"},
+		{"revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "--serial", "zz"},
+	} {
+		if code, _, errOut := rrRun(t, bad...); code != 2 || errOut == "" {
+			t.Errorf("meshpki %v: exit %d, %q; want a clear error, exit 2", bad, code, errOut)
+		}
+	}
+}
