@@ -80,7 +80,7 @@ type crlRun struct {
 	// Revoked lists the serials this run revoked.
 	Revoked []revokedCA `json:"revoked,omitempty"`
 	// RootCRL describes the root's CRL in force.
-	RootCRL  crlInfo             `json:"rootCRL"`
+	RootCRL  crlInfo              `json:"rootCRL"`
 	Clusters []*k8s.CRLSyncResult `json:"clusters"`
 }
 
