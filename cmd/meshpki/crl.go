@@ -183,6 +183,12 @@ func crlCommand(e *env) *cli.Command {
 	return &cli.Command{
 		Name:  "crl",
 		Usage: "certificate revocation lists for the whole mesh (ca-crl.pem)",
+		Description: `Every cluster's cacerts holds, as ` + ca.CRLFile + `, one current CRL of every CA of the
+mesh: what Envoy demands once CRLs are on (Istio 1.27 and later). meshpki revoke adds
+a revocation. See docs/revocation.md.
+
+Examples:
+   meshpki crl sync --root-dir root --all-contexts`,
 		Subcommands: []*cli.Command{{
 			Name:  "sync",
 			Usage: "give every cluster one current CRL of every CA of the mesh",
