@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -117,7 +118,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 	mesh := [][]*x509.RevocationList{opts.AnchorCRLs}
 	for _, r := range reads {
 		if r.Err == nil && r.Value.bundle != nil {
-			mesh = append(mesh, signedByAny(current(r.Value.crls, now), cas))
+			mesh = append(mesh, notFrom(signedByAny(current(r.Value.crls, now), cas), opts.AnchorCRLs))
 		}
 	}
 	known := ca.MergeCRLs(mesh...)
@@ -157,7 +158,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		}
 		// Its own file also keeps, while current, the CRLs of CAs no chain shows
 		// any more (its previous intermediate's, for the workloads it signed).
-		mine := ca.MergeCRLs(set, current(r.Value.crls, now))
+		mine := ca.MergeCRLs(set, notFrom(current(r.Value.crls, now), opts.AnchorCRLs))
 		files := r.Value.files
 		files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
 		ires, err := Install(ctx, cl, files, InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now})
@@ -229,6 +230,21 @@ func current(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList 
 // currentCRLs is current, for Rotate.
 func currentCRLs(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList {
 	return current(crls, now)
+}
+
+// notFrom drops the CRLs of the CAs that signed anchors: the root source's CRL is
+// the record, and a CRL of the root found in a cluster (even with a higher number,
+// as after root-crl.pem was lost) never overrides it.
+func notFrom(crls, anchors []*x509.RevocationList) []*x509.RevocationList {
+	var out []*x509.RevocationList
+	for _, crl := range crls {
+		if !slices.ContainsFunc(anchors, func(a *x509.RevocationList) bool {
+			return bytes.Equal(a.RawIssuer, crl.RawIssuer) && bytes.Equal(a.AuthorityKeyId, crl.AuthorityKeyId)
+		}) {
+			out = append(out, crl)
+		}
+	}
+	return out
 }
 
 // signedByAny keeps the CRLs one of cas signed.

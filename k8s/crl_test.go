@@ -3,6 +3,7 @@ package k8s
 import (
 	"crypto/x509"
 	"errors"
+	"math/big"
 	"testing"
 	"time"
 
@@ -121,6 +122,19 @@ func TestSyncCRLsMeshAndRevoke(t *testing.T) {
 	}
 	if err := handshakes(t, ws["west"], ws["north"]); err != nil {
 		t.Errorf("west <-> north after revoking east: %v", err)
+	}
+	// The root source's CRL is the record: a cluster's CRL of the root never
+	// overrides it, even with a higher number (root-crl.pem lost and started again).
+	restarted, err := ca.SignCRL(root.Cert, root.Signer, nil, big.NewInt(1), time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), clusters[1:], CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{restarted}}); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := crlWorkload(t, clusters[1], ns)
+	if got := ca.CRLOf(w.CRLs, root.Cert); got == nil || got.Number.Int64() != 1 {
+		t.Errorf("west's root CRL is %v, want the root source's (number 1)", got.Number)
 	}
 	for _, other := range []string{"west", "north"} {
 		refused(t, ws[other], ws["east"], ca.ErrRevoked)
