@@ -143,3 +143,26 @@ func RootDirCRL(ctx context.Context, dir string, root *Root, revoke []x509.Revoc
 	}
 	return crl, true, nil
 }
+
+// CRLAuthority is a root source's side of revocation: it keeps the durable record
+// of the cluster CAs its anchor revoked and signs the anchor's CRL. CRL returns that
+// CRL as it stands, signed anew first when due (CRLOptions.Refresh) or when revoke
+// adds serials (a serial listed already is ErrAlreadyRevoked); changed reports a
+// new CRL. FolderCRL (a root folder) and vault.PKIIssuer implement it.
+type CRLAuthority interface {
+	CRL(ctx context.Context, revoke []x509.RevocationListEntry, opts CRLOptions) (crl *x509.RevocationList, changed bool, err error)
+}
+
+// FolderCRL is the CRLAuthority of a root kept in folder Dir: root-crl.pem there
+// (see RootDirCRL).
+type FolderCRL struct {
+	Dir  string
+	Root *Root
+}
+
+var _ CRLAuthority = (*FolderCRL)(nil)
+
+// CRL implements CRLAuthority.
+func (f *FolderCRL) CRL(ctx context.Context, revoke []x509.RevocationListEntry, opts CRLOptions) (*x509.RevocationList, bool, error) {
+	return RootDirCRL(ctx, f.Dir, f.Root, revoke, opts)
+}

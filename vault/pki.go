@@ -38,7 +38,9 @@ type PKIIssuer struct {
 	// (as far as the issuer's ca_chain tells).
 	issuerCert *x509.Certificate
 	chain      []*x509.Certificate
-	now        func() time.Time
+	// issuerID is the issuer's ID in the mount, resolved from ref.
+	issuerID string
+	now      func() time.Time
 	// skipPrecheck turns off the TTL check against the issuer's expiry made before
 	// asking Vault (tests use it to exercise the check made after).
 	skipPrecheck bool
@@ -77,7 +79,7 @@ func NewPKIIssuer(ctx context.Context, l Logical, mount, ref string) (*PKIIssuer
 	if err != nil {
 		return nil, err
 	}
-	p.issuerCert, p.chain = cert, chain
+	p.issuerCert, p.chain, p.issuerID = cert, chain, id
 	if now := p.now(); now.After(cert.NotAfter) {
 		return nil, &Error{Kind: ErrIssuerNotFound, Path: p.signPath, Err: ca.ErrExpired,
 			Msg: fmt.Sprintf("Vault issuer %s in %s expired on %s", issuerLabel(ref), mount, cert.NotAfter.UTC().Format(time.RFC3339))}
