@@ -195,3 +195,36 @@ func warnKeyMode(log *slog.Logger, keyFile, what string) {
 		log.Warn("the "+what+" key can be read or written by others than its owner: chmod 600 it", "file", keyFile, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
 	}
 }
+
+// ErrNoCRL: the source cannot keep a revocation record (yet): revocation needs the
+// root itself, in a folder or as a Vault PKI mount's issuer.
+var ErrNoCRL = errors.New("revocation needs the root itself as a folder (--root-dir) or a Vault PKI issuer (--vault-pki); an issuing CA (--ca-dir, a Vault KV issuing CA or a Vault intermediate mount) and Vault KV are not supported yet")
+
+// OpenCRL opens s as Open does and returns, beside the issuer, the source's
+// revocation side: the root folder's root-crl.pem (ca.FolderCRL), or the Vault PKI
+// issuer's own revocation and CRL. Other kinds, and an anchor that is not the root
+// (whose CRL would need the root's above it), are refused with ErrNoCRL.
+func OpenCRL(ctx context.Context, s Spec, o Options) (ca.Issuer, ca.CRLAuthority, error) {
+	iss, err := Open(ctx, s, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !ca.IsSelfSigned(iss.Anchor()) {
+		return nil, nil, fmt.Errorf("%s: its signing CA %s is not the root: %w", s, iss.Anchor().Subject, ErrNoCRL)
+	}
+	switch s.Kind() {
+	case KindVaultPKI:
+		return iss, iss.(ca.CRLAuthority), nil
+	case KindDir:
+		now := time.Now
+		if o.Now != nil {
+			now = o.Now
+		}
+		root, err := ca.ReadRootDir(s.Dir, now())
+		if err != nil {
+			return nil, nil, err
+		}
+		return iss, &ca.FolderCRL{Dir: s.Dir, Root: root}, nil
+	}
+	return nil, nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
+}

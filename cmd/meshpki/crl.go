@@ -14,19 +14,20 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rootsource"
 	"github.com/meshpki/meshpki/k8s"
 )
 
 // crlFlags are the flags of the commands that sign and spread CRLs.
 func crlFlags() []cli.Flag {
-	return append([]cli.Flag{
-		&cli.StringFlag{Name: "root-dir", Usage: "folder of the root (root-cert.pem, root-key.pem); its CRL is kept there as " + ca.RootCRLFile},
+	flags := []cli.Flag{
 		&cli.StringFlag{Name: "crl-ttl", Value: days(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
 		&cli.StringFlag{Name: "crl-refresh", Value: days(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "sign and check everything, write nothing (the API servers validate the writes)"},
 		lockWaitFlag(""),
 		outputFlag(),
-	}, clusterFlags(true)...)
+	}
+	return append(append(flags, rootSourceFlags()...), clusterFlags(true)...)
 }
 
 // days writes a whole number of days as the duration flags take it, e.g. "7d".
@@ -35,7 +36,7 @@ func days(d time.Duration) string { return fmt.Sprintf("%dd", d/(24*time.Hour)) 
 // crlOptions is the flag group shared by crl sync and revoke.
 type crlOptions struct {
 	cmd      cmdArgs
-	RootDir  string
+	Source   rootSource
 	TTL      string
 	Refresh  string
 	DryRun   bool
@@ -47,12 +48,15 @@ type crlOptions struct {
 }
 
 func bindCRL(c *cli.Context) crlOptions {
-	return crlOptions{cmd: bindArgs(c), RootDir: c.String("root-dir"), TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh"),
+	return crlOptions{cmd: bindArgs(c), Source: bindRootSource(c, bindVaultConn(c)), TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh"),
 		DryRun: c.Bool("dry-run"), Output: c.String("output"), Clusters: bindClusters(c), Lock: bindLock(c)}
 }
 
 func (o *crlOptions) Validate() error {
-	if err := o.cmd.require("root-dir", o.RootDir); err != nil {
+	if k := o.Source.Kind(); k == rootsource.KindCADir || k == rootsource.KindVaultKV {
+		return inputError(rootsource.ErrNoCRL)
+	}
+	if err := o.Source.Validate(); err != nil {
 		return err
 	}
 	var err error
@@ -97,12 +101,35 @@ type crlInfo struct {
 	Signed     bool      `json:"signed"`
 }
 
+// open opens the root source's revocation side and returns its root.
+func (o *crlOptions) open(ctx context.Context, e *env) (*x509.Certificate, ca.CRLAuthority, error) {
+	opts := rootsource.Options{Log: e.log}
+	if o.Source.UsesVault() {
+		client, err := o.Source.Vault.connect(ctx, e)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts.Vault = client.Logical()
+	}
+	iss, auth, err := rootsource.OpenCRL(ctx, o.Source.Spec, opts)
+	switch {
+	case err == nil:
+		return iss.Anchor(), auth, nil
+	case o.Source.UsesVault() && !errors.Is(err, rootsource.ErrNoCRL):
+		return nil, nil, vaultError(err)
+	}
+	return nil, nil, inputError(err)
+}
+
 // sync signs the root's CRL (adding revoke) and spreads the mesh CRL set.
-func (o *crlOptions) sync(ctx context.Context, e *env, root *ca.Root, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
-	rootCRL, changed, err := ca.RootDirCRL(ctx, o.RootDir, root, revoke, ca.CRLOptions{TTL: o.ttl, Refresh: o.refresh, DryRun: o.DryRun})
+func (o *crlOptions) sync(ctx context.Context, e *env, auth ca.CRLAuthority, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
+	rootCRL, changed, err := auth.CRL(ctx, revoke, ca.CRLOptions{TTL: o.ttl, Refresh: o.refresh, DryRun: o.DryRun})
 	if err != nil {
 		if errors.Is(err, ca.ErrAlreadyRevoked) {
 			return inputError(err)
+		}
+		if o.Source.UsesVault() {
+			return vaultError(err)
 		}
 		return err
 	}
@@ -112,7 +139,7 @@ func (o *crlOptions) sync(ctx context.Context, e *env, root *ca.Root, clusters [
 		run.RootCRL.Revoked = append(run.RootCRL.Revoked, en.SerialNumber.Text(16))
 	}
 	if changed && !o.DryRun {
-		e.log.Info("root CRL signed", "file", o.RootDir+"/"+ca.RootCRLFile, "number", run.RootCRL.Number, "revoked", len(run.RootCRL.Revoked))
+		e.log.Info("root CRL signed", "source", o.Source.Spec.String(), "number", run.RootCRL.Number, "revoked", len(run.RootCRL.Revoked))
 	}
 	p := newProgress(e, "CRLs", len(clusters))
 	lease := o.Lock.lease
@@ -192,7 +219,8 @@ Examples:
 		Subcommands: []*cli.Command{{
 			Name:  "sync",
 			Usage: "give every cluster one current CRL of every CA of the mesh",
-			Description: `Signs the root's CRL (kept as ` + ca.RootCRLFile + ` beside the root) when it is missing or due,
+			Description: `Signs the root's CRL (` + ca.RootCRLFile + ` beside a root folder, or the Vault PKI issuer's own
+CRL, which Vault signs on crl/rotate) when it is missing or due,
 signs each cluster CA's CRL with that CA's key from the cluster's own cacerts Secret
 when missing or due, and writes the whole set into every cluster's cacerts as
 ` + ca.CRLFile + `. istiod 1.27 and later (PILOT_ENABLE_CA_CRL, on by default) loads it,
@@ -206,7 +234,8 @@ as they are. See docs/revocation.md.
 
 Examples:
    meshpki crl sync --root-dir root --all-contexts
-   meshpki crl sync --root-dir root --context east --context west --dry-run -o json`,
+   meshpki crl sync --root-dir root --context east --context west --dry-run -o json
+   meshpki crl sync --vault-pki pki --all-contexts`,
 			Flags: crlFlags(),
 			Action: actionOf(e, func(c *cli.Context) *crlSyncOptions {
 				return &crlSyncOptions{crlOptions: bindCRL(c)}
@@ -225,15 +254,15 @@ func (o *crlSyncOptions) Validate() error {
 }
 
 func (o *crlSyncOptions) Run(ctx context.Context, e *env) error {
-	root, err := ca.ReadRootDir(o.RootDir, time.Now())
-	if err != nil {
-		return inputError(fmt.Errorf("--root-dir: %w", err))
-	}
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
-	return o.sync(ctx, e, root, clusters, nil, &crlRun{})
+	_, auth, err := o.open(ctx, e)
+	if err != nil {
+		return err
+	}
+	return o.sync(ctx, e, auth, clusters, nil, &crlRun{})
 }
 
 func revokeCommand(e *env) *cli.Command {
@@ -242,8 +271,8 @@ func revokeCommand(e *env) *cli.Command {
 		Usage:     "revoke clusters' CAs across the whole mesh, now",
 		ArgsUsage: "CLUSTER...",
 		Description: `Revokes the intermediate CA of each CLUSTER (as named by --context / --cluster),
-or of each --serial: the root's CRL (` + ca.RootCRLFile + ` beside the root, the durable
-record) lists it, and the mesh CRL set goes to every other cluster, as crl sync does.
+or of each --serial: the root's CRL lists it (` + ca.RootCRLFile + ` beside a root folder,
+the durable record; or Vault's own revocation and CRL with --vault-pki), and the mesh CRL set goes to every other cluster, as crl sync does.
 From then on every other cluster's Envoys refuse the revoked cluster's workloads, and
 its own Secret is left as it is (the cluster may be compromised or gone). To bring it
 back, mint it a new intermediate and install it, then run crl sync.
@@ -255,6 +284,7 @@ serials). The root itself cannot be revoked, nor a CA the root did not sign.
 Examples:
    meshpki revoke --root-dir root --all-contexts --reason keyCompromise east
    meshpki revoke --root-dir root --all-contexts --reason cessationOfOperation --serial 3f2a...
+   meshpki revoke --vault-pki pki --all-contexts west
 
 Flags go before the CLUSTER arguments.`,
 		Flags: append(crlFlags(),
@@ -296,18 +326,18 @@ func (o *revokeOptions) Validate() error {
 
 func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 	now := time.Now()
-	root, err := ca.ReadRootDir(o.RootDir, now)
-	if err != nil {
-		return inputError(fmt.Errorf("--root-dir: %w", err))
-	}
 	clusters, err := o.Clusters.loadClusters(e)
+	if err != nil {
+		return err
+	}
+	root, auth, err := o.open(ctx, e)
 	if err != nil {
 		return err
 	}
 	run := &crlRun{}
 	var entries []x509.RevocationListEntry
 	add := func(cluster string, serial *big.Int) error {
-		if serial.Cmp(root.Cert.SerialNumber) == 0 {
+		if serial.Cmp(root.SerialNumber) == 0 {
 			return inputError(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced (meshpki root rotate)", serial.Text(16)))
 		}
 		if slices.ContainsFunc(entries, func(en x509.RevocationListEntry) bool { return en.SerialNumber.Cmp(serial) == 0 }) {
@@ -330,7 +360,7 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 		if err != nil {
 			return err
 		}
-		if !ca.IsSelfSigned(cert) && cert.CheckSignatureFrom(root.Cert) != nil {
+		if !ca.IsSelfSigned(cert) && cert.CheckSignatureFrom(root) != nil {
 			return inputError(fmt.Errorf("cluster %s: its CA (serial %s, issuer %s) was not signed by this root: revoke it at the CA that signed it", name, ca.FormatSerial(cert), cert.Issuer))
 		}
 		if ca.IsSelfSigned(cert) {
@@ -345,7 +375,10 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 			return err
 		}
 	}
-	return o.sync(ctx, e, root, clusters, entries, run)
+	if o.Source.Kind() == rootsource.KindVaultPKI && o.reason != ca.ReasonUnspecified && len(entries) > 0 {
+		e.log.Warn("Vault records no revocation reason: its CRL lists the serials without one", "reason", o.Reason)
+	}
+	return o.sync(ctx, e, auth, clusters, entries, run)
 }
 
 // installedCA reads the signing CA certificate of cl's cacerts.

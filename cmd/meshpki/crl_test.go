@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -154,4 +156,79 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 			t.Errorf("meshpki %v: exit %d, %q; want a clear error, exit 2", bad, code, errOut)
 		}
 	}
+}
+
+// TestRevokeWithVaultPKI: with the root in a Vault PKI mount, revoke goes through
+// Vault (its record shows the revocation) and the root CRL every cluster gets is
+// Vault's own, byte for byte, listing the revoked CA.
+func TestRevokeWithVaultPKI(t *testing.T) {
+	v := testenv.StartVaultT(t)
+	admin := vaultAdmin(t, v)
+	vaultEnv(t, v, v.Token)
+	pool := testenv.NewK8sPool("east", "west")
+	env := pool.Get(t)
+	t.Cleanup(pool.Stop)
+	kc := env.Kubeconfig
+	bundles := filepath.Join(t.TempDir(), "bundles")
+	expectExit(t, 0, "root", "create", "--vault-pki", "pki-crl", "--enable-mount")
+	expectExit(t, 0, "intermediate", "create", "--vault-pki", "pki-crl", "--cluster", "east", "--cluster", "west", "--out", bundles)
+	expectExit(t, 0, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
+	if out, _ := expectExit(t, 0, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--vault-pki", "pki-crl"); !strings.Contains(out, "2 clusters: 2 updated") {
+		t.Fatalf("crl sync:\n%s", out)
+	}
+	west, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.CACertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, errOut := expectExit(t, 0, "revoke", "--kubeconfig", kc, "--all-contexts", "--vault-pki", "pki-crl", "west")
+	if !strings.Contains(out, "west: revoked") || !strings.Contains(errOut, "Vault records no revocation reason") {
+		t.Errorf("revoke west:\n%s\n%s", out, errOut)
+	}
+	// Vault's record.
+	s, err := admin.Logical().Read("pki-crl/cert/" + vaultHex(west.SerialNumber.Text(16)))
+	if err != nil || s == nil || s.Data["revocation_time"] == nil || fmt.Sprint(s.Data["revocation_time"]) == "0" {
+		t.Fatalf("Vault's record of west's CA: %v %v", s, err)
+	}
+	// Vault's CRL, as east holds it.
+	s, err = admin.Logical().Read("pki-crl/issuer/default/crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vaultCRLs, err := ca.ParseCRLsPEM([]byte(s.Data["crl"].(string)))
+	if err != nil || len(vaultCRLs) != 1 {
+		t.Fatalf("Vault's CRL: %v", err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Clusters[0].RESTConfig(env.Clusters[0].AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastCRLs, err := ca.ParseCRLsPEM(secretFiles(t, cs)[ca.CRLFile])
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.RootCertFile)))
+	got := ca.CRLOf(eastCRLs, root)
+	if got == nil || !bytes.Equal(got.Raw, vaultCRLs[0].Raw) || !ca.IsRevoked(got, west.SerialNumber) {
+		t.Error("east's root CRL is not Vault's CRL listing west's CA")
+	}
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func vaultHex(hex string) string {
+	if len(hex)%2 == 1 {
+		hex = "0" + hex
+	}
+	var parts []string
+	for i := 0; i < len(hex); i += 2 {
+		parts = append(parts, hex[i:i+2])
+	}
+	return strings.Join(parts, "-")
 }
