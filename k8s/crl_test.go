@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,7 +180,13 @@ func TestRotateKeepsCRLs(t *testing.T) {
 	}
 	east, _ := crlWorkload(t, clusters[0], ns)
 	refused(t, east, w, ca.ErrCRLMissing) // before the sync east lacks the new CA's CRL
+	if p := crlMeshProblems(t, clusters, ns); len(p) != 1 || p[0].Check != "mesh-crl-missing" || !strings.Contains(p[0].Message, "east lacks a CRL") {
+		t.Errorf("status before the sync: %v, want east lacking west's new CA's CRL", p)
+	}
 	sync()
+	if p := crlMeshProblems(t, clusters, ns); len(p) != 0 {
+		t.Errorf("status after the sync: %v", p)
+	}
 	east, _ = crlWorkload(t, clusters[0], ns)
 	if err := handshakes(t, east, w); err != nil {
 		t.Errorf("after the sync: %v", err)
@@ -211,4 +218,27 @@ func refused(t *testing.T, server, client *ca.Workload, want error) {
 	if err := ca.CheckChainCRLs(chains[0], server.CRLs, time.Now()); !errors.Is(err, want) {
 		t.Errorf("CRL check of the client's chain: %v, want %v", err, want)
 	}
+}
+
+// crlMeshProblems is status of clusters as one mesh, only the CRL findings.
+func crlMeshProblems(t *testing.T, clusters []*Cluster, ns string) []ca.Problem {
+	t.Helper()
+	var sts []*ClusterStatus
+	for _, cl := range clusters {
+		st, err := Status(testContext(t), cl, StatusOptions{Namespace: ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CRLs == nil || len(st.CRLs.CRLs) == 0 {
+			t.Fatalf("%s: status shows no CRLs", cl.Name)
+		}
+		sts = append(sts, st)
+	}
+	var out []ca.Problem
+	for _, p := range MeshProblems(sts) {
+		if strings.HasPrefix(p.Check, "mesh-crl") {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"strings"
@@ -45,7 +46,45 @@ type ClusterStatus struct {
 	// whose root is offline reads the due clusters here to make a CSR batch.
 	RenewAt time.Time `json:"renewAt,omitzero"`
 	Due     bool      `json:"due"`
-	Error   string    `json:"error,omitempty"`
+	// CRLs describes the cluster's ca-crl.pem, nil when it has none (CRLs off).
+	CRLs  *CRLStatus `json:"crls,omitempty"`
+	Error string     `json:"error,omitempty"`
+
+	chain   []*x509.Certificate    // cert-chain.pem, for MeshProblems
+	crlList []*x509.RevocationList // ca-crl.pem parsed
+}
+
+// CRLStatus is what a cluster's ca-crl.pem holds.
+type CRLStatus struct {
+	// CRLs lists each CRL: its issuer, number, next update and how many it revokes.
+	CRLs []CRLSummary `json:"list"`
+	// NextUpdate is the earliest nextUpdate: when the set must have been signed again.
+	NextUpdate time.Time `json:"nextUpdate,omitzero"`
+	// Revoked lists the serials (hex) the CRLs revoke.
+	Revoked []string `json:"revokedSerials"`
+}
+
+// CRLSummary is one CRL of a ca-crl.pem.
+type CRLSummary struct {
+	Issuer     string    `json:"issuer"`
+	Number     string    `json:"number,omitempty"`
+	NextUpdate time.Time `json:"nextUpdate"`
+	Revoked    int       `json:"revoked"`
+}
+
+func crlStatus(crls []*x509.RevocationList) *CRLStatus {
+	st := &CRLStatus{CRLs: []CRLSummary{}, Revoked: []string{}, NextUpdate: earliestNextUpdate(crls)}
+	for _, c := range crls {
+		n := ""
+		if c.Number != nil {
+			n = c.Number.Text(16)
+		}
+		st.CRLs = append(st.CRLs, CRLSummary{Issuer: c.Issuer.String(), Number: n, NextUpdate: c.NextUpdate.UTC(), Revoked: len(c.RevokedCertificateEntries)})
+		for _, e := range c.RevokedCertificateEntries {
+			st.Revoked = append(st.Revoked, e.SerialNumber.Text(16))
+		}
+	}
+	return st
 }
 
 // StatusOptions controls Status.
@@ -86,8 +125,14 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	}
 	st.ResourceVersion = s.ResourceVersion
 	st.Report = ca.Verify(SecretFiles(s), opts.Verify)
+	if data, ok := s.Data[ca.CRLFile]; ok {
+		if crls, err := ca.ParseCRLsPEM(data); err == nil {
+			st.CRLs, st.crlList = crlStatus(crls), crls
+		}
+	}
 	st.Istiod = ReadIstiod(ctx, cl, ns, s, now(opts.Now), opts.IstiodGrace)
 	if b, _, err := ca.ParseBundle(SecretFiles(s), opts.Verify); err == nil {
+		st.chain = b.Chain
 		st.RenewAt = opts.RenewBefore.RenewAt(b.Cert).UTC()
 		st.Due, _ = opts.RenewBefore.Due(b.Cert, now(opts.Now))
 	} else {
@@ -150,6 +195,40 @@ func MeshProblems(statuses []*ClusterStatus) []ca.Problem {
 		if cl := byIstiod[x.state]; len(cl) > 0 {
 			slices.Sort(cl)
 			problems = append(problems, ca.Problem{Severity: x.sev, Check: "mesh-istiod-" + string(x.state), Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), x.what)})
+		}
+	}
+	return append(problems, meshCRLProblems(statuses, time.Now())...)
+}
+
+// meshCRLProblems checks the clusters' CRL sets against each other as Envoy will:
+// a cluster with CRLs must hold a current CRL of every CA of every other cluster's
+// chain, or its Envoys refuse that cluster's workloads.
+func meshCRLProblems(statuses []*ClusterStatus, now time.Time) []ca.Problem {
+	var problems []ca.Problem
+	for _, a := range statuses {
+		if a.crlList == nil {
+			continue
+		}
+		for _, b := range statuses {
+			if b == a || len(b.chain) == 0 {
+				continue
+			}
+			if revokedIn(b.chain, a.crlList) {
+				problems = append(problems, ca.Problem{Severity: ca.SeverityWarning, Check: "mesh-crl-revoked",
+					Message: fmt.Sprintf("%s: its CRLs revoke %s's CA (serial %s): %s refuses %s's workloads", a.Cluster, b.Cluster, ca.FormatSerial(b.chain[0]), a.Cluster, b.Cluster)})
+				continue
+			}
+			for _, c := range b.chain {
+				crl := ca.CRLOf(a.crlList, c)
+				switch {
+				case crl == nil:
+					problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: "mesh-crl-missing",
+						Message: fmt.Sprintf("%s lacks a CRL of %s (in %s's chain): %s's Envoys refuse %s's workloads; run meshpki crl sync", a.Cluster, c.Subject, b.Cluster, a.Cluster, b.Cluster)})
+				case ca.CRLCurrent(crl, now) != nil:
+					problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: "mesh-crl-stale",
+						Message: fmt.Sprintf("%s holds a stale CRL of %s (in %s's chain, next update %s): run meshpki crl sync", a.Cluster, c.Subject, b.Cluster, crl.NextUpdate.UTC().Format(time.RFC3339))})
+				}
+			}
 		}
 	}
 	return problems
