@@ -51,6 +51,10 @@ const (
 	Failures = "meshpki_rotation_failures_total"
 	// Rotations counts new intermediates installed (counter).
 	Rotations = "meshpki_rotations_total"
+	// CRLNextUpdate is the earliest nextUpdate of the CRLs in the cluster's
+	// ca-crl.pem, as last read (gauge, Unix seconds). Absent while the cluster has
+	// no CRLs: past it, every peer's Envoy refuses the mesh's workloads.
+	CRLNextUpdate = "meshpki_crl_next_update_seconds"
 
 	// Label is the label naming the cluster.
 	Label = "cluster"
@@ -80,6 +84,8 @@ func families() []family {
 			func(s *Series) (float64, bool) { return s.Failures, true }},
 		{Rotations, "New intermediate CAs meshpki rotate installed in the cluster, across runs (kept in this file).", dto.MetricType_COUNTER,
 			func(s *Series) (float64, bool) { return s.Rotations, true }},
+		{CRLNextUpdate, "Earliest nextUpdate of the CRLs in the cluster's ca-crl.pem, as last read (Unix seconds); absent without CRLs.", dto.MetricType_GAUGE,
+			func(s *Series) (float64, bool) { return s.CRLNextUpdate, s.CRLNextUpdate != 0 }},
 	}
 }
 
@@ -92,6 +98,8 @@ type Series struct {
 	Healthy      float64
 	Failures     float64
 	Rotations    float64
+	// CRLNextUpdate is 0 when the cluster has no CRLs.
+	CRLNextUpdate float64
 }
 
 func (s *Series) set(name string, v float64) {
@@ -110,6 +118,8 @@ func (s *Series) set(name string, v float64) {
 		s.Failures = v
 	case Rotations:
 		s.Rotations = v
+	case CRLNextUpdate:
+		s.CRLNextUpdate = v
 	}
 }
 
@@ -123,6 +133,9 @@ type Run struct {
 	// NotAfter is the installed intermediate's not-after after the run; zero when
 	// the run could not read it (the previous value is kept).
 	NotAfter time.Time
+	// CRLNextUpdate is the earliest nextUpdate of the cluster's CRLs after the run;
+	// zero when it has none or the run did not read them (the previous value is kept).
+	CRLNextUpdate time.Time
 }
 
 // Read parses a file Update wrote into cluster -> values. A missing file is empty.
@@ -192,6 +205,9 @@ func Merge(prev map[string]*Series, now time.Time, runs []Run) map[string]*Serie
 		s.LastRun = ts
 		if !r.NotAfter.IsZero() {
 			s.NotAfter = float64(r.NotAfter.Unix())
+		}
+		if !r.CRLNextUpdate.IsZero() {
+			s.CRLNextUpdate = float64(r.CRLNextUpdate.Unix())
 		}
 		if r.OK {
 			s.Healthy = 1

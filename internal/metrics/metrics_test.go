@@ -149,3 +149,23 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 		t.Fatalf("failures_total = %v after %d concurrent failed runs", got, n)
 	}
 }
+
+func TestCRLNextUpdateOnlyWithCRLs(t *testing.T) {
+	next := time.Unix(5000, 0)
+	series := Merge(map[string]*Series{}, time.Unix(1000, 0), []Run{{Cluster: "east", OK: true, CRLNextUpdate: next}, {Cluster: "west", OK: true}})
+	data, err := Format(series)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), CRLNextUpdate+`{cluster="east"} 5000`) || strings.Contains(string(data), CRLNextUpdate+`{cluster="west"}`) {
+		t.Fatalf("file:\n%s", data)
+	}
+	back, err := Parse(data)
+	if err != nil || back["east"].CRLNextUpdate != 5000 {
+		t.Fatalf("read back: %v %+v", err, back["east"])
+	}
+	// A run that does not read the CRLs keeps the last value.
+	if s := Merge(back, time.Unix(2000, 0), []Run{{Cluster: "east", OK: true}}); s["east"].CRLNextUpdate != 5000 {
+		t.Error("CRL next update lost")
+	}
+}
