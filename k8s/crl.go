@@ -35,6 +35,12 @@ type CRLSyncOptions struct {
 	Now func() time.Time
 	// Progress, if set, is called as each cluster's write finishes.
 	Progress func(*CRLSyncResult)
+	// Pending are bundles about to be installed (a new cluster's, before bootstrap
+	// or install): their CAs' CRLs are signed with their keys and spread to every
+	// cluster first, so that the others accept what the new CA signs from its
+	// first moment. SyncCRLs sets each one's CRLFile to the mesh set, ready to
+	// install.
+	Pending []*ca.Bundle
 }
 
 // CRLSyncResult is one cluster's outcome of SyncCRLs.
@@ -143,7 +149,17 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 			results[i].Signed = true
 		}
 	}
+	for _, b := range opts.Pending {
+		crl, err := ca.SignCRL(b.Cert, b.Key, nil, nil, now, opts.TTL)
+		if err != nil {
+			return results, fmt.Errorf("pending bundle %s: %w", b.Cert.Subject, err)
+		}
+		mesh = append(mesh, []*x509.RevocationList{crl})
+	}
 	set := ca.MergeCRLs(mesh...)
+	for _, b := range opts.Pending {
+		b.CRLFile = ca.EncodeCRLsPEM(set...)
+	}
 	var unread []string
 	for i, r := range reads {
 		if r.Err != nil {

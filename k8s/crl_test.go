@@ -91,7 +91,31 @@ func TestSyncCRLsMeshAndRevoke(t *testing.T) {
 	}
 	sw.CRLs = ws["west"].CRLs
 	refused(t, ws["west"], sw, ca.ErrCRLMissing)
-	// A second run writes nothing.
+	// A new cluster's CA: its CRL reaches the others before its Secret exists.
+	south, _ := mint(t, nil, "south")
+	if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}, Pending: []*ca.Bundle{south}}); err != nil {
+		t.Fatal(err)
+	}
+	if south.CRLFile == nil {
+		t.Fatal("the pending bundle did not get the mesh set")
+	}
+	southW, err := south.IssueWorkload(ca.SPIFFEID("cluster.local", "default", "south"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if southW.CRLs, err = ca.ParseCRLsPEM(south.CRLFile); err != nil {
+		t.Fatal(err)
+	}
+	if rep := south.Check(ca.VerifyOptions{}); !rep.OK() {
+		t.Errorf("pending bundle with the mesh set fails verify: %v", rep.Err())
+	}
+	for _, cl := range clusters {
+		ws[cl.Name], _ = crlWorkload(t, cl, ns)
+		if err := handshakes(t, ws[cl.Name], southW); err != nil {
+			t.Errorf("%s <-> the new cluster: %v", cl.Name, err)
+		}
+	}
+	// A second run (the new cluster's CA's CRL is still current) writes nothing.
 	res, err = SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}})
 	if err != nil {
 		t.Fatal(err)
