@@ -293,3 +293,65 @@ func NeedsRefresh(crl *x509.RevocationList, now time.Time, refresh time.Duration
 	}
 	return crl == nil || crl.NextUpdate.IsZero() || crl.NextUpdate.Sub(now) < refresh
 }
+
+// CRLMember is one cluster of a mesh as CheckMeshCRLs sees it: its chain
+// (cert-chain.pem) and the CRLs of its ca-crl.pem (nil: CRLs off there).
+type CRLMember struct {
+	Name  string
+	Chain []*x509.Certificate
+	CRLs  []*x509.RevocationList
+}
+
+// CheckMeshCRLs checks the clusters' CRL sets against each other as Envoy will: a
+// cluster with CRLs must hold a current CRL of every CA of every other cluster's
+// chain, or its Envoys refuse that cluster's workloads (mesh-crl-missing,
+// mesh-crl-stale: errors). A cluster whose CA another's CRLs revoke is reported
+// once per such cluster (mesh-crl-revoked: a warning, since revoking is meant).
+func CheckMeshCRLs(members []CRLMember, now time.Time) []Problem {
+	var problems []Problem
+	for _, a := range members {
+		if a.CRLs == nil {
+			continue
+		}
+		for _, b := range members {
+			if b.Name == a.Name || len(b.Chain) == 0 {
+				continue
+			}
+			if serial, by, ok := revokedInChain(b.Chain, a.CRLs); ok {
+				problems = append(problems, Problem{Severity: SeverityWarning, Check: "mesh-crl-revoked",
+					Message: fmt.Sprintf("%s: its CRLs revoke %s's CA (serial %s, by %s): %s refuses %s's workloads", a.Name, b.Name, serial, by, a.Name, b.Name)})
+				continue
+			}
+			for _, c := range b.Chain {
+				crl := CRLOf(a.CRLs, c)
+				switch {
+				case crl == nil:
+					problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-missing",
+						Message: fmt.Sprintf("%s lacks a CRL of %s (in %s's chain): %s's Envoys refuse %s's workloads; run meshpki crl sync", a.Name, c.Subject, b.Name, a.Name, b.Name)})
+				case CRLCurrent(crl, now) != nil:
+					problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-stale",
+						Message: fmt.Sprintf("%s holds a stale CRL of %s (in %s's chain, next update %s): run meshpki crl sync", a.Name, c.Subject, b.Name, crl.NextUpdate.UTC().Format(time.RFC3339))})
+				}
+			}
+		}
+	}
+	return problems
+}
+
+// revokedInChain tells whether a CA of chain (below the root) is listed by its
+// issuer's CRL in crls, and which.
+func revokedInChain(chain []*x509.Certificate, crls []*x509.RevocationList) (serial, by string, ok bool) {
+	for i := 0; i+1 < len(chain); i++ {
+		if crl := CRLOf(crls, chain[i+1]); crl != nil && IsRevoked(crl, chain[i].SerialNumber) {
+			return FormatSerial(chain[i]), chain[i+1].Subject.String(), true
+		}
+	}
+	return "", "", false
+}
+
+// RevokedInChain reports whether a CA of chain (below the root) is listed by its
+// issuer's CRL in crls.
+func RevokedInChain(chain []*x509.Certificate, crls []*x509.RevocationList) bool {
+	_, _, ok := revokedInChain(chain, crls)
+	return ok
+}

@@ -352,3 +352,35 @@ func TestRootDirCRLRecordsRevocations(t *testing.T) {
 		t.Error("refused file was changed")
 	}
 }
+
+func TestCheckMeshCRLs(t *testing.T) {
+	m := newMeshPKI(t)
+	now := time.Now()
+	rootCRL, eastCRL, westCRL := signCRL(t, m.root, now, time.Hour), signCRL(t, m.east, now, time.Hour), signCRL(t, m.west, now, time.Hour)
+	east := ca.CRLMember{Name: "east", Chain: []*x509.Certificate{m.east.Cert, m.root.Cert}}
+	west := ca.CRLMember{Name: "west", Chain: []*x509.Certificate{m.west.Cert, m.root.Cert}}
+	checks := func(ms ...ca.CRLMember) []string {
+		var out []string
+		for _, p := range ca.CheckMeshCRLs(ms, now) {
+			out = append(out, p.Check)
+		}
+		return out
+	}
+	east.CRLs, west.CRLs = []*x509.RevocationList{rootCRL, eastCRL, westCRL}, []*x509.RevocationList{rootCRL, eastCRL, westCRL}
+	if got := checks(east, west); len(got) != 0 {
+		t.Errorf("full sets: %v", got)
+	}
+	west.CRLs = nil // CRLs off in west: only east's set matters
+	east.CRLs = []*x509.RevocationList{rootCRL, eastCRL}
+	if got := checks(east, west); len(got) != 1 || got[0] != "mesh-crl-missing" {
+		t.Errorf("east lacks west's CA's CRL: %v", got)
+	}
+	east.CRLs = []*x509.RevocationList{signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), eastCRL, westCRL}
+	if got := checks(east, west); len(got) != 1 || got[0] != "mesh-crl-stale" {
+		t.Errorf("stale root CRL: %v", got)
+	}
+	east.CRLs = []*x509.RevocationList{signCRL(t, m.root, now, time.Hour, m.west.Cert), eastCRL}
+	if got := checks(east, west); len(got) != 1 || got[0] != "mesh-crl-revoked" {
+		t.Errorf("west revoked: %v", got)
+	}
+}

@@ -42,7 +42,8 @@ func (b *Bundle) IssueWorkload(id *url.URL, ttl time.Duration) (*Workload, error
 }
 
 // IssueWorkloadAt is IssueWorkload at time now: the certificate is valid from a
-// minute before now for ttl, capped at the intermediate's not-after.
+// minute before now for ttl, capped at the intermediate's not-after. A bundle with
+// CRLFile gives the workload those CRLs to enforce on its peers.
 func (b *Bundle) IssueWorkloadAt(id *url.URL, ttl time.Duration, now time.Time) (*Workload, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -76,7 +77,14 @@ func (b *Bundle) IssueWorkloadAt(id *url.URL, ttl time.Duration, now time.Time) 
 	for _, r := range b.Roots {
 		roots.AddCert(r)
 	}
-	return &Workload{ID: id, Cert: tls.Certificate{Certificate: chain, PrivateKey: key}, Roots: roots, rootSet: rootSetKey(b.Roots)}, nil
+	w := &Workload{ID: id, Cert: tls.Certificate{Certificate: chain, PrivateKey: key}, Roots: roots, rootSet: rootSetKey(b.Roots)}
+	if b.CRLFile != nil {
+		// The bundle's ca-crl.pem is what its cluster's Envoys enforce.
+		if w.CRLs, err = ParseCRLsPEM(b.CRLFile); err != nil {
+			return nil, fmt.Errorf("%s: %w", CRLFile, err)
+		}
+	}
+	return w, nil
 }
 
 // verifyPeer checks a peer's chain against roots, as Envoy does with Istio's

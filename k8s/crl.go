@@ -133,7 +133,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 			continue
 		}
 		b := r.Value.bundle
-		if revokedIn(b.Chain, known) {
+		if ca.RevokedInChain(b.Chain, known) {
 			results[i].Revoked = true
 			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("its CA (serial %s) is revoked: cacerts is left as it is, and the other clusters refuse its workloads", ca.FormatSerial(b.Cert)))
 			continue
@@ -272,17 +272,6 @@ func signedByAny(crls []*x509.RevocationList, cas []*x509.Certificate) []*x509.R
 		}
 	}
 	return out
-}
-
-// revokedIn reports whether a CA of chain (below the root) is listed by its
-// issuer's CRL in crls.
-func revokedIn(chain []*x509.Certificate, crls []*x509.RevocationList) bool {
-	for i := 0; i+1 < len(chain); i++ {
-		if crl := ca.CRLOf(crls, chain[i+1]); crl != nil && ca.IsRevoked(crl, chain[i].SerialNumber) {
-			return true
-		}
-	}
-	return false
 }
 
 func earliestNextUpdate(crls []*x509.RevocationList) time.Time {

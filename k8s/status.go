@@ -200,38 +200,13 @@ func MeshProblems(statuses []*ClusterStatus) []ca.Problem {
 	return append(problems, meshCRLProblems(statuses, time.Now())...)
 }
 
-// meshCRLProblems checks the clusters' CRL sets against each other as Envoy will:
-// a cluster with CRLs must hold a current CRL of every CA of every other cluster's
-// chain, or its Envoys refuse that cluster's workloads.
+// meshCRLProblems is ca.CheckMeshCRLs over the clusters read.
 func meshCRLProblems(statuses []*ClusterStatus, now time.Time) []ca.Problem {
-	var problems []ca.Problem
-	for _, a := range statuses {
-		if a.crlList == nil {
-			continue
-		}
-		for _, b := range statuses {
-			if b == a || len(b.chain) == 0 {
-				continue
-			}
-			if revokedIn(b.chain, a.crlList) {
-				problems = append(problems, ca.Problem{Severity: ca.SeverityWarning, Check: "mesh-crl-revoked",
-					Message: fmt.Sprintf("%s: its CRLs revoke %s's CA (serial %s): %s refuses %s's workloads", a.Cluster, b.Cluster, ca.FormatSerial(b.chain[0]), a.Cluster, b.Cluster)})
-				continue
-			}
-			for _, c := range b.chain {
-				crl := ca.CRLOf(a.crlList, c)
-				switch {
-				case crl == nil:
-					problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: "mesh-crl-missing",
-						Message: fmt.Sprintf("%s lacks a CRL of %s (in %s's chain): %s's Envoys refuse %s's workloads; run meshpki crl sync", a.Cluster, c.Subject, b.Cluster, a.Cluster, b.Cluster)})
-				case ca.CRLCurrent(crl, now) != nil:
-					problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: "mesh-crl-stale",
-						Message: fmt.Sprintf("%s holds a stale CRL of %s (in %s's chain, next update %s): run meshpki crl sync", a.Cluster, c.Subject, b.Cluster, crl.NextUpdate.UTC().Format(time.RFC3339))})
-				}
-			}
-		}
+	var members []ca.CRLMember
+	for _, st := range statuses {
+		members = append(members, ca.CRLMember{Name: st.Cluster, Chain: st.chain, CRLs: st.crlList})
 	}
-	return problems
+	return ca.CheckMeshCRLs(members, now)
 }
 
 func now(f func() time.Time) time.Time {
