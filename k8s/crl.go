@@ -174,7 +174,9 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		}
 		// Its own file also keeps, while current, the CRLs of CAs no chain shows
 		// any more (its previous intermediate's, for the workloads it signed).
-		mine := ca.MergeCRLs(set, notFrom(current(r.Value.crls, now), opts.AnchorCRLs))
+		// A CRL there that claims a mesh CA's name and key but did not verify
+		// against it is dropped: only the set speaks for the mesh's CAs.
+		mine := ca.MergeCRLs(set, notOfCAs(notFrom(current(r.Value.crls, now), opts.AnchorCRLs), cas))
 		files := r.Value.files
 		files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
 		ires, err := Install(ctx, cl, files, InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now})
@@ -256,6 +258,20 @@ func notFrom(crls, anchors []*x509.RevocationList) []*x509.RevocationList {
 	for _, crl := range crls {
 		if !slices.ContainsFunc(anchors, func(a *x509.RevocationList) bool {
 			return bytes.Equal(a.RawIssuer, crl.RawIssuer) && bytes.Equal(a.AuthorityKeyId, crl.AuthorityKeyId)
+		}) {
+			out = append(out, crl)
+		}
+	}
+	return out
+}
+
+// notOfCAs drops the CRLs that name one of cas as their issuer (its subject and
+// key identifier).
+func notOfCAs(crls []*x509.RevocationList, cas []*x509.Certificate) []*x509.RevocationList {
+	var out []*x509.RevocationList
+	for _, crl := range crls {
+		if !slices.ContainsFunc(cas, func(c *x509.Certificate) bool {
+			return bytes.Equal(crl.RawIssuer, c.RawSubject) && bytes.Equal(crl.AuthorityKeyId, c.SubjectKeyId)
 		}) {
 			out = append(out, crl)
 		}

@@ -1,12 +1,16 @@
 package k8s
 
 import (
+	"bytes"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
 )
@@ -265,4 +269,63 @@ func crlMeshProblems(t *testing.T, clusters []*Cluster, ns string) []ca.Problem 
 		}
 	}
 	return out
+}
+
+// TestSyncCRLsDropsForgedCRL: a CRL in a cluster's ca-crl.pem that claims another
+// cluster CA's name and key identifier, with a higher number, but was signed by
+// another key (a tampered Secret) never replaces the real one, there or elsewhere.
+func TestSyncCRLsDropsForgedCRL(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	clusters = clusters[:2]
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	var bundles []*ca.Bundle
+	for _, cl := range clusters {
+		b, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		bundles = append(bundles, b)
+	}
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}
+	if _, err := SyncCRLs(testContext(t), clusters, opts); err != nil {
+		t.Fatal(err)
+	}
+	// Forge "east's" CRL with another key into west's Secret.
+	other, _ := mint(t, nil, "mallory")
+	fake := *bundles[0].Cert
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(time.Now().Add(time.Hour).UnixNano()),
+		ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)}, &fake, other.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := getSecret(t, clusters[1], ns, SecretName)
+	crls, _ := ca.ParseCRLsPEM(s.Data[ca.CRLFile])
+	s.Data[ca.CRLFile] = ca.EncodeCRLsPEM(append(crls, forged)...)
+	if _, err := clusters[1].Client.CoreV1().Secrets(ns).Update(testContext(t), s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), clusters, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range clusters {
+		got, err := ca.ParseCRLsPEM(getSecret(t, cl, ns, SecretName).Data[ca.CRLFile])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, crl := range got {
+			if bytes.Equal(crl.Raw, forged.Raw) {
+				t.Errorf("%s holds the forged CRL after the sync", cl.Name)
+			}
+		}
+		if ca.CRLOf(got, bundles[0].Cert) == nil {
+			t.Errorf("%s lacks east's real CRL", cl.Name)
+		}
+	}
 }
