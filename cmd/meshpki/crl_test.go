@@ -43,6 +43,12 @@ func waitCRLTaken(t *testing.T, is []*testenv.Istiod, clients map[string]kuberne
 		if err := i.WaitPublishedCRL(waitCtx(t), files[ca.CRLFile]); err != nil {
 			t.Fatalf("%v\n%s", err, i.LogSince(0))
 		}
+		if err := i.WaitLog(waitCtx(t), 0, testenv.LogCRL); err != nil {
+			t.Fatalf("istiod in %s did not log taking the CRL file: %v", i.Cluster.Name, err)
+		}
+		if i.Restarts() != 0 {
+			t.Fatalf("istiod in %s was restarted: CRLs must be taken on a hot reload", i.Cluster.Name)
+		}
 		dir := t.TempDir()
 		for n, b := range files {
 			if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {

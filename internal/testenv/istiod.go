@@ -71,6 +71,9 @@ const (
 	LogRootRefused = "ROOT-CA not supported"
 	LogLoadFailed  = "Failed to update new Plug-in CA certs"
 	LogPluggedIn   = "Use local CA certificate"
+	// LogCRL is what istiod logs when it took a new or changed ca-crl.pem
+	// (pilot/pkg/bootstrap/istio_ca.go, handleEvent).
+	LogCRL = "Istiod has detected the newly added CRL file and updated its CRL accordingly"
 )
 
 // IstiodBin returns ISTIOD_TESTENV_BIN, skipping the test without it (failing it when
