@@ -229,15 +229,6 @@ func (l *lockOptions) Validate() error {
 	return nil
 }
 
-// parseLock serves the commands not yet in the bind/Validate/Run shape.
-func parseLock(c *cli.Context) (*k8s.LeaseOptions, error) {
-	l := bindLock(c)
-	if err := l.Validate(); err != nil {
-		return nil, err
-	}
-	return &l.lease, nil
-}
-
 // lockHolder names this run in the Leases it takes: the host name (a CronJob's pod
 // name) and a random suffix, so that two runs on one host differ.
 func lockHolder() (string, error) {
