@@ -240,15 +240,3 @@ func commandPath(c *cli.Context) string {
 	}
 	return strings.Join(slices.Compact(names), " ")
 }
-
-// requireFlags and noArgs serve the commands not yet in the bind/Validate/Run shape.
-func requireFlags(c *cli.Context, names ...string) error {
-	for _, n := range names {
-		if err := bindArgs(c).require(n, c.String(n)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func noArgs(c *cli.Context) error { return bindArgs(c).noArgs() }

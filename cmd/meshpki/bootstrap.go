@@ -12,15 +12,28 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// bootstrapOptions is "bootstrap" after flag parsing.
+// bootstrapOptions is "bootstrap": its flags as given (bind), then (Validate) the
+// profile, format and k8s.InstallOptions they mean.
 type bootstrapOptions struct {
-	Root     rootSource
-	Clusters clusterOptions
-	Profile  ca.Profile // Cluster is filled in once the context is resolved
-	Format   ca.Format
-	Install  k8s.InstallOptions
-	Out      string
-	Output   string
+	cmd           cmdArgs
+	Root          rootSource
+	Clusters      clusterOptions
+	Lock          lockOptions
+	TTL           string
+	KeyType       string
+	Org           string
+	Format        string
+	Out           string
+	DryRun        bool
+	RestartIstiod bool
+	Force         bool
+	AllowNewRoot  bool
+	Output        string
+
+	// Set by Validate.
+	profile ca.Profile // Cluster is filled in once the context is resolved
+	format  ca.Format
+	install k8s.InstallOptions
 }
 
 func bootstrapCommand(e *env) *cli.Command {
@@ -58,72 +71,79 @@ Examples:
    meshpki bootstrap --context east --root-dir root
    meshpki bootstrap --context gke_prod_us-east1_mesh --cluster gke_prod_us-east1_mesh=us-east --root-dir root --out bundles
    meshpki bootstrap --context east --root-dir root --dry-run`,
-		Flags: flags,
-		Action: action(func(c *cli.Context) error {
-			o, err := parseBootstrap(c, e)
-			if err != nil {
-				return err
-			}
-			return runBootstrap(c.Context, e, o)
-		}),
+		Flags:  flags,
+		Action: actionOf(e, bindBootstrap),
 	}
 }
 
-func parseBootstrap(c *cli.Context, e *env) (*bootstrapOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
-	}
-	root, err := parseRootSource(c)
-	if err != nil {
-		return nil, err
-	}
-	cl, err := parseClusterFlags(c)
-	if err != nil {
-		return nil, err
-	}
-	if n := len(cl.Contexts); n != 1 {
-		return nil, inputError(fmt.Errorf("bootstrap works on one cluster: pass --context once (got %d)", n))
-	}
-	kt, err := parseKeyTypeFlag(c)
-	if err != nil {
-		return nil, err
-	}
-	ttl, err := parseDuration("ttl", c.String("ttl"))
-	if err != nil {
-		return nil, err
-	}
-	format, err := parseFormatFlag(c)
-	if err != nil {
-		return nil, err
-	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return nil, err
-	}
-	if c.Bool("allow-new-root") && !c.Bool("force") {
-		return nil, inputError(errors.New("--allow-new-root only makes sense with --force"))
-	}
-	org, err := parseOrg(c)
-	if err != nil {
-		return nil, err
-	}
-	p := ca.IntermediateProfile("", org)
-	p.TTL, p.KeyType = ttl, kt
-	lock, err := parseLock(c)
-	if err != nil {
-		return nil, err
-	}
+func bindBootstrap(c *cli.Context) *bootstrapOptions {
 	return &bootstrapOptions{
-		Root: root, Clusters: cl, Profile: p, Format: format, Out: c.String("out"), Output: out,
-		Install: k8s.InstallOptions{
-			Namespace:     cl.Namespace,
-			DryRun:        c.Bool("dry-run"),
-			CreateOnly:    !c.Bool("force"),
-			AllowNewRoot:  c.Bool("allow-new-root"),
-			RestartIstiod: c.Bool("restart-istiod"),
-			Lock:          lock,
-		},
-	}, nil
+		cmd:           bindArgs(c),
+		Root:          bindRootSource(c, bindVaultConn(c)),
+		Clusters:      bindClusters(c),
+		Lock:          bindLock(c),
+		TTL:           c.String("ttl"),
+		KeyType:       c.String("key-type"),
+		Org:           c.String("org"),
+		Format:        c.String("format"),
+		Out:           c.String("out"),
+		DryRun:        c.Bool("dry-run"),
+		RestartIstiod: c.Bool("restart-istiod"),
+		Force:         c.Bool("force"),
+		AllowNewRoot:  c.Bool("allow-new-root"),
+		Output:        c.String("output"),
+	}
+}
+
+// Validate checks the flags (one --context) and builds the profile and the
+// k8s.InstallOptions.
+func (o *bootstrapOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
+	if err := o.Root.Validate(); err != nil {
+		return err
+	}
+	if err := o.Clusters.Validate(); err != nil {
+		return err
+	}
+	if n := len(o.Clusters.Contexts); n != 1 {
+		return inputError(fmt.Errorf("bootstrap works on one cluster: pass --context once (got %d)", n))
+	}
+	kt, err := parseKeyType(o.KeyType)
+	if err != nil {
+		return err
+	}
+	ttl, err := parseDuration("ttl", o.TTL)
+	if err != nil {
+		return err
+	}
+	if o.format, err = parseFormat(o.Format); err != nil {
+		return err
+	}
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
+	}
+	if o.AllowNewRoot && !o.Force {
+		return inputError(errors.New("--allow-new-root only makes sense with --force"))
+	}
+	if err := checkOrg(o.Org); err != nil {
+		return err
+	}
+	o.profile = ca.IntermediateProfile("", o.Org)
+	o.profile.TTL, o.profile.KeyType = ttl, kt
+	if err := o.Lock.Validate(); err != nil {
+		return err
+	}
+	o.install = k8s.InstallOptions{
+		Namespace:     o.Clusters.Namespace,
+		DryRun:        o.DryRun,
+		CreateOnly:    !o.Force,
+		AllowNewRoot:  o.AllowNewRoot,
+		RestartIstiod: o.RestartIstiod,
+		Lock:          &o.Lock.lease,
+	}
+	return nil
 }
 
 // bootstrapResult is bootstrap's result: the install's, plus where the bundle was
@@ -134,13 +154,16 @@ type bootstrapResult struct {
 	Error     string `json:"error,omitempty"`
 }
 
-func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
+// Run mints the cluster's intermediate and installs it (k8s.Bootstrap), after the
+// pre-flight checks of the cluster's name, --out and the root; then it writes the
+// bundle to --out, if given, and the result.
+func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
 	cl := clusters[0]
-	p := o.Profile
+	p := o.profile
 	p.Cluster = cl.Name
 	p.Subject.Locality = []string{cl.Name}
 	if err := p.Validate(); err != nil {
@@ -168,11 +191,11 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 		}
 	}
 	prog := newProgress(e, "bootstrap", 1)
-	res, files, err := k8s.Bootstrap(ctx, cl, k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.Format, Install: o.Install})
+	res, files, err := k8s.Bootstrap(ctx, cl, k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install})
 	if err == nil && res.After != nil {
 		e.log.Debug("minted", "cluster", cl.Name, "serial", res.After.Serial, "notAfter", res.After.NotAfter)
 	}
-	if err == nil && dir != "" && !o.Install.DryRun {
+	if err == nil && dir != "" && !o.install.DryRun {
 		var unlock func()
 		if unlock, err = prepareOut(ctx, e, o.Out); err == nil {
 			_, err = ca.WriteDir(dir, files, ca.WriteOptions{})
@@ -185,7 +208,7 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 	prog.item(cl.Name, err)
 	prog.finish()
 	out := bootstrapResult{InstallResult: res}
-	if err == nil && dir != "" && !o.Install.DryRun {
+	if err == nil && dir != "" && !o.install.DryRun {
 		out.BundleDir = dir
 	}
 	if err != nil {
@@ -196,7 +219,7 @@ func runBootstrap(ctx context.Context, e *env, o *bootstrapOptions) error {
 			return err
 		}
 	} else {
-		printInstall(e.stdout, installReport{OK: err == nil, DryRun: o.Install.DryRun, Clusters: []installEntry{{InstallResult: res, Error: out.Error}}})
+		printInstall(e.stdout, installReport{OK: err == nil, DryRun: o.install.DryRun, Clusters: []installEntry{{InstallResult: res, Error: out.Error}}})
 		if out.BundleDir != "" {
 			fmt.Fprintf(e.stdout, "bundle written to %s\n", out.BundleDir)
 		}

@@ -159,9 +159,3 @@ func timeLeft(t time.Time) string {
 	}
 	return ca.FormatDuration(time.Until(t))
 }
-
-// parseClusterFlags serves the commands not yet in the bind/Validate/Run shape.
-func parseClusterFlags(c *cli.Context) (clusterOptions, error) {
-	o := bindClusters(c)
-	return o, o.Validate()
-}

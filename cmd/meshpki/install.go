@@ -17,12 +17,21 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// installOptions is "install" after flag parsing.
+// installOptions is "install": its flags as given (bind), then (Validate) the
+// k8s.InstallOptions they mean.
 type installOptions struct {
-	Clusters clusterOptions
-	Bundles  string
-	Install  k8s.InstallOptions
-	Output   string
+	cmd           cmdArgs
+	Clusters      clusterOptions
+	Lock          lockOptions
+	Bundles       string
+	DryRun        bool
+	RestartIstiod bool
+	AllowRootKey  bool
+	AllowNewRoot  bool
+	KeepBackups   int
+	Output        string
+
+	install k8s.InstallOptions // set by Validate
 }
 
 func installCommand(e *env) *cli.Command {
@@ -68,67 +77,78 @@ Examples:
    meshpki install --bundles bundles --context east --context west --dry-run
    meshpki install --bundles bundles --context gke_prod_europe-west1_mesh --cluster gke_prod_europe-west1_mesh=eu
    KUBECONFIG=east.yaml:west.yaml meshpki install --bundles bundles --all-contexts --output json`,
-		Flags: flags,
-		Action: action(func(c *cli.Context) error {
-			o, err := parseInstall(c, e)
-			if err != nil {
-				return err
-			}
-			return runInstall(c.Context, e, o)
-		}),
+		Flags:  flags,
+		Action: actionOf(e, bindInstall),
 	}
 }
 
-func parseInstall(c *cli.Context, e *env) (*installOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
+func bindInstall(c *cli.Context) *installOptions {
+	return &installOptions{
+		cmd:           bindArgs(c),
+		Clusters:      bindClusters(c),
+		Lock:          bindLock(c),
+		Bundles:       c.String("bundles"),
+		DryRun:        c.Bool("dry-run"),
+		RestartIstiod: c.Bool("restart-istiod"),
+		AllowRootKey:  c.Bool("allow-root-key"),
+		AllowNewRoot:  c.Bool("allow-new-root"),
+		KeepBackups:   c.Int("keep-backups"),
+		Output:        c.String("output"),
 	}
-	if err := requireFlags(c, "bundles"); err != nil {
-		return nil, err
+}
+
+// Validate checks the flags and that --bundles is a folder, and builds the
+// k8s.InstallOptions.
+func (o *installOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
 	}
-	cl, err := parseClusterFlags(c)
-	if err != nil {
-		return nil, err
+	if err := o.cmd.require("bundles", o.Bundles); err != nil {
+		return err
 	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return nil, err
+	if err := o.Clusters.Validate(); err != nil {
+		return err
 	}
-	keep := c.Int("keep-backups")
-	switch {
-	case keep < -1:
-		return nil, inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
-	case keep == 0:
-		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
 	}
-	lock, err := parseLock(c)
-	if err != nil {
-		return nil, err
+	if err := checkKeepBackups(o.KeepBackups); err != nil {
+		return err
 	}
-	st, err := os.Stat(c.String("bundles"))
+	if err := o.Lock.Validate(); err != nil {
+		return err
+	}
+	st, err := os.Stat(o.Bundles)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, inputError(fmt.Errorf("--bundles %s: no such folder", c.String("bundles")))
+			return inputError(fmt.Errorf("--bundles %s: no such folder", o.Bundles))
 		}
-		return nil, inputError(err)
+		return inputError(err)
 	}
 	if !st.IsDir() {
-		return nil, inputError(fmt.Errorf("--bundles %s: not a folder", c.String("bundles")))
+		return inputError(fmt.Errorf("--bundles %s: not a folder", o.Bundles))
 	}
-	return &installOptions{
-		Clusters: cl,
-		Bundles:  c.String("bundles"),
-		Install: k8s.InstallOptions{
-			Namespace:     cl.Namespace,
-			DryRun:        c.Bool("dry-run"),
-			AllowNewRoot:  c.Bool("allow-new-root"),
-			RestartIstiod: c.Bool("restart-istiod"),
-			KeepBackups:   keep,
-			Verify:        ca.VerifyOptions{AllowRootKey: c.Bool("allow-root-key")},
-			Lock:          lock,
-		},
-		Output: out,
-	}, nil
+	o.install = k8s.InstallOptions{
+		Namespace:     o.Clusters.Namespace,
+		DryRun:        o.DryRun,
+		AllowNewRoot:  o.AllowNewRoot,
+		RestartIstiod: o.RestartIstiod,
+		KeepBackups:   o.KeepBackups,
+		Verify:        ca.VerifyOptions{AllowRootKey: o.AllowRootKey},
+		Lock:          &o.Lock.lease,
+	}
+	return nil
+}
+
+// checkKeepBackups checks --keep-backups: -1 (keep all) or at least 1.
+func checkKeepBackups(keep int) error {
+	switch {
+	case keep < -1:
+		return inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
+	case keep == 0:
+		return inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
+	}
+	return nil
 }
 
 // installEntry is one cluster's line of install's result.
@@ -161,12 +181,14 @@ func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) (
 	return files, errs, nil
 }
 
-func runInstall(ctx context.Context, e *env, o *installOptions) error {
+// Run reads and checks every cluster's bundle, installs them (k8s.Install) and
+// writes the report; any cluster failed exits 1.
+func (o *installOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
-	bundles, readErrs, err := readBundles(o.Bundles, clusters, o.Install.Verify)
+	bundles, readErrs, err := readBundles(o.Bundles, clusters, o.install.Verify)
 	if err != nil {
 		return inputError(err)
 	}
@@ -175,16 +197,16 @@ func runInstall(ctx context.Context, e *env, o *installOptions) error {
 		index[cl] = i
 	}
 	verb := "install"
-	if o.Install.DryRun {
+	if o.install.DryRun {
 		verb = "install (dry run)"
 	}
 	prog := newProgress(e, verb, len(clusters))
 	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.InstallResult, error) {
 		i := index[cl]
 		if readErrs[i] != nil {
-			return &k8s.InstallResult{Cluster: cl.Name, Namespace: o.Install.Namespace, DryRun: o.Install.DryRun}, readErrs[i]
+			return &k8s.InstallResult{Cluster: cl.Name, Namespace: o.install.Namespace, DryRun: o.install.DryRun}, readErrs[i]
 		}
-		return k8s.Install(ctx, cl, bundles[i], o.Install)
+		return k8s.Install(ctx, cl, bundles[i], o.install)
 	}, func(r k8s.Result[*k8s.InstallResult]) {
 		var attrs []any
 		if r.Value != nil && r.Err == nil {
@@ -194,12 +216,12 @@ func runInstall(ctx context.Context, e *env, o *installOptions) error {
 	})
 	prog.finish()
 
-	rep := installReport{OK: true, DryRun: o.Install.DryRun}
+	rep := installReport{OK: true, DryRun: o.install.DryRun}
 	var failedNames, why []string
 	for _, r := range results {
 		res := r.Value
 		if res == nil {
-			res = &k8s.InstallResult{Cluster: r.Cluster.Name, Namespace: o.Install.Namespace, DryRun: o.Install.DryRun}
+			res = &k8s.InstallResult{Cluster: r.Cluster.Name, Namespace: o.install.Namespace, DryRun: o.install.DryRun}
 		}
 		entry := installEntry{InstallResult: res}
 		if r.Err != nil {

@@ -301,10 +301,11 @@ func TestRootCreateConcurrentRunsNeverOverwrite(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// runRootCreate, not run: run() sets process-wide state (cfssl's logger,
-			// the CLI library's flags), and concurrent runs are separate processes.
+			// rootCreateOptions.Run, not run: run() sets process-wide state (cfssl's
+			// logger, the CLI library's flags), and concurrent runs are separate processes.
 			e := &env{stdout: io.Discard, stderr: io.Discard, log: slog.New(slog.DiscardHandler)}
-			err := runRootCreate(e, &rootCreateOptions{Out: dir, Profile: ca.DefaultRootProfile("Istio"), Output: "text"})
+			o := &rootCreateOptions{Target: rootTarget{Out: dir}, Output: "text", profile: ca.DefaultRootProfile("Istio")}
+			err := o.Run(context.Background(), e)
 			var ee *exitError
 			switch {
 			case err == nil:

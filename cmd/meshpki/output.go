@@ -139,13 +139,3 @@ func parseDuration(flag, s string) (time.Duration, error) {
 	}
 	return d, nil
 }
-
-// outputFormat, parseKeyTypeFlag, parseFormatFlag and parseOrg serve the commands
-// not yet in the bind/Validate/Run shape.
-func outputFormat(c *cli.Context) (string, error) { return parseOutputFormat(c.String("output")) }
-
-func parseKeyTypeFlag(c *cli.Context) (ca.KeyType, error) { return parseKeyType(c.String("key-type")) }
-
-func parseFormatFlag(c *cli.Context) (ca.Format, error) { return parseFormat(c.String("format")) }
-
-func parseOrg(c *cli.Context) (string, error) { return c.String("org"), checkOrg(c.String("org")) }

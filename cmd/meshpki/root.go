@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
@@ -28,13 +29,19 @@ func rootCommand(e *env) *cli.Command {
 	}
 }
 
-// rootCreateOptions is "root create" after flag parsing.
+// rootCreateOptions is "root create": its flags as given (bind), then (Validate)
+// the root profile they mean.
 type rootCreateOptions struct {
-	Out     string
-	Profile ca.RootProfile
-	Output  string
-	// Vault is set instead of Out for a root in Vault (rootvault.go).
-	Vault *rootVaultTarget
+	cmd cmdArgs
+	// Target is where the root goes: a folder or Vault (rootvault.go).
+	Target     rootTarget
+	KeyType    string
+	CommonName string
+	Org        string
+	TTL        string
+	Output     string
+
+	profile ca.RootProfile // set by Validate
 }
 
 func rootCreateCommand(e *env) *cli.Command {
@@ -66,50 +73,48 @@ Examples:
 			ttlFlag("", ca.DefaultRootTTL, "lifetime"),
 			outputFlag(),
 		}, rootVaultFlags()...),
-		Action: action(func(c *cli.Context) error {
-			opts, err := parseRootCreate(c)
-			if err != nil {
-				return err
-			}
-			if opts.Vault != nil {
-				return runRootCreateVault(c.Context, e, opts)
-			}
-			return runRootCreate(e, opts)
-		}),
+		Action: actionOf(e, bindRootCreate),
 	}
 }
 
-func parseRootCreate(c *cli.Context) (*rootCreateOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
+func bindRootCreate(c *cli.Context) *rootCreateOptions {
+	return &rootCreateOptions{
+		cmd:        bindArgs(c),
+		Target:     bindRootTarget(c),
+		KeyType:    c.String("key-type"),
+		CommonName: c.String("common-name"),
+		Org:        c.String("org"),
+		TTL:        c.String("ttl"),
+		Output:     c.String("output"),
 	}
-	kt, err := parseKeyTypeFlag(c)
+}
+
+// Validate checks the flags and builds the root profile.
+func (o *rootCreateOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
+	kt, err := parseKeyType(o.KeyType)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ttl, err := parseDuration("ttl", c.String("ttl"))
+	ttl, err := parseDuration("ttl", o.TTL)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return nil, err
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
 	}
-	if c.String("common-name") == "" {
-		return nil, inputError(errors.New("--common-name must not be empty"))
+	if o.CommonName == "" {
+		return inputError(errors.New("--common-name must not be empty"))
 	}
-	org, err := parseOrg(c)
-	if err != nil {
-		return nil, err
+	if err := checkOrg(o.Org); err != nil {
+		return err
 	}
-	p := ca.DefaultRootProfile(org)
-	p.Subject = pkix.Name{CommonName: c.String("common-name"), Organization: []string{org}}
-	p.KeyType, p.TTL = kt, ttl
-	vt, err := parseRootVault(c)
-	if err != nil {
-		return nil, err
-	}
-	return &rootCreateOptions{Out: c.String("out"), Profile: p, Output: out, Vault: vt}, nil
+	o.profile = ca.DefaultRootProfile(o.Org)
+	o.profile.Subject = pkix.Name{CommonName: o.CommonName, Organization: []string{o.Org}}
+	o.profile.KeyType, o.profile.TTL = kt, ttl
+	return o.Target.Validate()
 }
 
 type rootResult struct {
@@ -123,21 +128,26 @@ type rootResult struct {
 	Fingerprint string    `json:"sha256Fingerprint"`
 }
 
-func runRootCreate(e *env, o *rootCreateOptions) error {
-	if err := ca.CheckRootDirFree(o.Out); err != nil {
+// Run creates the root (ca.CreateRoot) in the folder, or in Vault
+// (runRootCreateVault), and writes what it made.
+func (o *rootCreateOptions) Run(ctx context.Context, e *env) error {
+	if o.Target.inVault() {
+		return runRootCreateVault(ctx, e, o)
+	}
+	if err := ca.CheckRootDirFree(o.Target.Out); err != nil {
 		return rootWriteError(err)
 	}
-	if o.Profile.KeyType == ca.RSA4096 || o.Profile.KeyType == ca.RSA3072 {
-		e.log.Info("generating RSA key", "type", o.Profile.KeyType)
+	if o.profile.KeyType == ca.RSA4096 || o.profile.KeyType == ca.RSA3072 {
+		e.log.Info("generating RSA key", "type", o.profile.KeyType)
 	}
-	root, keyPEM, err := ca.CreateRoot(o.Profile, time.Now())
+	root, keyPEM, err := ca.CreateRoot(o.profile, time.Now())
 	if err != nil {
 		return failed(err)
 	}
-	if err := ca.WriteRootDir(o.Out, root, keyPEM); err != nil {
+	if err := ca.WriteRootDir(o.Target.Out, root, keyPEM); err != nil {
 		return rootWriteError(err)
 	}
-	res := rootResult{Dir: o.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
+	res := rootResult{Dir: o.Target.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
 		NotAfter: root.Cert.NotAfter.UTC(), Fingerprint: ca.Fingerprint(root.Cert)}
 	if o.Output == "json" {
 		return writeJSON(e.stdout, res)

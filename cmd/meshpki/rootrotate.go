@@ -40,13 +40,6 @@ func newRootFlags() []cli.Flag {
 	}
 }
 
-// parseNewRootSource reads the --new-* flags into a rootSource, so that opening it
-// is rootsource.go's job.
-func parseNewRootSource(c *cli.Context) (rootSource, error) {
-	s := bindRootSourceFlags(c, "new-", bindVaultConn(c))
-	return s, s.Validate()
-}
-
 // openNewRoot opens the new root source: the issuer for step 2 and the root it
 // chains to (itself, or the root at the end of an issuing CA's chain), which must
 // be a self-signed CA.
@@ -70,13 +63,25 @@ func openNewRoot(ctx context.Context, e *env, s rootSource) (ca.Issuer, *x509.Ce
 	return iss, root, nil
 }
 
-// rootRotateOptions is "root rotate" after flag parsing.
+// rootRotateOptions is "root rotate": its flags as given (bind), then (Validate)
+// the k8s.RootRotationOptions they mean.
 type rootRotateOptions struct {
-	NewRoot  rootSource
-	Clusters clusterOptions
-	Rotation k8s.RootRotationOptions
-	Status   bool
-	Output   string
+	cmd cmdArgs
+	// NewRoot is the --new-* root source, opened as rootsource.go opens any.
+	NewRoot         rootSource
+	Clusters        clusterOptions
+	Lock            lockOptions
+	Status          bool
+	DryRun          bool
+	MinStepInterval string
+	Step            string
+	TTL             string
+	KeepBackups     int
+	RestartIstiod   bool
+	IgnoreIstiod    bool
+	Output          string
+
+	rotation k8s.RootRotationOptions // set by Validate; NewRoot and Issuer once the root is open
 }
 
 func rootRotateCommand(e *env) *cli.Command {
@@ -142,70 +147,76 @@ Examples:
    meshpki root rotate --new-root-dir root-2027 --all-contexts
    meshpki root rotate --new-vault-pki pki --new-vault-issuer root-2027 --context east --context west --step 2
    meshpki root rotate --new-vault-kv secret/meshpki/root-2027 --all-contexts --min-step-interval 48h -o json`,
-		Flags: flags,
-		Action: action(func(c *cli.Context) error {
-			o, err := parseRootRotate(c, e)
-			if err != nil {
-				return err
-			}
-			return runRootRotate(c.Context, e, o)
-		}),
+		Flags:  flags,
+		Action: actionOf(e, bindRootRotate),
 	}
 }
 
-func parseRootRotate(c *cli.Context, e *env) (*rootRotateOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
+func bindRootRotate(c *cli.Context) *rootRotateOptions {
+	return &rootRotateOptions{
+		cmd:             bindArgs(c),
+		NewRoot:         bindRootSourceFlags(c, "new-", bindVaultConn(c)),
+		Clusters:        bindClusters(c),
+		Lock:            bindLock(c),
+		Status:          c.Bool("status"),
+		DryRun:          c.Bool("dry-run"),
+		MinStepInterval: c.String("min-step-interval"),
+		Step:            c.String("step"),
+		TTL:             c.String("ttl"),
+		KeepBackups:     c.Int("keep-backups"),
+		RestartIstiod:   c.Bool("restart-istiod"),
+		IgnoreIstiod:    c.Bool("ignore-istiod"),
+		Output:          c.String("output"),
 	}
-	src, err := parseNewRootSource(c)
-	if err != nil {
-		return nil, err
+}
+
+// Validate checks the flags and builds the k8s.RootRotationOptions; --status and
+// --dry-run take no lock.
+func (o *rootRotateOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
 	}
-	cl, err := parseClusterFlags(c)
-	if err != nil {
-		return nil, err
+	if err := o.NewRoot.Validate(); err != nil {
+		return err
 	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return nil, err
+	if err := o.Clusters.Validate(); err != nil {
+		return err
 	}
-	o := &rootRotateOptions{NewRoot: src, Clusters: cl, Status: c.Bool("status"), Output: out,
-		Rotation: k8s.RootRotationOptions{
-			Namespace:     cl.Namespace,
-			DryRun:        c.Bool("dry-run"),
-			KeepBackups:   c.Int("keep-backups"),
-			RestartIstiod: c.Bool("restart-istiod"),
-			IgnoreIstiod:  c.Bool("ignore-istiod"),
-			Concurrency:   cl.Concurrency,
-		}}
-	if lock, err := parseLock(c); err != nil {
-		return nil, err
-	} else if !o.Status && !o.Rotation.DryRun {
-		o.Rotation.Lock = lock
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
 	}
-	if o.Status && o.Rotation.DryRun {
-		return nil, inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))
+	o.rotation = k8s.RootRotationOptions{
+		Namespace:     o.Clusters.Namespace,
+		DryRun:        o.DryRun,
+		KeepBackups:   o.KeepBackups,
+		RestartIstiod: o.RestartIstiod,
+		IgnoreIstiod:  o.IgnoreIstiod,
+		Concurrency:   o.Clusters.Concurrency,
 	}
-	if o.Rotation.MinStepInterval, err = parseDurationOrZero("min-step-interval", strings.TrimSpace(c.String("min-step-interval"))); err != nil {
-		return nil, err
+	if err := o.Lock.Validate(); err != nil {
+		return err
 	}
-	if s := c.String("step"); s != "" {
-		if o.Rotation.ToStep, err = rotation.ParseStep(s); err != nil {
-			return nil, inputError(fmt.Errorf("--step: %w", err))
+	if !o.Status && !o.DryRun {
+		o.rotation.Lock = &o.Lock.lease
+	}
+	if o.Status && o.DryRun {
+		return inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))
+	}
+	var err error
+	if o.rotation.MinStepInterval, err = parseDurationOrZero("min-step-interval", strings.TrimSpace(o.MinStepInterval)); err != nil {
+		return err
+	}
+	if o.Step != "" {
+		if o.rotation.ToStep, err = rotation.ParseStep(o.Step); err != nil {
+			return inputError(fmt.Errorf("--step: %w", err))
 		}
 	}
-	if s := c.String("ttl"); s != "" {
-		if o.Rotation.TTL, err = parseDuration("ttl", s); err != nil {
-			return nil, err
+	if o.TTL != "" {
+		if o.rotation.TTL, err = parseDuration("ttl", o.TTL); err != nil {
+			return err
 		}
 	}
-	switch keep := o.Rotation.KeepBackups; {
-	case keep < -1:
-		return nil, inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
-	case keep == 0:
-		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
-	}
-	return o, nil
+	return checkKeepBackups(o.KeepBackups)
 }
 
 // rootRotateOutput is root rotate's JSON result.
@@ -218,7 +229,10 @@ type rootRotateOutput struct {
 	Error string `json:"error,omitempty"`
 }
 
-func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
+// Run reads the kubeconfig and opens the new root, then shows where each cluster
+// stands (--status) or moves the mesh one step (k8s.RotateRoot), and writes the
+// report; a refused run or a failed cluster exits 1.
+func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
@@ -227,17 +241,17 @@ func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
 	if err != nil {
 		return err
 	}
-	o.Rotation.NewRoot, o.Rotation.Issuer = newRoot, iss
+	o.rotation.NewRoot, o.rotation.Issuer = newRoot, iss
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
 
 	var rep *k8s.RootRotationReport
 	var runErr error
 	if o.Status {
-		rep = k8s.RootRotationStatus(ctx, clusters, o.Rotation)
+		rep = k8s.RootRotationStatus(ctx, clusters, o.rotation)
 	} else {
-		rep, runErr = k8s.RotateRoot(ctx, clusters, o.Rotation)
+		rep, runErr = k8s.RotateRoot(ctx, clusters, o.rotation)
 		verb := "root rotation"
-		if o.Rotation.DryRun {
+		if o.rotation.DryRun {
 			verb += " (dry run)"
 		}
 		// One line per cluster changed (or failed) on stderr; the table goes to stdout.
@@ -275,7 +289,7 @@ func runRootRotate(ctx context.Context, e *env, o *rootRotateOptions) error {
 			return err
 		}
 	} else {
-		printRootRotation(e.stdout, out, o.Rotation.MinStepInterval, time.Now())
+		printRootRotation(e.stdout, out, o.rotation.MinStepInterval, time.Now())
 	}
 	switch {
 	case ok:
@@ -508,20 +522,32 @@ Examples:
 			&cli.BoolFlag{Name: "force", Usage: "replace an existing --out file"},
 			outputFlag(),
 		},
-		Action: action(func(c *cli.Context) error {
-			if err := requireFlags(c, "out"); err != nil {
-				return err
-			}
-			out, err := outputFormat(c)
-			if err != nil {
-				return err
-			}
-			if c.NArg() == 0 {
-				return inputError(errors.New("no roots given: pass root certificate files or root folders as arguments"))
-			}
-			return runRootBundle(e, c.Args().Slice(), c.String("out"), c.Bool("force"), out)
+		Action: actionOf(e, func(c *cli.Context) *rootBundleOptions {
+			return &rootBundleOptions{cmd: bindArgs(c), Out: c.String("out"), Force: c.Bool("force"), Output: c.String("output")}
 		}),
 	}
+}
+
+// rootBundleOptions is "root bundle": its flags and ROOT arguments.
+type rootBundleOptions struct {
+	cmd    cmdArgs
+	Out    string
+	Force  bool
+	Output string
+}
+
+// Validate checks the flags and that roots are given.
+func (o *rootBundleOptions) Validate() error {
+	if err := o.cmd.require("out", o.Out); err != nil {
+		return err
+	}
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
+	}
+	if len(o.cmd.Args) == 0 {
+		return inputError(errors.New("no roots given: pass root certificate files or root folders as arguments"))
+	}
+	return nil
 }
 
 type rootBundleResult struct {
@@ -529,43 +555,45 @@ type rootBundleResult struct {
 	*ca.RootBundle
 }
 
-func runRootBundle(e *env, args []string, outFile string, force bool, format string) error {
-	rb, err := ca.ReadRootBundle(args, time.Now())
+// Run reads and checks the roots (ca.ReadRootBundle) and writes the bundle to --out,
+// never over anything but a regular file, and never over one without --force.
+func (o *rootBundleOptions) Run(_ context.Context, e *env) error {
+	rb, err := ca.ReadRootBundle(o.cmd.Args, time.Now())
 	if err != nil {
 		return inputError(err)
 	}
-	res := rootBundleResult{Out: outFile, RootBundle: rb}
+	res := rootBundleResult{Out: o.Out, RootBundle: rb}
 	pemData := rb.PEM
 	summary := e.stdout
-	if outFile == "-" {
+	if o.Out == "-" {
 		if _, err := io.Copy(e.stdout, bytes.NewReader(pemData)); err != nil {
 			return err
 		}
 		summary = e.stderr
 	} else {
-		if st, err := os.Lstat(outFile); err == nil && !st.Mode().IsRegular() {
+		if st, err := os.Lstat(o.Out); err == nil && !st.Mode().IsRegular() {
 			// Never rename over a device, a FIFO, a link or a folder, even with --force.
-			return inputError(fmt.Errorf("%s is %s: root bundle only ever replaces a regular file; choose another --out", outFile, ca.DescribeFileMode(st.Mode())))
-		} else if err == nil && !force {
-			return inputError(fmt.Errorf("%s already exists: pass --force to replace it", outFile))
+			return inputError(fmt.Errorf("%s is %s: root bundle only ever replaces a regular file; choose another --out", o.Out, ca.DescribeFileMode(st.Mode())))
+		} else if err == nil && !o.Force {
+			return inputError(fmt.Errorf("%s already exists: pass --force to replace it", o.Out))
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return inputError(err)
 		}
 		write := atomicfs.WriteFile
-		if !force {
+		if !o.Force {
 			write = atomicfs.CreateFile // another run may have written it since the check
 		}
-		if err := write(outFile, pemData, 0o644); errors.Is(err, fs.ErrExist) {
+		if err := write(o.Out, pemData, 0o644); errors.Is(err, fs.ErrExist) {
 			return inputError(fmt.Errorf("%w: pass --force to replace it", err))
 		} else if err != nil {
-			return failed(fmt.Errorf("write %s: %w", outFile, err))
+			return failed(fmt.Errorf("write %s: %w", o.Out, err))
 		}
 	}
-	if format == "json" {
+	if o.Output == "json" {
 		return writeJSON(summary, res)
 	}
-	where := "written to " + outFile
-	if outFile == "-" {
+	where := "written to " + o.Out
+	if o.Out == "-" {
 		where = "written to stdout"
 	}
 	fmt.Fprintf(summary, "root bundle of %d roots %s\n", len(res.Roots), where)

@@ -293,15 +293,3 @@ func vaultError(err error) error {
 	}
 	return failed(err)
 }
-
-// parseRootSource and parseVaultConn serve the commands not yet in the
-// bind/Validate/Run shape.
-func parseRootSource(c *cli.Context) (rootSource, error) {
-	s := bindRootSource(c, bindVaultConn(c))
-	return s, s.Validate()
-}
-
-func parseVaultConn(c *cli.Context) (*vaultConn, error) {
-	v := bindVaultConn(c)
-	return v, v.Validate()
-}

@@ -27,55 +27,66 @@ func rootVaultFlags() []cli.Flag {
 	}, vaultConnFlags()...)
 }
 
-// rootVaultTarget is where "root create" puts a root in Vault.
-type rootVaultTarget struct {
-	PKI         string
+// rootTarget is the flag group that says where "root create" puts the root: a
+// folder (--out), a Vault PKI mount or a Vault KV v2 secret.
+type rootTarget struct {
+	Out         string
+	PKI         string // Validate trims its slashes
 	IssuerName  string
 	EnableMount bool
-	KV          *vault.KVPath
-	Conn        *vaultConn
+	KVPath      string
+	// Vault is the Vault connection flag group; Validate checks it only for a root
+	// in Vault.
+	Vault *vaultConn
+
+	kv *vault.KVPath // set by Validate from KVPath
 }
 
-// parseRootVault reads the Vault flags of "root create", and checks that exactly one
-// of --out, --vault-pki and --vault-kv is given. nil means a root in a folder.
-func parseRootVault(c *cli.Context) (*rootVaultTarget, error) {
+// bindRootTarget binds --out, --vault-pki, --vault-issuer, --enable-mount, --vault-kv
+// and the Vault connection flags.
+func bindRootTarget(c *cli.Context) rootTarget {
+	return rootTarget{Out: c.String("out"), PKI: c.String("vault-pki"), IssuerName: c.String("vault-issuer"),
+		EnableMount: c.Bool("enable-mount"), KVPath: c.String("vault-kv"), Vault: bindVaultConn(c)}
+}
+
+// Validate checks that exactly one of --out, --vault-pki and --vault-kv is given,
+// and for a root in Vault, the KV path and the Vault connection flags.
+func (t *rootTarget) Validate() error {
 	n := 0
-	for _, f := range []string{"out", "vault-pki", "vault-kv"} {
-		if c.String(f) != "" {
+	for _, f := range []string{t.Out, t.PKI, t.KVPath} {
+		if f != "" {
 			n++
 		}
 	}
 	switch {
 	case n == 0:
-		return nil, inputError(errors.New("say where the root goes: --out DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH"))
+		return inputError(errors.New("say where the root goes: --out DIR, --vault-pki MOUNT or --vault-kv MOUNT/PATH"))
 	case n > 1:
-		return nil, inputError(errors.New("pass only one of --out, --vault-pki and --vault-kv"))
-	case c.String("vault-pki") == "" && (c.Bool("enable-mount") || c.String("vault-issuer") != ""):
-		return nil, inputError(errors.New("--enable-mount and --vault-issuer need --vault-pki"))
-	case c.String("out") != "":
-		return nil, nil
+		return inputError(errors.New("pass only one of --out, --vault-pki and --vault-kv"))
+	case t.PKI == "" && (t.EnableMount || t.IssuerName != ""):
+		return inputError(errors.New("--enable-mount and --vault-issuer need --vault-pki"))
+	case t.Out != "":
+		return nil
 	}
-	t := &rootVaultTarget{PKI: strings.Trim(c.String("vault-pki"), "/"), IssuerName: c.String("vault-issuer"), EnableMount: c.Bool("enable-mount")}
-	if s := c.String("vault-kv"); s != "" {
-		k, err := vault.ParseKVPath(s)
+	t.PKI = strings.Trim(t.PKI, "/")
+	if t.KVPath != "" {
+		k, err := vault.ParseKVPath(t.KVPath)
 		if err != nil {
-			return nil, inputError(fmt.Errorf("--vault-kv: %w", err))
+			return inputError(fmt.Errorf("--vault-kv: %w", err))
 		}
-		t.KV = &k
+		t.kv = &k
 	}
-	conn, err := parseVaultConn(c)
-	if err != nil {
-		return nil, err
-	}
-	t.Conn = conn
-	return t, nil
+	return t.Vault.Validate()
 }
+
+// inVault says the root goes to Vault rather than to a folder.
+func (t *rootTarget) inVault() bool { return t.Out == "" }
 
 // runRootCreateVault makes the root in a Vault PKI mount, or locally and then into a
 // KV v2 secret with check-and-set 0.
 func runRootCreateVault(ctx context.Context, e *env, o *rootCreateOptions) error {
-	t := o.Vault
-	client, err := t.Conn.connect(ctx, e)
+	t := &o.Target
+	client, err := t.Vault.connect(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -83,10 +94,10 @@ func runRootCreateVault(ctx context.Context, e *env, o *rootCreateOptions) error
 	var c *x509.Certificate
 	switch {
 	case t.PKI != "":
-		if strings.HasPrefix(string(o.Profile.KeyType), "rsa") {
-			e.log.Info("Vault is generating an RSA key", "type", o.Profile.KeyType)
+		if strings.HasPrefix(string(o.profile.KeyType), "rsa") {
+			e.log.Info("Vault is generating an RSA key", "type", o.profile.KeyType)
 		}
-		g, err := vault.GenerateInternalRoot(ctx, client.Logical(), t.PKI, o.Profile, vault.RootOptions{EnableMount: t.EnableMount, IssuerName: t.IssuerName})
+		g, err := vault.GenerateInternalRoot(ctx, client.Logical(), t.PKI, o.profile, vault.RootOptions{EnableMount: t.EnableMount, IssuerName: t.IssuerName})
 		if g != nil && g.Mounted {
 			e.log.Info("mounted a PKI secrets engine", "mount", t.PKI)
 		}
@@ -99,18 +110,18 @@ func runRootCreateVault(ctx context.Context, e *env, o *rootCreateOptions) error
 		c = g.Cert
 		res.VaultPKI, res.IssuerID = t.PKI, g.IssuerID
 	default:
-		if o.Profile.KeyType == ca.RSA4096 || o.Profile.KeyType == ca.RSA3072 {
-			e.log.Info("generating RSA key", "type", o.Profile.KeyType)
+		if o.profile.KeyType == ca.RSA4096 || o.profile.KeyType == ca.RSA3072 {
+			e.log.Info("generating RSA key", "type", o.profile.KeyType)
 		}
-		root, keyPEM, err := ca.CreateRoot(o.Profile, time.Now())
+		root, keyPEM, err := ca.CreateRoot(o.profile, time.Now())
 		if err != nil {
 			return failed(err)
 		}
-		if err := vault.StoreRootKV(ctx, client.Logical(), *t.KV, root, keyPEM); err != nil {
+		if err := vault.StoreRootKV(ctx, client.Logical(), *t.kv, root, keyPEM); err != nil {
 			return vaultError(err)
 		}
 		c = root.Cert
-		res.VaultKV = t.KV.String()
+		res.VaultKV = t.kv.String()
 	}
 	res.Subject, res.KeyType, res.NotAfter, res.Fingerprint = c.Subject.String(), ca.DescribeKey(c.PublicKey), c.NotAfter.UTC(), ca.Fingerprint(c)
 	if o.Output == "json" {

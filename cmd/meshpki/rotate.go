@@ -19,13 +19,28 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// rotateOptions is "rotate" after flag parsing.
+// rotateOptions is "rotate": its flags as given (bind), then (Validate) the
+// k8s.RotateOptions they mean.
 type rotateOptions struct {
-	Root        rootSource
-	Clusters    clusterOptions
-	Rotate      k8s.RotateOptions // Issuer and Anchor are set once the root is open
-	MetricsFile string
-	Output      string
+	cmd           cmdArgs
+	Root          rootSource
+	Clusters      clusterOptions
+	Lock          lockOptions
+	RenewBefore   string
+	Force         bool
+	AllowNewRoot  bool
+	DryRun        bool
+	TTL           string
+	KeyType       string
+	Org           string
+	Format        string // "": the layout installed
+	AllowShortTTL bool
+	KeepBackups   int
+	RestartIstiod bool
+	MetricsFile   string
+	Output        string
+
+	rotate k8s.RotateOptions // set by Validate; Issuer once the root is open
 }
 
 const catRotate = "Rotation"
@@ -85,99 +100,105 @@ Examples:
    meshpki rotate --context east --vault-kv secret/meshpki/root --force --output json
    meshpki rotate --kubeconfig /etc/meshpki/kubeconfig --all-contexts --vault-pki pki \
        --vault-auth kubernetes --vault-role meshpki-rotate`,
-		Flags: flags,
-		Action: action(func(c *cli.Context) error {
-			o, err := parseRotate(c, e)
-			if err != nil {
-				return err
-			}
-			return runRotate(c.Context, e, o)
-		}),
+		Flags:  flags,
+		Action: actionOf(e, bindRotate),
 	}
 }
 
-func parseRotate(c *cli.Context, e *env) (*rotateOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
+func bindRotate(c *cli.Context) *rotateOptions {
+	return &rotateOptions{
+		cmd:           bindArgs(c),
+		Root:          bindRootSource(c, bindVaultConn(c)),
+		Clusters:      bindClusters(c),
+		Lock:          bindLock(c),
+		RenewBefore:   c.String("renew-before"),
+		Force:         c.Bool("force"),
+		AllowNewRoot:  c.Bool("allow-new-root"),
+		DryRun:        c.Bool("dry-run"),
+		TTL:           c.String("ttl"),
+		KeyType:       c.String("key-type"),
+		Org:           c.String("org"),
+		Format:        c.String("format"),
+		AllowShortTTL: c.Bool("allow-short-ttl"),
+		KeepBackups:   c.Int("keep-backups"),
+		RestartIstiod: c.Bool("restart-istiod"),
+		MetricsFile:   c.String("metrics-file"),
+		Output:        c.String("output"),
 	}
-	root, err := parseRootSource(c)
-	if err != nil {
-		return nil, err
+}
+
+// Validate checks the flags, and that the metrics file can be written, and builds
+// the k8s.RotateOptions.
+func (o *rotateOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
 	}
-	cl, err := parseClusterFlags(c)
-	if err != nil {
-		return nil, err
+	if err := o.Root.Validate(); err != nil {
+		return err
 	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return nil, err
+	if err := o.Clusters.Validate(); err != nil {
+		return err
+	}
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
 	}
 	rb := ca.DefaultRenewBefore()
-	if s := c.String("renew-before"); s != "" {
-		if rb, err = ca.ParseRenewBefore(s); err != nil {
-			return nil, inputError(err)
+	if o.RenewBefore != "" {
+		var err error
+		if rb, err = ca.ParseRenewBefore(o.RenewBefore); err != nil {
+			return inputError(err)
 		}
 	}
-	ttl, err := parseDuration("ttl", c.String("ttl"))
+	ttl, err := parseDuration("ttl", o.TTL)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if rb.Duration >= ttl {
-		return nil, inputError(fmt.Errorf("--renew-before %s is not shorter than --ttl %s: every new intermediate would be due at once, and every run would rotate again",
-			c.String("renew-before"), c.String("ttl")))
+		return inputError(fmt.Errorf("--renew-before %s is not shorter than --ttl %s: every new intermediate would be due at once, and every run would rotate again",
+			o.RenewBefore, o.TTL))
 	}
-	kt, err := parseKeyTypeFlag(c)
+	kt, err := parseKeyType(o.KeyType)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var format ca.Format
-	if s := c.String("format"); s != "" {
-		if format, err = parseFormatFlag(c); err != nil {
-			return nil, err
+	if o.Format != "" {
+		if format, err = parseFormat(o.Format); err != nil {
+			return err
 		}
 	}
-	keep := c.Int("keep-backups")
-	switch {
-	case keep < -1:
-		return nil, inputError(fmt.Errorf("--keep-backups must be -1 (keep all) or more, got %d", keep))
-	case keep == 0:
-		return nil, inputError(errors.New("--keep-backups 0 would delete the backup just made: keep at least 1, or -1 for all"))
+	if err := checkKeepBackups(o.KeepBackups); err != nil {
+		return err
 	}
-	lock, err := parseLock(c)
-	if err != nil {
-		return nil, err
+	if err := o.Lock.Validate(); err != nil {
+		return err
 	}
-	dry := c.Bool("dry-run")
-	mf := c.String("metrics-file")
-	if mf != "" {
-		if dry {
-			return nil, inputError(errors.New("--metrics-file records what a run did, and a dry run does nothing: drop one of them"))
+	if o.MetricsFile != "" {
+		if o.DryRun {
+			return inputError(errors.New("--metrics-file records what a run did, and a dry run does nothing: drop one of them"))
 		}
-		if err := metrics.CheckPath(mf); err != nil {
-			return nil, inputError(fmt.Errorf("--metrics-file: %w", err))
+		if err := metrics.CheckPath(o.MetricsFile); err != nil {
+			return inputError(fmt.Errorf("--metrics-file: %w", err))
 		}
 	}
-	org, err := parseOrg(c)
-	if err != nil {
-		return nil, err
+	if err := checkOrg(o.Org); err != nil {
+		return err
 	}
-	p := ca.IntermediateProfile("", org)
-	p.TTL, p.KeyType, p.AllowShortTTL = ttl, kt, c.Bool("allow-short-ttl")
-	return &rotateOptions{
-		Root: root, Clusters: cl, MetricsFile: mf, Output: out,
-		Rotate: k8s.RotateOptions{
-			Namespace:     cl.Namespace,
-			Profile:       p,
-			Format:        format,
-			RenewBefore:   rb,
-			Force:         c.Bool("force"),
-			AllowNewRoot:  c.Bool("allow-new-root"),
-			DryRun:        dry,
-			KeepBackups:   keep,
-			RestartIstiod: c.Bool("restart-istiod"),
-			Lock:          *lock,
-		},
-	}, nil
+	p := ca.IntermediateProfile("", o.Org)
+	p.TTL, p.KeyType, p.AllowShortTTL = ttl, kt, o.AllowShortTTL
+	o.rotate = k8s.RotateOptions{
+		Namespace:     o.Clusters.Namespace,
+		Profile:       p,
+		Format:        format,
+		RenewBefore:   rb,
+		Force:         o.Force,
+		AllowNewRoot:  o.AllowNewRoot,
+		DryRun:        o.DryRun,
+		KeepBackups:   o.KeepBackups,
+		RestartIstiod: o.RestartIstiod,
+		Lock:          o.Lock.lease,
+	}
+	return nil
 }
 
 // lockWaitFlag is --lock-wait, for every command that writes cacerts.
@@ -206,15 +227,6 @@ func (l *lockOptions) Validate() error {
 	}
 	l.lease = k8s.LeaseOptions{Holder: holder, Wait: l.Wait}
 	return nil
-}
-
-// parseLock serves the commands not yet in the bind/Validate/Run shape.
-func parseLock(c *cli.Context) (*k8s.LeaseOptions, error) {
-	l := bindLock(c)
-	if err := l.Validate(); err != nil {
-		return nil, err
-	}
-	return &l.lease, nil
 }
 
 // lockHolder names this run in the Leases it takes: the host name (a CronJob's pod
@@ -249,12 +261,15 @@ type rotateReport struct {
 	Error string `json:"error,omitempty"`
 }
 
-func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
+// Run opens the root source before touching any cluster, rotates every cluster
+// that is due (k8s.Rotate), writes the report and the metrics file; any cluster not
+// healthy afterwards exits 1.
+func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
-	rep := rotateReport{OK: true, DryRun: o.Rotate.DryRun, RenewBefore: o.Rotate.RenewBefore.String(), Summary: map[k8s.Outcome]int{}}
+	rep := rotateReport{OK: true, DryRun: o.rotate.DryRun, RenewBefore: o.rotate.RenewBefore.String(), Summary: map[k8s.Outcome]int{}}
 	lines := &lineWriter{w: e.stderr}
 
 	// The root source first: a sealed Vault or a refused token must stop the run
@@ -265,7 +280,7 @@ func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 		rep.OK, rep.Error = false, err.Error()
 		var runs []metrics.Run
 		for _, cl := range clusters {
-			res := &k8s.RotateResult{Cluster: cl.Name, Namespace: o.Rotate.Namespace, DryRun: o.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
+			res := &k8s.RotateResult{Cluster: cl.Name, Namespace: o.rotate.Namespace, DryRun: o.rotate.DryRun, Outcome: k8s.OutcomeFailed}
 			rep.Clusters = append(rep.Clusters, rotateEntry{RotateResult: res, Error: "not started: " + err.Error()})
 			rep.Summary[k8s.OutcomeFailed]++
 			runs = append(runs, metrics.Run{Cluster: cl.Name})
@@ -282,12 +297,12 @@ func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 		}
 		return err
 	}
-	o.Rotate.Issuer = iss
-	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.Rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(iss.Anchor())),
-		"lockHolder", o.Rotate.Lock.Holder, "dryRun", o.Rotate.DryRun)
+	o.rotate.Issuer = iss
+	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(iss.Anchor())),
+		"lockHolder", o.rotate.Lock.Holder, "dryRun", o.rotate.DryRun)
 
 	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
-		return k8s.Rotate(ctx, cl, o.Rotate)
+		return k8s.Rotate(ctx, cl, o.rotate)
 	}, func(r k8s.Result[*k8s.RotateResult]) {
 		lines.cluster(r.Cluster.Name, r.Value, r.Err)
 	})
@@ -297,7 +312,7 @@ func runRotate(ctx context.Context, e *env, o *rotateOptions) error {
 	for _, r := range results {
 		res := r.Value
 		if res == nil { // not started
-			res = &k8s.RotateResult{Cluster: r.Cluster.Name, Namespace: o.Rotate.Namespace, DryRun: o.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
+			res = &k8s.RotateResult{Cluster: r.Cluster.Name, Namespace: o.rotate.Namespace, DryRun: o.rotate.DryRun, Outcome: k8s.OutcomeFailed}
 		}
 		entry := rotateEntry{RotateResult: res}
 		if r.Err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -13,12 +14,21 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// statusOptions is "status" after flag parsing.
+// statusOptions is "status": its flags as given (bind), then (Validate) the
+// k8s.StatusOptions they mean.
 type statusOptions struct {
-	Clusters clusterOptions
-	Status   k8s.StatusOptions
-	Strict   bool
-	Output   string
+	cmd          cmdArgs
+	Clusters     clusterOptions
+	MinRemaining string
+	Strict       bool
+	RenewBefore  string
+	IstiodGrace  time.Duration
+	// Output is --output as given; "table" is status' old name for text.
+	Output string
+
+	// Set by Validate.
+	output string
+	status k8s.StatusOptions
 }
 
 func statusCommand(e *env) *cli.Command {
@@ -59,45 +69,52 @@ Examples:
    meshpki status --context east --context west --output json
    meshpki status --all-contexts --min-remaining 60d --strict
    meshpki status --all-contexts -o json | jq -r '.clusters[] | select(.due) | .cluster'   # due: a CSR batch for an offline root`,
-		Flags: flags,
-		Action: action(func(c *cli.Context) error {
-			o, err := parseStatus(c, e)
-			if err != nil {
-				return err
-			}
-			return runStatus(c.Context, e, o)
-		}),
+		Flags:  flags,
+		Action: actionOf(e, bindStatus),
 	}
 }
 
-func parseStatus(c *cli.Context, e *env) (*statusOptions, error) {
-	if err := noArgs(c); err != nil {
-		return nil, err
+func bindStatus(c *cli.Context) *statusOptions {
+	return &statusOptions{
+		cmd:          bindArgs(c),
+		Clusters:     bindClusters(c),
+		MinRemaining: c.String("min-remaining"),
+		Strict:       c.Bool("strict"),
+		RenewBefore:  c.String("renew-before"),
+		IstiodGrace:  c.Duration("istiod-grace"),
+		Output:       c.String("output"),
 	}
-	cl, err := parseClusterFlags(c)
-	if err != nil {
-		return nil, err
+}
+
+// Validate checks the flags and builds the k8s.StatusOptions.
+func (o *statusOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
 	}
-	out := c.String("output")
+	if err := o.Clusters.Validate(); err != nil {
+		return err
+	}
+	out := o.Output
 	if out == "table" { // status' old name for text: old scripts keep working
 		out = "text"
 	}
-	out, err = parseOutputFormat(out)
+	out, err := parseOutputFormat(out)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	minRem, err := parseDuration("min-remaining", c.String("min-remaining"))
+	minRem, err := parseDuration("min-remaining", o.MinRemaining)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var rb ca.RenewBefore
-	if v := c.String("renew-before"); v != "" {
-		if rb, err = ca.ParseRenewBefore(v); err != nil {
-			return nil, inputError(fmt.Errorf("--renew-before: %w", err))
+	if o.RenewBefore != "" {
+		if rb, err = ca.ParseRenewBefore(o.RenewBefore); err != nil {
+			return inputError(fmt.Errorf("--renew-before: %w", err))
 		}
 	}
-	return &statusOptions{Clusters: cl, Output: out, Strict: c.Bool("strict"),
-		Status: k8s.StatusOptions{Namespace: cl.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}, IstiodGrace: c.Duration("istiod-grace"), RenewBefore: rb}}, nil
+	o.output = out
+	o.status = k8s.StatusOptions{Namespace: o.Clusters.Namespace, Verify: ca.VerifyOptions{MinRemaining: minRem}, IstiodGrace: o.IstiodGrace, RenewBefore: rb}
+	return nil
 }
 
 type statusReport struct {
@@ -107,14 +124,16 @@ type statusReport struct {
 	Mesh []ca.Problem `json:"mesh"`
 }
 
-func runStatus(ctx context.Context, e *env, o *statusOptions) error {
+// Run reads every cluster's cacerts (k8s.Status), checks that the mesh shares one
+// root and writes the report; any cluster not ok exits 1.
+func (o *statusOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
 	prog := newProgress(e, "read", len(clusters))
 	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.ClusterStatus, error) {
-		return k8s.Status(ctx, cl, o.Status)
+		return k8s.Status(ctx, cl, o.status)
 	}, func(r k8s.Result[*k8s.ClusterStatus]) {
 		var attrs []any
 		if r.Value != nil && r.Err == nil {
@@ -127,7 +146,7 @@ func runStatus(ctx context.Context, e *env, o *statusOptions) error {
 	for _, r := range results {
 		st := r.Value
 		if st == nil { // not started
-			st = &k8s.ClusterStatus{Cluster: r.Cluster.Name, Namespace: o.Status.Namespace, Verdict: k8s.VerdictError, Error: r.Err.Error()}
+			st = &k8s.ClusterStatus{Cluster: r.Cluster.Name, Namespace: o.status.Namespace, Verdict: k8s.VerdictError, Error: r.Err.Error()}
 		}
 		switch st.Verdict {
 		case k8s.VerdictOK:
@@ -144,7 +163,7 @@ func runStatus(ctx context.Context, e *env, o *statusOptions) error {
 			rep.OK = false
 		}
 	}
-	if o.Output == "json" {
+	if o.output == "json" {
 		if err := writeJSON(e.stdout, rep); err != nil {
 			return err
 		}

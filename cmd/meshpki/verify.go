@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,13 +13,17 @@ import (
 	"github.com/meshpki/meshpki/ca"
 )
 
-// verifyOptions is "verify" after flag parsing.
+// verifyOptions is "verify": its flags and bundle folders as given (bind), then
+// (Validate) the checks they mean.
 type verifyOptions struct {
-	Dirs   []string
-	MTLS   bool
-	Strict bool
-	Check  ca.VerifyOptions
-	Output string
+	cmd          cmdArgs
+	MTLS         bool
+	MinRemaining string
+	Strict       bool
+	AllowRootKey bool
+	Output       string
+
+	check ca.VerifyOptions // set by Validate
 }
 
 func verifyCommand(e *env) *cli.Command {
@@ -53,30 +58,35 @@ Examples:
 			allowRootKeyFlag(),
 			outputFlag(),
 		},
-		Action: action(func(c *cli.Context) error {
-			o, err := parseVerify(c)
-			if err != nil {
-				return err
-			}
-			return runVerify(c, e, o)
-		}),
+		Action: actionOf(e, bindVerify),
 	}
 }
 
-func parseVerify(c *cli.Context) (*verifyOptions, error) {
-	if c.NArg() == 0 {
-		return nil, inputError(errors.New("verify needs at least one bundle folder: meshpki verify DIR [DIR ...]"))
+func bindVerify(c *cli.Context) *verifyOptions {
+	return &verifyOptions{
+		cmd:          bindArgs(c),
+		MTLS:         c.Bool("mtls"),
+		MinRemaining: c.String("min-remaining"),
+		Strict:       c.Bool("strict"),
+		AllowRootKey: c.Bool("allow-root-key"),
+		Output:       c.String("output"),
 	}
-	minRem, err := parseDuration("min-remaining", c.String("min-remaining"))
+}
+
+// Validate checks that folders are given, and the flags.
+func (o *verifyOptions) Validate() error {
+	if len(o.cmd.Args) == 0 {
+		return inputError(errors.New("verify needs at least one bundle folder: meshpki verify DIR [DIR ...]"))
+	}
+	minRem, err := parseDuration("min-remaining", o.MinRemaining)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out, err := outputFormat(c)
-	if err != nil {
-		return nil, err
+	if _, err := parseOutputFormat(o.Output); err != nil {
+		return err
 	}
-	return &verifyOptions{Dirs: c.Args().Slice(), MTLS: c.Bool("mtls"), Strict: c.Bool("strict"),
-		Check: ca.VerifyOptions{MinRemaining: minRem, AllowRootKey: c.Bool("allow-root-key")}, Output: out}, nil
+	o.check = ca.VerifyOptions{MinRemaining: minRem, AllowRootKey: o.AllowRootKey}
+	return nil
 }
 
 // allowRootKeyFlag accepts a bundle whose signing CA is the mesh's root itself.
@@ -109,12 +119,14 @@ type verifyResult struct {
 	Handshakes []handshakeResult `json:"handshakes,omitempty"`
 }
 
-func runVerify(c *cli.Context, e *env, o *verifyOptions) error {
+// Run verifies each bundle folder (ca.ParseBundle), that they share one root and,
+// with --mtls, that they accept each other; any failure exits 1.
+func (o *verifyOptions) Run(ctx context.Context, e *env) error {
 	res := verifyResult{OK: true, Mesh: []ca.Problem{}}
 	var reps []*ca.Report
 	var names []string
 	bundles := map[int]*ca.Bundle{}
-	for _, dir := range o.Dirs {
+	for _, dir := range o.cmd.Args {
 		st, err := os.Stat(dir)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -129,7 +141,7 @@ func runVerify(c *cli.Context, e *env, o *verifyOptions) error {
 		if err != nil {
 			return inputError(err)
 		}
-		b, rep, _ := ca.ParseBundle(files, o.Check)
+		b, rep, _ := ca.ParseBundle(files, o.check)
 		ok := rep.OK()
 		if o.Strict && len(rep.Problems) > 0 {
 			ok = false
@@ -147,7 +159,7 @@ func runVerify(c *cli.Context, e *env, o *verifyOptions) error {
 		res.OK = false
 	}
 	if o.MTLS {
-		hs, ok := mtlsMatrix(c, e, o.Dirs, bundles)
+		hs, ok := mtlsMatrix(ctx, e, o.cmd.Args, bundles)
 		res.Handshakes = hs
 		res.OK = res.OK && ok
 	}
@@ -168,7 +180,7 @@ func runVerify(c *cli.Context, e *env, o *verifyOptions) error {
 // pair, whether they accept each other: each workload chain is checked against
 // every distinct trust set, and one real handshake runs per ordered pair of classes
 // (ca.CheckMeshMTLS), so 1,000 bundles take seconds, not hours.
-func mtlsMatrix(c *cli.Context, e *env, dirs []string, bundles map[int]*ca.Bundle) ([]handshakeResult, bool) {
+func mtlsMatrix(ctx context.Context, e *env, dirs []string, bundles map[int]*ca.Bundle) ([]handshakeResult, bool) {
 	ok := true
 	var out []handshakeResult
 	var ws []*ca.Workload
@@ -187,7 +199,7 @@ func mtlsMatrix(c *cli.Context, e *env, dirs []string, bundles map[int]*ca.Bundl
 		}
 		ws, wdirs = append(ws, w), append(wdirs, dirs[i])
 	}
-	m, err := ca.CheckMeshMTLS(c.Context, ws)
+	m, err := ca.CheckMeshMTLS(ctx, ws)
 	if err != nil {
 		return append(out, handshakeResult{Error: err.Error()}), false
 	}

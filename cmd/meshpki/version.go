@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -69,24 +70,37 @@ func versionCommand(e *env) *cli.Command {
    meshpki version
    meshpki version -o json`,
 		Flags: []cli.Flag{outputFlag()},
-		Action: action(func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			format, err := outputFormat(c)
-			if err != nil {
-				return err
-			}
-			vi := buildVersion()
-			if format == "json" {
-				return writeJSON(e.stdout, vi)
-			}
-			dirty := ""
-			if vi.Modified {
-				dirty = ", modified"
-			}
-			fmt.Fprintf(e.stdout, "meshpki %s (commit %s%s) %s %s/%s\n", vi.Version, vi.Commit, dirty, vi.Go, vi.OS, vi.Arch)
-			return nil
+		Action: actionOf(e, func(c *cli.Context) *versionOptions {
+			return &versionOptions{cmd: bindArgs(c), Output: c.String("output")}
 		}),
 	}
+}
+
+// versionOptions is "version".
+type versionOptions struct {
+	cmd    cmdArgs
+	Output string
+}
+
+// Validate checks the options.
+func (o *versionOptions) Validate() error {
+	if err := o.cmd.noArgs(); err != nil {
+		return err
+	}
+	_, err := parseOutputFormat(o.Output)
+	return err
+}
+
+// Run prints the version (buildVersion).
+func (o *versionOptions) Run(_ context.Context, e *env) error {
+	vi := buildVersion()
+	if o.Output == "json" {
+		return writeJSON(e.stdout, vi)
+	}
+	dirty := ""
+	if vi.Modified {
+		dirty = ", modified"
+	}
+	fmt.Fprintf(e.stdout, "meshpki %s (commit %s%s) %s %s/%s\n", vi.Version, vi.Commit, dirty, vi.Go, vi.OS, vi.Arch)
+	return nil
 }
