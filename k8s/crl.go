@@ -245,11 +245,6 @@ func current(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList 
 	return out
 }
 
-// currentCRLs is current, for Rotate.
-func currentCRLs(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList {
-	return current(crls, now)
-}
-
 // notFrom drops the CRLs of the CAs that signed anchors: the root source's CRL is
 // the record, and a CRL of the root found in a cluster (even with a higher number,
 // as after root-crl.pem was lost) never overrides it.

@@ -329,3 +329,42 @@ func TestSyncCRLsDropsForgedCRL(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallKeepsCRLs: installing a bundle without ca-crl.pem into a cluster with
+// CRLs keeps them (byte for byte when its CA is unchanged, so a rerun writes
+// nothing), and adds a CRL of a new CA, which istiod needs.
+func TestInstallKeepsCRLs(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	cl := clusters[0]
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	_, files := mint(t, nil, cl.Name)
+	mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), clusters[:1], CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
+		t.Fatal(err)
+	}
+	before := getSecret(t, cl, ns, SecretName).Data[ca.CRLFile]
+	if res := mustInstall(t, cl, files, InstallOptions{Namespace: ns}); res.Action != ActionUnchanged {
+		t.Errorf("reinstalling the same bundle: %s, want unchanged (CRLs kept as they are)", res.Action)
+	}
+	b2, files2 := mint(t, nil, cl.Name)
+	res := mustInstall(t, cl, files2, InstallOptions{Namespace: ns})
+	after := getSecret(t, cl, ns, SecretName).Data
+	crls, err := ca.ParseCRLsPEM(after[ca.CRLFile])
+	if err != nil || len(before) == 0 {
+		t.Fatalf("CRLs after installing a new CA: %v", err)
+	}
+	if ca.CRLOf(crls, b2.Cert) == nil || ca.CRLOf(crls, root.Cert) == nil {
+		t.Error("installing a new CA should keep the root's CRL and add the new CA's")
+	}
+	if rep := ca.Verify(after, ca.VerifyOptions{}); !rep.OK() {
+		t.Errorf("installed cacerts fails istiod's checks: %v", rep.Err())
+	}
+	if !strings.Contains(strings.Join(res.Warnings, "\n"), "crl sync") {
+		t.Errorf("no warning to run crl sync: %v", res.Warnings)
+	}
+}

@@ -3,6 +3,7 @@ package k8s
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -75,6 +76,9 @@ type InstallOptions struct {
 	Verify ca.VerifyOptions
 	// Now stamps backups and restarts; nil means time.Now.
 	Now func() time.Time
+	// CRLTTL is the life of the CRL signed for a new CA in a cluster that has CRLs
+	// (see keepCRLs); 0 means ca.DefaultCRLTTL.
+	CRLTTL time.Duration
 	// Lock, when set, is the per-cluster Lease (the one Rotate takes) held while
 	// cacerts is written, so that an install and a rotation never interleave. It is
 	// taken only when cacerts is to change; in a dry run its holder is only read.
@@ -155,7 +159,7 @@ type InstallResult struct {
 func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts InstallOptions) (*InstallResult, error) {
 	ns := opts.namespace()
 	res := &InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: opts.DryRun}
-	_, rep, err := ca.ParseBundle(files, opts.Verify)
+	bundle, rep, err := ca.ParseBundle(files, opts.Verify)
 	res.After = rep
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w, nothing sent: %w", cl.Name, ErrBundle, err)
@@ -164,7 +168,7 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
-	in := &installer{cl: cl, opts: opts, ns: ns, res: res, desired: desired, now: opts.now()}
+	in := &installer{cl: cl, opts: opts, ns: ns, res: res, desired: desired, bundle: bundle, now: opts.now()}
 	if opts.Lock != nil {
 		lctx, release, err := in.lock(ctx)
 		if err != nil {
@@ -228,6 +232,7 @@ type installer struct {
 	ns      string
 	res     *InstallResult
 	desired *corev1.Secret
+	bundle  *ca.Bundle // desired, parsed
 	now     time.Time
 	// lockWarnings are the Lease's warnings, kept across attempts.
 	lockWarnings []string
@@ -306,6 +311,9 @@ func (in *installer) attempt(ctx context.Context) error {
 	curFiles := SecretFiles(cur)
 	res.Before = ca.Verify(curFiles, in.opts.Verify)
 	data := keepRootsFiles(curFiles, in.desired.Data)
+	if err := in.keepCRLs(curFiles, data); err != nil {
+		return err
+	}
 	if !maps.EqualFunc(data, in.desired.Data, bytes.Equal) {
 		res.After = ca.Verify(data, in.opts.Verify) // what is written: the installed roots bytes
 	}
@@ -342,6 +350,35 @@ func (in *installer) attempt(ctx context.Context) error {
 		return apiError(in.cl.Name, "update", "secrets", in.ns, err)
 	}
 	res.Action, res.ResourceVersion = ActionUpdated, out.ResourceVersion
+	return nil
+}
+
+// keepCRLs keeps the installed ca-crl.pem when the bundle brings none: a cluster
+// with CRLs on keeps them (dropping the file would not switch them off in a running
+// istiod, only stop their refresh). When the bundle's CA has no current CRL there
+// yet, one is signed with its key and added, since istiod refuses ca-crl.pem
+// without it; the other clusters learn it from SyncCRLs, which a warning asks for.
+// An unchanged CA keeps the file byte for byte, so a rerun changes nothing.
+func (in *installer) keepCRLs(installed, data map[string][]byte) error {
+	cur, ok := installed[ca.CRLFile]
+	if _, brings := data[ca.CRLFile]; brings || !ok {
+		return nil
+	}
+	crls, err := ca.ParseCRLsPEM(cur)
+	if err != nil {
+		in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("the installed %s does not parse (%v): replaced without CRLs; run meshpki crl sync", ca.CRLFile, err))
+		return nil
+	}
+	if own := ca.CRLOf(crls, in.bundle.Cert); own != nil && ca.CRLCurrent(own, in.now) == nil {
+		data[ca.CRLFile] = cur
+		return nil
+	}
+	own, err := ca.SignCRL(in.bundle.Cert, in.bundle.Key, nil, nil, in.now, in.opts.CRLTTL)
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
+	}
+	data[ca.CRLFile] = ca.EncodeCRLsPEM(ca.MergeCRLs(current(crls, in.now), []*x509.RevocationList{own})...)
+	in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("%s kept and a CRL of the new CA added: run meshpki crl sync so that the other clusters accept what it signs", ca.CRLFile))
 	return nil
 }
 

@@ -161,7 +161,6 @@ type decision struct {
 	cert      *x509.Certificate
 	left      time.Duration
 	renewAt   time.Time
-	crls      []*x509.RevocationList // the installed ca-crl.pem, when it parses
 }
 
 // Rotate renews the intermediate of cl when it is due:
@@ -288,16 +287,6 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 			}
 		}
 	}
-	// A cluster with CRLs keeps them, plus a CRL of its new intermediate: istiod
-	// refuses a bundle with ca-crl.pem lacking one (see ca.CheckIstiodCRLs). The
-	// other clusters learn that CRL from SyncCRLs, which rotate runs after.
-	if d.crls != nil {
-		own, err := ca.SignCRL(b.Cert, b.Key, nil, nil, opts.now(), opts.CRLTTL)
-		if err != nil {
-			return fmt.Errorf("cluster %s: %w", cl.Name, err)
-		}
-		b.CRLFile = ca.EncodeCRLsPEM(ca.MergeCRLs(currentCRLs(d.crls, opts.now()), []*x509.RevocationList{own})...)
-	}
 	format := opts.Format
 	if format == "" {
 		format = d.format
@@ -312,6 +301,7 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 		KeepBackups:   opts.KeepBackups,
 		RestartIstiod: opts.RestartIstiod,
 		Now:           opts.Now,
+		CRLTTL:        opts.CRLTTL,
 	})
 	if ires != nil {
 		res.Backup, res.PrunedBackups, res.IstiodRestarted = ires.Backup, ires.PrunedBackups, ires.IstiodRestarted
@@ -407,9 +397,6 @@ func judge(s *corev1.Secret, opts RotateOptions, now time.Time) *decision {
 		d.format = f
 	}
 	d.roots = installedRoots(files, d.format)
-	if data, ok := files[ca.CRLFile]; ok {
-		d.crls, _ = ca.ParseCRLsPEM(data)
-	}
 	b, rep, err := ca.ParseBundle(files, ca.VerifyOptions{Now: now})
 	d.report = rep
 	anchor := opts.Issuer.Anchor()
