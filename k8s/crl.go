@@ -204,6 +204,38 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 	return results, errors.Join(errs...)
 }
 
+// CRLsEnabled reports whether some cluster's cacerts (in opts.Namespace) has
+// ca-crl.pem: CRLs are on in the mesh. Unreadable clusters are skipped; the error
+// is for when none could be read.
+func CRLsEnabled(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) (bool, error) {
+	ns := opts.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	var errs []error
+	on := false
+	for _, r := range Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (bool, error) {
+		s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, apiError(cl.Name, "get", "secrets", ns, err)
+		}
+		_, ok := s.Data[ca.CRLFile]
+		return ok, nil
+	}, nil) {
+		on = on || r.Value
+		if r.Err != nil {
+			errs = append(errs, r.Err)
+		}
+	}
+	if on || len(errs) < len(clusters) {
+		return on, nil
+	}
+	return false, errors.Join(errs...)
+}
+
 // crlRead is one cluster's cacerts as SyncCRLs reads it.
 type crlRead struct {
 	files  map[string][]byte

@@ -18,15 +18,66 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
+// crlTimeFlags are --crl-ttl and --crl-refresh.
+func crlTimeFlags(category string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "crl-ttl", Category: category, Value: days(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
+		&cli.StringFlag{Name: "crl-refresh", Category: category, Value: days(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
+	}
+}
+
+// crlTimes is the --crl-ttl / --crl-refresh group.
+type crlTimes struct {
+	TTL, Refresh string
+	ttl, refresh time.Duration // set by Validate
+}
+
+func bindCRLTimes(c *cli.Context) crlTimes {
+	return crlTimes{TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh")}
+}
+
+func (t *crlTimes) Validate() error {
+	var err error
+	if t.ttl, err = parseDuration("crl-ttl", t.TTL); err != nil {
+		return err
+	}
+	if t.refresh, err = parseDuration("crl-refresh", t.Refresh); err != nil {
+		return err
+	}
+	if t.ttl <= 0 || t.refresh <= 0 || t.refresh >= t.ttl {
+		return inputError(fmt.Errorf("--crl-refresh (%s) must be positive and less than --crl-ttl (%s)", t.Refresh, t.TTL))
+	}
+	return nil
+}
+
+// crlAuthority is the revocation side of an opened root source: a root folder's
+// root-crl.pem or the Vault PKI issuer; nil for the sources that keep no CRL.
+func crlAuthority(src rootSource, iss ca.Issuer) (ca.CRLAuthority, error) {
+	if !ca.IsSelfSigned(iss.Anchor()) {
+		return nil, nil
+	}
+	switch src.Kind() {
+	case rootsource.KindVaultPKI:
+		a, _ := iss.(ca.CRLAuthority)
+		return a, nil
+	case rootsource.KindDir:
+		root, err := ca.ReadRootDir(src.Dir, time.Now())
+		if err != nil {
+			return nil, inputError(err)
+		}
+		return &ca.FolderCRL{Dir: src.Dir, Root: root}, nil
+	}
+	return nil, nil
+}
+
 // crlFlags are the flags of the commands that sign and spread CRLs.
 func crlFlags() []cli.Flag {
 	flags := []cli.Flag{
-		&cli.StringFlag{Name: "crl-ttl", Value: days(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
-		&cli.StringFlag{Name: "crl-refresh", Value: days(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "sign and check everything, write nothing (the API servers validate the writes)"},
 		lockWaitFlag(""),
 		outputFlag(),
 	}
+	flags = append(flags, crlTimeFlags("")...)
 	return append(append(flags, rootSourceFlags()...), clusterFlags(true)...)
 }
 
@@ -37,18 +88,15 @@ func days(d time.Duration) string { return fmt.Sprintf("%dd", d/(24*time.Hour)) 
 type crlOptions struct {
 	cmd      cmdArgs
 	Source   rootSource
-	TTL      string
-	Refresh  string
+	Times    crlTimes
 	DryRun   bool
 	Output   string
 	Clusters clusterOptions
 	Lock     lockOptions
-
-	ttl, refresh time.Duration // set by Validate
 }
 
 func bindCRL(c *cli.Context) crlOptions {
-	return crlOptions{cmd: bindArgs(c), Source: bindRootSource(c, bindVaultConn(c)), TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh"),
+	return crlOptions{cmd: bindArgs(c), Source: bindRootSource(c, bindVaultConn(c)), Times: bindCRLTimes(c),
 		DryRun: c.Bool("dry-run"), Output: c.String("output"), Clusters: bindClusters(c), Lock: bindLock(c)}
 }
 
@@ -59,16 +107,10 @@ func (o *crlOptions) Validate() error {
 	if err := o.Source.Validate(); err != nil {
 		return err
 	}
+	if err := o.Times.Validate(); err != nil {
+		return err
+	}
 	var err error
-	if o.ttl, err = parseDuration("crl-ttl", o.TTL); err != nil {
-		return err
-	}
-	if o.refresh, err = parseDuration("crl-refresh", o.Refresh); err != nil {
-		return err
-	}
-	if o.ttl <= 0 || o.refresh <= 0 || o.refresh >= o.ttl {
-		return inputError(fmt.Errorf("--crl-refresh (%s) must be positive and less than --crl-ttl (%s)", o.Refresh, o.TTL))
-	}
 	if o.Output, err = parseOutputFormat(o.Output); err != nil {
 		return err
 	}
@@ -123,7 +165,7 @@ func (o *crlOptions) open(ctx context.Context, e *env) (*x509.Certificate, ca.CR
 
 // sync signs the root's CRL (adding revoke) and spreads the mesh CRL set.
 func (o *crlOptions) sync(ctx context.Context, e *env, auth ca.CRLAuthority, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
-	rootCRL, changed, err := auth.CRL(ctx, revoke, ca.CRLOptions{TTL: o.ttl, Refresh: o.refresh, DryRun: o.DryRun})
+	rootCRL, changed, err := auth.CRL(ctx, revoke, ca.CRLOptions{TTL: o.Times.ttl, Refresh: o.Times.refresh, DryRun: o.DryRun})
 	if err != nil {
 		if errors.Is(err, ca.ErrAlreadyRevoked) {
 			return inputError(err)
@@ -144,7 +186,7 @@ func (o *crlOptions) sync(ctx context.Context, e *env, auth ca.CRLAuthority, clu
 	p := newProgress(e, "CRLs", len(clusters))
 	lease := o.Lock.lease
 	res, err := k8s.SyncCRLs(ctx, clusters, k8s.CRLSyncOptions{
-		Namespace: o.Clusters.Namespace, AnchorCRLs: []*x509.RevocationList{rootCRL}, TTL: o.ttl, Refresh: o.refresh,
+		Namespace: o.Clusters.Namespace, AnchorCRLs: []*x509.RevocationList{rootCRL}, TTL: o.Times.ttl, Refresh: o.Times.refresh,
 		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.DryRun,
 		Progress: func(r *k8s.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) },
 	})

@@ -154,6 +154,32 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut, "already revoked") {
 		t.Errorf("revoking east twice: exit %d, %s", code, errOut)
 	}
+	// rotate gives every cluster a new CA (east too, which brings it back) and, as
+	// CRLs are on, spreads the new CAs' CRLs: the istiods reload, and all talk again.
+	offsets := make([]int64, len(is))
+	for k, i := range is {
+		offsets[k] = i.LogSize()
+	}
+	out, _ = rrWant(t, 0, nil, "rotate", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "--force", "-o", "json")
+	var rot struct {
+		CRLs []struct{ Cluster, Action string } `json:"crls"`
+	}
+	if err := json.Unmarshal([]byte(out), &rot); err != nil || len(rot.CRLs) != 3 {
+		t.Fatalf("rotate -o json should report the CRL refresh of 3 clusters: %v\n%s", err, out)
+	}
+	for k, i := range is {
+		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCRLTaken(t, is, clients)
+	var rotated []workload
+	for _, i := range is {
+		rotated = append(rotated, crlWorkload(t, i))
+	}
+	mustHandshake(t, "after rotate, east back with a new CA", rotated...)
+	noRefusals(t, is)
+
 	for _, bad := range [][]string{
 		{"revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "south"},
 		{"revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "--serial", "zz"},

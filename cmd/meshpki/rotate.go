@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ type rotateOptions struct {
 	RestartIstiod bool
 	MetricsFile   string
 	Output        string
+	CRL           crlTimes
 
 	rotate k8s.RotateOptions // set by Validate; Issuer once the root is open
 }
@@ -47,6 +49,7 @@ const catRotate = "Rotation"
 
 func rotateCommand(e *env) *cli.Command {
 	flags := append(rootSourceFlags(), clusterFlags(true)...)
+	flags = append(flags, crlTimeFlags(catRotate)...)
 	flags = append(flags,
 		&cli.StringFlag{Name: "renew-before", Category: catRotate, Usage: "rotate when less life is left than this: a duration (720h, 30d) or a share of the lifetime (33%); default: a third of the lifetime, e.g. --renew-before 60d"},
 		&cli.BoolFlag{Name: "force", Category: catRotate, Usage: "rotate every chosen cluster, due or not, e.g. after a key may have leaked"},
@@ -111,6 +114,7 @@ func bindRotate(c *cli.Context) *rotateOptions {
 		Root:          bindRootSource(c, bindVaultConn(c)),
 		Clusters:      bindClusters(c),
 		Lock:          bindLock(c),
+		CRL:           bindCRLTimes(c),
 		RenewBefore:   c.String("renew-before"),
 		Force:         c.Bool("force"),
 		AllowNewRoot:  c.Bool("allow-new-root"),
@@ -134,6 +138,9 @@ func (o *rotateOptions) Validate() error {
 		return err
 	}
 	if err := o.Root.Validate(); err != nil {
+		return err
+	}
+	if err := o.CRL.Validate(); err != nil {
 		return err
 	}
 	if err := o.Clusters.Validate(); err != nil {
@@ -257,6 +264,8 @@ type rotateReport struct {
 	// Summary counts clusters by outcome.
 	Summary  map[k8s.Outcome]int `json:"summary"`
 	Clusters []rotateEntry       `json:"clusters"`
+	// CRLs is the mesh CRL set's refresh after the rotations, when CRLs are on.
+	CRLs []*k8s.CRLSyncResult `json:"crls,omitempty"`
 	// Error is what stopped the whole run (the root source), if anything did.
 	Error string `json:"error,omitempty"`
 }
@@ -298,6 +307,7 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	o.rotate.Issuer = iss
+	o.rotate.CRLTTL = o.CRL.ttl
 	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(iss.Anchor())),
 		"lockHolder", o.rotate.Lock.Holder, "dryRun", o.rotate.DryRun)
 
@@ -330,6 +340,16 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 		runs = append(runs, metrics.Run{Cluster: res.Cluster, OK: res.Outcome.OK() && r.Err == nil,
 			Rotated: res.Outcome == k8s.OutcomeRotated, NotAfter: res.NotAfter})
 	}
+	crlNext := map[string]time.Time{}
+	if !o.rotate.DryRun {
+		if err := o.syncCRLs(ctx, e, iss, clusters, &rep, crlNext); err != nil {
+			rep.OK = false
+			bad = append(bad, "CRLs: "+err.Error())
+		}
+	}
+	for i := range runs {
+		runs[i].CRLNextUpdate = crlNext[runs[i].Cluster]
+	}
 	summary := rotateSummary(rep)
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, rep); err != nil {
@@ -350,6 +370,44 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 		return failed(fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(results), strings.Join(bad, ", ")))
 	}
 	return failed(merr)
+}
+
+// syncCRLs refreshes and spreads the mesh CRL set after the rotations, when CRLs
+// are on in the mesh (some cluster's cacerts has ca-crl.pem): a rotated cluster's
+// new CA reaches the others, and no CRL passes its next update.
+func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport, next map[string]time.Time) error {
+	auth, err := crlAuthority(o.Root, iss)
+	if err != nil {
+		return err
+	}
+	if auth == nil {
+		e.log.Debug("CRLs not refreshed: the root source keeps no CRL", "source", o.Root.Spec.String())
+		return nil
+	}
+	opts := k8s.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
+		Lock: &o.rotate.Lock}
+	// CRLs are on when a cluster has them: nothing is signed otherwise.
+	enabled, err := k8s.CRLsEnabled(ctx, clusters, opts)
+	if err != nil || !enabled {
+		return err
+	}
+	crl, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh})
+	if err != nil {
+		return err
+	}
+	if changed {
+		e.log.Info("root CRL signed", "source", o.Root.Spec.String(), "number", crl.Number.Text(16))
+	}
+	opts.AnchorCRLs = []*x509.RevocationList{crl}
+	res, err := k8s.SyncCRLs(ctx, clusters, opts)
+	rep.CRLs = res
+	for _, r := range res {
+		if r.Err == nil && !r.NextUpdate.IsZero() {
+			next[r.Cluster] = r.NextUpdate
+		}
+		e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "signedOwnCRL", r.Signed)
+	}
+	return err
 }
 
 func writeMetrics(e *env, path string, runs []metrics.Run) error {
