@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -101,6 +103,9 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 		t.Fatalf("root CRL file: %v", err)
 	}
 	waitCRLTaken(t, is, clients)
+	if out, _ := rrWant(t, 0, nil, "status", "--kubeconfig", kc, "--all-contexts"); !strings.Contains(out, "east: CRLs: 4, next update") || !strings.Contains(out, "mesh: OK") {
+		t.Errorf("status with CRLs:\n%s", out)
+	}
 	var ws []workload
 	for _, i := range is {
 		ws = append(ws, crlWorkload(t, i))
@@ -263,4 +268,48 @@ func vaultHex(hex string) string {
 		parts = append(parts, hex[i:i+2])
 	}
 	return strings.Join(parts, "-")
+}
+
+// TestVerifyWithCRLs: verify reads each bundle's ca-crl.pem, checks that it covers
+// every CA of every other bundle, and --mtls enforces it as Envoy does.
+func TestVerifyWithCRLs(t *testing.T) {
+	dir := t.TempDir()
+	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", root)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	r, err := ca.ReadRootDir(root, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootCRL, _, err := ca.RootDirCRL(context.Background(), root, r, nil, ca.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := map[string]*x509.RevocationList{}
+	for _, n := range []string{"east", "west"} {
+		files, err := ca.ReadDir(filepath.Join(bundles, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _, err := ca.ParseBundle(files, ca.VerifyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if own[n], err = ca.SignCRL(b.Cert, b.Key, nil, nil, time.Now(), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write := func(n string, crls ...*x509.RevocationList) {
+		if err := os.WriteFile(filepath.Join(bundles, n, ca.CRLFile), ca.EncodeCRLsPEM(crls...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("east", rootCRL, own["east"], own["west"])
+	write("west", rootCRL, own["east"], own["west"])
+	rrWant(t, 0, nil, "verify", "--mtls", filepath.Join(bundles, "east"), filepath.Join(bundles, "west"))
+	write("east", rootCRL, own["east"]) // east lacks west's CA's CRL: the trap
+	code, out, _ := rrRun(t, "verify", "--mtls", filepath.Join(bundles, "east"), filepath.Join(bundles, "west"))
+	if code != 1 || !strings.Contains(out, "lacks a CRL of") || !strings.Contains(out, "CRL check") {
+		t.Errorf("verify with east lacking west's CRL: exit %d\n%s", code, out)
+	}
 }

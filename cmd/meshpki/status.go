@@ -207,6 +207,9 @@ func printStatus(w io.Writer, rep statusReport) {
 				fmt.Fprintf(w, "%s: %s: %s\n", st.Cluster, p.Severity, p)
 			}
 		}
+		if c := st.CRLs; c != nil {
+			fmt.Fprintf(w, "%s: CRLs: %d, next update %s, %d revoked\n", st.Cluster, len(c.CRLs), formatTime(c.NextUpdate), len(c.Revoked))
+		}
 		if i := st.Istiod; i != nil && i.State != k8s.IstiodLoaded && i.State != k8s.IstiodAbsent && i.Reason != "" {
 			reason := i.Reason
 			if i.State == k8s.IstiodSelfSigned {

@@ -158,6 +158,25 @@ func (o *verifyOptions) Run(ctx context.Context, e *env) error {
 		res.Mesh = append(res.Mesh, *p)
 		res.OK = false
 	}
+	// With CRLs: each bundle's ca-crl.pem must cover every CA of every other bundle.
+	var members []ca.CRLMember
+	for i, name := range names {
+		b := bundles[i]
+		if b == nil {
+			continue
+		}
+		m := ca.CRLMember{Name: name, Chain: b.Chain}
+		if b.CRLFile != nil {
+			m.CRLs, _ = ca.ParseCRLsPEM(b.CRLFile) // a bad file is the bundle's own error
+		}
+		members = append(members, m)
+	}
+	for _, p := range ca.CheckMeshCRLs(members, time.Now()) {
+		res.Mesh = append(res.Mesh, p)
+		if p.Severity == ca.SeverityError || o.Strict {
+			res.OK = false
+		}
+	}
 	if o.MTLS {
 		hs, ok := mtlsMatrix(ctx, e, o.cmd.Args, bundles)
 		res.Handshakes = hs
