@@ -68,7 +68,11 @@ func (t *rootTarget) Validate() error {
 	case t.Out != "":
 		return nil
 	}
-	t.PKI = strings.Trim(t.PKI, "/")
+	if t.PKI != "" {
+		if t.PKI = strings.Trim(t.PKI, "/"); t.PKI == "" {
+			return inputError(errors.New("--vault-pki: no mount name (only slashes), e.g. --vault-pki pki"))
+		}
+	}
 	if t.KVPath != "" {
 		k, err := vault.ParseKVPath(t.KVPath)
 		if err != nil {
