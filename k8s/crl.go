@@ -268,49 +268,42 @@ func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*c
 
 // current keeps the CRLs current at now.
 func current(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList {
-	var out []*x509.RevocationList
-	for _, crl := range crls {
-		if ca.CRLCurrent(crl, now) == nil {
-			out = append(out, crl)
-		}
-	}
-	return out
+	return keep(crls, func(crl *x509.RevocationList) bool { return ca.CRLCurrent(crl, now) == nil })
 }
 
 // notFrom drops the CRLs of the CAs that signed anchors: the root source's CRL is
 // the record, and a CRL of the root found in a cluster (even with a higher number,
 // as after root-crl.pem was lost) never overrides it.
 func notFrom(crls, anchors []*x509.RevocationList) []*x509.RevocationList {
-	var out []*x509.RevocationList
-	for _, crl := range crls {
-		if !slices.ContainsFunc(anchors, func(a *x509.RevocationList) bool {
+	return keep(crls, func(crl *x509.RevocationList) bool {
+		return !slices.ContainsFunc(anchors, func(a *x509.RevocationList) bool {
 			return bytes.Equal(a.RawIssuer, crl.RawIssuer) && bytes.Equal(a.AuthorityKeyId, crl.AuthorityKeyId)
-		}) {
-			out = append(out, crl)
-		}
-	}
-	return out
+		})
+	})
 }
 
 // notOfCAs drops the CRLs that name one of cas as their issuer (its subject and
 // key identifier).
 func notOfCAs(crls []*x509.RevocationList, cas []*x509.Certificate) []*x509.RevocationList {
-	var out []*x509.RevocationList
-	for _, crl := range crls {
-		if !slices.ContainsFunc(cas, func(c *x509.Certificate) bool {
+	return keep(crls, func(crl *x509.RevocationList) bool {
+		return !slices.ContainsFunc(cas, func(c *x509.Certificate) bool {
 			return bytes.Equal(crl.RawIssuer, c.RawSubject) && bytes.Equal(crl.AuthorityKeyId, c.SubjectKeyId)
-		}) {
-			out = append(out, crl)
-		}
-	}
-	return out
+		})
+	})
 }
 
 // signedByAny keeps the CRLs one of cas signed.
 func signedByAny(crls []*x509.RevocationList, cas []*x509.Certificate) []*x509.RevocationList {
+	return keep(crls, func(crl *x509.RevocationList) bool {
+		return slices.ContainsFunc(cas, func(c *x509.Certificate) bool { return ca.SignedBy(crl, c) })
+	})
+}
+
+// keep returns the CRLs of crls for which ok holds.
+func keep(crls []*x509.RevocationList, ok func(*x509.RevocationList) bool) []*x509.RevocationList {
 	var out []*x509.RevocationList
 	for _, crl := range crls {
-		if slices.ContainsFunc(cas, func(c *x509.Certificate) bool { return ca.SignedBy(crl, c) }) {
+		if ok(crl) {
 			out = append(out, crl)
 		}
 	}
