@@ -475,3 +475,20 @@ func TestRootRotationWithDeployedRBAC(t *testing.T) {
 		}
 	}
 }
+
+// TestRotateRootRefusedPlanDoesNotPanic: a plan refused before it reads the clusters
+// (no new root, an invalid target step) is an error with one result per cluster,
+// not an index out of range (the issue-10 defect).
+func TestRotateRootRefusedPlanDoesNotPanic(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	for name, opts := range map[string]RootRotationOptions{
+		"no new root":  {Namespace: ns},
+		"invalid step": {Namespace: ns, NewRoot: sharedRoot(t).Cert, ToStep: 99},
+	} {
+		rep, err := RotateRoot(testContext(t), clusters, opts)
+		if err == nil || rep == nil || len(rep.Clusters) != len(clusters) {
+			t.Errorf("%s: %v, report %+v", name, err, rep)
+		}
+	}
+}
