@@ -3,6 +3,7 @@ package rotation
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -361,6 +362,25 @@ func TestPlanRootOldRootFromRecords(t *testing.T) {
 	}
 }
 
+// rrCRLs is a ca-crl.pem with a CRL of both roots and of every step's intermediate.
+func rrCRLs(t *testing.T, f *rrFixture) []byte {
+	t.Helper()
+	var crls []*x509.RevocationList
+	add := func(c *x509.Certificate, k crypto.Signer) {
+		crl, err := ca.SignCRL(c, k, nil, nil, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crls = append(crls, crl)
+	}
+	add(f.a.Cert, f.a.Signer)
+	add(f.b.Cert, f.b.Signer)
+	for _, b := range f.byStep {
+		add(b.Cert, b.Key)
+	}
+	return ca.EncodeCRLsPEM(crls...)
+}
+
 // TestFiles walks one cluster's files through the steps and checks
 // what changes at each: only root-cert.pem at steps 1 and 3.
 func TestFiles(t *testing.T) {
@@ -372,7 +392,10 @@ func TestFiles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			files["ca-crl.pem"] = []byte("crl")
+			// A CRL set covering every CA of every step (istiod refuses ca-crl.pem
+			// without one of each CA of the chain), carried unchanged.
+			crlFile := rrCRLs(t, f)
+			files[ca.CRLFile] = crlFile
 			roots := ca.RootsFileName(format)
 			check := func(files map[string][]byte, want Step) *ca.Bundle {
 				t.Helper()
@@ -383,7 +406,7 @@ func TestFiles(t *testing.T) {
 				if got, err := StepOf(b, f.a.Cert, f.b.Cert); got != want || err != nil {
 					t.Fatalf("files for step %v are at step %v (%v)", want, got, err)
 				}
-				if string(files["ca-crl.pem"]) != "crl" {
+				if string(files[ca.CRLFile]) != string(crlFile) {
 					t.Fatalf("step %v dropped ca-crl.pem", want)
 				}
 				return b
@@ -400,7 +423,7 @@ func TestFiles(t *testing.T) {
 			}
 			rrOnlyChanged(t, files, s1, roots)
 
-			switched := rrMint(t, f.b, "east")
+			switched := f.byStep[StepNewRoot] // its CA has a CRL in crlFile
 			s2, err := Files(s1, StepSwitched, f.a.Cert, f.b.Cert, switched)
 			if err != nil {
 				t.Fatal(err)
