@@ -84,8 +84,24 @@ type K8sCluster struct {
 
 // StartK8s starts one etcd and one kube-apiserver per name from the binaries in
 // bin, concurrently, and waits until every apiserver is ready (about 5 s each). The
-// caller must Stop it.
-func StartK8s(ctx context.Context, bin string, names ...string) (_ *K8s, err error) {
+// caller must Stop it. A port taken between choosing it and the server binding it
+// (test packages run side by side) makes it start everything again, up to 3 times.
+func StartK8s(ctx context.Context, bin string, names ...string) (*K8s, error) {
+	for attempt := 1; ; attempt++ {
+		env, err := startK8sOnce(ctx, bin, names...)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return env, err
+		}
+		fmt.Fprintf(os.Stderr, "testenv: a port was taken meanwhile, starting the clusters again (attempt %d): %v\n", attempt+1, firstLine(err.Error()))
+	}
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
+}
+
+func startK8sOnce(ctx context.Context, bin string, names ...string) (_ *K8s, err error) {
 	for _, b := range []string{"etcd", "kube-apiserver"} {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			return nil, fmt.Errorf("%s=%s: %w (build it with tools/build.sh k8s-testenv)", EnvK8sBin, bin, err)
