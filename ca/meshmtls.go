@@ -67,7 +67,9 @@ func (w *Workload) chain() (*workloadChain, error) {
 	return &workloadChain{leaf: leaf, inters: inters}, nil
 }
 
-// accepts is what verifyPeer checks during a handshake, without the handshake.
+// accepts is what a peer checks of this chain during a handshake (verifyPeer): it
+// verifies to roots for usage, passes crls as Envoy checks them (when not nil), and
+// names a SPIFFE identity.
 func (wc *workloadChain) accepts(roots *x509.CertPool, crls []*x509.RevocationList, usage x509.ExtKeyUsage) error {
 	chains, err := wc.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: wc.inters, KeyUsages: []x509.ExtKeyUsage{usage}})
 	if err != nil {
@@ -75,7 +77,7 @@ func (wc *workloadChain) accepts(roots *x509.CertPool, crls []*x509.RevocationLi
 	}
 	if crls != nil {
 		if err := CheckChainCRLs(chains[0], crls, time.Now()); err != nil {
-			return err
+			return fmt.Errorf("peer's chain fails the CRL check: %w", err)
 		}
 	}
 	if len(wc.leaf.URIs) != 1 || wc.leaf.URIs[0].Scheme != "spiffe" {

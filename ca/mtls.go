@@ -87,31 +87,18 @@ func (b *Bundle) IssueWorkloadAt(id *url.URL, ttl time.Duration, now time.Time) 
 	return w, nil
 }
 
-// verifyPeer checks a peer's chain against roots, as Envoy does with Istio's
-// validation context: a trusted chain and a SPIFFE URI SAN.
+// verifyPeer checks a peer's chain against roots (and crls, when not nil), as Envoy
+// does with Istio's validation context: workloadChain.accepts on the chain sent.
 func verifyPeer(roots *x509.CertPool, crls []*x509.RevocationList, usage x509.ExtKeyUsage) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("peer sent no certificate")
 		}
-		inter := x509.NewCertPool()
+		wc := &workloadChain{leaf: cs.PeerCertificates[0], inters: x509.NewCertPool()}
 		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
+			wc.inters.AddCert(c)
 		}
-		leaf := cs.PeerCertificates[0]
-		chains, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
-		if err != nil {
-			return err
-		}
-		if crls != nil {
-			if err := CheckChainCRLs(chains[0], crls, time.Now()); err != nil {
-				return fmt.Errorf("peer's chain fails the CRL check: %w", err)
-			}
-		}
-		if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" {
-			return fmt.Errorf("peer certificate has no SPIFFE identity")
-		}
-		return nil
+		return wc.accepts(roots, crls, usage)
 	}
 }
 

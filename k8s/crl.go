@@ -236,6 +236,26 @@ func CRLsEnabled(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) 
 	return false, errors.Join(errs...)
 }
 
+// InstalledCA reads the signing CA certificate of cl's cacerts in namespace ns
+// (ca-cert.pem, or the first of tls.crt), without requiring the rest of the bundle
+// to be valid: what revoking that CA needs.
+func InstalledCA(ctx context.Context, cl *Cluster, ns string) (*x509.Certificate, error) {
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	if err != nil {
+		return nil, apiError(cl.Name, "get", "secrets", ns, err)
+	}
+	files := SecretFiles(s)
+	f, err := ca.DetectFormat(files)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: cacerts: %w", cl.Name, err)
+	}
+	certs, err := ca.ParseCertificatesPEM(files[ca.CertFileName(f)])
+	if err != nil || len(certs) == 0 {
+		return nil, fmt.Errorf("cluster %s: cacerts %s: no certificate: %w", cl.Name, ca.CertFileName(f), err)
+	}
+	return certs[0], nil
+}
+
 // crlRead is one cluster's cacerts as SyncCRLs reads it.
 type crlRead struct {
 	files  map[string][]byte

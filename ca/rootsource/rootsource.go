@@ -200,21 +200,19 @@ func warnKeyMode(log *slog.Logger, keyFile, what string) {
 // root itself, in a folder or as a Vault PKI mount's issuer.
 var ErrNoCRL = errors.New("revocation needs the root itself as a folder (--root-dir) or a Vault PKI issuer (--vault-pki); an issuing CA (--ca-dir, a Vault KV issuing CA or a Vault intermediate mount) and Vault KV are not supported yet")
 
-// OpenCRL opens s as Open does and returns, beside the issuer, the source's
-// revocation side: the root folder's root-crl.pem (ca.FolderCRL), or the Vault PKI
-// issuer's own revocation and CRL. Other kinds, and an anchor that is not the root
-// (whose CRL would need the root's above it), are refused with ErrNoCRL.
-func OpenCRL(ctx context.Context, s Spec, o Options) (ca.Issuer, ca.CRLAuthority, error) {
-	iss, err := Open(ctx, s, o)
-	if err != nil {
-		return nil, nil, err
-	}
+// CRLAuthority returns the revocation side of the source s, whose issuer iss Open
+// returned: the root folder's root-crl.pem (ca.FolderCRL), or the Vault PKI issuer's
+// own revocation and CRL. Other kinds, and an anchor that is not the root (whose CRL
+// would need the root's above it), are refused with ErrNoCRL.
+func CRLAuthority(s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
 	if !ca.IsSelfSigned(iss.Anchor()) {
-		return nil, nil, fmt.Errorf("%s: its signing CA %s is not the root: %w", s, iss.Anchor().Subject, ErrNoCRL)
+		return nil, fmt.Errorf("%s: its signing CA %s is not the root: %w", s, iss.Anchor().Subject, ErrNoCRL)
 	}
 	switch s.Kind() {
 	case KindVaultPKI:
-		return iss, iss.(ca.CRLAuthority), nil
+		if a, ok := iss.(ca.CRLAuthority); ok {
+			return a, nil
+		}
 	case KindDir:
 		now := time.Now
 		if o.Now != nil {
@@ -222,9 +220,9 @@ func OpenCRL(ctx context.Context, s Spec, o Options) (ca.Issuer, ca.CRLAuthority
 		}
 		root, err := ca.ReadRootDir(s.Dir, now())
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return iss, &ca.FolderCRL{Dir: s.Dir, Root: root}, nil
+		return &ca.FolderCRL{Dir: s.Dir, Root: root}, nil
 	}
-	return nil, nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
+	return nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
 }

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rootsource"
@@ -21,8 +20,8 @@ import (
 // crlTimeFlags are --crl-ttl and --crl-refresh.
 func crlTimeFlags(category string) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "crl-ttl", Category: category, Value: days(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
-		&cli.StringFlag{Name: "crl-refresh", Category: category, Value: days(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
+		&cli.StringFlag{Name: "crl-ttl", Category: category, Value: durationText(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
+		&cli.StringFlag{Name: "crl-refresh", Category: category, Value: durationText(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
 	}
 }
 
@@ -50,24 +49,11 @@ func (t *crlTimes) Validate() error {
 	return nil
 }
 
-// crlAuthority is the revocation side of an opened root source: a root folder's
-// root-crl.pem or the Vault PKI issuer; nil for the sources that keep no CRL.
+// crlAuthority is the revocation side of the opened root source (see
+// rootsource.CRLAuthority), its errors bad input (exit 2).
 func crlAuthority(src rootSource, iss ca.Issuer) (ca.CRLAuthority, error) {
-	if !ca.IsSelfSigned(iss.Anchor()) {
-		return nil, nil
-	}
-	switch src.Kind() {
-	case rootsource.KindVaultPKI:
-		a, _ := iss.(ca.CRLAuthority)
-		return a, nil
-	case rootsource.KindDir:
-		root, err := ca.ReadRootDir(src.Dir, time.Now())
-		if err != nil {
-			return nil, inputError(err)
-		}
-		return &ca.FolderCRL{Dir: src.Dir, Root: root}, nil
-	}
-	return nil, nil
+	a, err := rootsource.CRLAuthority(src.Spec, iss, rootsource.Options{})
+	return a, inputError(err)
 }
 
 // crlFlags are the flags of the commands that sign and spread CRLs.
@@ -80,9 +66,6 @@ func crlFlags() []cli.Flag {
 	flags = append(flags, crlTimeFlags("")...)
 	return append(append(flags, rootSourceFlags()...), clusterFlags(true)...)
 }
-
-// days writes a whole number of days as the duration flags take it, e.g. "7d".
-func days(d time.Duration) string { return fmt.Sprintf("%dd", d/(24*time.Hour)) }
 
 // crlOptions is the flag group shared by crl sync and revoke.
 type crlOptions struct {
@@ -143,24 +126,17 @@ type crlInfo struct {
 	Signed     bool      `json:"signed"`
 }
 
-// open opens the root source's revocation side and returns its root.
+// open opens the root source and its revocation side, and returns its root.
 func (o *crlOptions) open(ctx context.Context, e *env) (*x509.Certificate, ca.CRLAuthority, error) {
-	opts := rootsource.Options{Log: e.log}
-	if o.Source.UsesVault() {
-		client, err := o.Source.Vault.connect(ctx, e)
-		if err != nil {
-			return nil, nil, err
-		}
-		opts.Vault = client.Logical()
+	iss, err := o.Source.issuer(ctx, e)
+	if err != nil {
+		return nil, nil, err
 	}
-	iss, auth, err := rootsource.OpenCRL(ctx, o.Source.Spec, opts)
-	switch {
-	case err == nil:
-		return iss.Anchor(), auth, nil
-	case o.Source.UsesVault() && !errors.Is(err, rootsource.ErrNoCRL):
-		return nil, nil, vaultError(err)
+	auth, err := crlAuthority(o.Source, iss)
+	if err != nil {
+		return nil, nil, err
 	}
-	return nil, nil, inputError(err)
+	return iss.Anchor(), auth, nil
 }
 
 // sync signs the root's CRL (adding revoke) and spreads the mesh CRL set.
@@ -398,7 +374,7 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 			}
 			return inputError(fmt.Errorf("cluster %q is not among the chosen clusters %v: choose it with --context, or revoke it by --serial", name, names))
 		}
-		cert, err := installedCA(ctx, clusters[i], o.Clusters.Namespace)
+		cert, err := k8s.InstalledCA(ctx, clusters[i], o.Clusters.Namespace)
 		if err != nil {
 			return err
 		}
@@ -421,22 +397,4 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 		e.log.Warn("Vault records no revocation reason: its CRL lists the serials without one", "reason", o.Reason)
 	}
 	return o.sync(ctx, e, auth, clusters, entries, run)
-}
-
-// installedCA reads the signing CA certificate of cl's cacerts.
-func installedCA(ctx context.Context, cl *k8s.Cluster, ns string) (*x509.Certificate, error) {
-	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, k8s.SecretName, metav1.GetOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("cluster %s: reading cacerts in namespace %s: %w", cl.Name, ns, err)
-	}
-	files := k8s.SecretFiles(s)
-	f, err := ca.DetectFormat(files)
-	if err != nil {
-		return nil, fmt.Errorf("cluster %s: cacerts: %w", cl.Name, err)
-	}
-	certs, err := ca.ParseCertificatesPEM(files[ca.CertFileName(f)])
-	if err != nil || len(certs) == 0 {
-		return nil, fmt.Errorf("cluster %s: cacerts %s: no certificate: %w", cl.Name, ca.CertFileName(f), err)
-	}
-	return certs[0], nil
 }

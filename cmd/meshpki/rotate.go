@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rootsource"
 	"github.com/meshpki/meshpki/internal/metrics"
 	"github.com/meshpki/meshpki/k8s"
 )
@@ -377,12 +378,12 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 // new CA reaches the others, and no CRL passes its next update.
 func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport, next map[string]time.Time) error {
 	auth, err := crlAuthority(o.Root, iss)
-	if err != nil {
-		return err
-	}
-	if auth == nil {
+	if errors.Is(err, rootsource.ErrNoCRL) {
 		e.log.Debug("CRLs not refreshed: the root source keeps no CRL", "source", o.Root.Spec.String())
 		return nil
+	}
+	if err != nil {
+		return err
 	}
 	opts := k8s.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
 		Lock: &o.rotate.Lock}
