@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 
@@ -25,6 +26,19 @@ type BootstrapOptions struct {
 	// Install.Lock, the cluster's Lease is held from before that check until the
 	// install is done.
 	Install InstallOptions
+	// Mesh are the clusters of the mesh the new one joins. When CRLs are on in
+	// them (CRLsEnabled), the new CA's CRL is spread to them first (SyncCRLs with
+	// the new bundle pending, under CRLs), and the new cacerts carries the mesh CRL
+	// set: the others accept what the new CA signs from its first moment (Envoy
+	// demands a CRL of every CA in a peer's chain). If the spread fails in any of
+	// them, the new cacerts is not installed. Without Mesh, nothing is read or
+	// written but cl.
+	Mesh []*Cluster
+	// CRLs configures that spread; its AnchorCRLs and Pending are set here.
+	CRLs CRLSyncOptions
+	// RootCRLs gives the root source's current CRLs (CRLSyncOptions.AnchorCRLs); it
+	// is called only when CRLs are on in Mesh.
+	RootCRLs func(context.Context) ([]*x509.RevocationList, error)
 }
 
 // Bootstrap mints an intermediate CA for cluster cl and installs it as cacerts. It
@@ -78,6 +92,11 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 	if err != nil {
 		return res, nil, leaseCause(ctx, fmt.Errorf("cluster %s: %w", cl.Name, err))
 	}
+	if len(opts.Mesh) > 0 {
+		if err := spreadNewCRL(ctx, cl, b, opts); err != nil {
+			return res, nil, leaseCause(ctx, err)
+		}
+	}
 	files, err := b.Files(opts.Format)
 	if err != nil {
 		return res, nil, fmt.Errorf("cluster %s: %w", cl.Name, err)
@@ -89,4 +108,32 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 		res = ires
 	}
 	return res, files, err
+}
+
+// spreadNewCRL gives the mesh the CRL of b's new CA, and b the mesh CRL set, when
+// CRLs are on in opts.Mesh (see BootstrapOptions.Mesh).
+func spreadNewCRL(ctx context.Context, cl *Cluster, b *ca.Bundle, opts BootstrapOptions) error {
+	sync := opts.CRLs
+	if sync.Namespace == "" {
+		sync.Namespace = opts.Install.namespace()
+	}
+	sync.DryRun = sync.DryRun || opts.Install.DryRun
+	on, err := CRLsEnabled(ctx, opts.Mesh, sync)
+	if err != nil {
+		return fmt.Errorf("cluster %s: reading the mesh's cacerts for CRLs: %w", cl.Name, err)
+	}
+	if !on {
+		return nil
+	}
+	if opts.RootCRLs == nil {
+		return fmt.Errorf("cluster %s: CRLs are on in the mesh, and the root source keeps no CRL: %w", cl.Name, ErrNoRootCRL)
+	}
+	if sync.AnchorCRLs, err = opts.RootCRLs(ctx); err != nil {
+		return fmt.Errorf("cluster %s: the root's CRL: %w", cl.Name, err)
+	}
+	sync.Pending = []*ca.Bundle{b}
+	if _, err := SyncCRLs(ctx, opts.Mesh, sync); err != nil {
+		return fmt.Errorf("cluster %s: not installed, as its CA's CRL did not reach every cluster of the mesh: %w", cl.Name, err)
+	}
+	return nil
 }

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshpki/meshpki/ca"
 )
 
@@ -116,5 +119,89 @@ func TestBootstrapChecksBeforeMinting(t *testing.T) {
 	_, _, err = Bootstrap(testContext(t), cl, opts)
 	if !errors.Is(err, ErrSecretExists) || iss.n.Load() != 1 || !strings.Contains(err.Error(), "cluster "+cl.Name) {
 		t.Fatalf("second bootstrap: %v, %d issued (want the refusal before minting)", err, iss.n.Load())
+	}
+}
+
+// With CRLs on in the mesh, Bootstrap gives the other clusters the new CA's CRL
+// before the new cacerts exists, and the new cacerts the whole set: every pair
+// talks with CRLs enforced from the new cluster's first moment. Without the root's
+// CRL, or when a mesh cluster cannot take the new CRL, nothing is installed.
+func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
+	env, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	mesh, newcomer := clusters[:2], clusters[2]
+	for _, cl := range mesh {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), mesh, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
+		t.Fatal(err)
+	}
+	rootCRLs := func(context.Context) ([]*x509.RevocationList, error) { return []*x509.RevocationList{rootCRL}, nil }
+	opts := BootstrapOptions{Issuer: ca.NewLocalIssuer(root), Profile: ca.IntermediateProfile("", "Istio"),
+		Install: InstallOptions{Namespace: ns, CreateOnly: true}, Mesh: mesh}
+
+	// No root CRL: refused, nothing installed anywhere.
+	before := map[string]string{}
+	for _, cl := range mesh {
+		before[cl.Name] = getSecret(t, cl, ns, SecretName).ResourceVersion
+	}
+	if _, _, err := Bootstrap(testContext(t), newcomer, opts); !errors.Is(err, ErrNoRootCRL) {
+		t.Fatalf("bootstrap into a CRL mesh without the root's CRL: %v, want ErrNoRootCRL", err)
+	}
+	// A mesh cluster that cannot be written (a bad token): the new cacerts is not
+	// installed.
+	broken, err := NewCluster(mesh[1].Name, env.Clusters[1].RESTConfig("not-a-token"), ClusterOptions{Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withBroken := opts
+	withBroken.Mesh, withBroken.RootCRLs = []*Cluster{mesh[0], broken}, rootCRLs
+	if _, _, err := Bootstrap(testContext(t), newcomer, withBroken); err == nil || !strings.Contains(err.Error(), "not installed") {
+		t.Fatalf("bootstrap with an unwritable mesh cluster: %v", err)
+	}
+	if rv := getSecret(t, mesh[1], ns, SecretName).ResourceVersion; rv != before[mesh[1].Name] {
+		t.Errorf("%s: cacerts written with a bad token", mesh[1].Name)
+	}
+	if _, err := newcomer.Client.CoreV1().Secrets(ns).Get(testContext(t), SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the new cacerts was installed although its CRL did not reach the mesh: %v", err)
+	}
+
+	opts.RootCRLs = rootCRLs
+	res, files, err := Bootstrap(testContext(t), newcomer, opts)
+	if err != nil || res.Action != ActionCreated {
+		t.Fatalf("bootstrap: %+v, %v", res, err)
+	}
+	if files[ca.CRLFile] == nil {
+		t.Fatal("the new cacerts has no ca-crl.pem")
+	}
+	ws := map[string]*ca.Workload{}
+	var bundles []*ca.Bundle
+	var members []ca.CRLMember
+	for _, cl := range clusters {
+		w, b := crlWorkload(t, cl, ns)
+		ws[cl.Name], bundles = w, append(bundles, b)
+		members = append(members, ca.CRLMember{Name: cl.Name, Chain: b.Chain, CRLs: w.CRLs})
+	}
+	newCA := bundles[2].Cert
+	for _, cl := range mesh {
+		if ca.CRLOf(ws[cl.Name].CRLs, newCA) == nil {
+			t.Errorf("%s lacks the new CA's CRL", cl.Name)
+		}
+	}
+	if probs := ca.CheckMeshCRLs(members, time.Now()); len(probs) > 0 {
+		t.Errorf("mesh CRL problems after bootstrap: %v", probs)
+	}
+	for i, a := range clusters {
+		for _, b := range clusters[i+1:] {
+			if err := handshakes(t, ws[a.Name], ws[b.Name]); err != nil {
+				t.Errorf("%s <-> %s after bootstrap: %v", a.Name, b.Name, err)
+			}
+		}
 	}
 }

@@ -62,6 +62,10 @@ type CRLSyncResult struct {
 	Err        error     `json:"-"`
 }
 
+// ErrNoRootCRL means CRLs are on in the mesh and no CRL of the root source was
+// given: a new CA cannot join without the root's CRL in its set.
+var ErrNoRootCRL = errors.New("no CRL of the root source")
+
 // ActionSkipped: SyncCRLs did not write this cluster's cacerts.
 const ActionSkipped Action = "skipped"
 

@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -29,6 +33,9 @@ type bootstrapOptions struct {
 	Force         bool
 	AllowNewRoot  bool
 	Output        string
+	// MeshContexts are the contexts of the clusters the new one joins.
+	MeshContexts []string
+	CRL          crlTimes
 
 	// Set by Validate.
 	profile ca.Profile // Cluster is filled in once the context is resolved
@@ -49,8 +56,10 @@ func bootstrapCommand(e *env) *cli.Command {
 		&cli.BoolFlag{Name: "force", Usage: "replace an existing cacerts (backed up first; its roots must match unless --allow-new-root)"},
 		&cli.BoolFlag{Name: "allow-new-root", Usage: "with --force: replace a cacerts that trusts other roots"},
 		lockWaitFlag(""),
+		&cli.StringSliceFlag{Name: "mesh-context", Usage: "context of a cluster of the mesh the new one joins (repeatable): when CRLs are on there, the new CA's CRL reaches them before its cacerts is installed"},
 		outputFlag(),
 	)
+	flags = append(flags, crlTimeFlags("")...)
 	return &cli.Command{
 		Name:  "bootstrap",
 		Usage: "mint an intermediate CA for one new cluster and install it, in one step",
@@ -64,13 +73,22 @@ that install and rotate take; another run's lock is waited for up to --lock-wait
 Install cacerts before installing Istio, or pass --restart-istiod: istiod only
 switches from its self-signed CA to cacerts when it restarts.
 
+CRLs (docs/revocation.md): when the clusters given by --mesh-context hold CRLs
+(ca-crl.pem), the new CA's CRL is signed and written into each of them first (as
+crl sync does, under their locks), and the new cacerts gets the whole mesh CRL set:
+their Envoys demand a CRL of every CA of a peer's chain, so without this they would
+refuse the new cluster's workloads. The root source must keep a CRL (--root-dir or
+--vault-pki). If any of them cannot be written, the new cluster is not installed.
+Without --mesh-context no other cluster is read: run meshpki crl sync afterwards.
+
 Exit status: 0 on success, 1 when minting or installing failed, 2 on bad usage or
 input (flags, kubeconfig, root).
 
 Examples:
    meshpki bootstrap --context east --root-dir root
    meshpki bootstrap --context gke_prod_us-east1_mesh --cluster gke_prod_us-east1_mesh=us-east --root-dir root --out bundles
-   meshpki bootstrap --context east --root-dir root --dry-run`,
+   meshpki bootstrap --context east --root-dir root --dry-run
+   meshpki bootstrap --context south --root-dir root --mesh-context east --mesh-context west`,
 		Flags:  flags,
 		Action: actionOf(e, bindBootstrap),
 	}
@@ -92,6 +110,8 @@ func bindBootstrap(c *cli.Context) *bootstrapOptions {
 		Force:         c.Bool("force"),
 		AllowNewRoot:  c.Bool("allow-new-root"),
 		Output:        c.String("output"),
+		MeshContexts:  c.StringSlice("mesh-context"),
+		CRL:           bindCRLTimes(c),
 	}
 }
 
@@ -135,6 +155,17 @@ func (o *bootstrapOptions) Validate() error {
 	if err := o.Lock.Validate(); err != nil {
 		return err
 	}
+	if err := o.CRL.Validate(); err != nil {
+		return err
+	}
+	for i, m := range o.MeshContexts {
+		if m == o.Clusters.Contexts[0] {
+			return inputError(fmt.Errorf("--mesh-context %s is the cluster being bootstrapped (--context)", m))
+		}
+		if slices.Contains(o.MeshContexts[:i], m) {
+			return inputError(fmt.Errorf("--mesh-context %s given twice", m))
+		}
+	}
 	o.install = k8s.InstallOptions{
 		Namespace:     o.Clusters.Namespace,
 		DryRun:        o.DryRun,
@@ -151,6 +182,8 @@ func (o *bootstrapOptions) Validate() error {
 type bootstrapResult struct {
 	*k8s.InstallResult
 	BundleDir string `json:"bundleDir,omitempty"`
+	// CRLs is the spread of the new CA's CRL to the mesh, when CRLs are on there.
+	CRLs []*k8s.CRLSyncResult `json:"crls,omitempty"`
 	Error     string `json:"error,omitempty"`
 }
 
@@ -190,8 +223,32 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 			return inputError(fmt.Errorf("--out: %w", err))
 		}
 	}
+	bopts := k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install}
+	var (
+		mu   sync.Mutex
+		crls []*k8s.CRLSyncResult
+	)
+	if len(o.MeshContexts) > 0 {
+		if bopts.Mesh, err = o.meshClusters(e); err != nil {
+			return err
+		}
+		lease := o.Lock.lease
+		bopts.CRLs = k8s.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: k8s.DefaultConcurrency, Lock: &lease,
+			Progress: func(r *k8s.CRLSyncResult) {
+				mu.Lock()
+				defer mu.Unlock()
+				crls = append(crls, r)
+				e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
+			}}
+		if auth, err := crlAuthority(o.Root, iss); err == nil {
+			bopts.RootCRLs = func(ctx context.Context) ([]*x509.RevocationList, error) {
+				crl, _, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, DryRun: o.DryRun})
+				return []*x509.RevocationList{crl}, err
+			}
+		}
+	}
 	prog := newProgress(e, "bootstrap", 1)
-	res, files, err := k8s.Bootstrap(ctx, cl, k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install})
+	res, files, err := k8s.Bootstrap(ctx, cl, bopts)
 	if err == nil && res.After != nil {
 		e.log.Debug("minted", "cluster", cl.Name, "serial", res.After.Serial, "notAfter", res.After.NotAfter)
 	}
@@ -207,7 +264,8 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 	}
 	prog.item(cl.Name, err)
 	prog.finish()
-	out := bootstrapResult{InstallResult: res}
+	slices.SortFunc(crls, func(a, b *k8s.CRLSyncResult) int { return strings.Compare(a.Cluster, b.Cluster) })
+	out := bootstrapResult{InstallResult: res, CRLs: crls}
 	if err == nil && dir != "" && !o.install.DryRun {
 		out.BundleDir = dir
 	}
@@ -223,11 +281,33 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 		if out.BundleDir != "" {
 			fmt.Fprintf(e.stdout, "bundle written to %s\n", out.BundleDir)
 		}
+		for _, r := range crls {
+			if r.Err != nil {
+				fmt.Fprintf(e.stdout, "CRLs of %s: FAILED: %v\n", r.Cluster, r.Err)
+			} else {
+				fmt.Fprintf(e.stdout, "CRLs of %s: %s, %d CRLs\n", r.Cluster, r.Action, r.CRLs)
+			}
+		}
+	}
+	if errors.Is(err, k8s.ErrNoRootCRL) {
+		return inputError(fmt.Errorf("%w: pass the root as --root-dir or --vault-pki, whose CRL meshpki keeps", err))
 	}
 	if errors.Is(err, k8s.ErrSecretExists) {
 		return failed(fmt.Errorf("%w: bootstrap is for new clusters; use meshpki install, or pass --force to replace it (a backup is kept)", err))
 	}
 	return failed(err)
+}
+
+// meshClusters loads the --mesh-context clusters from the same kubeconfig, with
+// the same --cluster names.
+func (o *bootstrapOptions) meshClusters(e *env) ([]*k8s.Cluster, error) {
+	mesh := o.Clusters
+	mesh.load.Contexts = o.MeshContexts
+	cls, err := mesh.loadClusters(e)
+	if err != nil {
+		return nil, fmt.Errorf("--mesh-context: %w", err)
+	}
+	return cls, nil
 }
 
 // prepareOut is ca.PrepareOutDir with the CLI's logger and exit code.

@@ -245,6 +245,10 @@ func TestClusterCommands(t *testing.T) {
 			{[]string{"status", "--kubeconfig", kc, "--all-contexts", "-o", "yaml"}, "want text or json"},
 			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--context", "west", "--root-dir", root}, "pass --context once"},
 			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east"}, "no root given"},
+			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--root-dir", root, "--mesh-context", "east"}, "--mesh-context east is the cluster being bootstrapped"},
+			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--root-dir", root, "--mesh-context", "west", "--mesh-context", "west"}, "given twice"},
+			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--root-dir", root, "--mesh-context", "south"}, `--mesh-context: no such kubeconfig context "south"`},
+			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--root-dir", root, "--crl-ttl", "1d", "--crl-refresh", "2d"}, "less than --crl-ttl"},
 		} {
 			code, _, errOut := k8sRun(t, tc.args...)
 			if code != 2 || !strings.Contains(errOut, tc.want) {

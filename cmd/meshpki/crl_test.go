@@ -37,16 +37,26 @@ func crlWorkload(t *testing.T, i *testenv.Istiod) workload {
 }
 
 // waitCRLTaken waits until the istiod of each cluster publishes the ca-crl.pem its
-// cacerts Secret now holds, and checks the Secret with istiod's own loader.
+// cacerts Secret now holds, took on a hot reload, and checks the Secret with
+// istiod's own loader.
 func waitCRLTaken(t *testing.T, is []*testenv.Istiod, clients map[string]kubernetes.Interface) {
+	t.Helper()
+	waitCRLPublished(t, is, clients, true)
+}
+
+// waitCRLPublished is waitCRLTaken; reloaded false is for an istiod that found
+// ca-crl.pem at its start (it logs no reload then).
+func waitCRLPublished(t *testing.T, is []*testenv.Istiod, clients map[string]kubernetes.Interface, reloaded bool) {
 	t.Helper()
 	for _, i := range is {
 		files := secretFiles(t, clients[i.Cluster.Name])
 		if err := i.WaitPublishedCRL(waitCtx(t), files[ca.CRLFile]); err != nil {
 			t.Fatalf("%v\n%s", err, i.LogSince(0))
 		}
-		if err := i.WaitLog(waitCtx(t), 0, testenv.LogCRL); err != nil {
-			t.Fatalf("istiod in %s did not log taking the CRL file: %v", i.Cluster.Name, err)
+		if reloaded {
+			if err := i.WaitLog(waitCtx(t), 0, testenv.LogCRL); err != nil {
+				t.Fatalf("istiod in %s did not log taking the CRL file: %v", i.Cluster.Name, err)
+			}
 		}
 		if i.Restarts() != 0 {
 			t.Fatalf("istiod in %s was restarted: CRLs must be taken on a hot reload", i.Cluster.Name)
@@ -78,16 +88,21 @@ func handshakeFails(t *testing.T, what string, a, b workload) {
 // agrees), publishes it as istio-ca-crl, and workloads signed by the istiods complete
 // mTLS across clusters with those CRLs enforced. Then revoke east: east's Secret is
 // untouched, west's and north's istiods publish the new set, and every handshake
-// with east fails while west and north still talk. A rerun writes nothing.
+// with east fails while west and north still talk. A rerun writes nothing. rotate
+// brings east back. Last, a fourth cluster, south, is bootstrapped into the mesh:
+// its CA's CRL reaches the three istiods with its cacerts, and all four talk.
 func TestIstiodTakesMeshCRLs(t *testing.T) {
-	env, kc, clients := istiodMesh(t, "east", "west", "north")
+	env, kc, clients := istiodMesh(t, "east", "west", "north", "south")
+	three := func(args ...string) []string {
+		return append(args, "--kubeconfig", kc, "--context", "east", "--context", "west", "--context", "north")
+	}
 	dir := t.TempDir()
 	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
 	rrWant(t, 0, nil, "root", "create", "--out", root)
 	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--cluster", "north", "--out", bundles)
-	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
+	rrWant(t, 0, nil, three("install", "--bundles", bundles)...)
 	var is []*testenv.Istiod
-	for _, c := range env.Clusters {
+	for _, c := range env.Clusters[:3] {
 		i := startIstiod(t, c, false)
 		if err := i.WaitLog(waitCtx(t), 0, testenv.LogPluggedIn); err != nil {
 			t.Fatal(err)
@@ -95,7 +110,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 		is = append(is, i)
 	}
 
-	out, _ := rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", root)
+	out, _ := rrWant(t, 0, nil, three("crl", "sync", "--root-dir", root)...)
 	if !strings.Contains(out, "3 clusters: 3 updated") {
 		t.Fatalf("crl sync:\n%s", out)
 	}
@@ -103,7 +118,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 		t.Fatalf("root CRL file: %v", err)
 	}
 	waitCRLTaken(t, is, clients)
-	if out, _ := rrWant(t, 0, nil, "status", "--kubeconfig", kc, "--all-contexts"); !strings.Contains(out, "east: CRLs: 4, next update") || !strings.Contains(out, "mesh: OK") {
+	if out, _ := rrWant(t, 0, nil, three("status")...); !strings.Contains(out, "east: CRLs: 4, next update") || !strings.Contains(out, "mesh: OK") {
 		t.Errorf("status with CRLs:\n%s", out)
 	}
 	var ws []workload
@@ -121,7 +136,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 		return s.ResourceVersion
 	}
 	before := eastRV()
-	out, _ = rrWant(t, 0, nil, "revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "-o", "json", "east")
+	out, _ = rrWant(t, 0, nil, append(three("revoke", "--root-dir", root, "-o", "json"), "east")...)
 	var run struct {
 		Revoked  []struct{ Cluster, Serial string } `json:"revoked"`
 		Clusters []struct {
@@ -151,11 +166,11 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	noRefusals(t, is)
 
 	// Nothing due: a rerun changes nothing; revoking east again is refused.
-	out, _ = rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", root)
+	out, _ = rrWant(t, 0, nil, three("crl", "sync", "--root-dir", root)...)
 	if !strings.Contains(out, "3 clusters: 2 unchanged, 1 revoked") {
 		t.Errorf("crl sync rerun:\n%s", out)
 	}
-	code, _, errOut := rrRun(t, "revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "east")
+	code, _, errOut := rrRun(t, append(three("revoke", "--root-dir", root), "east")...)
 	if code != 2 || !strings.Contains(errOut, "already revoked") {
 		t.Errorf("revoking east twice: exit %d, %s", code, errOut)
 	}
@@ -165,7 +180,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	for k, i := range is {
 		offsets[k] = i.LogSize()
 	}
-	out, _ = rrWant(t, 0, nil, "rotate", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "--force", "-o", "json")
+	out, _ = rrWant(t, 0, nil, three("rotate", "--root-dir", root, "--force", "-o", "json")...)
 	var rot struct {
 		CRLs []struct{ Cluster, Action string } `json:"crls"`
 	}
@@ -186,12 +201,55 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	noRefusals(t, is)
 
 	for _, bad := range [][]string{
-		{"revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "south"},
-		{"revoke", "--kubeconfig", kc, "--all-contexts", "--root-dir", root, "--serial", "zz"},
+		append(three("revoke", "--root-dir", root), "south"),
+		three("revoke", "--root-dir", root, "--serial", "zz"),
 	} {
 		if code, _, errOut := rrRun(t, bad...); code != 2 || errOut == "" {
 			t.Errorf("meshpki %v: exit %d, %q; want a clear error, exit 2", bad, code, errOut)
 		}
+	}
+
+	// A fourth cluster joins: bootstrap spreads its CA's CRL to the three first and
+	// installs its cacerts with the mesh set; its istiod starts on it, and all four
+	// clusters' workloads talk with the published CRLs enforced.
+	for k, i := range is {
+		offsets[k] = i.LogSize()
+	}
+	out, _ = rrWant(t, 0, nil, "bootstrap", "--kubeconfig", kc, "--context", "south", "--root-dir", root,
+		"--mesh-context", "east", "--mesh-context", "west", "--mesh-context", "north", "-o", "json")
+	var boot struct {
+		Action string
+		CRLs   []struct{ Cluster, Action string } `json:"crls"`
+	}
+	if err := json.Unmarshal([]byte(out), &boot); err != nil || boot.Action != "created" || len(boot.CRLs) != 3 || boot.CRLs[0].Action != "updated" {
+		t.Fatalf("bootstrap south into the CRL mesh: %v\n%s", err, out)
+	}
+	southFiles := secretFiles(t, clients["south"])
+	southCA, err := ca.ParseCertificatesPEM(southFiles[ca.CertFileName(ca.FormatIstio)])
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCRLTaken(t, is, clients)
+	for _, i := range is {
+		crls, err := ca.ParseCRLsPEM(secretFiles(t, clients[i.Cluster.Name])[ca.CRLFile])
+		if err != nil || ca.CRLOf(crls, southCA[0]) == nil {
+			t.Fatalf("%s's CRL set lacks south's CA: %v", i.Cluster.Name, err)
+		}
+	}
+	south := startIstiod(t, env.Clusters[3], false)
+	if err := south.WaitLog(waitCtx(t), 0, testenv.LogPluggedIn); err != nil {
+		t.Fatal(err)
+	}
+	is = append(is, south)
+	waitCRLPublished(t, is[3:], clients, false)
+	var four []workload
+	for _, i := range is {
+		four = append(four, crlWorkload(t, i))
+	}
+	mustHandshake(t, "after bootstrapping south", four...)
+	noRefusals(t, is)
+	if out, _ := rrWant(t, 0, nil, "status", "--kubeconfig", kc, "--all-contexts"); !strings.Contains(out, "south: CRLs: 5, next update") || !strings.Contains(out, "mesh: OK") {
+		t.Errorf("status of the four clusters:\n%s", out)
 	}
 }
 
