@@ -183,8 +183,8 @@ type bootstrapResult struct {
 	*k8s.InstallResult
 	BundleDir string `json:"bundleDir,omitempty"`
 	// CRLs is the spread of the new CA's CRL to the mesh, when CRLs are on there.
-	CRLs []*k8s.CRLSyncResult `json:"crls,omitempty"`
-	Error     string `json:"error,omitempty"`
+	CRLs  []*k8s.CRLSyncResult `json:"crls,omitempty"`
+	Error string               `json:"error,omitempty"`
 }
 
 // Run mints the cluster's intermediate and installs it (k8s.Bootstrap), after the
