@@ -60,6 +60,18 @@ type RootRotationOptions struct {
 	// defaults to cacerts' namespace; Holder is required. nil takes no Lease (a
 	// dry run never takes one).
 	Lock *LeaseOptions
+	// CRLs, when set, keeps the mesh CRL set whole through the rotation when CRLs
+	// are on in the mesh (CRLsEnabled): before the clusters move, SyncCRLs spreads
+	// the new root's CRL (NewRootCRLs) and, at step 2, the CRLs of the new
+	// intermediates, minted first and signed with their keys, so that every cluster
+	// holds a CRL of every CA a peer's chain can show at any moment of the run (Envoy
+	// demands them all). The old root's CRL is passed on as found in the clusters:
+	// crl sync or rotate with the old root source keeps it current. Its
+	// AnchorCRLs, Pending, Namespace, Lock and DryRun are set here.
+	CRLs *CRLSyncOptions
+	// NewRootCRLs gives the new root source's current CRLs; it is called only when
+	// CRLs are on. Without it such a run is refused (ErrNoRootCRL).
+	NewRootCRLs func(context.Context) ([]*x509.RevocationList, error)
 }
 
 func (o RootRotationOptions) namespace() string {
@@ -105,6 +117,8 @@ type RootRotationReport struct {
 	DryRun    bool                         `json:"dryRun,omitempty"`
 	Plan      *rotation.Plan               `json:"plan"`
 	Clusters  []*RootRotationClusterResult `json:"clusters,omitempty"`
+	// CRLs is the CRL spread before the clusters moved, when CRLs are on.
+	CRLs []*CRLSyncResult `json:"crls,omitempty"`
 }
 
 // rotationRead is one cluster's cacerts as a root rotation reads it.
@@ -229,12 +243,19 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 		byCluster[clusters[j.i]] = j
 		work = append(work, clusters[j.i])
 	}
+	var pre map[*Cluster]stepInput
+	if opts.CRLs != nil && plan.Err == nil && slices.ContainsFunc(jobs, func(j job) bool { return !j.stamp }) {
+		var err error
+		if pre, err = rootRotationCRLs(ctx, clusters, reads, plan, opts, rep); err != nil {
+			return rep, err
+		}
+	}
 	results := Each(ctx, work, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*RootRotationClusterResult, error) {
 		j := byCluster[cl]
 		if j.stamp {
 			return rewriteRecord(ctx, cl, reads[j.i], plan, names, now, opts)
 		}
-		return ApplyRootRotationStep(ctx, cl, plan.OldRoot, plan.NewRoot, j.target, names, opts)
+		return applyRootRotationStepLocked(ctx, cl, plan.OldRoot, plan.NewRoot, j.target, names, opts, pre[cl])
 	}, nil)
 	var errs []error
 	for k, r := range results {
@@ -264,6 +285,22 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 // opts.Lock it does all that holding the cluster's Lease, so that neither another
 // root rotation nor rotate writes cacerts meanwhile.
 func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+	return applyRootRotationStepLocked(ctx, cl, old, newRoot, target, meshClusters, opts, stepInput{})
+}
+
+// stepInput is what RotateRoot prepared for one cluster's step when CRLs are on.
+type stepInput struct {
+	// minted is the cluster's new intermediate for step 2, its CRL spread
+	// beforehand; its CRLFile is the mesh set.
+	minted *ca.Bundle
+	// crls are CRLs the step's ca-crl.pem must hold (PEM): the mesh set, so that a
+	// dry run, which wrote none of them, checks what a real run writes.
+	crls []byte
+}
+
+// applyRootRotationStepLocked is ApplyRootRotationStep with what RotateRoot
+// prepared.
+func applyRootRotationStepLocked(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, pre stepInput) (*RootRotationClusterResult, error) {
 	ns := opts.namespace()
 	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: rotation.StepUnknown, To: rotation.StepUnknown, Action: "none", DryRun: opts.DryRun}
 	if newRoot == nil {
@@ -285,14 +322,14 @@ func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 		}()
 		ctx = lease.Context()
 	}
-	res, err := applyRootRotationStep(ctx, cl, old, newRoot, target, meshClusters, opts, res)
+	res, err := applyRootRotationStep(ctx, cl, old, newRoot, target, meshClusters, opts, res, pre)
 	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
 	return res, err
 }
 
-func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult) (*RootRotationClusterResult, error) {
+func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult, pre stepInput) (*RootRotationClusterResult, error) {
 	ns := res.Namespace
 	rd, err := readForRotation(ctx, cl, ns)
 	if err != nil {
@@ -316,8 +353,8 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 			cl.Name, ErrRootRotationStep, step, int(target), target.Action(), target-1)
 	}
 
-	var switched *ca.Bundle
-	if target == rotation.StepSwitched {
+	switched := pre.minted
+	if target == rotation.StepSwitched && switched == nil {
 		if opts.Issuer == nil {
 			return res, fmt.Errorf("cluster %s: step 2 (switch) needs an issuer for the new root", cl.Name)
 		}
@@ -340,6 +377,11 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	files, err := rotation.Files(rd.files, target, old, newRoot, switched)
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
+	}
+	if pre.crls != nil {
+		// The mesh set, and what the cluster's own file holds (its previous
+		// intermediate's CRL among them).
+		files[ca.CRLFile] = mergeCRLFiles(opts.now(), rd.files[ca.CRLFile], pre.crls)
 	}
 	// The bundle about to be written must be exactly at target: checked before
 	// anything is sent.
@@ -461,4 +503,75 @@ func annotateRotation(ctx context.Context, cl *Cluster, ns string, files map[str
 		}
 	}
 	return "", fmt.Errorf("%s in namespace %s keeps changing under us", SecretName, ns)
+}
+
+// rootRotationCRLs spreads the CRLs a root rotation step needs before any cluster
+// moves, when CRLs are on in the mesh (see RootRotationOptions.CRLs), and returns
+// what each moving cluster's step needs: the mesh set and, going to step 2, its
+// new intermediate, minted here so that its CRL reaches every cluster first.
+func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotationRead, plan *rotation.Plan, opts RootRotationOptions, rep *RootRotationReport) (map[*Cluster]stepInput, error) {
+	sync := *opts.CRLs
+	sync.Namespace, sync.Lock, sync.DryRun = opts.namespace(), opts.Lock, opts.DryRun
+	on, err := CRLsEnabled(ctx, clusters, sync)
+	if err != nil || !on {
+		return nil, err
+	}
+	if opts.NewRootCRLs == nil {
+		return nil, fmt.Errorf("CRLs are on in the mesh, and the new root source keeps no CRL: %w; no cluster moved", ErrNoRootCRL)
+	}
+	if sync.AnchorCRLs, err = opts.NewRootCRLs(ctx); err != nil {
+		return nil, fmt.Errorf("the new root's CRL: %w; no cluster moved", err)
+	}
+	minted := map[*Cluster]*ca.Bundle{}
+	for i, row := range plan.Clusters {
+		if !row.Moves() || row.Next != rotation.StepSwitched {
+			continue
+		}
+		if opts.Issuer == nil {
+			return nil, fmt.Errorf("cluster %s: step 2 (switch) needs an issuer for the new root", clusters[i].Name)
+		}
+		p, err := rotation.Profile(clusters[i].Name, reads[i].input.Bundle.Cert)
+		if err != nil {
+			return nil, err
+		}
+		if opts.TTL > 0 {
+			p.TTL = opts.TTL
+		}
+		b, err := ca.Mint(ctx, opts.Issuer, p)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w; no cluster moved", clusters[i].Name, err)
+		}
+		if !b.SignedUnder(plan.NewRoot) {
+			return nil, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
+				clusters[i].Name, ca.ShortFingerprint(ca.Fingerprint(b.Roots[0])), ca.ShortFingerprint(ca.Fingerprint(plan.NewRoot)))
+		}
+		minted[clusters[i]] = b
+		sync.Pending = append(sync.Pending, b)
+	}
+	res, err := SyncCRLs(ctx, clusters, sync)
+	rep.CRLs = res
+	if err != nil {
+		return nil, fmt.Errorf("spreading the CRLs of the new root and intermediates: %w; no cluster moved", err)
+	}
+	set := ca.EncodeCRLsPEM(sync.AnchorCRLs...)
+	if len(sync.Pending) > 0 {
+		set = sync.Pending[0].CRLFile // the whole mesh set
+	}
+	pre := map[*Cluster]stepInput{}
+	for _, cl := range clusters {
+		pre[cl] = stepInput{minted: minted[cl], crls: set}
+	}
+	return pre, nil
+}
+
+// mergeCRLFiles merges the current CRLs of PEM files (ones that do not parse are
+// skipped: the result is checked before it is sent).
+func mergeCRLFiles(now time.Time, files ...[]byte) []byte {
+	var sets [][]*x509.RevocationList
+	for _, f := range files {
+		if crls, err := ca.ParseCRLsPEM(f); err == nil {
+			sets = append(sets, current(crls, now))
+		}
+	}
+	return ca.EncodeCRLsPEM(ca.MergeCRLs(sets...)...)
 }

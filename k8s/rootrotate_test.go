@@ -2,8 +2,10 @@ package k8s
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -490,5 +492,134 @@ func TestRotateRootRefusedPlanDoesNotPanic(t *testing.T) {
 		if err == nil || rep == nil || len(rep.Clusters) != len(clusters) {
 			t.Errorf("%s: %v, report %+v", name, err, rep)
 		}
+	}
+}
+
+// TestRootRotationKeepsCRLs walks a mesh with CRLs on (one cluster in the tls
+// layout, where istiod wants a CRL of every root of ca.crt too) from root A to
+// root B: before each step the new root's CRL, and at step 2 the new
+// intermediates' CRLs, reach every cluster, so that every pair completes mTLS with
+// CRLs enforced as Envoy does after every step. Without RootRotationOptions.CRLs,
+// step 2 is refused (istiod's rule: no CRL of the new chain) and nothing moves.
+func TestRootRotationKeepsCRLs(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	rootA, rootB := newRoot(t), newRoot(t)
+	for _, cl := range clusters {
+		b, files := mint(t, rootA, cl.Name)
+		if cl == clusters[2] {
+			var err error
+			if files, err = b.Files(ca.FormatTLS); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	crlOf := func(r *ca.Root) []*x509.RevocationList {
+		crl, err := ca.SignCRL(r.Cert, r.Signer, nil, nil, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []*x509.RevocationList{crl}
+	}
+	if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: crlOf(rootA)}); err != nil {
+		t.Fatal(err)
+	}
+	allTalk := func(what string) {
+		t.Helper()
+		ws := make([]*ca.Workload, len(clusters))
+		for i, cl := range clusters {
+			ws[i], _ = crlWorkload(t, cl, ns)
+			if len(ws[i].CRLs) == 0 {
+				t.Fatalf("%s: %s has no CRLs", what, cl.Name)
+			}
+		}
+		for i := range clusters {
+			for j := i + 1; j < len(clusters); j++ {
+				if err := handshakes(t, ws[i], ws[j]); err != nil {
+					t.Errorf("%s: %s <-> %s: %v", what, clusters[i].Name, clusters[j].Name, err)
+				}
+			}
+		}
+	}
+	allTalk("before")
+	newCRLs := func(context.Context) ([]*x509.RevocationList, error) { return crlOf(rootB), nil }
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB),
+		CRLs: &CRLSyncOptions{}, NewRootCRLs: newCRLs}
+
+	rep, err := RotateRoot(testContext(t), clusters, opts)
+	if err != nil || len(rep.CRLs) != 3 {
+		t.Fatalf("step 1: %v, %d CRL results", err, len(rep.CRLs))
+	}
+	allTalk("step 1")
+	for _, cl := range clusters {
+		crls, _ := ca.ParseCRLsPEM(SecretFiles(getSecret(t, cl, ns, SecretName))[ca.CRLFile])
+		if ca.CRLOf(crls, rootB.Cert) == nil {
+			t.Fatalf("step 1: %s lacks the new root's CRL", cl.Name)
+		}
+	}
+
+	// Step 2 without the CRL spread: refused everywhere, nothing moves.
+	bare := opts
+	bare.CRLs = nil
+	before := rrVersions(t, clusters, ns)
+	if _, err := RotateRoot(testContext(t), clusters, bare); err == nil || !strings.Contains(err.Error(), ca.CRLFile) {
+		t.Fatalf("step 2 without CRLs: %v, want istiod's CRL rule to refuse it", err)
+	}
+	rrSameVersions(t, "a refused step 2", before, rrVersions(t, clusters, ns))
+
+	if _, err := RotateRoot(testContext(t), clusters, opts); err != nil {
+		t.Fatalf("step 2: %v", err)
+	}
+	allTalk("step 2")
+	// What each cluster held just before its own switch (its newest backup) had
+	// the CRLs of every new intermediate already: a cluster still at step 1 accepts
+	// one that switched first.
+	var newCAs []*x509.Certificate
+	for _, cl := range clusters {
+		b, _, err := ca.ParseBundle(SecretFiles(getSecret(t, cl, ns, SecretName)), ca.VerifyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		newCAs = append(newCAs, b.Cert)
+	}
+	for _, cl := range clusters {
+		list, err := cl.Client.CoreV1().Secrets(ns).List(testContext(t), metav1.ListOptions{LabelSelector: LabelBackupOf + "=" + SecretName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var newest map[string][]byte
+		best := int64(-1)
+		for _, s := range list.Items {
+			if rv, err := strconv.ParseInt(s.Annotations[AnnotationBackupResourceVersion], 10, 64); err == nil && rv > best {
+				best, newest = rv, SecretFiles(&s)
+			}
+		}
+		crls, err := ca.ParseCRLsPEM(newest[ca.CRLFile])
+		if err != nil {
+			t.Fatalf("%s: backup before step 2: %v", cl.Name, err)
+		}
+		for i, c := range newCAs {
+			if ca.CRLOf(crls, c) == nil {
+				t.Errorf("%s held no CRL of %s's new intermediate before its switch", cl.Name, clusters[i].Name)
+			}
+		}
+	}
+	if _, err := RotateRoot(testContext(t), clusters, opts); err != nil {
+		t.Fatalf("step 3: %v", err)
+	}
+	allTalk("step 3")
+	for _, cl := range clusters {
+		b, _, err := ca.ParseBundle(SecretFiles(getSecret(t, cl, ns, SecretName)), ca.VerifyOptions{})
+		if err != nil || !b.SignedUnder(rootB.Cert) || len(b.Roots) != 1 {
+			t.Fatalf("%s after step 3: %v", cl.Name, err)
+		}
+	}
+	// Without the new root's CRL source, a CRL mesh does not move.
+	noSource := opts
+	noSource.NewRootCRLs = nil
+	noSource.NewRoot = newRoot(t).Cert
+	if _, err := RotateRoot(testContext(t), clusters, noSource); !errors.Is(err, ErrNoRootCRL) {
+		t.Fatalf("a root rotation of a CRL mesh without the new root's CRL: %v, want ErrNoRootCRL", err)
 	}
 }

@@ -80,6 +80,7 @@ type rootRotateOptions struct {
 	RestartIstiod   bool
 	IgnoreIstiod    bool
 	Output          string
+	CRL             crlTimes
 
 	rotation k8s.RootRotationOptions // set by Validate; NewRoot and Issuer once the root is open
 }
@@ -98,6 +99,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		lockWaitFlag(""),
 		outputFlag(),
 	)
+	flags = append(flags, crlTimeFlags("")...)
 	flags = append(flags, vaultConnFlags()...)
 	return &cli.Command{
 		Name:  "rotate",
@@ -136,6 +138,15 @@ through the same checks as install, uses optimistic concurrency, and is made
 holding the cluster's Lease ` + k8s.LeaseName + ` (the lock rotate takes), so that two
 runs never change one cluster at once. Key material is never printed.
 
+With CRLs on in the mesh (some cacerts has ca-crl.pem; docs/revocation.md), each run
+first spreads what the step needs to every cluster, as crl sync does: the new
+root's CRL (signed in --new-root-dir's root-crl.pem, or by Vault for --new-vault-pki;
+other new root sources keep no CRL and such a run is refused) and, before step 2,
+the CRLs of the new intermediates, minted first and signed with their keys. Every
+cluster thus holds a CRL of every CA a peer may show at any moment of the run. The
+old root's CRL is passed on as the clusters hold it: keep the daily rotate or crl
+sync with the old root running until step 3.
+
 Exit status: 0 when the step was made, nothing was due, or the next step is not
 allowed yet (the output says from when); 1 when the run was refused or a cluster
 failed; 2 on bad usage or input.
@@ -167,6 +178,7 @@ func bindRootRotate(c *cli.Context) *rootRotateOptions {
 		RestartIstiod:   c.Bool("restart-istiod"),
 		IgnoreIstiod:    c.Bool("ignore-istiod"),
 		Output:          c.String("output"),
+		CRL:             bindCRLTimes(c),
 	}
 }
 
@@ -202,6 +214,10 @@ func (o *rootRotateOptions) Validate() error {
 	if o.Status && o.DryRun {
 		return inputError(errors.New("--status and --dry-run exclude each other (--status changes nothing either)"))
 	}
+	if err := o.CRL.Validate(); err != nil {
+		return err
+	}
+	o.rotation.CRLs = &k8s.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency}
 	var err error
 	if o.rotation.MinStepInterval, err = parseDurationOrZero("min-step-interval", strings.TrimSpace(o.MinStepInterval)); err != nil {
 		return err
@@ -242,6 +258,18 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	o.rotation.NewRoot, o.rotation.Issuer = newRoot, iss
+	if auth, err := crlAuthority(o.NewRoot, iss); err == nil {
+		o.rotation.NewRootCRLs = func(ctx context.Context) ([]*x509.RevocationList, error) {
+			crl, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, DryRun: o.DryRun})
+			if err != nil {
+				return nil, err
+			}
+			if changed && !o.DryRun {
+				e.log.Info("new root's CRL signed", "source", o.NewRoot.Spec.String(), "number", crl.Number.Text(16))
+			}
+			return []*x509.RevocationList{crl}, nil
+		}
+	}
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
 
 	var rep *k8s.RootRotationReport
@@ -364,6 +392,13 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 			for _, warn := range r.Install.Warnings {
 				fmt.Fprintf(w, "%s: warning: %s\n", c.Cluster, warn)
 			}
+		}
+	}
+	for _, r := range out.CRLs {
+		if r.Err != nil {
+			fmt.Fprintf(w, "%s: CRLs: FAILED: %v\n", r.Cluster, r.Err)
+		} else {
+			fmt.Fprintf(w, "%s: CRLs: %s, %d CRLs\n", r.Cluster, r.Action, r.CRLs)
 		}
 	}
 
