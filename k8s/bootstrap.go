@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +40,9 @@ type BootstrapOptions struct {
 	// RootCRLs gives the root source's current CRLs (CRLSyncOptions.AnchorCRLs); it
 	// is called only when CRLs are on in Mesh.
 	RootCRLs func(context.Context) ([]*x509.RevocationList, error)
+	// CRLSettle is the wait between the spread and the install, for the mesh's
+	// proxies to read the new CRLs (see DefaultCRLSettle); zero waits not.
+	CRLSettle time.Duration
 }
 
 // Bootstrap mints an intermediate CA for cluster cl and installs it as cacerts. It
@@ -132,8 +136,12 @@ func spreadNewCRL(ctx context.Context, cl *Cluster, b *ca.Bundle, opts Bootstrap
 		return fmt.Errorf("cluster %s: the root's CRL: %w", cl.Name, err)
 	}
 	sync.Pending = []*ca.Bundle{b}
-	if _, err := SyncCRLs(ctx, opts.Mesh, sync); err != nil {
+	res, err := SyncCRLs(ctx, opts.Mesh, sync)
+	if err != nil {
 		return fmt.Errorf("cluster %s: not installed, as its CA's CRL did not reach every cluster of the mesh: %w", cl.Name, err)
+	}
+	if err := settle(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
+		return fmt.Errorf("cluster %s: not installed: waiting for the mesh's proxies to read the new CRLs: %w", cl.Name, err)
 	}
 	return nil
 }

@@ -62,6 +62,31 @@ type CRLSyncResult struct {
 	Err        error     `json:"-"`
 }
 
+// DefaultCRLSettle is how long Bootstrap and RotateRoot wait, by default, between
+// spreading new CRLs and installing a CA whose workloads need them: Istio's
+// proxies read the CRLs from the istio-ca-crl ConfigMap mounted as a volume
+// (security.CACRLFilePath, /var/run/secrets/istio/crl/ca-crl.pem, in
+// pkg/security/security.go; the volume in pkg/kube/inject's template), and the
+// kubelet refreshes such volumes on its sync period (1m by default) plus its
+// cache's delay. Until then a proxy refuses peers signed by the new CA.
+const DefaultCRLSettle = 90 * time.Second
+
+// settle waits d after a spread that changed some cluster (not in a dry run),
+// or until ctx ends.
+func settle(ctx context.Context, d time.Duration, res []*CRLSyncResult, dryRun bool) error {
+	if d <= 0 || dryRun || !slices.ContainsFunc(res, func(r *CRLSyncResult) bool { return r.Action == ActionUpdated }) {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
 // ErrNoRootCRL means CRLs are on in the mesh and no CRL of the root source was
 // given: a new CA cannot join without the root's CRL in its set.
 var ErrNoRootCRL = errors.New("no CRL of the root source")

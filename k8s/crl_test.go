@@ -2,6 +2,7 @@ package k8s
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -366,5 +367,32 @@ func TestInstallKeepsCRLs(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(res.Warnings, "\n"), "crl sync") {
 		t.Errorf("no warning to run crl sync: %v", res.Warnings)
+	}
+}
+
+// settle waits only after a spread that wrote something, never in a dry run, and
+// gives up with the context.
+func TestSettle(t *testing.T) {
+	updated := []*CRLSyncResult{{Cluster: "a", Action: ActionUnchanged}, {Cluster: "b", Action: ActionUpdated}}
+	unchanged := updated[:1]
+	long := time.Hour
+	for _, tc := range []struct {
+		name string
+		res  []*CRLSyncResult
+		dry  bool
+	}{{"nothing written", unchanged, false}, {"dry run", updated, true}} {
+		if err := settle(context.Background(), long, tc.res, tc.dry); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stop := errors.New("interrupted")
+	cancel(stop)
+	if err := settle(ctx, long, updated, false); !errors.Is(err, stop) {
+		t.Errorf("cancelled wait: %v", err)
+	}
+	start := time.Now()
+	if err := settle(context.Background(), 20*time.Millisecond, updated, false); err != nil || time.Since(start) < 20*time.Millisecond {
+		t.Errorf("wait after an update: %v after %s", err, time.Since(start))
 	}
 }

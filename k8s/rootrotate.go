@@ -72,6 +72,10 @@ type RootRotationOptions struct {
 	// NewRootCRLs gives the new root source's current CRLs; it is called only when
 	// CRLs are on. Without it such a run is refused (ErrNoRootCRL).
 	NewRootCRLs func(context.Context) ([]*x509.RevocationList, error)
+	// CRLSettle is the wait between that spread, when it changed a cluster, and
+	// the step, for the proxies to read the new CRLs (see DefaultCRLSettle); zero
+	// waits not.
+	CRLSettle time.Duration
 }
 
 func (o RootRotationOptions) namespace() string {
@@ -552,6 +556,9 @@ func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotatio
 	rep.CRLs = res
 	if err != nil {
 		return nil, fmt.Errorf("spreading the CRLs of the new root and intermediates: %w; no cluster moved", err)
+	}
+	if err := settle(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
+		return nil, fmt.Errorf("waiting for the proxies to read the new CRLs: %w; no cluster moved", err)
 	}
 	set := ca.EncodeCRLsPEM(sync.AnchorCRLs...)
 	if len(sync.Pending) > 0 {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -36,11 +37,13 @@ type bootstrapOptions struct {
 	// MeshContexts are the contexts of the clusters the new one joins.
 	MeshContexts []string
 	CRL          crlTimes
+	CRLSettle    string
 
 	// Set by Validate.
 	profile ca.Profile // Cluster is filled in once the context is resolved
 	format  ca.Format
 	install k8s.InstallOptions
+	settle  time.Duration
 }
 
 func bootstrapCommand(e *env) *cli.Command {
@@ -60,6 +63,7 @@ func bootstrapCommand(e *env) *cli.Command {
 		outputFlag(),
 	)
 	flags = append(flags, crlTimeFlags("")...)
+	flags = append(flags, crlSettleFlag())
 	return &cli.Command{
 		Name:  "bootstrap",
 		Usage: "mint an intermediate CA for one new cluster and install it, in one step",
@@ -112,6 +116,7 @@ func bindBootstrap(c *cli.Context) *bootstrapOptions {
 		Output:        c.String("output"),
 		MeshContexts:  c.StringSlice("mesh-context"),
 		CRL:           bindCRLTimes(c),
+		CRLSettle:     c.String("crl-settle"),
 	}
 }
 
@@ -156,6 +161,9 @@ func (o *bootstrapOptions) Validate() error {
 		return err
 	}
 	if err := o.CRL.Validate(); err != nil {
+		return err
+	}
+	if o.settle, err = parseDurationOrZero("crl-settle", o.CRLSettle); err != nil {
 		return err
 	}
 	for i, m := range o.MeshContexts {
@@ -223,7 +231,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 			return inputError(fmt.Errorf("--out: %w", err))
 		}
 	}
-	bopts := k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install}
+	bopts := k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install, CRLSettle: o.settle}
 	var (
 		mu   sync.Mutex
 		crls []*k8s.CRLSyncResult

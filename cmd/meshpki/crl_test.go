@@ -216,7 +216,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 		offsets[k] = i.LogSize()
 	}
 	out, _ = rrWant(t, 0, nil, "bootstrap", "--kubeconfig", kc, "--context", "south", "--root-dir", root,
-		"--mesh-context", "east", "--mesh-context", "west", "--mesh-context", "north", "-o", "json")
+		"--mesh-context", "east", "--mesh-context", "west", "--mesh-context", "north", "--crl-settle", "1s", "-o", "json")
 	var boot struct {
 		Action string
 		CRLs   []struct{ Cluster, Action string } `json:"crls"`
@@ -369,5 +369,92 @@ func TestVerifyWithCRLs(t *testing.T) {
 	code, out, _ := rrRun(t, "verify", "--mtls", filepath.Join(bundles, "east"), filepath.Join(bundles, "west"))
 	if code != 1 || !strings.Contains(out, "lacks a CRL of") || !strings.Contains(out, "CRL check") {
 		t.Errorf("verify with east lacking west's CRL: exit %d\n%s", code, out)
+	}
+}
+
+// TestIstiodRootRotationWithCRLs: two clusters with real multi-root istiods and CRLs
+// on walk from root A to root B. Every root rotate run spreads the CRLs the step
+// needs first; after every step each istiod has taken its Secret (published roots
+// and CRLs, its own loader agreeing, no refusal), and workloads it signs, holding
+// the published CRLs, complete mTLS across the clusters, also with workloads of
+// the step before.
+func TestIstiodRootRotationWithCRLs(t *testing.T) {
+	env, kc, clients := istiodMesh(t, "east", "west")
+	dir := t.TempDir()
+	rootA, rootB, bundles := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", rootA)
+	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Root CA 2027")
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
+	rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", rootA)
+	var is []*testenv.Istiod
+	for _, c := range env.Clusters {
+		i := startIstiod(t, c, true)
+		if err := i.WaitLog(waitCtx(t), 0, testenv.LogPluggedIn); err != nil {
+			t.Fatal(err)
+		}
+		is = append(is, i)
+	}
+	waitCRLPublished(t, is, clients, false)
+	var prev []workload
+	for _, i := range is {
+		prev = append(prev, crlWorkload(t, i))
+	}
+	mustHandshake(t, "step 0 with CRLs", prev...)
+
+	a, _ := ca.ParseCertificatePEM(must(os.ReadFile(filepath.Join(rootA, ca.RootCertFile))))
+	b, _ := ca.ParseCertificatePEM(must(os.ReadFile(filepath.Join(rootB, ca.RootCertFile))))
+	stepRoots := map[int][]*x509.Certificate{1: {a, b}, 2: {a, b}, 3: {b}}
+	for step := 1; step <= 3; step++ {
+		offsets := make([]int64, len(is))
+		for k, i := range is {
+			offsets[k] = i.LogSize()
+		}
+		out, _ := rrWant(t, 0, nil, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootB,
+			"--min-step-interval", "0", "--crl-settle", "0", "-o", "json")
+		var run struct {
+			CRLs []struct{ Cluster, Action string } `json:"crls"`
+		}
+		if err := json.Unmarshal([]byte(out), &run); err != nil || len(run.CRLs) != 2 {
+			t.Fatalf("step %d: root rotate -o json should report the CRL spread of 2 clusters: %v\n%s", step, err, out)
+		}
+		var cur []workload
+		for k, i := range is {
+			if err := i.WaitPublished(waitCtx(t), stepRoots[step]); err != nil {
+				t.Fatalf("step %d: %v; refusals: %v", step, err, i.Refusals(offsets[k]))
+			}
+			if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+		}
+		waitCRLPublished(t, is, clients, false)
+		for _, i := range is {
+			w := crlWorkload(t, i)
+			want := a
+			if step >= 2 {
+				want = b
+			}
+			if w.chain[1].CheckSignatureFrom(want) != nil {
+				t.Fatalf("step %d, %s: istiod signs with an intermediate of the wrong root", step, i.Cluster.Name)
+			}
+			if ca.CRLOf(w.w.CRLs, b) == nil {
+				t.Fatalf("step %d, %s: the published CRLs lack the new root's", step, i.Cluster.Name)
+			}
+			cur = append(cur, w)
+		}
+		noRefusals(t, is)
+		mustHandshake(t, fmt.Sprintf("step %d with CRLs", step), cur...)
+		// A workload of the step before (its certificate from then) whose proxy has
+		// read the CRLs published now, as --crl-settle waits for, meets one of this
+		// step in the other cluster (at step 3 the old root is gone: only steps 1
+		// and 2 overlap).
+		for k := range prev {
+			prev[k].w.CRLs = cur[k].w.CRLs
+		}
+		if step < 3 {
+			mustHandshake(t, fmt.Sprintf("step %d east with step %d west", step, step-1), cur[0], prev[1])
+			mustHandshake(t, fmt.Sprintf("step %d west with step %d east", step, step-1), cur[1], prev[0])
+		}
+		prev = cur
 	}
 }

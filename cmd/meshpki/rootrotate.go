@@ -81,6 +81,7 @@ type rootRotateOptions struct {
 	IgnoreIstiod    bool
 	Output          string
 	CRL             crlTimes
+	CRLSettle       string
 
 	rotation k8s.RootRotationOptions // set by Validate; NewRoot and Issuer once the root is open
 }
@@ -100,6 +101,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		outputFlag(),
 	)
 	flags = append(flags, crlTimeFlags("")...)
+	flags = append(flags, crlSettleFlag())
 	flags = append(flags, vaultConnFlags()...)
 	return &cli.Command{
 		Name:  "rotate",
@@ -142,8 +144,10 @@ With CRLs on in the mesh (some cacerts has ca-crl.pem; docs/revocation.md), each
 first spreads what the step needs to every cluster, as crl sync does: the new
 root's CRL (signed in --new-root-dir's root-crl.pem, or by Vault for --new-vault-pki;
 other new root sources keep no CRL and such a run is refused) and, before step 2,
-the CRLs of the new intermediates, minted first and signed with their keys. Every
-cluster thus holds a CRL of every CA a peer may show at any moment of the run. The
+the CRLs of the new intermediates, minted first and signed with their keys; then,
+when that changed a cluster, --crl-settle passes before any cluster moves, for the
+proxies to read the new CRLs (a mounted ConfigMap). Every cluster thus holds a CRL
+of every CA a peer may show at any moment of the run. The
 old root's CRL is passed on as the clusters hold it: keep the daily rotate or crl
 sync with the old root running until step 3.
 
@@ -179,6 +183,7 @@ func bindRootRotate(c *cli.Context) *rootRotateOptions {
 		IgnoreIstiod:    c.Bool("ignore-istiod"),
 		Output:          c.String("output"),
 		CRL:             bindCRLTimes(c),
+		CRLSettle:       c.String("crl-settle"),
 	}
 }
 
@@ -219,6 +224,9 @@ func (o *rootRotateOptions) Validate() error {
 	}
 	o.rotation.CRLs = &k8s.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency}
 	var err error
+	if o.rotation.CRLSettle, err = parseDurationOrZero("crl-settle", o.CRLSettle); err != nil {
+		return err
+	}
 	if o.rotation.MinStepInterval, err = parseDurationOrZero("min-step-interval", strings.TrimSpace(o.MinStepInterval)); err != nil {
 		return err
 	}
