@@ -106,11 +106,27 @@ func RootDirCRL(ctx context.Context, dir string, root *Root, revoke []x509.Revoc
 		return nil, false, err
 	}
 	defer lock.Unlock()
-	now := opts.now()
 	last, err := ReadRootCRL(dir, root.Cert)
 	if err != nil {
 		return nil, false, err
 	}
+	crl, changed, err = NextRootCRL(root, last, revoke, opts)
+	if err != nil || !changed || opts.DryRun {
+		return crl, changed, err
+	}
+	if err := atomicfs.WriteFile(filepath.Join(dir, RootCRLFile), EncodeCRLsPEM(crl), 0o644); err != nil {
+		return nil, false, err
+	}
+	return crl, true, nil
+}
+
+// NextRootCRL is the root's CRL after last (nil: none yet), whatever keeps it: last
+// itself when revoke is empty and it is not due (CRLOptions.Refresh), else a new CRL
+// signed with root's key, holding last's entries and revoke's (a serial listed
+// already is ErrAlreadyRevoked), numbered last's number plus one; changed reports
+// a new one, for the caller to store.
+func NextRootCRL(root *Root, last *x509.RevocationList, revoke []x509.RevocationListEntry, opts CRLOptions) (crl *x509.RevocationList, changed bool, err error) {
+	now := opts.now()
 	var entries []x509.RevocationListEntry
 	number := big.NewInt(1)
 	if last != nil {
@@ -133,12 +149,6 @@ func RootDirCRL(ctx context.Context, dir string, root *Root, revoke []x509.Revoc
 	}
 	crl, err = SignCRL(root.Cert, root.Signer, entries, number, now, opts.TTL)
 	if err != nil {
-		return nil, false, err
-	}
-	if opts.DryRun {
-		return crl, true, nil
-	}
-	if err := atomicfs.WriteFile(filepath.Join(dir, RootCRLFile), EncodeCRLsPEM(crl), 0o644); err != nil {
 		return nil, false, err
 	}
 	return crl, true, nil

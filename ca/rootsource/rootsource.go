@@ -198,13 +198,14 @@ func warnKeyMode(log *slog.Logger, keyFile, what string) {
 
 // ErrNoCRL: the source cannot keep a revocation record (yet): revocation needs the
 // root itself, in a folder or as a Vault PKI mount's issuer.
-var ErrNoCRL = errors.New("revocation needs the root itself as a folder (--root-dir) or a Vault PKI issuer (--vault-pki); an issuing CA (--ca-dir, a Vault KV issuing CA or a Vault intermediate mount) and Vault KV are not supported yet")
+var ErrNoCRL = errors.New("revocation needs the root itself: a folder (--root-dir), a Vault PKI issuer (--vault-pki) or a Vault KV secret (--vault-kv); an issuing CA (--ca-dir, a Vault KV issuing CA or a Vault intermediate mount) is not supported yet")
 
 // CRLAuthority returns the revocation side of the source s, whose issuer iss Open
-// returned: the root folder's root-crl.pem (ca.FolderCRL), or the Vault PKI issuer's
-// own revocation and CRL. Other kinds, and an anchor that is not the root (whose CRL
-// would need the root's above it), are refused with ErrNoCRL.
-func CRLAuthority(s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
+// returned: the root folder's root-crl.pem (ca.FolderCRL), the Vault PKI issuer's
+// own revocation and CRL, or the secret PATH/crl beside a Vault KV root
+// (vault.KVCRL; o.Vault is needed). Other kinds, and an anchor that is not the root
+// (whose CRL would need the root's above it), are refused with ErrNoCRL.
+func CRLAuthority(ctx context.Context, s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
 	if !ca.IsSelfSigned(iss.Anchor()) {
 		return nil, fmt.Errorf("%s: its signing CA %s is not the root: %w", s, iss.Anchor().Subject, ErrNoCRL)
 	}
@@ -223,6 +224,20 @@ func CRLAuthority(s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
 			return nil, err
 		}
 		return &ca.FolderCRL{Dir: s.Dir, Root: root}, nil
+	case KindVaultKV:
+		if o.Vault == nil {
+			return nil, fmt.Errorf("%s: no Vault client given", s)
+		}
+		now := time.Now
+		if o.Now != nil {
+			now = o.Now
+		}
+		k, _ := vault.ParseKVPath(s.VaultKV) // validated
+		root, err := vault.LoadRootKV(ctx, o.Vault, k, now())
+		if err != nil {
+			return nil, err
+		}
+		return vault.NewKVCRL(o.Vault, k, root), nil
 	}
 	return nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -248,12 +247,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 				crls = append(crls, r)
 				e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
 			}}
-		if auth, err := crlAuthority(o.Root, iss); err == nil {
-			bopts.RootCRLs = func(ctx context.Context) ([]*x509.RevocationList, error) {
-				crl, _, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, DryRun: o.DryRun})
-				return []*x509.RevocationList{crl}, err
-			}
-		}
+		bopts.RootCRLs = rootCRLs(e, o.Root, iss, o.CRL, o.DryRun)
 	}
 	prog := newProgress(e, "bootstrap", 1)
 	res, files, err := k8s.Bootstrap(ctx, cl, bopts)
@@ -298,7 +292,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 		}
 	}
 	if errors.Is(err, k8s.ErrNoRootCRL) {
-		return inputError(fmt.Errorf("%w: pass the root as --root-dir or --vault-pki, whose CRL meshpki keeps", err))
+		return inputError(err)
 	}
 	if errors.Is(err, k8s.ErrSecretExists) {
 		return failed(fmt.Errorf("%w: bootstrap is for new clusters; use meshpki install, or pass --force to replace it (a backup is kept)", err))

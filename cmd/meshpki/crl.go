@@ -56,10 +56,48 @@ func (t *crlTimes) Validate() error {
 }
 
 // crlAuthority is the revocation side of the opened root source (see
-// rootsource.CRLAuthority), its errors bad input (exit 2).
-func crlAuthority(src rootSource, iss ca.Issuer) (ca.CRLAuthority, error) {
-	a, err := rootsource.CRLAuthority(src.Spec, iss, rootsource.Options{})
-	return a, inputError(err)
+// rootsource.CRLAuthority): an unsupported source or a bad root is bad input (exit
+// 2), Vault's errors get their exit code.
+func crlAuthority(ctx context.Context, e *env, src rootSource, iss ca.Issuer) (ca.CRLAuthority, error) {
+	opts := rootsource.Options{Log: e.log}
+	if src.UsesVault() {
+		client, err := src.Vault.connect(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		opts.Vault = client.Logical()
+	}
+	a, err := rootsource.CRLAuthority(ctx, src.Spec, iss, opts)
+	switch {
+	case err == nil:
+		return a, nil
+	case src.UsesVault() && !errors.Is(err, rootsource.ErrNoCRL):
+		return nil, vaultError(err)
+	}
+	return nil, inputError(err)
+}
+
+// rootCRLs is the k8s.BootstrapOptions.RootCRLs (RootRotationOptions.NewRootCRLs)
+// of root source src: opened only when CRLs turn out to be on; a source that keeps
+// no CRL gives k8s.ErrNoRootCRL.
+func rootCRLs(e *env, src rootSource, iss ca.Issuer, t crlTimes, dryRun bool) func(context.Context) ([]*x509.RevocationList, error) {
+	return func(ctx context.Context) ([]*x509.RevocationList, error) {
+		auth, err := crlAuthority(ctx, e, src, iss)
+		if errors.Is(err, rootsource.ErrNoCRL) {
+			return nil, fmt.Errorf("%w: %w", k8s.ErrNoRootCRL, err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		crl, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: t.ttl, Refresh: t.refresh, DryRun: dryRun})
+		if err != nil {
+			return nil, err
+		}
+		if changed && !dryRun {
+			e.log.Info("root CRL signed", "source", src.Spec.String(), "number", crl.Number.Text(16))
+		}
+		return []*x509.RevocationList{crl}, nil
+	}
 }
 
 // crlFlags are the flags of the commands that sign and spread CRLs.
@@ -90,8 +128,8 @@ func bindCRL(c *cli.Context) crlOptions {
 }
 
 func (o *crlOptions) Validate() error {
-	if k := o.Source.Kind(); k == rootsource.KindCADir || k == rootsource.KindVaultKV {
-		return inputError(rootsource.ErrNoCRL)
+	if o.Source.Kind() == rootsource.KindCADir {
+		return inputError(fmt.Errorf("--ca-dir: %w", rootsource.ErrNoCRL))
 	}
 	if err := o.Source.Validate(); err != nil {
 		return err
@@ -138,7 +176,7 @@ func (o *crlOptions) open(ctx context.Context, e *env) (*x509.Certificate, ca.CR
 	if err != nil {
 		return nil, nil, err
 	}
-	auth, err := crlAuthority(o.Source, iss)
+	auth, err := crlAuthority(ctx, e, o.Source, iss)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -243,8 +281,9 @@ Examples:
 		Subcommands: []*cli.Command{{
 			Name:  "sync",
 			Usage: "give every cluster one current CRL of every CA of the mesh",
-			Description: `Signs the root's CRL (` + ca.RootCRLFile + ` beside a root folder, or the Vault PKI issuer's own
-CRL, which Vault signs on crl/rotate) when it is missing or due,
+			Description: `Signs the root's CRL (` + ca.RootCRLFile + ` beside a root folder; the secret PATH/crl beside a
+Vault KV root; or the Vault PKI issuer's own CRL, which Vault signs on crl/rotate)
+when it is missing or due,
 signs each cluster CA's CRL with that CA's key from the cluster's own cacerts Secret
 when missing or due, and writes the whole set into every cluster's cacerts as
 ` + ca.CRLFile + `. istiod 1.27 and later (PILOT_ENABLE_CA_CRL, on by default) loads it,
@@ -259,7 +298,8 @@ as they are. See docs/revocation.md.
 Examples:
    meshpki crl sync --root-dir root --all-contexts
    meshpki crl sync --root-dir root --context east --context west --dry-run -o json
-   meshpki crl sync --vault-pki pki --all-contexts`,
+   meshpki crl sync --vault-pki pki --all-contexts
+   meshpki crl sync --vault-kv secret/meshpki/root --all-contexts`,
 			Flags: crlFlags(),
 			Action: actionOf(e, func(c *cli.Context) *crlSyncOptions {
 				return &crlSyncOptions{crlOptions: bindCRL(c)}
@@ -296,7 +336,9 @@ func revokeCommand(e *env) *cli.Command {
 		ArgsUsage: "CLUSTER...",
 		Description: `Revokes the intermediate CA of each CLUSTER (as named by --context / --cluster),
 or of each --serial: the root's CRL lists it (` + ca.RootCRLFile + ` beside a root folder,
-the durable record; or Vault's own revocation and CRL with --vault-pki), and the mesh CRL set goes to every other cluster, as crl sync does.
+the durable record; the secret PATH/crl beside a --vault-kv root; or Vault's own
+revocation and CRL with --vault-pki), and the mesh CRL set goes to every other
+cluster, as crl sync does.
 From then on every other cluster's Envoys refuse the revoked cluster's workloads, and
 its own Secret is left as it is (the cluster may be compromised or gone). To bring it
 back, mint it a new intermediate and install it, then run crl sync.

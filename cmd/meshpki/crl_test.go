@@ -458,3 +458,57 @@ func TestIstiodRootRotationWithCRLs(t *testing.T) {
 		prev = cur
 	}
 }
+
+// TestRevokeWithVaultKV: with the root in a Vault KV secret, the revocation record
+// is the CRL in the secret beside it (PATH/crl), and that CRL, byte for byte, is
+// the root CRL every other cluster gets.
+func TestRevokeWithVaultKV(t *testing.T) {
+	v := testenv.StartVaultT(t)
+	admin := vaultAdmin(t, v)
+	vaultEnv(t, v, v.Token)
+	pool := testenv.NewK8sPool("east", "west")
+	env := pool.Get(t)
+	t.Cleanup(pool.Stop)
+	kc := env.Kubeconfig
+	bundles := filepath.Join(t.TempDir(), "bundles")
+	expectExit(t, 0, "root", "create", "--vault-kv", "secret/meshpki/crl-root")
+	expectExit(t, 0, "intermediate", "create", "--vault-kv", "secret/meshpki/crl-root", "--cluster", "east", "--cluster", "west", "--out", bundles)
+	expectExit(t, 0, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
+	if out, _ := expectExit(t, 0, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--vault-kv", "secret/meshpki/crl-root"); !strings.Contains(out, "2 clusters: 2 updated") {
+		t.Fatalf("crl sync:\n%s", out)
+	}
+	west, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.CACertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut := expectExit(t, 0, "revoke", "--kubeconfig", kc, "--all-contexts", "--vault-kv", "secret/meshpki/crl-root", "west"); !strings.Contains(out, "west: revoked") {
+		t.Errorf("revoke west:\n%s\n%s", out, errOut)
+	}
+	s, err := admin.Logical().Read("secret/data/meshpki/crl-root/crl")
+	if err != nil || s == nil {
+		t.Fatalf("the CRL secret beside the root: %v", err)
+	}
+	kept, err := ca.ParseCRLsPEM([]byte(s.Data["data"].(map[string]any)["crl"].(string)))
+	if err != nil || len(kept) != 1 || !ca.IsRevoked(kept[0], west.SerialNumber) {
+		t.Fatalf("the CRL kept in Vault KV does not list west's CA: %v", err)
+	}
+	cs, err := kubernetes.NewForConfig(env.Clusters[0].RESTConfig(env.Clusters[0].AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastCRLs, err := ca.ParseCRLsPEM(secretFiles(t, cs)[ca.CRLFile])
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.RootCertFile)))
+	if got := ca.CRLOf(eastCRLs, root); got == nil || !bytes.Equal(got.Raw, kept[0].Raw) {
+		t.Error("east's root CRL is not the one kept in Vault KV")
+	}
+	// A second revocation of west is refused, and --ca-dir still is.
+	if _, errOut := expectExit(t, 2, "revoke", "--kubeconfig", kc, "--all-contexts", "--vault-kv", "secret/meshpki/crl-root", "west"); !strings.Contains(errOut, "already revoked") {
+		t.Errorf("revoking twice: %s", errOut)
+	}
+	if _, errOut := expectExit(t, 2, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--ca-dir", bundles); !strings.Contains(errOut, "--ca-dir") {
+		t.Errorf("crl sync --ca-dir: %s", errOut)
+	}
+}

@@ -266,18 +266,7 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	o.rotation.NewRoot, o.rotation.Issuer = newRoot, iss
-	if auth, err := crlAuthority(o.NewRoot, iss); err == nil {
-		o.rotation.NewRootCRLs = func(ctx context.Context) ([]*x509.RevocationList, error) {
-			crl, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, DryRun: o.DryRun})
-			if err != nil {
-				return nil, err
-			}
-			if changed && !o.DryRun {
-				e.log.Info("new root's CRL signed", "source", o.NewRoot.Spec.String(), "number", crl.Number.Text(16))
-			}
-			return []*x509.RevocationList{crl}, nil
-		}
-	}
+	o.rotation.NewRootCRLs = rootCRLs(e, o.NewRoot, iss, o.CRL, o.DryRun)
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
 
 	var rep *k8s.RootRotationReport

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/ca/rootsource"
 	"github.com/meshpki/meshpki/internal/metrics"
 	"github.com/meshpki/meshpki/k8s"
 )
@@ -377,14 +375,6 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 // are on in the mesh (some cluster's cacerts has ca-crl.pem): a rotated cluster's
 // new CA reaches the others, and no CRL passes its next update.
 func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport, next map[string]time.Time) error {
-	auth, err := crlAuthority(o.Root, iss)
-	if errors.Is(err, rootsource.ErrNoCRL) {
-		e.log.Debug("CRLs not refreshed: the root source keeps no CRL", "source", o.Root.Spec.String())
-		return nil
-	}
-	if err != nil {
-		return err
-	}
 	opts := k8s.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
 		Lock: &o.rotate.Lock}
 	// CRLs are on when a cluster has them: nothing is signed otherwise.
@@ -392,14 +382,11 @@ func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clu
 	if err != nil || !enabled {
 		return err
 	}
-	crl, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh})
+	anchors, err := rootCRLs(e, o.Root, iss, o.CRL, false)(ctx)
 	if err != nil {
 		return err
 	}
-	if changed {
-		e.log.Info("root CRL signed", "source", o.Root.Spec.String(), "number", crl.Number.Text(16))
-	}
-	opts.AnchorCRLs = []*x509.RevocationList{crl}
+	opts.AnchorCRLs = anchors
 	res, err := k8s.SyncCRLs(ctx, clusters, opts)
 	rep.CRLs = res
 	for _, r := range res {
