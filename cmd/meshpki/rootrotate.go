@@ -142,8 +142,9 @@ runs never change one cluster at once. Key material is never printed.
 
 With CRLs on in the mesh (some cacerts has ca-crl.pem; docs/revocation.md), each run
 first spreads what the step needs to every cluster, as crl sync does: the new
-root's CRL (signed in --new-root-dir's root-crl.pem, or by Vault for --new-vault-pki;
-other new root sources keep no CRL and such a run is refused) and, before step 2,
+root's CRL (signed in --new-root-dir's root-crl.pem, beside a --new-vault-kv root,
+or by Vault for --new-vault-pki; --new-ca-dir keeps no CRL and such a run is
+refused) and, before step 2,
 the CRLs of the new intermediates, minted first and signed with their keys; then,
 when that changed a cluster, --crl-settle passes before any cluster moves, for the
 proxies to read the new CRLs (a mounted ConfigMap). Every cluster thus holds a CRL
