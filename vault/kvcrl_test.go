@@ -28,7 +28,14 @@ func TestKVCRL(t *testing.T) {
 	if err := StoreRootKV(ctx, admin.Logical(), k, root, keyPEM); err != nil {
 		t.Fatal(err)
 	}
-	auth := NewKVCRL(admin.Logical(), k, root)
+	// The token of docs/vault.md's policy: read the root, read/create/update PATH/crl.
+	policy := kvPolicy(k) + "\n" + `path "` + k.Child(KVCRLName).DataPath() + `" { capabilities = ["read", "create", "update"] }`
+	limited := tokenClient(t, v, policyToken(t, v, admin, policy, false))
+	loaded, err := LoadRootKV(ctx, limited.Logical(), k, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := NewKVCRL(limited.Logical(), k, loaded)
 	first, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{})
 	if err != nil || !changed || !ca.SignedBy(first, root.Cert) {
 		t.Fatalf("first CRL: changed=%v, %v", changed, err)
