@@ -36,13 +36,13 @@ func ParseRenewBefore(s string) (RenewBefore, error) {
 	if pct, ok := strings.CutSuffix(s, "%"); ok {
 		f, err := strconv.ParseFloat(pct, 64)
 		if err != nil || !(f > 0 && f < 100) { // NaN fails both comparisons
-			return RenewBefore{}, fmt.Errorf("renew-before %q: a percentage must be between 0 and 100", s)
+			return RenewBefore{}, fmt.Errorf("%q: a percentage must be between 0 and 100", s)
 		}
 		return RenewBefore{Fraction: f / 100}, nil
 	}
 	d, err := ParseDuration(s)
 	if err != nil {
-		return RenewBefore{}, fmt.Errorf("renew-before: %w", err)
+		return RenewBefore{}, err
 	}
 	return RenewBefore{Duration: d}, nil
 }

@@ -92,6 +92,7 @@ func handshakeFails(t *testing.T, what string, a, b workload) {
 // brings east back. Last, a fourth cluster, south, is bootstrapped into the mesh:
 // its CA's CRL reaches the three istiods with its cacerts, and all four talk.
 func TestIstiodTakesMeshCRLs(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west", "north", "south")
 	three := func(args ...string) []string {
 		return append(args, "--kubeconfig", kc, "--context", "east", "--context", "west", "--context", "north")
@@ -379,6 +380,7 @@ func TestVerifyWithCRLs(t *testing.T) {
 // the published CRLs, complete mTLS across the clusters, also with workloads of
 // the step before.
 func TestIstiodRootRotationWithCRLs(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
 	dir := t.TempDir()
 	rootA, rootB, bundles := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")

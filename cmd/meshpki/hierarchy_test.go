@@ -22,6 +22,7 @@ import (
 // CAs): due without --force (another signing CA), hot-reloaded, and certificates
 // from before and after are trusted across clusters, since the root did not change.
 func TestIstiodIssuingCAHierarchy(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
 	dir := t.TempDir()
 	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})

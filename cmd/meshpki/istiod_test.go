@@ -32,7 +32,10 @@ import (
 )
 
 // istiodMesh starts fresh clusters (istiod publishes into every namespace, so these
-// tests get their own) and returns them with an admin client per cluster.
+// tests get their own) and returns them with an admin client per cluster. The
+// tests that use it run in parallel (t.Parallel): they spend most of their time
+// waiting for their own apiservers and istiods, which share nothing but the
+// machine, and they set no environment.
 func istiodMesh(t *testing.T, names ...string) (*testenv.K8s, string, map[string]kubernetes.Interface) {
 	t.Helper()
 	testenv.IstiodBin(t) // skips (or fails) without istiod
@@ -195,6 +198,7 @@ func noRefusals(t *testing.T, is []*testenv.Istiod) {
 // clusters' workloads; after rotate, every istiod reloads without a restart, and
 // certificates from before and after are trusted across clusters.
 func TestIstiodInstallAndRotate(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west", "north")
 	dir := t.TempDir()
 	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
@@ -269,6 +273,7 @@ func opensslText(t *testing.T, pemFile string) []byte {
 // file contains the other byte for byte), and workloads signed at this step and at the
 // step before complete mutual TLS across clusters.
 func TestIstiodRootRotation(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
 	dir := t.TempDir()
 	rootA, rootB, bundles := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")
@@ -415,6 +420,7 @@ func TestRootRotateWaitsForIstiod(t *testing.T) {
 // with --restart-istiod restart it (the harness stands in for the Deployment
 // controller), after which it signs with the installed intermediate.
 func TestIstiodSelfSignedThenInstall(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
 	dir := t.TempDir()
 	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")

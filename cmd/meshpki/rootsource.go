@@ -86,6 +86,8 @@ func bindRootSourceFlags(c *cli.Context, prefix string, vc *vaultConn) rootSourc
 func (s *rootSource) Validate() error {
 	s.VaultPKI = strings.Trim(s.VaultPKI, "/")
 	switch err := s.Spec.Validate(); {
+	case errors.Is(err, rootsource.ErrNone) && s.VaultIssuer != "":
+		return inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", s.prefix))
 	case errors.Is(err, rootsource.ErrNone) && s.prefix == "new-":
 		return inputError(errors.New("no new root given: pass --new-root-dir DIR, --new-ca-dir DIR, --new-vault-pki MOUNT or --new-vault-kv MOUNT/PATH (make one with meshpki root create)"))
 	case errors.Is(err, rootsource.ErrNone):

@@ -152,7 +152,7 @@ func (o *rotateOptions) Validate() error {
 	if o.RenewBefore != "" {
 		var err error
 		if rb, err = ca.ParseRenewBefore(o.RenewBefore); err != nil {
-			return inputError(err)
+			return inputError(fmt.Errorf("--renew-before: %w", err))
 		}
 	}
 	ttl, err := parseDuration("ttl", o.TTL)

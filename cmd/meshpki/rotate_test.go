@@ -514,7 +514,7 @@ func TestRotateCommand(t *testing.T) {
 		}{
 			{[]string{"--renew-before", "400d"}, "not shorter than --ttl 365d"},
 			{[]string{"--renew-before", "150%"}, "a percentage must be between 0 and 100"},
-			{[]string{"--renew-before", "soon"}, "renew-before: bad duration"},
+			{[]string{"--renew-before", "soon"}, "--renew-before: bad duration"},
 			{[]string{"--dry-run", "--metrics-file", filepath.Join(r.dir, "m.prom")}, "a dry run does nothing"},
 			{[]string{"--metrics-file", filepath.Join(r.dir, "m.txt")}, "only reads files ending in .prom"},
 			{[]string{"--metrics-file", filepath.Join(r.dir, "nope", "m.prom")}, "no such file or directory"},
