@@ -109,11 +109,14 @@ Examples:
 	return app
 }
 
-// run is main without os.Exit, for tests.
+// quietCFSSL quiets cfssl, which logs every signature at INFO through its own
+// global logger, so that stdout and stderr carry only meshpki's output. It writes
+// that global: call it once, before any run (main, and the tests' TestMain), never
+// from run, which tests call concurrently.
+func quietCFSSL() { cflog.Level = cflog.LevelFatal }
+
+// run is main without os.Exit, for tests (after quietCFSSL).
 func run(args []string, stdout, stderr io.Writer) int {
-	// cfssl logs every signature at INFO through its own global logger: quiet it here,
-	// at the edge, so stdout and stderr carry only meshpki's output.
-	cflog.Level = cflog.LevelFatal
 	e := &env{stdout: stdout, stderr: stderr, log: slog.New(slog.NewTextHandler(stderr, nil))}
 	ctx, stop := interruptible(stderr)
 	defer stop()

@@ -59,13 +59,9 @@ func (t *crlTimes) Validate() error {
 // rootsource.CRLAuthority): an unsupported source or a bad root is bad input (exit
 // 2), Vault's errors get their exit code.
 func crlAuthority(ctx context.Context, e *env, src rootSource, iss ca.Issuer) (ca.CRLAuthority, error) {
-	opts := rootsource.Options{Log: e.log}
-	if src.UsesVault() {
-		client, err := src.Vault.connect(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		opts.Vault = client.Logical()
+	opts, err := src.options(ctx, e)
+	if err != nil {
+		return nil, err
 	}
 	a, err := rootsource.CRLAuthority(ctx, src.Spec, iss, opts)
 	switch {

@@ -254,6 +254,25 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	}
 }
 
+// heldRootCRL is the root's CRL in cluster c's cacerts ca-crl.pem (the root as
+// bundles/west holds it), or nil.
+func heldRootCRL(t *testing.T, c *testenv.K8sCluster, bundles string) *x509.RevocationList {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crls, err := ca.ParseCRLsPEM(secretFiles(t, cs)[ca.CRLFile])
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.RootCertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.CRLOf(crls, root)
+}
+
 // TestRevokeWithVaultPKI: with the root in a Vault PKI mount, revoke goes through
 // Vault (its record shows the revocation) and the root CRL every cluster gets is
 // Vault's own, byte for byte, listing the revoked CA.
@@ -294,16 +313,7 @@ func TestRevokeWithVaultPKI(t *testing.T) {
 	if err != nil || len(vaultCRLs) != 1 {
 		t.Fatalf("Vault's CRL: %v", err)
 	}
-	cs, err := kubernetes.NewForConfig(env.Clusters[0].RESTConfig(env.Clusters[0].AdminToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eastCRLs, err := ca.ParseCRLsPEM(secretFiles(t, cs)[ca.CRLFile])
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.RootCertFile)))
-	got := ca.CRLOf(eastCRLs, root)
+	got := heldRootCRL(t, env.Clusters[0], bundles)
 	if got == nil || !bytes.Equal(got.Raw, vaultCRLs[0].Raw) || !ca.IsRevoked(got, west.SerialNumber) {
 		t.Error("east's root CRL is not Vault's CRL listing west's CA")
 	}
@@ -494,16 +504,7 @@ func TestRevokeWithVaultKV(t *testing.T) {
 	if err != nil || len(kept) != 1 || !ca.IsRevoked(kept[0], west.SerialNumber) {
 		t.Fatalf("the CRL kept in Vault KV does not list west's CA: %v", err)
 	}
-	cs, err := kubernetes.NewForConfig(env.Clusters[0].RESTConfig(env.Clusters[0].AdminToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eastCRLs, err := ca.ParseCRLsPEM(secretFiles(t, cs)[ca.CRLFile])
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.RootCertFile)))
-	if got := ca.CRLOf(eastCRLs, root); got == nil || !bytes.Equal(got.Raw, kept[0].Raw) {
+	if got := heldRootCRL(t, env.Clusters[0], bundles); got == nil || !bytes.Equal(got.Raw, kept[0].Raw) {
 		t.Error("east's root CRL is not the one kept in Vault KV")
 	}
 	// A second revocation of west is refused, and --ca-dir still is.

@@ -21,6 +21,7 @@ import (
 // tells a waiting folder apart, refused imports write nothing, and the imported
 // bundles pass verify --mtls and install into real clusters.
 func TestOfflineRootByCSR(t *testing.T) {
+	t.Parallel() // its own servers, no environment set
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed")
 	}

@@ -81,6 +81,7 @@ func TestDurationOverflow(t *testing.T) {
 const asCLI = "MESHPKI_TEST_AS_CLI"
 
 func TestMain(m *testing.M) {
+	quietCFSSL()
 	if os.Getenv(asCLI) == "1" {
 		os.Exit(run(append([]string{"meshpki"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}

@@ -101,6 +101,7 @@ func TestIstiodIssuingCAHierarchy(t *testing.T) {
 // (--new-ca-dir) signs the new intermediates; in the end every cluster trusts the
 // offline root alone and holds a three-level chain.
 func TestRootRotateOntoIssuingCA(t *testing.T) {
+	t.Parallel() // its own servers, no environment set
 	pool := testenv.NewK8sPool("east", "west")
 	env := pool.Get(t)
 	t.Cleanup(pool.Stop)

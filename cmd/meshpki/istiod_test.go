@@ -384,6 +384,7 @@ func must[T any](v T, err error) T {
 // TestRootRotateWaitsForIstiod: an istiod without ISTIO_MULTIROOT_MESH refuses step 1;
 // status reports it refused with that reason, and root rotate will not take step 2.
 func TestRootRotateWaitsForIstiod(t *testing.T) {
+	t.Parallel() // its own servers, no environment set
 	env, kc, _ := istiodMesh(t, "solo")
 	dir := t.TempDir()
 	rootA, rootB, bundles := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")

@@ -5,5 +5,6 @@ package main
 import "os"
 
 func main() {
+	quietCFSSL()
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }

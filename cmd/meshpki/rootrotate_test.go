@@ -124,6 +124,7 @@ func rrSecretVersions(t *testing.T, kc, ns string) map[string]string {
 // TestRootRotateCommand walks two real clusters through a root rotation with the
 // CLI: status, dry run, each step, reruns, refusals.
 func TestRootRotateCommand(t *testing.T) {
+	t.Parallel() // its own servers, no environment set
 	pool := testenv.NewK8sPool("east", "west")
 	env := pool.Get(t)
 	t.Cleanup(pool.Stop)

@@ -110,13 +110,9 @@ func (s *rootSource) Validate() error {
 // the root are bad input (exit 2); Vault being unreachable, sealed or refusing is a
 // failure (exit 1).
 func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
-	opts := rootsource.Options{Log: e.log}
-	if s.UsesVault() {
-		client, err := s.Vault.connect(ctx, e)
-		if err != nil {
-			return nil, err
-		}
-		opts.Vault = client.Logical()
+	opts, err := s.options(ctx, e)
+	if err != nil {
+		return nil, err
 	}
 	iss, err := rootsource.Open(ctx, s.Spec, opts)
 	switch {
@@ -126,6 +122,20 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 		return nil, vaultError(err)
 	}
 	return nil, inputError(err)
+}
+
+// options are the rootsource.Options of s: the logger, and the Vault client
+// (connected and logged in once per run) when the source is in Vault.
+func (s rootSource) options(ctx context.Context, e *env) (rootsource.Options, error) {
+	opts := rootsource.Options{Log: e.log}
+	if s.UsesVault() {
+		client, err := s.Vault.connect(ctx, e)
+		if err != nil {
+			return opts, err
+		}
+		opts.Vault = client.Logical()
+	}
+	return opts, nil
 }
 
 // checkProfiles is ca.CheckProfiles against iss's chain, as bad input (exit 2).
