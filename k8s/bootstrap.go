@@ -140,7 +140,7 @@ func spreadNewCRL(ctx context.Context, cl *Cluster, b *ca.Bundle, opts Bootstrap
 	if err != nil {
 		return fmt.Errorf("cluster %s: not installed, as its CA's CRL did not reach every cluster of the mesh: %w", cl.Name, err)
 	}
-	if err := settle(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
+	if err := SettleCRLs(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
 		return fmt.Errorf("cluster %s: not installed: waiting for the mesh's proxies to read the new CRLs: %w", cl.Name, err)
 	}
 	return nil

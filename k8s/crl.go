@@ -71,9 +71,10 @@ type CRLSyncResult struct {
 // cache's delay. Until then a proxy refuses peers signed by the new CA.
 const DefaultCRLSettle = 90 * time.Second
 
-// settle waits d after a spread that changed some cluster (not in a dry run),
-// or until ctx ends.
-func settle(ctx context.Context, d time.Duration, res []*CRLSyncResult, dryRun bool) error {
+// SettleCRLs waits d after a spread (res, SyncCRLs' results) that changed some
+// cluster, unless dryRun: for the proxies to read the new CRLs (see
+// DefaultCRLSettle). It returns early with ctx's cause.
+func SettleCRLs(ctx context.Context, d time.Duration, res []*CRLSyncResult, dryRun bool) error {
 	if d <= 0 || dryRun || !slices.ContainsFunc(res, func(r *CRLSyncResult) bool { return r.Action == ActionUpdated }) {
 		return nil
 	}

@@ -220,6 +220,31 @@ func TestRotateKeepsCRLs(t *testing.T) {
 	if err := handshakes(t, east, w); err != nil {
 		t.Errorf("after the sync: %v", err)
 	}
+
+	// Minted ahead (what rotate does with CRLs on): the new CA's CRL reaches east
+	// before west installs the CA, so east accepts it with no sync afterwards.
+	minted, err := MintAhead(testContext(t), clusters, opts)
+	if err != nil || len(minted) != 2 {
+		t.Fatalf("MintAhead with Force: %d minted, %v", len(minted), err)
+	}
+	if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}, Pending: []*ca.Bundle{minted["west"]}}); err != nil {
+		t.Fatal(err)
+	}
+	opts.Minted = map[string]*ca.Bundle{"west": minted["west"]}
+	if _, err := Rotate(testContext(t), clusters[1], opts); err != nil {
+		t.Fatal(err)
+	}
+	w, b = crlWorkload(t, clusters[1], ns)
+	if !b.Cert.Equal(minted["west"].Cert) {
+		t.Fatal("rotate did not install the intermediate minted ahead")
+	}
+	east, _ = crlWorkload(t, clusters[0], ns)
+	if err := handshakes(t, east, w); err != nil {
+		t.Errorf("minted ahead, no sync after: %v", err)
+	}
+	if p := crlMeshProblems(t, clusters, ns); len(p) != 0 {
+		t.Errorf("status after a rotation minted ahead: %v", p)
+	}
 }
 
 // refused wants the handshake between server and client to fail, and client's chain
@@ -370,9 +395,9 @@ func TestInstallKeepsCRLs(t *testing.T) {
 	}
 }
 
-// settle waits only after a spread that wrote something, never in a dry run, and
+// SettleCRLs waits only after a spread that wrote something, never in a dry run, and
 // gives up with the context.
-func TestSettle(t *testing.T) {
+func TestSettleCRLs(t *testing.T) {
 	updated := []*CRLSyncResult{{Cluster: "a", Action: ActionUnchanged}, {Cluster: "b", Action: ActionUpdated}}
 	unchanged := updated[:1]
 	long := time.Hour
@@ -381,18 +406,18 @@ func TestSettle(t *testing.T) {
 		res  []*CRLSyncResult
 		dry  bool
 	}{{"nothing written", unchanged, false}, {"dry run", updated, true}} {
-		if err := settle(context.Background(), long, tc.res, tc.dry); err != nil {
+		if err := SettleCRLs(context.Background(), long, tc.res, tc.dry); err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stop := errors.New("interrupted")
 	cancel(stop)
-	if err := settle(ctx, long, updated, false); !errors.Is(err, stop) {
+	if err := SettleCRLs(ctx, long, updated, false); !errors.Is(err, stop) {
 		t.Errorf("cancelled wait: %v", err)
 	}
 	start := time.Now()
-	if err := settle(context.Background(), 20*time.Millisecond, updated, false); err != nil || time.Since(start) < 20*time.Millisecond {
+	if err := SettleCRLs(context.Background(), 20*time.Millisecond, updated, false); err != nil || time.Since(start) < 20*time.Millisecond {
 		t.Errorf("wait after an update: %v after %s", err, time.Since(start))
 	}
 }

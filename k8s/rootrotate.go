@@ -557,7 +557,7 @@ func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotatio
 	if err != nil {
 		return nil, fmt.Errorf("spreading the CRLs of the new root and intermediates: %w; no cluster moved", err)
 	}
-	if err := settle(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
+	if err := SettleCRLs(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
 		return nil, fmt.Errorf("waiting for the proxies to read the new CRLs: %w; no cluster moved", err)
 	}
 	set := ca.EncodeCRLsPEM(sync.AnchorCRLs...)

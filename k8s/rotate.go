@@ -77,6 +77,10 @@ type RotateOptions struct {
 	// CRLTTL is the life of the CRL signed for a new intermediate in a cluster
 	// whose cacerts has CRLs; 0 means ca.DefaultCRLTTL.
 	CRLTTL time.Duration
+	// Minted are new intermediates minted ahead (MintAhead), by cluster name:
+	// Rotate installs the cluster's one instead of minting, if the cluster is still
+	// due under the Lease.
+	Minted map[string]*ca.Bundle
 
 	// beforeLock, for tests, runs after the first decision and before the Lease
 	// is taken.
@@ -268,14 +272,46 @@ func Rotate(ctx context.Context, cl *Cluster, opts RotateOptions) (*RotateResult
 	return res, rotateLocked(lctx, cl, opts, d2, res)
 }
 
-// rotateLocked mints, installs and checks, under the Lease.
+// MintAhead decides, as a dry run of Rotate does (no Lease, nothing written), which
+// of clusters are due, and mints their new intermediates now, so that their CRLs
+// can reach every cluster before any of them is installed: pass them to SyncCRLs
+// as Pending, then to Rotate as RotateOptions.Minted. Clusters that are not due,
+// or that Rotate would refuse, get none. A failure to mint is returned, with
+// nothing minted for the rest.
+func MintAhead(ctx context.Context, clusters []*Cluster, opts RotateOptions) (map[string]*ca.Bundle, error) {
+	dry := opts
+	dry.DryRun = true
+	minted := map[string]*ca.Bundle{}
+	for _, r := range Each(ctx, clusters, DefaultConcurrency, func(ctx context.Context, cl *Cluster) (*RotateResult, error) {
+		return Rotate(ctx, cl, dry)
+	}, nil) {
+		if r.Err != nil || r.Value == nil || r.Value.Outcome != OutcomeDue {
+			continue
+		}
+		p := opts.Profile
+		p.Cluster = r.Cluster.Name
+		p.Subject.Locality = []string{r.Cluster.Name}
+		b, err := ca.Mint(ctx, opts.Issuer, p)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", r.Cluster.Name, err)
+		}
+		minted[r.Cluster.Name] = b
+	}
+	return minted, nil
+}
+
+// rotateLocked mints (or takes the one minted ahead), installs and checks, under
+// the Lease.
 func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decision, res *RotateResult) error {
 	p := opts.Profile
 	p.Cluster = cl.Name
 	p.Subject.Locality = []string{cl.Name}
-	b, err := ca.Mint(ctx, opts.Issuer, p)
-	if err != nil {
-		return leaseCause(ctx, err)
+	b := opts.Minted[cl.Name]
+	if b == nil {
+		var err error
+		if b, err = ca.Mint(ctx, opts.Issuer, p); err != nil {
+			return leaseCause(ctx, err)
+		}
 	}
 	// Keep the other roots the cluster trusts (a root rotation in progress), unless
 	// the cluster moves to a root it did not trust yet (AllowNewRoot): then its

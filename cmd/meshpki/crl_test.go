@@ -176,17 +176,19 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 		t.Errorf("revoking east twice: exit %d, %s", code, errOut)
 	}
 	// rotate gives every cluster a new CA (east too, which brings it back) and, as
-	// CRLs are on, spreads the new CAs' CRLs: the istiods reload, and all talk again.
+	// CRLs are on, spreads the new CAs' CRLs before installing them: the istiods
+	// reload, and all talk again.
 	offsets := make([]int64, len(is))
 	for k, i := range is {
 		offsets[k] = i.LogSize()
 	}
-	out, _ = rrWant(t, 0, nil, three("rotate", "--root-dir", root, "--force", "-o", "json")...)
+	out, _ = rrWant(t, 0, nil, three("rotate", "--root-dir", root, "--force", "--crl-settle", "1s", "-o", "json")...)
 	var rot struct {
-		CRLs []struct{ Cluster, Action string } `json:"crls"`
+		Ahead []struct{ Cluster, Action string } `json:"crlsAhead"`
+		CRLs  []struct{ Cluster, Action string } `json:"crls"`
 	}
-	if err := json.Unmarshal([]byte(out), &rot); err != nil || len(rot.CRLs) != 3 {
-		t.Fatalf("rotate -o json should report the CRL refresh of 3 clusters: %v\n%s", err, out)
+	if err := json.Unmarshal([]byte(out), &rot); err != nil || len(rot.CRLs) != 3 || len(rot.Ahead) != 3 || rot.Ahead[1].Action != "updated" {
+		t.Fatalf("rotate -o json should report the CRL spread ahead and the refresh of 3 clusters: %v\n%s", err, out)
 	}
 	for k, i := range is {
 		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {

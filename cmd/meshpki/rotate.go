@@ -40,6 +40,8 @@ type rotateOptions struct {
 	MetricsFile   string
 	Output        string
 	CRL           crlTimes
+	CRLSettle     string
+	settle        time.Duration // set by Validate
 
 	rotate k8s.RotateOptions // set by Validate; Issuer once the root is open
 }
@@ -49,6 +51,7 @@ const catRotate = "Rotation"
 func rotateCommand(e *env) *cli.Command {
 	flags := append(rootSourceFlags(), clusterFlags(true)...)
 	flags = append(flags, crlTimeFlags(catRotate)...)
+	flags = append(flags, crlSettleFlag())
 	flags = append(flags,
 		&cli.StringFlag{Name: "renew-before", Category: catRotate, Usage: "rotate when less life is left than this: a duration (720h, 30d) or a share of the lifetime (33%); default: a third of the lifetime, e.g. --renew-before 60d"},
 		&cli.BoolFlag{Name: "force", Category: catRotate, Usage: "rotate every chosen cluster, due or not, e.g. after a key may have leaked"},
@@ -86,6 +89,12 @@ resourceVersion read, the Secret is written whole. Then cacerts is read back and
 the lock released. Vault (or the root folder) is opened and checked before any
 cluster is touched: a sealed Vault or a revoked token changes nothing.
 
+With CRLs on (some cacerts has ca-crl.pem; docs/revocation.md), the due clusters'
+new intermediates are minted first, their CRLs written into every cluster, and
+--crl-settle waited for the proxies to read them, before any is installed; a
+cluster that cannot take them stops the run with nothing rotated. The run ends
+with crl sync, which signs again the CRLs close to their next update.
+
 Output: one line per cluster on stderr as it finishes ("rotated", "not due (N days
 left, ...)", "locked by HOLDER", "failed: reason"); then the summary on stdout, or
 with --output json the per-cluster records on stdout (and the summary on stderr).
@@ -114,6 +123,7 @@ func bindRotate(c *cli.Context) *rotateOptions {
 		Clusters:      bindClusters(c),
 		Lock:          bindLock(c),
 		CRL:           bindCRLTimes(c),
+		CRLSettle:     c.String("crl-settle"),
 		RenewBefore:   c.String("renew-before"),
 		Force:         c.Bool("force"),
 		AllowNewRoot:  c.Bool("allow-new-root"),
@@ -140,6 +150,10 @@ func (o *rotateOptions) Validate() error {
 		return err
 	}
 	if err := o.CRL.Validate(); err != nil {
+		return err
+	}
+	var err error
+	if o.settle, err = parseDurationOrZero("crl-settle", o.CRLSettle); err != nil {
 		return err
 	}
 	if err := o.Clusters.Validate(); err != nil {
@@ -263,6 +277,9 @@ type rotateReport struct {
 	// Summary counts clusters by outcome.
 	Summary  map[k8s.Outcome]int `json:"summary"`
 	Clusters []rotateEntry       `json:"clusters"`
+	// CRLsAhead is the spread of the new intermediates' CRLs before any was
+	// installed, when CRLs are on and a cluster was due.
+	CRLsAhead []*k8s.CRLSyncResult `json:"crlsAhead,omitempty"`
 	// CRLs is the mesh CRL set's refresh after the rotations, when CRLs are on.
 	CRLs []*k8s.CRLSyncResult `json:"crls,omitempty"`
 	// Error is what stopped the whole run (the root source), if anything did.
@@ -284,32 +301,18 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 	// before any cluster is touched.
 	iss, err := o.Root.issuer(ctx, e)
 	if err != nil {
-		err = fmt.Errorf("%w; no cluster was touched", err)
-		rep.OK, rep.Error = false, err.Error()
-		var runs []metrics.Run
-		for _, cl := range clusters {
-			res := &k8s.RotateResult{Cluster: cl.Name, Namespace: o.rotate.Namespace, DryRun: o.rotate.DryRun, Outcome: k8s.OutcomeFailed}
-			rep.Clusters = append(rep.Clusters, rotateEntry{RotateResult: res, Error: "not started: " + err.Error()})
-			rep.Summary[k8s.OutcomeFailed]++
-			runs = append(runs, metrics.Run{Cluster: cl.Name})
-		}
-		if o.Output == "json" {
-			if werr := writeJSON(e.stdout, rep); werr != nil {
-				return werr
-			}
-		}
-		if o.MetricsFile != "" {
-			if werr := writeMetrics(e, o.MetricsFile, runs); werr != nil {
-				e.log.Error("metrics file", "err", werr)
-			}
-		}
-		return err
+		return o.notStarted(e, clusters, &rep, fmt.Errorf("%w; no cluster was touched", err))
 	}
 	o.rotate.Issuer = iss
 	o.rotate.CRLTTL = o.CRL.ttl
 	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(iss.Anchor())),
 		"lockHolder", o.rotate.Lock.Holder, "dryRun", o.rotate.DryRun)
 
+	if !o.rotate.DryRun {
+		if err := o.spreadAhead(ctx, e, iss, clusters, &rep); err != nil {
+			return o.notStarted(e, clusters, &rep, fmt.Errorf("%w; no cluster was rotated", err))
+		}
+	}
 	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
 		return k8s.Rotate(ctx, cl, o.rotate)
 	}, func(r k8s.Result[*k8s.RotateResult]) {
@@ -369,6 +372,69 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 		return failed(fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(results), strings.Join(bad, ", ")))
 	}
 	return failed(merr)
+}
+
+// notStarted reports a run stopped before any cluster was rotated: every cluster
+// failed, not started, in the JSON result and the metrics.
+func (o *rotateOptions) notStarted(e *env, clusters []*k8s.Cluster, rep *rotateReport, err error) error {
+	rep.OK, rep.Error = false, err.Error()
+	var runs []metrics.Run
+	for _, cl := range clusters {
+		res := &k8s.RotateResult{Cluster: cl.Name, Namespace: o.rotate.Namespace, DryRun: o.rotate.DryRun, Outcome: k8s.OutcomeFailed}
+		rep.Clusters = append(rep.Clusters, rotateEntry{RotateResult: res, Error: "not started: " + err.Error()})
+		rep.Summary[k8s.OutcomeFailed]++
+		runs = append(runs, metrics.Run{Cluster: cl.Name})
+	}
+	if o.Output == "json" {
+		if werr := writeJSON(e.stdout, rep); werr != nil {
+			return werr
+		}
+	}
+	if o.MetricsFile != "" {
+		if werr := writeMetrics(e, o.MetricsFile, runs); werr != nil {
+			e.log.Error("metrics file", "err", werr)
+		}
+	}
+	return err
+}
+
+// spreadAhead, when CRLs are on in the mesh, mints the due clusters' new
+// intermediates first (k8s.MintAhead), spreads their CRLs to every cluster
+// (k8s.SyncCRLs with them pending) and waits --crl-settle: the other clusters'
+// proxies then accept what a new intermediate signs from the moment it is
+// installed. A cluster that cannot take the new CRLs stops the run: rotating
+// anyway would cut the new intermediates off from it.
+func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport) error {
+	opts := k8s.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
+		Lock: &o.rotate.Lock}
+	if on, err := k8s.CRLsEnabled(ctx, clusters, opts); err != nil || !on {
+		return nil // no CRLs; or no cluster readable, which the rotations report
+	}
+	minted, err := k8s.MintAhead(ctx, clusters, o.rotate)
+	if err != nil || len(minted) == 0 {
+		return err
+	}
+	if opts.AnchorCRLs, err = rootCRLs(e, o.Root, iss, o.CRL, false)(ctx); err != nil {
+		return err
+	}
+	for _, cl := range clusters {
+		if b := minted[cl.Name]; b != nil {
+			opts.Pending = append(opts.Pending, b)
+		}
+	}
+	res, err := k8s.SyncCRLs(ctx, clusters, opts)
+	rep.CRLsAhead = res
+	for _, r := range res {
+		e.log.Info("CRLs ahead", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs)
+	}
+	if err != nil {
+		return fmt.Errorf("spreading the new intermediates' CRLs first: %w", err)
+	}
+	if err := k8s.SettleCRLs(ctx, o.settle, res, false); err != nil {
+		return fmt.Errorf("waiting --crl-settle for the proxies to read the new CRLs: %w", err)
+	}
+	o.rotate.Minted = minted
+	return nil
 }
 
 // syncCRLs refreshes and spreads the mesh CRL set after the rotations, when CRLs
