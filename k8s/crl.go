@@ -88,6 +88,11 @@ func SettleCRLs(ctx context.Context, d time.Duration, res []*CRLSyncResult, dryR
 	}
 }
 
+// ErrForgedCRL means a cluster's ca-crl.pem holds a CRL that names a CA of the
+// mesh as its issuer (subject and key identifier) and that this CA did not sign:
+// someone else wrote that Secret. SyncCRLs then writes nothing anywhere.
+var ErrForgedCRL = errors.New("a CRL claims a mesh CA as its issuer, and that CA did not sign it")
+
 // ErrNoRootCRL means CRLs are on in the mesh and no CRL of the root source was
 // given: a new CA cannot join without the root's CRL in its set.
 var ErrNoRootCRL = errors.New("no CRL of the root source")
@@ -103,6 +108,9 @@ const ActionSkipped Action = "skipped"
 // while current (a cluster that cannot be read this time still has its CA's last
 // CRL passed on). A cluster whose CA the AnchorCRLs revoke is left alone: it is
 // cut off by the others, and its own istiod keeps what it has.
+//
+// A CRL in any cluster's file that claims a mesh CA as issuer and that this CA did
+// not sign (ErrForgedCRL) stops the run before anything is written.
 //
 // Every Secret is written through Install, so istiod's checks (ca.CheckIstiodCRLs)
 // are run before anything is sent. Results are in the clusters' order; the error
@@ -147,6 +155,31 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 				}
 			}
 		}
+	}
+	// A CRL that claims a mesh CA (or the root) as issuer but fails its signature
+	// would be picked by Envoy for that CA and fail every peer it signed: stop.
+	issuers := slices.Clone(cas)
+	for _, r := range reads {
+		if r.Err == nil && r.Value.bundle != nil {
+			for _, c := range r.Value.bundle.Roots {
+				if !ca.ContainsCert(issuers, c) {
+					issuers = append(issuers, c)
+				}
+			}
+		}
+	}
+	for i, r := range reads {
+		if r.Err != nil || r.Value.bundle == nil {
+			continue
+		}
+		if crl, c := forgedCRL(r.Value.crls, issuers); crl != nil {
+			results[i].Err = fmt.Errorf("cluster %s: %s in %s holds a CRL (number %v) claiming to be from %s (key %x): %w; remove it (or restore a %s* Secret) and rerun",
+				clusters[i].Name, ca.CRLFile, SecretName, crl.Number, c.Subject, c.SubjectKeyId, ErrForgedCRL, BackupPrefix)
+			errs = append(errs, results[i].Err)
+		}
+	}
+	if len(errs) > 0 && slices.ContainsFunc(errs, func(err error) bool { return errors.Is(err, ErrForgedCRL) }) {
+		return results, errors.Join(errs...)
 	}
 	// The mesh set: the anchor's CRLs, and every current CRL a cluster holds that a
 	// mesh CA signed (what a cluster holds from CAs no chain shows any more, such
@@ -204,8 +237,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		}
 		// Its own file also keeps, while current, the CRLs of CAs no chain shows
 		// any more (its previous intermediate's, for the workloads it signed).
-		// A CRL there that claims a mesh CA's name and key but did not verify
-		// against it is dropped: only the set speaks for the mesh's CAs.
+		// The set speaks for the mesh's CAs: their older CRLs there are dropped.
 		mine := ca.MergeCRLs(set, notOfCAs(notFrom(current(r.Value.crls, now), opts.AnchorCRLs), cas))
 		files := r.Value.files
 		files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
@@ -314,6 +346,19 @@ func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*c
 	}
 	r.bundle = b
 	return r, nil
+}
+
+// forgedCRL returns the first of crls that names one of cas as its issuer (subject
+// and key identifier) and that this CA did not sign, with that CA.
+func forgedCRL(crls []*x509.RevocationList, cas []*x509.Certificate) (*x509.RevocationList, *x509.Certificate) {
+	for _, crl := range crls {
+		for _, c := range cas {
+			if bytes.Equal(crl.RawIssuer, c.RawSubject) && bytes.Equal(crl.AuthorityKeyId, c.SubjectKeyId) && !ca.SignedBy(crl, c) {
+				return crl, c
+			}
+		}
+	}
+	return nil, nil
 }
 
 // current keeps the CRLs current at now.

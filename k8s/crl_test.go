@@ -297,10 +297,12 @@ func crlMeshProblems(t *testing.T, clusters []*Cluster, ns string) []ca.Problem 
 	return out
 }
 
-// TestSyncCRLsDropsForgedCRL: a CRL in a cluster's ca-crl.pem that claims another
+// TestSyncCRLsRefusesForgedCRL: a CRL in a cluster's ca-crl.pem that claims another
 // cluster CA's name and key identifier, with a higher number, but was signed by
-// another key (a tampered Secret) never replaces the real one, there or elsewhere.
-func TestSyncCRLsDropsForgedCRL(t *testing.T) {
+// another key (a tampered Secret) stops the run with an error naming the cluster
+// and the CA, before anything is written anywhere; once it is removed, the run
+// goes through and every cluster holds the real CRL.
+func TestSyncCRLsRefusesForgedCRL(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	clusters = clusters[:2]
 	ns := testNamespace(t)
@@ -334,10 +336,31 @@ func TestSyncCRLsDropsForgedCRL(t *testing.T) {
 	s := getSecret(t, clusters[1], ns, SecretName)
 	crls, _ := ca.ParseCRLsPEM(s.Data[ca.CRLFile])
 	s.Data[ca.CRLFile] = ca.EncodeCRLsPEM(append(crls, forged)...)
-	if _, err := clusters[1].Client.CoreV1().Secrets(ns).Update(testContext(t), s, metav1.UpdateOptions{}); err != nil {
+	tampered, err := clusters[1].Client.CoreV1().Secrets(ns).Update(testContext(t), s, metav1.UpdateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := SyncCRLs(testContext(t), clusters, opts); err != nil {
+	before := map[string]string{}
+	for _, cl := range clusters {
+		before[cl.Name] = getSecret(t, cl, ns, SecretName).ResourceVersion
+	}
+	// Due everywhere, so that a run that went on would write.
+	due := opts
+	due.Refresh = 2 * time.Hour
+	res, err := SyncCRLs(testContext(t), clusters, due)
+	if !errors.Is(err, ErrForgedCRL) || !strings.Contains(err.Error(), "cluster "+clusters[1].Name) || res[1].Err == nil {
+		t.Fatalf("sync with a forged CRL in %s: %v", clusters[1].Name, err)
+	}
+	for _, cl := range clusters {
+		if rv := getSecret(t, cl, ns, SecretName).ResourceVersion; rv != before[cl.Name] {
+			t.Errorf("%s written although a forged CRL stopped the run", cl.Name)
+		}
+	}
+	tampered.Data[ca.CRLFile] = ca.EncodeCRLsPEM(crls...)
+	if _, err := clusters[1].Client.CoreV1().Secrets(ns).Update(testContext(t), tampered, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), clusters, due); err != nil {
 		t.Fatal(err)
 	}
 	for _, cl := range clusters {
