@@ -173,6 +173,21 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 	}
 
 	opts.RootCRLs = rootCRLs
+	// A dry run signs and checks, and writes nothing anywhere. (The run above did
+	// give mesh[0] the new CA's CRL: harmless, no chain shows that CA.)
+	before[mesh[0].Name] = getSecret(t, mesh[0], ns, SecretName).ResourceVersion
+	dry := opts
+	dry.Install.DryRun = true
+	if res, _, err := Bootstrap(testContext(t), newcomer, dry); err != nil || res.Action != ActionCreated || !res.DryRun {
+		t.Fatalf("dry run: %+v, %v", res, err)
+	}
+	if rv := getSecret(t, mesh[0], ns, SecretName).ResourceVersion; rv != before[mesh[0].Name] {
+		t.Errorf("%s: cacerts written by a dry run", mesh[0].Name)
+	}
+	if _, err := newcomer.Client.CoreV1().Secrets(ns).Get(testContext(t), SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("a dry run created the new cacerts: %v", err)
+	}
+
 	res, files, err := Bootstrap(testContext(t), newcomer, opts)
 	if err != nil || res.Action != ActionCreated {
 		t.Fatalf("bootstrap: %+v, %v", res, err)
