@@ -21,6 +21,11 @@ type CRLSyncOptions struct {
 	// AnchorCRLs are the root source's CRLs (the root's, and an issuing CA's),
 	// current: they list the revoked cluster CAs.
 	AnchorCRLs []*x509.RevocationList
+	// AnchorRoots, when AnchorCRLs is empty, are the roots whose CRLs are taken as
+	// the clusters hold them: for each, the newest current CRL it signed found in
+	// any cluster's ca-crl.pem (ErrNoRootCRL when none is). This is for a command
+	// that has no root source (install): it spreads, it never signs a root's CRL.
+	AnchorRoots []*x509.Certificate
 	// TTL is the life of each cluster CA's CRL signed here; 0 means
 	// ca.DefaultCRLTTL. Refresh: a CRL with less life left is signed again; 0 means
 	// ca.DefaultCRLRefresh.
@@ -124,7 +129,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 	if ns == "" {
 		ns = DefaultNamespace
 	}
-	if len(opts.AnchorCRLs) == 0 {
+	if len(opts.AnchorCRLs) == 0 && len(opts.AnchorRoots) == 0 {
 		return nil, errors.New("no CRL of the root source: SyncCRLs needs the root's")
 	}
 	for _, crl := range opts.AnchorCRLs {
@@ -135,6 +140,13 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 	reads := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*crlRead, error) {
 		return readForCRLs(ctx, cl, ns, now)
 	}, nil)
+	if len(opts.AnchorCRLs) == 0 {
+		anchors, err := heldRootCRLs(reads, opts.AnchorRoots, now)
+		if err != nil {
+			return nil, err
+		}
+		opts.AnchorCRLs = anchors
+	}
 
 	results := make([]*CRLSyncResult, len(clusters))
 	// The CAs whose CRLs may be passed on: the mesh's, as the clusters' chains show.
@@ -348,6 +360,25 @@ func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*c
 	return r, nil
 }
 
+// heldRootCRLs returns, for each of roots, the newest current CRL it signed that
+// a cluster holds.
+func heldRootCRLs(reads []Result[*crlRead], roots []*x509.Certificate, now time.Time) ([]*x509.RevocationList, error) {
+	var out []*x509.RevocationList
+	for _, root := range roots {
+		var held []*x509.RevocationList
+		for _, r := range reads {
+			if r.Err == nil {
+				held = append(held, keep(current(r.Value.crls, now), func(crl *x509.RevocationList) bool { return ca.SignedBy(crl, root) })...)
+			}
+		}
+		if len(held) == 0 {
+			return nil, fmt.Errorf("no cluster holds a current CRL of the root %s: %w (run meshpki crl sync with the root source)", root.Subject, ErrNoRootCRL)
+		}
+		out = append(out, ca.MergeCRLs(held)...)
+	}
+	return out, nil
+}
+
 // forgedCRL returns the first of crls that names one of cas as its issuer (subject
 // and key identifier) and that this CA did not sign, with that CA.
 func forgedCRL(crls []*x509.RevocationList, cas []*x509.Certificate) (*x509.RevocationList, *x509.Certificate) {
@@ -413,4 +444,71 @@ func earliestNextUpdate(crls []*x509.RevocationList) time.Time {
 		}
 	}
 	return next.UTC()
+}
+
+// SpreadForInstall readies an install of bundles (files[i] for targets[i], as
+// Install takes them; nil ones are skipped) into a mesh with CRLs on: the CRLs of
+// the bundles' CAs that are new to their cluster are signed with their keys and
+// written first into every cluster of targets and mesh (SyncCRLs with them
+// pending, the root's CRL as the clusters hold it: AnchorRoots), so that the
+// others accept what a new CA signs from its first moment; a target with no
+// cacerts yet gets the mesh set in its files. With CRLs off everywhere, or no new
+// CA, nothing is written and nil is returned. A failure leaves files as they were:
+// install nothing then.
+func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[string][]byte, mesh []*Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
+	ns := opts.Namespace
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	all := slices.Clone(targets)
+	for _, cl := range mesh {
+		if !slices.ContainsFunc(all, func(c *Cluster) bool { return c.Name == cl.Name }) {
+			all = append(all, cl)
+		}
+	}
+	if on, err := CRLsEnabled(ctx, all, opts); err != nil || !on {
+		return nil, nil // off; or no cluster readable, which the installs report
+	}
+	now := time.Now()
+	if opts.Now != nil {
+		now = opts.Now()
+	}
+	var roots []*x509.Certificate
+	fresh := map[int]*ca.Bundle{} // targets with no cacerts yet
+	for i, cl := range targets {
+		if files[i] == nil || files[i][ca.CRLFile] != nil {
+			continue
+		}
+		b, _, err := ca.ParseBundle(files[i], ca.VerifyOptions{AllowRootKey: true, Now: now})
+		if err != nil {
+			continue // Install reports it
+		}
+		installed, err := InstalledCA(ctx, cl, ns)
+		switch {
+		case apierrors.IsNotFound(err):
+			fresh[i] = b
+		case err != nil:
+			continue // unreadable: its install fails too, and says why
+		case installed.Equal(b.Cert):
+			continue
+		}
+		opts.Pending = append(opts.Pending, b)
+		for _, r := range b.Roots {
+			if !ca.ContainsCert(roots, r) {
+				roots = append(roots, r)
+			}
+		}
+	}
+	if len(opts.Pending) == 0 {
+		return nil, nil
+	}
+	opts.AnchorCRLs, opts.AnchorRoots = nil, roots
+	res, err := SyncCRLs(ctx, all, opts)
+	if err != nil {
+		return res, fmt.Errorf("spreading the new CAs' CRLs before the install: %w", err)
+	}
+	for i, b := range fresh {
+		files[i][ca.CRLFile] = b.CRLFile
+	}
+	return res, nil
 }

@@ -444,3 +444,58 @@ func TestSettleCRLs(t *testing.T) {
 		t.Errorf("wait after an update: %v after %s", err, time.Since(start))
 	}
 }
+
+// TestSpreadForInstall: installing new CAs into a mesh with CRLs on (a new CA for
+// west, a first cacerts for north) spreads their CRLs to every cluster first, with
+// the root's CRL the clusters hold, so that all pairs talk right after the
+// installs, with no crl sync; a rerun with the same bundles spreads nothing.
+func TestSpreadForInstall(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	east, west, north := clusters[0], clusters[1], clusters[2]
+	for _, cl := range []*Cluster{east, west} {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), []*Cluster{east, west}, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
+		t.Fatal(err)
+	}
+	_, westFiles := mint(t, nil, west.Name)
+	_, northFiles := mint(t, nil, north.Name)
+	targets, files := []*Cluster{west, north}, []map[string][]byte{westFiles, northFiles}
+	res, err := SpreadForInstall(testContext(t), targets, files, []*Cluster{east}, CRLSyncOptions{Namespace: ns})
+	if err != nil || len(res) != 3 {
+		t.Fatalf("spread: %d results, %v", len(res), err)
+	}
+	if files[0][ca.CRLFile] != nil || files[1][ca.CRLFile] == nil {
+		t.Fatal("only the cluster without cacerts should get the mesh set in its files")
+	}
+	for i, cl := range targets {
+		mustInstall(t, cl, files[i], InstallOptions{Namespace: ns})
+	}
+	ws := map[string]*ca.Workload{}
+	for _, cl := range clusters {
+		ws[cl.Name], _ = crlWorkload(t, cl, ns)
+	}
+	for i, a := range clusters {
+		for _, b := range clusters[i+1:] {
+			if err := handshakes(t, ws[a.Name], ws[b.Name]); err != nil {
+				t.Errorf("%s <-> %s right after the install: %v", a.Name, b.Name, err)
+			}
+		}
+	}
+	if p := crlMeshProblems(t, clusters, ns); len(p) != 0 {
+		t.Errorf("mesh CRL problems after the install: %v", p)
+	}
+	again := []map[string][]byte{SecretFiles(getSecret(t, west, ns, SecretName)), SecretFiles(getSecret(t, north, ns, SecretName))}
+	delete(again[0], ca.CRLFile)
+	delete(again[1], ca.CRLFile)
+	if res, err := SpreadForInstall(testContext(t), targets, again, []*Cluster{east}, CRLSyncOptions{Namespace: ns}); err != nil || res != nil {
+		t.Errorf("rerun with the installed bundles: %v, %v; want nothing spread", res, err)
+	}
+}

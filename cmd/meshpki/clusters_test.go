@@ -241,6 +241,8 @@ func TestClusterCommands(t *testing.T) {
 			{[]string{"install", "--kubeconfig", kc, "--all-contexts", "--context", "east", "--bundles", bundles}, "exclude each other"},
 			{[]string{"install", "--kubeconfig", kc, "--all-contexts", "--bundles", filepath.Join(dir, "nope")}, "no such folder"},
 			{[]string{"install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles, "--cluster", "east"}, "want CTX=NAME"},
+			{[]string{"install", "--kubeconfig", kc, "--context", "east", "--mesh-context", "east", "--bundles", bundles}, "--mesh-context east is one of the clusters to install"},
+			{[]string{"install", "--kubeconfig", kc, "--context", "east", "--mesh-context", "nowhere", "--bundles", bundles}, `--mesh-context: no such kubeconfig context "nowhere"`},
 			{[]string{"install", "--kubeconfig", filepath.Join(dir, "nope"), "--all-contexts", "--bundles", bundles}, "load kubeconfig"},
 			{[]string{"status", "--kubeconfig", kc, "--all-contexts", "-o", "yaml"}, "want text or json"},
 			{[]string{"bootstrap", "--kubeconfig", kc, "--context", "east", "--context", "west", "--root-dir", root}, "pass --context once"},

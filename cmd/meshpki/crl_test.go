@@ -480,22 +480,23 @@ func TestRevokeWithVaultKV(t *testing.T) {
 	v := testenv.StartVaultT(t)
 	admin := vaultAdmin(t, v)
 	vaultEnv(t, v, v.Token)
-	pool := testenv.NewK8sPool("east", "west")
+	pool := testenv.NewK8sPool("east", "west", "north")
 	env := pool.Get(t)
 	t.Cleanup(pool.Stop)
 	kc := env.Kubeconfig
 	bundles := filepath.Join(t.TempDir(), "bundles")
 	expectExit(t, 0, "root", "create", "--vault-kv", "secret/meshpki/crl-root")
 	expectExit(t, 0, "intermediate", "create", "--vault-kv", "secret/meshpki/crl-root", "--cluster", "east", "--cluster", "west", "--out", bundles)
-	expectExit(t, 0, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
-	if out, _ := expectExit(t, 0, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--vault-kv", "secret/meshpki/crl-root"); !strings.Contains(out, "2 clusters: 2 updated") {
+	two := []string{"--kubeconfig", kc, "--context", "east", "--context", "west"}
+	expectExit(t, 0, append([]string{"install", "--bundles", bundles}, two...)...)
+	if out, _ := expectExit(t, 0, append([]string{"crl", "sync", "--vault-kv", "secret/meshpki/crl-root"}, two...)...); !strings.Contains(out, "2 clusters: 2 updated") {
 		t.Fatalf("crl sync:\n%s", out)
 	}
 	west, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.CACertFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, errOut := expectExit(t, 0, "revoke", "--kubeconfig", kc, "--all-contexts", "--vault-kv", "secret/meshpki/crl-root", "west"); !strings.Contains(out, "west: revoked") {
+	if out, errOut := expectExit(t, 0, append(append([]string{"revoke", "--vault-kv", "secret/meshpki/crl-root"}, two...), "west")...); !strings.Contains(out, "west: revoked") {
 		t.Errorf("revoke west:\n%s\n%s", out, errOut)
 	}
 	s, err := admin.Logical().Read("secret/data/meshpki/crl-root/crl")
@@ -510,10 +511,34 @@ func TestRevokeWithVaultKV(t *testing.T) {
 		t.Error("east's root CRL is not the one kept in Vault KV")
 	}
 	// A second revocation of west is refused, and --ca-dir still is.
-	if _, errOut := expectExit(t, 2, "revoke", "--kubeconfig", kc, "--all-contexts", "--vault-kv", "secret/meshpki/crl-root", "west"); !strings.Contains(errOut, "already revoked") {
+	if _, errOut := expectExit(t, 2, append(append([]string{"revoke", "--vault-kv", "secret/meshpki/crl-root"}, two...), "west")...); !strings.Contains(errOut, "already revoked") {
 		t.Errorf("revoking twice: %s", errOut)
 	}
 	if _, errOut := expectExit(t, 2, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--ca-dir", bundles); !strings.Contains(errOut, "--ca-dir") {
 		t.Errorf("crl sync --ca-dir: %s", errOut)
+	}
+
+	// A new cluster installed from a bundle folder into the CRL mesh: its CA's CRL
+	// reaches east first, and its cacerts gets the mesh set (the root's CRL as
+	// east holds it, listing west).
+	expectExit(t, 0, "intermediate", "create", "--vault-kv", "secret/meshpki/crl-root", "--cluster", "north", "--out", bundles)
+	expectExit(t, 0, "install", "--kubeconfig", kc, "--context", "north", "--mesh-context", "east", "--mesh-context", "west", "--crl-settle", "0", "--bundles", bundles)
+	north, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "north", ca.CACertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastCS, err := kubernetes.NewForConfig(env.Clusters[0].RESTConfig(env.Clusters[0].AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eastCRLs, err := ca.ParseCRLsPEM(secretFiles(t, eastCS)[ca.CRLFile])
+	if err != nil || ca.CRLOf(eastCRLs, north) == nil {
+		t.Fatalf("east lacks the new cluster's CA's CRL after install --mesh-context: %v", err)
+	}
+	if got := heldRootCRL(t, env.Clusters[2], bundles); got == nil || !ca.IsRevoked(got, west.SerialNumber) {
+		t.Error("the new cluster's cacerts lacks the root's CRL the mesh holds")
+	}
+	if out, _ := expectExit(t, 0, "status", "--kubeconfig", kc, "--context", "east", "--context", "north"); !strings.Contains(out, "mesh: OK") {
+		t.Errorf("status of east and north:\n%s", out)
 	}
 }

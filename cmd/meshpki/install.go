@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,8 +31,12 @@ type installOptions struct {
 	AllowNewRoot  bool
 	KeepBackups   int
 	Output        string
+	// MeshContexts are the contexts of the mesh's other clusters (for CRLs).
+	MeshContexts []string
+	CRLSettle    string
 
 	install k8s.InstallOptions // set by Validate
+	settle  time.Duration      // set by Validate
 }
 
 func installCommand(e *env) *cli.Command {
@@ -43,6 +48,8 @@ func installCommand(e *env) *cli.Command {
 		&cli.BoolFlag{Name: "allow-new-root", Usage: "install a bundle whose roots differ from those installed (a root change breaks cross-cluster mTLS: prefer a root rotation)"},
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all (and needs no list/delete permission)"},
 		lockWaitFlag(""),
+		&cli.StringSliceFlag{Name: "mesh-context", Usage: "context of another cluster of the mesh (repeatable): with CRLs on, the new CAs' CRLs reach it too before they are installed"},
+		crlSettleFlag(),
 		outputFlag(),
 	)
 	return &cli.Command{
@@ -64,7 +71,13 @@ Secret cacerts in the namespace (istio-system), clusters in parallel:
     --keep-backups are kept), then updated with its resourceVersion as
     precondition; if someone else changed it meanwhile, meshpki reads it again and
     decides again;
-  - the key istio-generated (istiod's self-signed CA marker) is never written.
+  - the key istio-generated (istiod's self-signed CA marker) is never written;
+  - with CRLs on (some cacerts has ca-crl.pem; docs/revocation.md), the CRL of each
+    CA new to its cluster is signed with its key and written first into every chosen
+    cluster and every --mesh-context cluster, with the root's CRL they hold; then
+    --crl-settle passes, for the proxies to read them, and only then are the new CAs
+    installed (a new cluster's cacerts gets the whole mesh set). If that spread
+    fails, nothing is installed.
 
 A cluster is named after its context (map it with --cluster CTX=NAME). Progress goes
 to stderr, one line per cluster; the result to stdout. Key material is never printed.
@@ -76,7 +89,8 @@ Examples:
    meshpki install --bundles bundles --all-contexts
    meshpki install --bundles bundles --context east --context west --dry-run
    meshpki install --bundles bundles --context gke_prod_europe-west1_mesh --cluster gke_prod_europe-west1_mesh=eu
-   KUBECONFIG=east.yaml:west.yaml meshpki install --bundles bundles --all-contexts --output json`,
+   KUBECONFIG=east.yaml:west.yaml meshpki install --bundles bundles --all-contexts --output json
+   meshpki install --bundles bundles --context south --mesh-context east --mesh-context west`,
 		Flags:  flags,
 		Action: actionOf(e, bindInstall),
 	}
@@ -94,6 +108,8 @@ func bindInstall(c *cli.Context) *installOptions {
 		AllowNewRoot:  c.Bool("allow-new-root"),
 		KeepBackups:   c.Int("keep-backups"),
 		Output:        c.String("output"),
+		MeshContexts:  c.StringSlice("mesh-context"),
+		CRLSettle:     c.String("crl-settle"),
 	}
 }
 
@@ -117,6 +133,18 @@ func (o *installOptions) Validate() error {
 	}
 	if err := o.Lock.Validate(); err != nil {
 		return err
+	}
+	var err error
+	if o.settle, err = parseDurationOrZero("crl-settle", o.CRLSettle); err != nil {
+		return err
+	}
+	for i, m := range o.MeshContexts {
+		if slices.Contains(o.Clusters.Contexts, m) {
+			return inputError(fmt.Errorf("--mesh-context %s is one of the clusters to install (--context)", m))
+		}
+		if slices.Contains(o.MeshContexts[:i], m) {
+			return inputError(fmt.Errorf("--mesh-context %s given twice", m))
+		}
 	}
 	st, err := os.Stat(o.Bundles)
 	if err != nil {
@@ -181,6 +209,21 @@ func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) (
 	return files, errs, nil
 }
 
+// spreadCRLs, with CRLs on, spreads the new CAs' CRLs before the install
+// (k8s.SpreadForInstall) and waits --crl-settle when that wrote something.
+func (o *installOptions) spreadCRLs(ctx context.Context, e *env, clusters []*k8s.Cluster, bundles []map[string][]byte, mesh []*k8s.Cluster) error {
+	lease := o.Lock.lease
+	res, err := k8s.SpreadForInstall(ctx, clusters, bundles, mesh, k8s.CRLSyncOptions{Namespace: o.install.Namespace,
+		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.install.DryRun})
+	for _, r := range res {
+		e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
+	}
+	if err != nil {
+		return err
+	}
+	return k8s.SettleCRLs(ctx, o.settle, res, o.install.DryRun)
+}
+
 // Run reads and checks every cluster's bundle, installs them (k8s.Install) and
 // writes the report; any cluster failed exits 1.
 func (o *installOptions) Run(ctx context.Context, e *env) error {
@@ -195,6 +238,17 @@ func (o *installOptions) Run(ctx context.Context, e *env) error {
 	index := map[*k8s.Cluster]int{}
 	for i, cl := range clusters {
 		index[cl] = i
+	}
+	var mesh []*k8s.Cluster
+	if len(o.MeshContexts) > 0 {
+		m := o.Clusters
+		m.load.Contexts, m.load.AllContexts = o.MeshContexts, false
+		if mesh, err = m.loadClusters(e); err != nil {
+			return fmt.Errorf("--mesh-context: %w", err)
+		}
+	}
+	if err := o.spreadCRLs(ctx, e, clusters, bundles, mesh); err != nil {
+		return failed(fmt.Errorf("%w; nothing was installed", err))
 	}
 	verb := "install"
 	if o.install.DryRun {
