@@ -36,16 +36,14 @@ tools: vaultdev k8s-testenv istiod
 # Every test, against real servers: the harness in internal/testenv starts them.
 # The release archives and the image (internal/dist) have no concurrency of their own,
 # and compressing them under the race detector takes minutes: they run without -race,
-# beside the rest, and their output follows. -parallel 4: the tests that start their
-# own apiservers and istiods (t.Parallel) mostly wait on them, so four at a time
-# overlap those waits even on 2 cores.
+# beside the rest, and their output follows.
 test: fmt-check vet build tools
 	@dist=$$(mktemp); $(GO) test -count=1 -timeout 20m ./internal/dist/... >$$dist 2>&1 & pid=$$!; \
 	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
 	ISTIOD_TESTENV_BIN=$$(tools/build.sh istiod) \
 	MESHPKI_REQUIRE_SERVERS=1 \
-	$(GO) test -race -count=1 -parallel 4 -timeout 20m $$($(GO) list ./... | grep -v /internal/dist/); rc=$$?; \
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /internal/dist/); rc=$$?; \
 	wait $$pid || rc=1; cat $$dist; rm -f $$dist; exit $$rc
 
 # Unit tests only: tests that need a server skip without one.
