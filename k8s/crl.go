@@ -493,8 +493,8 @@ func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[strin
 			continue
 		}
 		opts.Pending = append(opts.Pending, b)
-		for _, r := range b.Roots {
-			if !ca.ContainsCert(roots, r) {
+		for _, r := range b.Roots { // the root its chain ends at, not every trusted one
+			if b.SignedUnder(r) && !ca.ContainsCert(roots, r) {
 				roots = append(roots, r)
 			}
 		}
