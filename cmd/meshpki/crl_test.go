@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -540,5 +542,61 @@ func TestRevokeWithVaultKV(t *testing.T) {
 	}
 	if out, _ := expectExit(t, 0, "status", "--kubeconfig", kc, "--context", "east", "--context", "north"); !strings.Contains(out, "mesh: OK") {
 		t.Errorf("status of east and north:\n%s", out)
+	}
+}
+
+// TestSigtermDuringCRLSettle: a bootstrap into a CRL mesh stopped by SIGTERM while
+// it waits --crl-settle (the new CA's CRL already spread) exits 1 at once, installs
+// nothing in the new cluster, and leaves no lock behind.
+func TestSigtermDuringCRLSettle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the CLI in its own process")
+	}
+	pool := testenv.NewK8sPool("east", "west")
+	env := pool.Get(t)
+	t.Cleanup(pool.Stop)
+	kc := env.Kubeconfig
+	dir := t.TempDir()
+	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", root)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--out", bundles)
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--context", "east", "--bundles", bundles)
+	rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--context", "east", "--root-dir", root)
+	clients := map[string]kubernetes.Interface{}
+	for _, c := range env.Clusters {
+		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[c.Name] = cs
+	}
+	crlCount := func() int {
+		crls, _ := ca.ParseCRLsPEM(secretFiles(t, clients["east"])[ca.CRLFile])
+		return len(crls)
+	}
+	if n := crlCount(); n != 2 {
+		t.Fatalf("east holds %d CRLs, want the root's and its own", n)
+	}
+	p := startCLI(t, dir, "bootstrap", "--kubeconfig", kc, "--context", "west", "--root-dir", root, "--mesh-context", "east", "--crl-settle", "1h")
+	for crlCount() < 3 { // west's new CA's CRL has reached east: the wait has begun
+		select {
+		case <-p.done:
+			t.Fatal("bootstrap ended before the signal")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // into the wait
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t); code != exitFailed || !strings.Contains(p.err.String(), "not installed") {
+		t.Fatalf("exit %d, want 1 naming what was not done; stderr:\n%s", code, p.err.String())
+	}
+	ctx := context.Background()
+	if _, err := clients["west"].CoreV1().Secrets(k8s.DefaultNamespace).Get(ctx, k8s.SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("west's cacerts after the interrupted bootstrap: %v", err)
+	}
+	if _, err := clients["west"].CoordinationV1().Leases(k8s.DefaultNamespace).Get(ctx, k8s.LeaseName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("west's lock after the interrupted bootstrap: %v", err)
 	}
 }
