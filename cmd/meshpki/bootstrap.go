@@ -78,11 +78,12 @@ switches from its self-signed CA to cacerts when it restarts.
 
 CRLs (docs/revocation.md): when the clusters given by --mesh-context hold CRLs
 (ca-crl.pem), the new CA's CRL is signed and written into each of them first (as
-crl sync does, under their locks), and the new cacerts gets the whole mesh CRL set:
-their Envoys demand a CRL of every CA of a peer's chain, so without this they would
-refuse the new cluster's workloads. The root source must keep a CRL (--root-dir,
---vault-pki or --vault-kv). If any of them cannot be written, the new cluster is not installed.
-Without --mesh-context no other cluster is read: run meshpki crl sync afterwards.
+crl sync does, under their locks); --crl-settle passes, for their proxies to read it;
+then the new cacerts is created with the whole mesh CRL set. Their Envoys demand a
+CRL of every CA of a peer's chain: without this they would refuse the new cluster's
+workloads. The root source must keep a CRL (--root-dir, --vault-pki or --vault-kv).
+If any of them cannot be written, the new cluster is not installed. Without
+--mesh-context no other cluster is read: run meshpki crl sync afterwards.
 
 Exit status: 0 on success, 1 when minting or installing failed, 2 on bad usage or
 input (flags, kubeconfig, root).
