@@ -396,11 +396,7 @@ func TestVerifyWithCRLs(t *testing.T) {
 func TestIstiodRootRotationWithCRLs(t *testing.T) {
 	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
-	dir := t.TempDir()
-	rootA, rootB, bundles := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")
-	rrWant(t, 0, nil, "root", "create", "--out", rootA)
-	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Root CA 2027")
-	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	rootA, rootB, bundles := twoRoots(t)
 	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
 	rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", rootA)
 	var is []*testenv.Istiod

@@ -53,6 +53,18 @@ func istiodMesh(t *testing.T, names ...string) (*testenv.K8s, string, map[string
 	return env, env.Kubeconfig, clients
 }
 
+// twoRoots makes root A (the mesh's) and root B (the next one) and bundles for
+// east and west under A, in a new folder.
+func twoRoots(t *testing.T) (rootA, rootB, bundles string) {
+	t.Helper()
+	dir := t.TempDir()
+	rootA, rootB, bundles = filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", rootA)
+	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Root CA 2027")
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	return rootA, rootB, bundles
+}
+
 func startIstiod(t *testing.T, c *testenv.K8sCluster, multiRoot bool) *testenv.Istiod {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -275,11 +287,7 @@ func opensslText(t *testing.T, pemFile string) []byte {
 func TestIstiodRootRotation(t *testing.T) {
 	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
-	dir := t.TempDir()
-	rootA, rootB, bundles := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "bundles")
-	rrWant(t, 0, nil, "root", "create", "--out", rootA)
-	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Root CA 2027")
-	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	rootA, rootB, bundles := twoRoots(t)
 	handRoot := opensslText(t, filepath.Join(rootA, ca.RootCertFile))
 	for _, c := range env.Clusters {
 		data := map[string][]byte{ca.RootCertFile: handRoot}
