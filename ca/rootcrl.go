@@ -72,7 +72,13 @@ func (o CRLOptions) now() time.Time {
 // ReadRootCRL reads DIR/root-crl.pem, which must hold one v2 CRL signed by root.
 // It returns nil without an error when there is no such file.
 func ReadRootCRL(dir string, root *x509.Certificate) (*x509.RevocationList, error) {
-	name := filepath.Join(dir, RootCRLFile)
+	return readFolderCRL(dir, RootCRLFile, root)
+}
+
+// readFolderCRL reads DIR/FILE, which must hold one v2 CRL signed by c; nil without
+// an error when there is no such file.
+func readFolderCRL(dir, file string, c *x509.Certificate) (*x509.RevocationList, error) {
+	name := filepath.Join(dir, file)
 	data, err := ReadInputFile(name)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
@@ -87,8 +93,8 @@ func ReadRootCRL(dir string, root *x509.Certificate) (*x509.RevocationList, erro
 	if len(crls) != 1 {
 		return nil, fmt.Errorf("%s: holds %d CRLs, want 1", name, len(crls))
 	}
-	if !SignedBy(crls[0], root) {
-		return nil, fmt.Errorf("%s: not signed by the root of %s", name, RootCertFile)
+	if !SignedBy(crls[0], c) {
+		return nil, fmt.Errorf("%s: not signed by %s", name, c.Subject)
 	}
 	return crls[0], nil
 }
@@ -101,26 +107,33 @@ func ReadRootCRL(dir string, root *x509.Certificate) (*x509.RevocationList, erro
 // changed reports a write. The folder is locked meanwhile, so two runs never lose
 // each other's revocations.
 func RootDirCRL(ctx context.Context, dir string, root *Root, revoke []x509.RevocationListEntry, opts CRLOptions) (crl *x509.RevocationList, changed bool, err error) {
+	return folderCRL(ctx, dir, RootCRLFile, root, revoke, opts)
+}
+
+// folderCRL is RootDirCRL for the CRL of ca (a root or an issuing CA) kept as
+// DIR/FILE.
+func folderCRL(ctx context.Context, dir, file string, ca *Root, revoke []x509.RevocationListEntry, opts CRLOptions) (crl *x509.RevocationList, changed bool, err error) {
 	lock, err := atomicfs.LockDir(ctx, dir, nil)
 	if err != nil {
 		return nil, false, err
 	}
 	defer lock.Unlock()
-	last, err := ReadRootCRL(dir, root.Cert)
+	last, err := readFolderCRL(dir, file, ca.Cert)
 	if err != nil {
 		return nil, false, err
 	}
-	crl, changed, err = NextRootCRL(root, last, revoke, opts)
+	crl, changed, err = NextRootCRL(ca, last, revoke, opts)
 	if err != nil || !changed || opts.DryRun {
 		return crl, changed, err
 	}
-	if err := atomicfs.WriteFile(filepath.Join(dir, RootCRLFile), EncodeCRLsPEM(crl), 0o644); err != nil {
+	if err := atomicfs.WriteFile(filepath.Join(dir, file), EncodeCRLsPEM(crl), 0o644); err != nil {
 		return nil, false, err
 	}
 	return crl, true, nil
 }
 
-// NextRootCRL is the root's CRL after last (nil: none yet), whatever keeps it: last
+// NextRootCRL is the root's CRL after last (nil: none yet), whatever keeps it (and
+// an issuing CA's, passed as root: any CA with its key will do): last
 // itself when revoke is empty and it is not due (CRLOptions.Refresh), else a new CRL
 // signed with root's key, holding last's entries and revoke's (a serial listed
 // already is ErrAlreadyRevoked), numbered last's number plus one; changed reports
@@ -158,15 +171,19 @@ func NextRootCRL(root *Root, last *x509.RevocationList, revoke []x509.Revocation
 // of the cluster CAs its anchor revoked and signs the anchor's CRL. CRL returns that
 // CRL as it stands, signed anew first when due (CRLOptions.Refresh) or when revoke
 // adds serials (a serial listed already is ErrAlreadyRevoked); changed reports a
-// new CRL. FolderCRL (a root folder) and vault.PKIIssuer implement it.
+// new CRL. FolderCRL (a root's or an issuing CA's folder), vault.KVCRL and
+// vault.PKIIssuer implement it.
 type CRLAuthority interface {
 	CRL(ctx context.Context, revoke []x509.RevocationListEntry, opts CRLOptions) (crl *x509.RevocationList, changed bool, err error)
 }
 
-// FolderCRL is the CRLAuthority of a root kept in folder Dir: root-crl.pem there
-// (see RootDirCRL).
+// FolderCRL is the CRLAuthority of a CA kept in folder Dir: a root (root-crl.pem
+// there, see RootDirCRL), or an issuing CA read by ReadCADir, with File set to
+// SigningCACRLFile. Root holds the CA that signs, root or not.
 type FolderCRL struct {
-	Dir  string
+	Dir string
+	// File is the CRL's name in Dir: RootCRLFile when empty.
+	File string
 	Root *Root
 }
 
@@ -174,5 +191,9 @@ var _ CRLAuthority = (*FolderCRL)(nil)
 
 // CRL implements CRLAuthority.
 func (f *FolderCRL) CRL(ctx context.Context, revoke []x509.RevocationListEntry, opts CRLOptions) (*x509.RevocationList, bool, error) {
-	return RootDirCRL(ctx, f.Dir, f.Root, revoke, opts)
+	file := f.File
+	if file == "" {
+		file = RootCRLFile
+	}
+	return folderCRL(ctx, f.Dir, file, f.Root, revoke, opts)
 }

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"strings"
 	"testing"
@@ -52,6 +53,41 @@ func TestPKIIntermediateMountChain(t *testing.T) {
 		if len(b.Chain) != 3 || !b.Chain[1].Equal(iss.Anchor()) || !b.Chain[2].Equal(root.Cert) || !b.Roots[0].Equal(root.Cert) {
 			t.Fatalf("cert-chain.pem has %d certificates", len(b.Chain))
 		}
+	}
+
+	// Revocation at the intermediate mount: Vault revokes east's CA there and its
+	// CRL (signed by the issuing CA) lists it; the root mount's CRL is the upstream
+	// one. With both and the cluster CAs' own, east's chain fails Envoy's rule and
+	// west's passes.
+	intCRL, changed, err := iss.CRL(ctx, []x509.RevocationListEntry{{SerialNumber: bundles[0].Cert.SerialNumber, RevocationTime: time.Now()}}, ca.CRLOptions{})
+	if err != nil || !changed || !ca.SignedBy(intCRL, iss.Anchor()) || !ca.IsRevoked(intCRL, bundles[0].Cert.SerialNumber) {
+		t.Fatalf("revoking at the intermediate mount: changed %v, %v", changed, err)
+	}
+	rootIss, err := NewPKIIssuer(ctx, l, rootMount, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootCRL, _, err := rootIss.CRL(ctx, nil, ca.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := ca.UpstreamCRLs(chain, []*x509.RevocationList{rootCRL}, time.Now())
+	if err != nil || len(up) != 1 {
+		t.Fatalf("the root mount's CRL as upstream CRL: %v", err)
+	}
+	crls := append([]*x509.RevocationList{intCRL}, up...)
+	for _, b := range bundles {
+		own, err := ca.SignCRL(b.Cert, b.Key, nil, nil, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crls = append(crls, own)
+	}
+	if err := ca.CheckChainCRLs(bundles[0].Chain, crls, time.Now()); !errors.Is(err, ca.ErrRevoked) {
+		t.Errorf("east's chain: %v, want revoked", err)
+	}
+	if err := ca.CheckChainCRLs(bundles[1].Chain, crls, time.Now()); err != nil {
+		t.Errorf("west's chain: %v", err)
 	}
 }
 

@@ -16,7 +16,8 @@ const (
 	KVCRLField = "crl"
 )
 
-// KVCRL is the ca.CRLAuthority of a root kept in a Vault KV v2 secret: the record
+// KVCRL is the ca.CRLAuthority of a root (or an issuing CA: everything here said of
+// the root holds for it) kept in a Vault KV v2 secret: the record
 // of what the root revoked is its CRL, kept beside it in the secret PATH/crl
 // (KVCRLName), signed here with the root's key (ca.NextRootCRL) and written with
 // check-and-set on the version read, so two runs never lose each other's
@@ -31,7 +32,8 @@ type KVCRL struct {
 
 var _ ca.CRLAuthority = (*KVCRL)(nil)
 
-// NewKVCRL returns the CRL authority of root, read from the KV v2 secret rootPath.
+// NewKVCRL returns the CRL authority of root (the CA that signs, root or issuing CA),
+// read from the KV v2 secret rootPath.
 func NewKVCRL(l Logical, rootPath KVPath, root *ca.Root) *KVCRL {
 	return &KVCRL{l: l, rootPath: rootPath, path: rootPath.Child(KVCRLName), root: root}
 }
@@ -96,7 +98,7 @@ func (k *KVCRL) read(ctx context.Context) (*x509.RevocationList, int, error) {
 	case len(crls) != 1:
 		return nil, 0, &Error{Kind: ErrMalformed, Path: path, Msg: fmt.Sprintf("%s field %s: holds %d CRLs, want 1", k.path, KVCRLField, len(crls))}
 	case !ca.SignedBy(crls[0], k.root.Cert):
-		return nil, 0, &Error{Kind: ErrMalformed, Path: path, Msg: fmt.Sprintf("%s field %s: not signed by the root at %s", k.path, KVCRLField, k.rootPath)}
+		return nil, 0, &Error{Kind: ErrMalformed, Path: path, Msg: fmt.Sprintf("%s field %s: not signed by the CA at %s", k.path, KVCRLField, k.rootPath)}
 	}
 	return crls[0], int(v), nil
 }

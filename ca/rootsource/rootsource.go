@@ -196,18 +196,20 @@ func warnKeyMode(log *slog.Logger, keyFile, what string) {
 	}
 }
 
-// ErrNoCRL: the source cannot keep a revocation record (yet): revocation needs the
-// root itself, in a folder or as a Vault PKI mount's issuer.
-var ErrNoCRL = errors.New("revocation needs the root itself: a folder (--root-dir), a Vault PKI issuer (--vault-pki) or a Vault KV secret (--vault-kv); an issuing CA (--ca-dir, a Vault KV issuing CA or a Vault intermediate mount) is not supported yet")
+// ErrNoCRL: the source cannot keep a revocation record.
+var ErrNoCRL = errors.New("this root source keeps no CRL")
 
 // CRLAuthority returns the revocation side of the source s, whose issuer iss Open
-// returned: the root folder's root-crl.pem (ca.FolderCRL), the Vault PKI issuer's
-// own revocation and CRL, or the secret PATH/crl beside a Vault KV root
-// (vault.KVCRL; o.Vault is needed). Other kinds, and an anchor that is not the root
-// (whose CRL would need the root's above it), are refused with ErrNoCRL.
+// returned: the CA that signs cluster CAs keeps the record of those it revoked and
+// signs its own CRL. That is root-crl.pem in a root folder (ca.FolderCRL),
+// signing-ca-crl.pem in an issuing CA's folder (--ca-dir), the Vault PKI issuer's own
+// revocation and CRL (a root or an intermediate mount), or the secret PATH/crl beside
+// a Vault KV root or issuing CA (vault.KVCRL; o.Vault is needed). The CRLs of the CAs
+// above an issuing CA come from outside (ca.UpstreamCRLs).
 func CRLAuthority(ctx context.Context, s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
-	if !ca.IsSelfSigned(iss.Anchor()) {
-		return nil, fmt.Errorf("%s: its signing CA %s is not the root: %w", s, iss.Anchor().Subject, ErrNoCRL)
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
 	}
 	switch s.Kind() {
 	case KindVaultPKI:
@@ -215,29 +217,27 @@ func CRLAuthority(ctx context.Context, s Spec, iss ca.Issuer, o Options) (ca.CRL
 			return a, nil
 		}
 	case KindDir:
-		now := time.Now
-		if o.Now != nil {
-			now = o.Now
-		}
 		root, err := ca.ReadRootDir(s.Dir, now())
 		if err != nil {
 			return nil, err
 		}
 		return &ca.FolderCRL{Dir: s.Dir, Root: root}, nil
+	case KindCADir:
+		sc, err := ca.ReadCADir(s.CADir, now())
+		if err != nil {
+			return nil, err
+		}
+		return &ca.FolderCRL{Dir: s.CADir, File: ca.SigningCACRLFile, Root: &ca.Root{Cert: sc.Cert, Signer: sc.Signer}}, nil
 	case KindVaultKV:
 		if o.Vault == nil {
 			return nil, fmt.Errorf("%s: no Vault client given", s)
 		}
-		now := time.Now
-		if o.Now != nil {
-			now = o.Now
-		}
 		k, _ := vault.ParseKVPath(s.VaultKV) // validated
-		root, err := vault.LoadRootKV(ctx, o.Vault, k, now())
+		sc, err := vault.LoadSigningCAKV(ctx, o.Vault, k, now())
 		if err != nil {
 			return nil, err
 		}
-		return vault.NewKVCRL(o.Vault, k, root), nil
+		return vault.NewKVCRL(o.Vault, k, &ca.Root{Cert: sc.Cert, Signer: sc.Signer}), nil
 	}
 	return nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
 }

@@ -35,7 +35,7 @@ type bootstrapOptions struct {
 	Output        string
 	// MeshContexts are the contexts of the clusters the new one joins.
 	MeshContexts []string
-	CRL          crlTimes
+	CRL          crlSettings
 	CRLSettle    string
 
 	// Set by Validate.
@@ -61,7 +61,7 @@ func bootstrapCommand(e *env) *cli.Command {
 		&cli.StringSliceFlag{Name: "mesh-context", Usage: "context of a cluster of the mesh the new one joins (repeatable): when CRLs are on there, the new CA's CRL reaches them before its cacerts is installed"},
 		outputFlag(),
 	)
-	flags = append(flags, crlTimeFlags("")...)
+	flags = append(flags, crlSettingFlags("")...)
 	flags = append(flags, crlSettleFlag())
 	return &cli.Command{
 		Name:  "bootstrap",
@@ -115,7 +115,7 @@ func bindBootstrap(c *cli.Context) *bootstrapOptions {
 		AllowNewRoot:  c.Bool("allow-new-root"),
 		Output:        c.String("output"),
 		MeshContexts:  c.StringSlice("mesh-context"),
-		CRL:           bindCRLTimes(c),
+		CRL:           bindCRLSettings(c),
 		CRLSettle:     c.String("crl-settle"),
 	}
 }

@@ -17,11 +17,12 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// crlTimeFlags are --crl-ttl and --crl-refresh.
-func crlTimeFlags(category string) []cli.Flag {
+// crlSettingFlags are --crl-ttl, --crl-refresh and --upstream-crl.
+func crlSettingFlags(category string) []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "crl-ttl", Category: category, Value: durationText(ca.DefaultCRLTTL), Usage: "life of each CRL signed (nextUpdate), e.g. 7d"},
 		&cli.StringFlag{Name: "crl-refresh", Category: category, Value: durationText(ca.DefaultCRLRefresh), Usage: "sign a CRL again once it has less than this left; a daily run keeps every CRL current"},
+		&cli.StringSliceFlag{Name: "upstream-crl", Category: category, Usage: "with an issuing CA as signing CA (--ca-dir, a Vault KV issuing CA, a Vault intermediate mount): a PEM `FILE` of current v2 CRLs of the CAs above it up to the root, which meshpki passes on to every cluster (repeatable)"},
 	}
 }
 
@@ -31,17 +32,19 @@ func crlSettleFlag() cli.Flag {
 	return &cli.StringFlag{Name: "crl-settle", Value: durationText(k8s.DefaultCRLSettle), Usage: "with CRLs on: wait this long after spreading new CRLs before installing the CA that needs them, for the proxies to read them (the kubelet refreshes the mounted istio-ca-crl ConfigMap about once a minute); 0 waits not"}
 }
 
-// crlTimes is the --crl-ttl / --crl-refresh group.
-type crlTimes struct {
+// crlSettings is the --crl-ttl / --crl-refresh / --upstream-crl group.
+type crlSettings struct {
 	TTL, Refresh string
+	// Upstream are the --upstream-crl files.
+	Upstream     []string
 	ttl, refresh time.Duration // set by Validate
 }
 
-func bindCRLTimes(c *cli.Context) crlTimes {
-	return crlTimes{TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh")}
+func bindCRLSettings(c *cli.Context) crlSettings {
+	return crlSettings{TTL: c.String("crl-ttl"), Refresh: c.String("crl-refresh"), Upstream: c.StringSlice("upstream-crl")}
 }
 
-func (t *crlTimes) Validate() error {
+func (t *crlSettings) Validate() error {
 	var err error
 	if t.ttl, err = parseDuration("crl-ttl", t.TTL); err != nil {
 		return err
@@ -73,10 +76,61 @@ func crlAuthority(ctx context.Context, e *env, src rootSource, iss ca.Issuer) (c
 	return nil, inputError(err)
 }
 
+// upstream reads the --upstream-crl files and returns the CRL of each CA above the
+// signing CA whose path (signing CA first, up to the root: ca.Issuer.Chain) is
+// given, as ca.UpstreamCRLs checks them: what is wrong with them is bad input.
+func (t *crlSettings) upstream(path []*x509.Certificate, now time.Time) ([]*x509.RevocationList, error) {
+	var crls []*x509.RevocationList
+	for _, name := range t.Upstream {
+		c, err := ca.ReadCRLFile(name)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("--upstream-crl: %w", err))
+		}
+		crls = append(crls, c...)
+	}
+	picked, err := ca.UpstreamCRLs(path, crls, now)
+	switch {
+	case err == nil:
+		return picked, nil
+	case len(t.Upstream) == 0:
+		return nil, inputError(fmt.Errorf("the signing CA %s is below the root: give the current CRLs of the CAs above it with --upstream-crl FILE (%w)", path[0].Subject, err))
+	}
+	return nil, inputError(fmt.Errorf("--upstream-crl %s: %w", strings.Join(t.Upstream, ", "), err))
+}
+
+// anchorCRLs is the root source's part of the mesh CRL set
+// (k8s.CRLSyncOptions.AnchorCRLs): the CRL of the CA that signs cluster CAs (auth,
+// adding revoke), first, then those of the CAs above it from --upstream-crl,
+// checked before anything is signed or revoked.
+func anchorCRLs(ctx context.Context, e *env, src rootSource, iss ca.Issuer, auth ca.CRLAuthority, t crlSettings, revoke []x509.RevocationListEntry, dryRun bool) ([]*x509.RevocationList, bool, error) {
+	up, err := t.upstream(iss.Chain(), time.Now())
+	if err != nil {
+		return nil, false, err
+	}
+	crl, changed, err := auth.CRL(ctx, revoke, ca.CRLOptions{TTL: t.ttl, Refresh: t.refresh, DryRun: dryRun})
+	switch {
+	case errors.Is(err, ca.ErrAlreadyRevoked):
+		return nil, false, inputError(err)
+	case err != nil && src.UsesVault():
+		return nil, false, vaultError(err)
+	case err != nil:
+		return nil, false, err
+	}
+	if changed && !dryRun {
+		e.log.Info("CRL signed", "ca", crl.Issuer.String(), "source", src.Spec.String(), "number", crl.Number.Text(16), "revoked", len(crl.RevokedCertificateEntries))
+	}
+	for _, u := range up {
+		if ca.NeedsRefresh(u, time.Now(), t.refresh) {
+			e.log.Warn("a CRL from --upstream-crl expires soon: bring a fresh one (meshpki crl sign, where that CA is) before then, or every cluster's Envoys refuse the whole mesh", "ca", u.Issuer.String(), "nextUpdate", u.NextUpdate.UTC().Format(time.RFC3339))
+		}
+	}
+	return append([]*x509.RevocationList{crl}, up...), changed, nil
+}
+
 // rootCRLs is the k8s.BootstrapOptions.RootCRLs (RootRotationOptions.NewRootCRLs)
-// of root source src: opened only when CRLs turn out to be on; a source that keeps
-// no CRL gives k8s.ErrNoRootCRL.
-func rootCRLs(e *env, src rootSource, iss ca.Issuer, t crlTimes, dryRun bool) func(context.Context) ([]*x509.RevocationList, error) {
+// of root source src (anchorCRLs): opened only when CRLs turn out to be on; a
+// source that keeps no CRL gives k8s.ErrNoRootCRL.
+func rootCRLs(e *env, src rootSource, iss ca.Issuer, t crlSettings, dryRun bool) func(context.Context) ([]*x509.RevocationList, error) {
 	return func(ctx context.Context) ([]*x509.RevocationList, error) {
 		auth, err := crlAuthority(ctx, e, src, iss)
 		if errors.Is(err, rootsource.ErrNoCRL) {
@@ -85,14 +139,8 @@ func rootCRLs(e *env, src rootSource, iss ca.Issuer, t crlTimes, dryRun bool) fu
 		if err != nil {
 			return nil, err
 		}
-		crl, changed, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: t.ttl, Refresh: t.refresh, DryRun: dryRun})
-		if err != nil {
-			return nil, err
-		}
-		if changed && !dryRun {
-			e.log.Info("root CRL signed", "source", src.Spec.String(), "number", crl.Number.Text(16))
-		}
-		return []*x509.RevocationList{crl}, nil
+		crls, _, err := anchorCRLs(ctx, e, src, iss, auth, t, nil, dryRun)
+		return crls, err
 	}
 }
 
@@ -103,7 +151,7 @@ func crlFlags() []cli.Flag {
 		lockWaitFlag(""),
 		outputFlag(),
 	}
-	flags = append(flags, crlTimeFlags("")...)
+	flags = append(flags, crlSettingFlags("")...)
 	return append(append(flags, rootSourceFlags()...), clusterFlags(true)...)
 }
 
@@ -111,7 +159,7 @@ func crlFlags() []cli.Flag {
 type crlOptions struct {
 	cmd      cmdArgs
 	Source   rootSource
-	Times    crlTimes
+	Times    crlSettings
 	DryRun   bool
 	Output   string
 	Clusters clusterOptions
@@ -119,14 +167,11 @@ type crlOptions struct {
 }
 
 func bindCRL(c *cli.Context) crlOptions {
-	return crlOptions{cmd: bindArgs(c), Source: bindRootSource(c, bindVaultConn(c)), Times: bindCRLTimes(c),
+	return crlOptions{cmd: bindArgs(c), Source: bindRootSource(c, bindVaultConn(c)), Times: bindCRLSettings(c),
 		DryRun: c.Bool("dry-run"), Output: c.String("output"), Clusters: bindClusters(c), Lock: bindLock(c)}
 }
 
 func (o *crlOptions) Validate() error {
-	if o.Source.Kind() == rootsource.KindCADir {
-		return inputError(fmt.Errorf("--ca-dir: %w", rootsource.ErrNoCRL))
-	}
 	if err := o.Source.Validate(); err != nil {
 		return err
 	}
@@ -148,8 +193,11 @@ type crlRun struct {
 	DryRun bool `json:"dryRun,omitempty"`
 	// Revoked lists the serials this run revoked.
 	Revoked []revokedCA `json:"revoked,omitempty"`
-	// RootCRL describes the root's CRL in force.
-	RootCRL  crlInfo              `json:"rootCRL"`
+	// RootCRL describes the CRL in force of the CA that signs cluster CAs (the
+	// root, or an issuing CA).
+	RootCRL crlInfo `json:"rootCRL"`
+	// Upstream describes the CRLs passed on for the CAs above an issuing CA.
+	Upstream []crlInfo            `json:"upstreamCRLs,omitempty"`
 	Clusters []*k8s.CRLSyncResult `json:"clusters"`
 }
 
@@ -160,14 +208,27 @@ type revokedCA struct {
 }
 
 type crlInfo struct {
+	// CA is the CRL's issuer.
+	CA         string    `json:"ca"`
 	Number     string    `json:"number"`
 	NextUpdate time.Time `json:"nextUpdate"`
 	Revoked    []string  `json:"revokedSerials"`
 	Signed     bool      `json:"signed"`
 }
 
-// open opens the root source and its revocation side, and returns its root.
-func (o *crlOptions) open(ctx context.Context, e *env) (*x509.Certificate, ca.CRLAuthority, error) {
+func describeCRL(crl *x509.RevocationList, signed bool) crlInfo {
+	info := crlInfo{CA: crl.Issuer.String(), NextUpdate: crl.NextUpdate.UTC(), Signed: signed, Revoked: []string{}}
+	if crl.Number != nil {
+		info.Number = crl.Number.Text(16)
+	}
+	for _, en := range crl.RevokedCertificateEntries {
+		info.Revoked = append(info.Revoked, en.SerialNumber.Text(16))
+	}
+	return info
+}
+
+// open opens the root source and its revocation side.
+func (o *crlOptions) open(ctx context.Context, e *env) (ca.Issuer, ca.CRLAuthority, error) {
 	iss, err := o.Source.issuer(ctx, e)
 	if err != nil {
 		return nil, nil, err
@@ -176,33 +237,25 @@ func (o *crlOptions) open(ctx context.Context, e *env) (*x509.Certificate, ca.CR
 	if err != nil {
 		return nil, nil, err
 	}
-	return iss.Anchor(), auth, nil
+	return iss, auth, nil
 }
 
-// sync signs the root's CRL (adding revoke) and spreads the mesh CRL set.
-func (o *crlOptions) sync(ctx context.Context, e *env, auth ca.CRLAuthority, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
-	rootCRL, changed, err := auth.CRL(ctx, revoke, ca.CRLOptions{TTL: o.Times.ttl, Refresh: o.Times.refresh, DryRun: o.DryRun})
+// sync signs the signing CA's CRL (adding revoke), takes the --upstream-crl ones,
+// and spreads the mesh CRL set.
+func (o *crlOptions) sync(ctx context.Context, e *env, iss ca.Issuer, auth ca.CRLAuthority, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
+	anchors, changed, err := anchorCRLs(ctx, e, o.Source, iss, auth, o.Times, revoke, o.DryRun)
 	if err != nil {
-		if errors.Is(err, ca.ErrAlreadyRevoked) {
-			return inputError(err)
-		}
-		if o.Source.UsesVault() {
-			return vaultError(err)
-		}
 		return err
 	}
 	run.DryRun = o.DryRun
-	run.RootCRL = crlInfo{Number: rootCRL.Number.Text(16), NextUpdate: rootCRL.NextUpdate.UTC(), Signed: changed, Revoked: []string{}}
-	for _, en := range rootCRL.RevokedCertificateEntries {
-		run.RootCRL.Revoked = append(run.RootCRL.Revoked, en.SerialNumber.Text(16))
-	}
-	if changed && !o.DryRun {
-		e.log.Info("root CRL signed", "source", o.Source.Spec.String(), "number", run.RootCRL.Number, "revoked", len(run.RootCRL.Revoked))
+	run.RootCRL = describeCRL(anchors[0], changed)
+	for _, crl := range anchors[1:] {
+		run.Upstream = append(run.Upstream, describeCRL(crl, false))
 	}
 	p := newProgress(e, "CRLs", len(clusters))
 	lease := o.Lock.lease
 	res, err := k8s.SyncCRLs(ctx, clusters, k8s.CRLSyncOptions{
-		Namespace: o.Clusters.Namespace, AnchorCRLs: []*x509.RevocationList{rootCRL}, TTL: o.Times.ttl, Refresh: o.Times.refresh,
+		Namespace: o.Clusters.Namespace, AnchorCRLs: anchors, TTL: o.Times.ttl, Refresh: o.Times.refresh,
 		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.DryRun,
 		Progress: func(r *k8s.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) },
 	})
@@ -229,7 +282,14 @@ func printCRLRun(e *env, run *crlRun) {
 	if run.RootCRL.Signed {
 		verb = "signed"
 	}
-	fmt.Fprintf(e.stdout, "root CRL %s: number %s, %d revoked, next update %s\n", verb, run.RootCRL.Number, len(run.RootCRL.Revoked), run.RootCRL.NextUpdate.Format(time.RFC3339))
+	what := "root CRL"
+	if len(run.Upstream) > 0 {
+		what = "CRL of the signing CA " + run.RootCRL.CA
+	}
+	fmt.Fprintf(e.stdout, "%s %s: number %s, %d revoked, next update %s\n", what, verb, run.RootCRL.Number, len(run.RootCRL.Revoked), run.RootCRL.NextUpdate.Format(time.RFC3339))
+	for _, u := range run.Upstream {
+		fmt.Fprintf(e.stdout, "CRL of %s passed on: number %s, %d revoked, next update %s\n", u.CA, u.Number, len(u.Revoked), u.NextUpdate.Format(time.RFC3339))
+	}
 	counts := map[k8s.Action]int{}
 	failed := 0
 	for _, r := range run.Clusters {
@@ -273,12 +333,14 @@ mesh: what Envoy demands once CRLs are on (Istio 1.27 and later). meshpki revoke
 a revocation. See docs/revocation.md.
 
 Examples:
-   meshpki crl sync --root-dir root --all-contexts`,
+   meshpki crl sync --root-dir root --all-contexts
+   meshpki crl sign --root-dir offline-root --out offline-root.crl`,
 		Subcommands: []*cli.Command{{
 			Name:  "sync",
 			Usage: "give every cluster one current CRL of every CA of the mesh",
-			Description: `Signs the root's CRL (` + ca.RootCRLFile + ` beside a root folder; the secret PATH/crl beside a
-Vault KV root; or the Vault PKI issuer's own CRL, which Vault signs on crl/rotate)
+			Description: `Signs the CRL of the CA that signs cluster CAs (` + ca.RootCRLFile + ` beside a root folder,
+` + ca.SigningCACRLFile + ` in an issuing CA's --ca-dir; the secret PATH/crl beside a Vault KV root
+or issuing CA; or the Vault PKI issuer's own CRL, which Vault signs on crl/rotate)
 when it is missing or due,
 signs each cluster CA's CRL with that CA's key from the cluster's own cacerts Secret
 when missing or due, and writes the whole set into every cluster's cacerts as
@@ -295,12 +357,18 @@ Examples:
    meshpki crl sync --root-dir root --all-contexts
    meshpki crl sync --root-dir root --context east --context west --dry-run -o json
    meshpki crl sync --vault-pki pki --all-contexts
-   meshpki crl sync --vault-kv secret/meshpki/root --all-contexts`,
+   meshpki crl sync --vault-kv secret/meshpki/root --all-contexts
+   meshpki crl sync --ca-dir issuing-ca --upstream-crl offline-root.crl --all-contexts
+
+With an issuing CA below the root (--ca-dir, a Vault KV issuing CA, a Vault
+intermediate mount), the CRLs of the CAs above it (the offline root's, signed
+outside meshpki) come with --upstream-crl: meshpki checks them as istiod and Envoy
+will (v2, signed by that CA, current, not revoking the issuing CA) and passes them on.`,
 			Flags: crlFlags(),
 			Action: actionOf(e, func(c *cli.Context) *crlSyncOptions {
 				return &crlSyncOptions{crlOptions: bindCRL(c)}
 			}),
-		}},
+		}, crlSignCommand(e)},
 	}
 }
 
@@ -318,11 +386,11 @@ func (o *crlSyncOptions) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	_, auth, err := o.open(ctx, e)
+	iss, auth, err := o.open(ctx, e)
 	if err != nil {
 		return err
 	}
-	return o.sync(ctx, e, auth, clusters, nil, &crlRun{})
+	return o.sync(ctx, e, iss, auth, clusters, nil, &crlRun{})
 }
 
 func revokeCommand(e *env) *cli.Command {
@@ -331,22 +399,24 @@ func revokeCommand(e *env) *cli.Command {
 		Usage:     "revoke clusters' CAs across the whole mesh, now",
 		ArgsUsage: "CLUSTER...",
 		Description: `Revokes the intermediate CA of each CLUSTER (as named by --context / --cluster),
-or of each --serial: the root's CRL lists it (` + ca.RootCRLFile + ` beside a root folder,
-the durable record; the secret PATH/crl beside a --vault-kv root; or Vault's own
-revocation and CRL with --vault-pki), and the mesh CRL set goes to every other
-cluster, as crl sync does.
+or of each --serial: the signing CA's CRL lists it (` + ca.RootCRLFile + ` beside a root
+folder or ` + ca.SigningCACRLFile + ` in an issuing CA's --ca-dir, the durable record; the secret
+PATH/crl beside a --vault-kv root; or Vault's own revocation and CRL with
+--vault-pki), and the mesh CRL set goes to every other cluster, as crl sync does.
 From then on every other cluster's Envoys refuse the revoked cluster's workloads, and
 its own Secret is left as it is (the cluster may be compromised or gone). To bring it
 back, mint it a new intermediate and install it, then run crl sync.
 
 A CLUSTER must be among the chosen clusters (its serial is read from its cacerts);
 a cluster that cannot be reached is revoked by --serial (meshpki status -o json shows
-serials). The root itself cannot be revoked, nor a CA the root did not sign.
+serials). The root itself cannot be revoked, nor the issuing CA the command signs
+under, nor a CA that CA did not sign.
 
 Examples:
    meshpki revoke --root-dir root --all-contexts --reason keyCompromise east
    meshpki revoke --root-dir root --all-contexts --reason cessationOfOperation --serial 3f2a...
    meshpki revoke --vault-pki pki --all-contexts west
+   meshpki revoke --ca-dir issuing-ca --upstream-crl offline-root.crl --all-contexts east
 
 Flags go before the CLUSTER arguments.`,
 		Flags: append(crlFlags(),
@@ -392,15 +462,22 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	root, auth, err := o.open(ctx, e)
+	iss, auth, err := o.open(ctx, e)
 	if err != nil {
 		return err
 	}
+	signer, path := iss.Anchor(), iss.Chain()
 	run := &crlRun{}
 	var entries []x509.RevocationListEntry
 	add := func(cluster string, serial *big.Int) error {
-		if serial.Cmp(root.SerialNumber) == 0 {
-			return inputError(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced (meshpki root rotate)", serial.Text(16)))
+		for _, c := range path {
+			if serial.Cmp(c.SerialNumber) != 0 {
+				continue
+			}
+			if ca.IsSelfSigned(c) {
+				return inputError(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced (meshpki root rotate)", serial.Text(16)))
+			}
+			return inputError(fmt.Errorf("serial %s is that of %s, a CA this command signs under: it is revoked by the CA above it, outside meshpki, and replaced (meshpki root rotate)", serial.Text(16), c.Subject))
 		}
 		if slices.ContainsFunc(entries, func(en x509.RevocationListEntry) bool { return en.SerialNumber.Cmp(serial) == 0 }) {
 			return nil
@@ -422,8 +499,8 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 		if err != nil {
 			return err
 		}
-		if !ca.IsSelfSigned(cert) && cert.CheckSignatureFrom(root) != nil {
-			return inputError(fmt.Errorf("cluster %s: its CA (serial %s, issuer %s) was not signed by this root: revoke it at the CA that signed it", name, ca.FormatSerial(cert), cert.Issuer))
+		if !ca.IsSelfSigned(cert) && cert.CheckSignatureFrom(signer) != nil {
+			return inputError(fmt.Errorf("cluster %s: its CA (serial %s, issuer %s) was not signed by the signing CA %s: revoke it at the CA that signed it", name, ca.FormatSerial(cert), cert.Issuer, signer.Subject))
 		}
 		if ca.IsSelfSigned(cert) {
 			return inputError(fmt.Errorf("cluster %s: its CA is a self-signed root, which a CRL cannot revoke", name))
@@ -440,5 +517,5 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 	if o.Source.Kind() == rootsource.KindVaultPKI && o.reason != ca.ReasonUnspecified && len(entries) > 0 {
 		e.log.Warn("Vault records no revocation reason: its CRL lists the serials without one", "reason", o.Reason)
 	}
-	return o.sync(ctx, e, auth, clusters, entries, run)
+	return o.sync(ctx, e, iss, auth, clusters, entries, run)
 }

@@ -508,12 +508,39 @@ func TestRevokeWithVaultKV(t *testing.T) {
 	if got := heldRootCRL(t, env.Clusters[0], bundles); got == nil || !bytes.Equal(got.Raw, kept[0].Raw) {
 		t.Error("east's root CRL is not the one kept in Vault KV")
 	}
-	// A second revocation of west is refused, and --ca-dir still is.
+	// A second revocation of west is refused.
 	if _, errOut := expectExit(t, 2, append(append([]string{"revoke", "--vault-kv", "secret/meshpki/crl-root"}, two...), "west")...); !strings.Contains(errOut, "already revoked") {
 		t.Errorf("revoking twice: %s", errOut)
 	}
-	if _, errOut := expectExit(t, 2, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--ca-dir", bundles); !strings.Contains(errOut, "--ca-dir") {
-		t.Errorf("crl sync --ca-dir: %s", errOut)
+	// An issuing CA kept in KV below that root keeps its CRL beside it too, and the
+	// root's CRL (crl sign) checks as its upstream CRL.
+	orgs := filepath.Join(t.TempDir(), "orgs")
+	expectExit(t, 0, "intermediate", "create", "--vault-kv", "secret/meshpki/crl-root", "--cluster", "org", "--pathlen", "1", "--out", orgs)
+	if _, err := admin.Logical().Write("secret/data/meshpki/crl-issuing", map[string]any{"data": map[string]any{
+		"certificate": string(mustRead(t, filepath.Join(orgs, "org", ca.CACertFile))), "private_key": string(mustRead(t, filepath.Join(orgs, "org", ca.CAKeyFile))),
+		"ca_chain": string(mustRead(t, filepath.Join(orgs, "org", ca.RootCertFile))),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := rrWant(t, 0, nil, "crl", "sign", "--vault-kv", "secret/meshpki/crl-issuing")
+	sc, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(orgs, "org", ca.CACertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crls, err := ca.ParseCRLsPEM([]byte(out)); err != nil || len(crls) != 1 || !ca.SignedBy(crls[0], sc) {
+		t.Fatalf("crl sign of the KV issuing CA: %v\n%s", err, out)
+	}
+	if s, err := admin.Logical().Read("secret/data/meshpki/crl-issuing/crl"); err != nil || s == nil {
+		t.Fatalf("the issuing CA's CRL is not kept beside it: %v", err)
+	}
+	out, _ = rrWant(t, 0, nil, "crl", "sign", "--vault-kv", "secret/meshpki/crl-root")
+	rootCRLs, err := ca.ParseCRLsPEM([]byte(out))
+	if err != nil || len(rootCRLs) != 1 || !bytes.Equal(rootCRLs[0].Raw, kept[0].Raw) {
+		t.Fatalf("crl sign of the KV root should print the CRL kept there: %v", err)
+	}
+	root, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(orgs, "org", ca.RootCertFile)))
+	if _, err := ca.UpstreamCRLs([]*x509.Certificate{sc, root}, rootCRLs, time.Now()); err != nil {
+		t.Errorf("the KV root's CRL as the issuing CA's upstream CRL: %v", err)
 	}
 
 	// A new cluster installed from a bundle folder into the CRL mesh: its CA's CRL

@@ -80,7 +80,7 @@ type rootRotateOptions struct {
 	RestartIstiod   bool
 	IgnoreIstiod    bool
 	Output          string
-	CRL             crlTimes
+	CRL             crlSettings
 	CRLSettle       string
 
 	rotation k8s.RootRotationOptions // set by Validate; NewRoot and Issuer once the root is open
@@ -100,7 +100,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		lockWaitFlag(""),
 		outputFlag(),
 	)
-	flags = append(flags, crlTimeFlags("")...)
+	flags = append(flags, crlSettingFlags("")...)
 	flags = append(flags, crlSettleFlag())
 	flags = append(flags, vaultConnFlags()...)
 	return &cli.Command{
@@ -183,7 +183,7 @@ func bindRootRotate(c *cli.Context) *rootRotateOptions {
 		RestartIstiod:   c.Bool("restart-istiod"),
 		IgnoreIstiod:    c.Bool("ignore-istiod"),
 		Output:          c.String("output"),
-		CRL:             bindCRLTimes(c),
+		CRL:             bindCRLSettings(c),
 		CRLSettle:       c.String("crl-settle"),
 	}
 }

@@ -39,7 +39,7 @@ type rotateOptions struct {
 	RestartIstiod bool
 	MetricsFile   string
 	Output        string
-	CRL           crlTimes
+	CRL           crlSettings
 	CRLSettle     string
 	settle        time.Duration // set by Validate
 
@@ -50,7 +50,7 @@ const catRotate = "Rotation"
 
 func rotateCommand(e *env) *cli.Command {
 	flags := append(rootSourceFlags(), clusterFlags(true)...)
-	flags = append(flags, crlTimeFlags(catRotate)...)
+	flags = append(flags, crlSettingFlags(catRotate)...)
 	flags = append(flags, crlSettleFlag())
 	flags = append(flags,
 		&cli.StringFlag{Name: "renew-before", Category: catRotate, Usage: "rotate when less life is left than this: a duration (720h, 30d) or a share of the lifetime (33%); default: a third of the lifetime, e.g. --renew-before 60d"},
@@ -122,7 +122,7 @@ func bindRotate(c *cli.Context) *rotateOptions {
 		Root:          bindRootSource(c, bindVaultConn(c)),
 		Clusters:      bindClusters(c),
 		Lock:          bindLock(c),
-		CRL:           bindCRLTimes(c),
+		CRL:           bindCRLSettings(c),
 		CRLSettle:     c.String("crl-settle"),
 		RenewBefore:   c.String("renew-before"),
 		Force:         c.Bool("force"),
