@@ -36,9 +36,10 @@ tools: vaultdev k8s-testenv istiod
 # Every test, against real servers: the harness in internal/testenv starts them.
 # The release archives and the image (internal/dist) have no concurrency of their own,
 # and compressing them under the race detector takes minutes: they run without -race,
-# beside the rest, and their output follows.
+# beside the rest, at a lower priority (they finish well before the rest, which is
+# CPU-bound on a 2-core machine), and their output follows.
 test: fmt-check vet build tools
-	@dist=$$(mktemp); $(GO) test -count=1 -timeout 20m ./internal/dist/... >$$dist 2>&1 & pid=$$!; \
+	@dist=$$(mktemp); nice -n 10 $(GO) test -count=1 -timeout 20m ./internal/dist/... >$$dist 2>&1 & pid=$$!; \
 	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
 	ISTIOD_TESTENV_BIN=$$(tools/build.sh istiod) \

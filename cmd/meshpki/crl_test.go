@@ -284,22 +284,20 @@ func TestRevokeWithVaultPKI(t *testing.T) {
 	v := testenv.StartVaultT(t)
 	admin := vaultAdmin(t, v)
 	vaultEnv(t, v, v.Token)
-	pool := testenv.NewK8sPool("east", "west")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := sharedMesh(t)
 	kc := env.Kubeconfig
 	bundles := filepath.Join(t.TempDir(), "bundles")
 	expectExit(t, 0, "root", "create", "--vault-pki", "pki-crl", "--enable-mount")
 	expectExit(t, 0, "intermediate", "create", "--vault-pki", "pki-crl", "--cluster", "east", "--cluster", "west", "--out", bundles)
-	expectExit(t, 0, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
-	if out, _ := expectExit(t, 0, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--vault-pki", "pki-crl"); !strings.Contains(out, "2 clusters: 2 updated") {
+	expectExit(t, 0, "install", "--kubeconfig", kc, "--context", "east", "--context", "west", "--bundles", bundles)
+	if out, _ := expectExit(t, 0, "crl", "sync", "--kubeconfig", kc, "--context", "east", "--context", "west", "--vault-pki", "pki-crl"); !strings.Contains(out, "2 clusters: 2 updated") {
 		t.Fatalf("crl sync:\n%s", out)
 	}
 	west, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.CACertFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, errOut := expectExit(t, 0, "revoke", "--kubeconfig", kc, "--all-contexts", "--vault-pki", "pki-crl", "west")
+	out, errOut := expectExit(t, 0, "revoke", "--kubeconfig", kc, "--context", "east", "--context", "west", "--vault-pki", "pki-crl", "west")
 	if !strings.Contains(out, "west: revoked") || !strings.Contains(errOut, "Vault records no revocation reason") {
 		t.Errorf("revoke west:\n%s\n%s", out, errOut)
 	}
@@ -478,9 +476,7 @@ func TestRevokeWithVaultKV(t *testing.T) {
 	v := testenv.StartVaultT(t)
 	admin := vaultAdmin(t, v)
 	vaultEnv(t, v, v.Token)
-	pool := testenv.NewK8sPool("east", "west", "north")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := sharedMesh(t)
 	kc := env.Kubeconfig
 	bundles := filepath.Join(t.TempDir(), "bundles")
 	expectExit(t, 0, "root", "create", "--vault-kv", "secret/meshpki/crl-root")
@@ -575,9 +571,7 @@ func TestSigtermDuringCRLSettle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the CLI in its own process")
 	}
-	pool := testenv.NewK8sPool("east", "west")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := sharedMesh(t)
 	kc := env.Kubeconfig
 	dir := t.TempDir()
 	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")

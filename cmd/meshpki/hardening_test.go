@@ -87,6 +87,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	mesh20.stop()
+	seqMesh.Stop()
 	os.Exit(code)
 }
 

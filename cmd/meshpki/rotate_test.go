@@ -227,9 +227,7 @@ func runProcess(args ...string) (int, string, string) {
 // real Vault whose PKI mount holds the root. Subtests run in order, each in its own
 // namespace; sealing Vault comes last.
 func TestRotateCommand(t *testing.T) {
-	pool := testenv.NewK8sPool("east", "west", "north")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := sharedMesh(t)
 	v := testenv.StartVaultT(t)
 	vaultEnv(t, v, v.Token)
 	r := &rotateRig{env: env, vault: v, admin: vaultAdmin(t, v), clusters: map[string]*k8s.Cluster{}, dir: t.TempDir()}
