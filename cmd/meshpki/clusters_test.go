@@ -45,9 +45,7 @@ func k8sMustRun(t *testing.T, args ...string) string {
 // kube-apiservers. One top-level test owns the clusters (started once, stopped at
 // its end); its subtests run in order and each uses its own namespace.
 func TestClusterCommands(t *testing.T) {
-	pool := testenv.NewK8sPool("east", "west", "north")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := sharedMesh(t) // its own namespaces; stops west once, and starts it again
 	dir := t.TempDir()
 	kc := env.Kubeconfig
 	root := filepath.Join(dir, "root")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -55,6 +56,9 @@ func (o *crlSignOptions) Validate() error {
 	}
 	if err := o.Source.Validate(); err != nil {
 		return err
+	}
+	if st, err := os.Stat(o.Out); o.Out != "" && err == nil && !st.Mode().IsRegular() {
+		return inputError(fmt.Errorf("--out %s: is a folder or a special file, not a file meshpki may replace", o.Out))
 	}
 	return o.Times.Validate()
 }

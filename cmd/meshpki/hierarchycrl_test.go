@@ -232,6 +232,7 @@ func TestCRLSign(t *testing.T) {
 		{"crl", "sign", "--root-dir", root, "--upstream-crl", file},
 		{"crl", "sign"},
 		{"crl", "sign", "--root-dir", filepath.Join(dir, "missing")},
+		{"crl", "sign", "--root-dir", root, "--out", dir},
 	} {
 		if code, out, errOut := rrRun(t, bad...); code != 2 || out != "" || errOut == "" {
 			t.Errorf("meshpki %s: exit %d, stdout %q, stderr %q; want exit 2 and an error", strings.Join(bad, " "), code, out, errOut)
