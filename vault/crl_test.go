@@ -43,14 +43,7 @@ func TestPKICRLRevoke(t *testing.T) {
 	if !ca.IsRevoked(crl, east.SerialNumber) || ca.IsRevoked(crl, bundles[1].Cert.SerialNumber) {
 		t.Fatal("Vault's CRL should list east's CA only")
 	}
-	crls := []*x509.RevocationList{crl}
-	for _, b := range bundles {
-		own, err := ca.SignCRL(b.Cert, b.Key, nil, nil, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		crls = append(crls, own)
-	}
+	crls := append([]*x509.RevocationList{crl}, ownCRLs(t, bundles)...)
 	if err := ca.CheckChainCRLs(bundles[0].Chain, crls, time.Now()); !errors.Is(err, ca.ErrRevoked) {
 		t.Errorf("east's chain with Vault's CRL: %v, want revoked", err)
 	}
@@ -64,4 +57,19 @@ func TestPKICRLRevoke(t *testing.T) {
 	if _, _, err := iss.CRL(ctx, []x509.RevocationListEntry{{SerialNumber: big.NewInt(0x5ca1ab1e)}}, ca.CRLOptions{}); err == nil {
 		t.Error("Vault revoked a serial it never issued")
 	}
+}
+
+// ownCRLs is an (empty) CRL of each bundle's CA, signed with its key, as crl sync
+// gives each cluster CA.
+func ownCRLs(t *testing.T, bundles []*ca.Bundle) []*x509.RevocationList {
+	t.Helper()
+	var crls []*x509.RevocationList
+	for _, b := range bundles {
+		own, err := ca.SignCRL(b.Cert, b.Key, nil, nil, time.Now(), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		crls = append(crls, own)
+	}
+	return crls
 }

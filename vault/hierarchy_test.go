@@ -75,14 +75,7 @@ func TestPKIIntermediateMountChain(t *testing.T) {
 	if err != nil || len(up) != 1 {
 		t.Fatalf("the root mount's CRL as upstream CRL: %v", err)
 	}
-	crls := append([]*x509.RevocationList{intCRL}, up...)
-	for _, b := range bundles {
-		own, err := ca.SignCRL(b.Cert, b.Key, nil, nil, time.Now(), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		crls = append(crls, own)
-	}
+	crls := append(append([]*x509.RevocationList{intCRL}, up...), ownCRLs(t, bundles)...)
 	if err := ca.CheckChainCRLs(bundles[0].Chain, crls, time.Now()); !errors.Is(err, ca.ErrRevoked) {
 		t.Errorf("east's chain: %v, want revoked", err)
 	}

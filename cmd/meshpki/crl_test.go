@@ -75,6 +75,33 @@ func waitCRLPublished(t *testing.T, is []*testenv.Istiod, clients map[string]kub
 	}
 }
 
+// logOffsets is where each istiod's log ends now, for WaitLog of what comes next.
+func logOffsets(is []*testenv.Istiod) []int64 {
+	offsets := make([]int64, len(is))
+	for k, i := range is {
+		offsets[k] = i.LogSize()
+	}
+	return offsets
+}
+
+// crlWorkloadsAfterReload waits until each istiod has logged a reload since
+// offsets and took its Secret's CRLs (waitCRLTaken), then returns a workload
+// certificate each signed, with the CRLs its cluster publishes.
+func crlWorkloadsAfterReload(t *testing.T, is []*testenv.Istiod, offsets []int64, clients map[string]kubernetes.Interface) []workload {
+	t.Helper()
+	for k, i := range is {
+		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCRLTaken(t, is, clients)
+	var ws []workload
+	for _, i := range is {
+		ws = append(ws, crlWorkload(t, i))
+	}
+	return ws
+}
+
 func handshakeFails(t *testing.T, what string, a, b workload) {
 	t.Helper()
 	if err := ca.Handshake(waitCtx(t), a.w, b.w); err == nil {
@@ -180,10 +207,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	// rotate gives every cluster a new CA (east too, which brings it back) and, as
 	// CRLs are on, spreads the new CAs' CRLs before installing them: the istiods
 	// reload, and all talk again.
-	offsets := make([]int64, len(is))
-	for k, i := range is {
-		offsets[k] = i.LogSize()
-	}
+	offsets := logOffsets(is)
 	out, _ = rrWant(t, 0, nil, three("rotate", "--root-dir", root, "--force", "--crl-settle", "1s", "-o", "json")...)
 	var rot struct {
 		Ahead []struct{ Cluster, Action string } `json:"crlsAhead"`
@@ -192,17 +216,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rot); err != nil || len(rot.CRLs) != 3 || len(rot.Ahead) != 3 || rot.Ahead[1].Action != "updated" {
 		t.Fatalf("rotate -o json should report the CRL spread ahead and the refresh of 3 clusters: %v\n%s", err, out)
 	}
-	for k, i := range is {
-		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitCRLTaken(t, is, clients)
-	var rotated []workload
-	for _, i := range is {
-		rotated = append(rotated, crlWorkload(t, i))
-	}
-	mustHandshake(t, "after rotate, east back with a new CA", rotated...)
+	mustHandshake(t, "after rotate, east back with a new CA", crlWorkloadsAfterReload(t, is, offsets, clients)...)
 	noRefusals(t, is)
 
 	for _, bad := range [][]string{
@@ -217,9 +231,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	// A fourth cluster joins: bootstrap spreads its CA's CRL to the three first and
 	// installs its cacerts with the mesh set; its istiod starts on it, and all four
 	// clusters' workloads talk with the published CRLs enforced.
-	for k, i := range is {
-		offsets[k] = i.LogSize()
-	}
+	offsets = logOffsets(is)
 	out, _ = rrWant(t, 0, nil, "bootstrap", "--kubeconfig", kc, "--context", "south", "--root-dir", root,
 		"--mesh-context", "east", "--mesh-context", "west", "--mesh-context", "north", "--crl-settle", "1s", "-o", "json")
 	var boot struct {

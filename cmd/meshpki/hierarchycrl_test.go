@@ -166,22 +166,9 @@ func TestIstiodIssuingCAWithCRLs(t *testing.T) {
 	}
 
 	// rotate gives east a new CA under the org CA; the CRLs go ahead, all talk again.
-	offsets := make([]int64, len(is))
-	for k, i := range is {
-		offsets[k] = i.LogSize()
-	}
+	offsets := logOffsets(is)
 	rrWant(t, 0, nil, all("rotate", "--ca-dir", orgDir, "--upstream-crl", rootCRL, "--force", "--crl-settle", "1s")...)
-	for k, i := range is {
-		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitCRLTaken(t, is, clients)
-	var rotated []workload
-	for _, i := range is {
-		rotated = append(rotated, crlWorkload(t, i))
-	}
-	mustHandshake(t, "after rotate under the org CA", rotated...)
+	mustHandshake(t, "after rotate under the org CA", crlWorkloadsAfterReload(t, is, offsets, clients)...)
 	noRefusals(t, is)
 }
 
