@@ -30,8 +30,8 @@ import (
 // cluster CA's CRL; each real istiod takes it on a hot reload and publishes it, and
 // workloads talk across clusters with the CRLs enforced as Envoy does (every CA of
 // a three-level chain). revoke east (recorded by the org CA): east is cut off, west
-// and north still talk; the org CA itself cannot be revoked here. rotate brings east
-// back with the CRL set spread ahead.
+// and north still talk; the org CA itself cannot be revoked here. bootstrap --force
+// brings east back, its new CA's CRL spread first; rotate renews all three.
 func TestIstiodIssuingCAWithCRLs(t *testing.T) {
 	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west", "north")
@@ -165,8 +165,14 @@ func TestIstiodIssuingCAWithCRLs(t *testing.T) {
 		t.Errorf("revoking the org CA itself: exit %d, %s", code, errOut)
 	}
 
-	// rotate gives east a new CA under the org CA; the CRLs go ahead, all talk again.
+	// bootstrap --force gives east a new CA under the org CA, its CRL spread to west
+	// and north first (with the root's from --upstream-crl); then rotate gives every
+	// cluster a new one, the CRLs going ahead. All talk again after each.
 	offsets := logOffsets(is)
+	rrWant(t, 0, []string{"east  updated"}, "bootstrap", "--kubeconfig", kc, "--context", "east", "--force", "--ca-dir", orgDir, "--upstream-crl", rootCRL,
+		"--mesh-context", "west", "--mesh-context", "north", "--crl-settle", "1s")
+	mustHandshake(t, "after bootstrapping east again under the org CA", crlWorkloadsAfterReload(t, is, offsets, clients)...)
+	offsets = logOffsets(is)
 	rrWant(t, 0, nil, all("rotate", "--ca-dir", orgDir, "--upstream-crl", rootCRL, "--force", "--crl-settle", "1s")...)
 	mustHandshake(t, "after rotate under the org CA", crlWorkloadsAfterReload(t, is, offsets, clients)...)
 	noRefusals(t, is)
