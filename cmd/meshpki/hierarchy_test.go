@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
@@ -137,5 +139,65 @@ func TestRootRotateOntoIssuingCA(t *testing.T) {
 		if len(chain) != 3 || !chain[1].Equal(issuing.Cert) || !chain[2].Equal(offline.Cert) {
 			t.Fatalf("%s: cert-chain.pem of %d certificates after the rotation", cl.Name, len(chain))
 		}
+	}
+
+	// The same with CRLs on: the new source is the issuing CA, whose CRL meshpki
+	// signs (signing-ca-crl.pem), and the offline root's comes with --upstream-crl.
+	// Without it the rotation does not start. With it, every step's Secrets pass
+	// istiod's own loader and the mesh CRL check, and in the end each cluster holds
+	// the offline root's, the issuing CA's and both new cluster CAs' CRLs.
+	ns = "rr-issuing-crl"
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles, "--namespace", ns)
+	rrWant(t, 0, nil, "crl", "sync", "--root-dir", rootA, "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
+	offlineCRL, err := ca.SignCRL(offline.Cert, offline.Key, nil, nil, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(dir, "offline.crl")
+	if err := os.WriteFile(crlFile, ca.EncodeCRLsPEM(offlineCRL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rot = func(extra ...string) []string {
+		return append([]string{"root", "rotate", "--new-ca-dir", caDir, "--kubeconfig", kc, "--all-contexts", "--namespace", ns, "--min-step-interval", "0", "--crl-settle", "0"}, extra...)
+	}
+	if code, out, errOut := rrRun(t, rot()...); code != 2 || !strings.Contains(errOut, "--upstream-crl") {
+		t.Fatalf("root rotate onto an issuing CA with CRLs on, no --upstream-crl: exit %d\n%s\n%s", code, out, errOut)
+	}
+	checkStep := func(step string) {
+		t.Helper()
+		rrWant(t, 0, []string{"mesh: OK"}, "status", "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
+		for _, cl := range cls {
+			s, err := cl.Client.CoreV1().Secrets(ns).Get(t.Context(), k8s.SecretName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			folder := t.TempDir()
+			for n, b := range s.Data {
+				if err := os.WriteFile(filepath.Join(folder, n), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if ok, out := istiodLoads(t, folder); !ok {
+				t.Fatalf("%s, %s: istiod's loader refuses cacerts: %s", step, cl.Name, out)
+			}
+		}
+	}
+	checkStep("before")
+	for _, step := range []string{"step 1", "step 2", "step 3"} {
+		rrWant(t, 0, nil, rot("--upstream-crl", crlFile)...)
+		checkStep(step)
+	}
+	for _, cl := range cls {
+		s, err := cl.Client.CoreV1().Secrets(ns).Get(t.Context(), k8s.SecretName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		crls, err := ca.ParseCRLsPEM(s.Data[ca.CRLFile])
+		if err != nil || ca.CRLOf(crls, offline.Cert) == nil || ca.CRLOf(crls, issuing.Cert) == nil {
+			t.Fatalf("%s: after the rotation ca-crl.pem lacks the offline root's or the issuing CA's CRL: %v", cl.Name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(caDir, ca.SigningCACRLFile)); err != nil {
+		t.Errorf("the issuing CA's CRL is not recorded in its folder: %v", err)
 	}
 }

@@ -303,7 +303,10 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 	for _, r := range rep.Clusters {
 		clusterFailed = clusterFailed || r.Error != ""
 	}
-	ok := (plan.Err == nil || waiting) && !clusterFailed
+	// A run can also stop before any cluster moves (the CRL spread, say): then its
+	// error is neither the plan's nor a cluster's, and the run has failed.
+	stopped := runErr != nil && !clusterFailed && (plan.Err == nil || !errors.Is(runErr, plan.Err))
+	ok := (plan.Err == nil || waiting) && !clusterFailed && !stopped
 	out := rootRotateOutput{OK: ok, Waiting: waiting, Status: o.Status, RootRotationReport: rep}
 	if runErr != nil {
 		out.Error = runErr.Error()
@@ -324,6 +327,10 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		}
 		return nil
 	case runErr != nil:
+		var ee *exitError
+		if errors.As(runErr, &ee) {
+			return runErr // bad input found on the way (exit 2) keeps its code
+		}
 		return failed(runErr)
 	default:
 		return failed(plan.Err)
