@@ -102,6 +102,22 @@ func crlWorkloadsAfterReload(t *testing.T, is []*testenv.Istiod, offsets []int64
 	return ws
 }
 
+// cutOff waits until the istiods of is took their Secrets' new CRLs (revoked's CA
+// among them), then checks that workloads they sign talk to each other and that
+// each refuses revoked, and revoked them.
+func cutOff(t *testing.T, is []*testenv.Istiod, clients map[string]kubernetes.Interface, revoked workload) {
+	t.Helper()
+	waitCRLTaken(t, is, clients)
+	var rest []workload
+	for _, i := range is {
+		rest = append(rest, crlWorkload(t, i))
+	}
+	mustHandshake(t, "the others after revoking "+revoked.cluster, rest...)
+	for _, w := range rest {
+		handshakeFails(t, "after revoking "+revoked.cluster, w, revoked)
+	}
+}
+
 func handshakeFails(t *testing.T, what string, a, b workload) {
 	t.Helper()
 	if err := ca.Handshake(waitCtx(t), a.w, b.w); err == nil {
@@ -184,15 +200,7 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	if eastRV() != before {
 		t.Error("the revoked cluster's cacerts was written")
 	}
-	waitCRLTaken(t, is[1:], clients)
-	var after []workload
-	for _, i := range is[1:] {
-		after = append(after, crlWorkload(t, i))
-	}
-	mustHandshake(t, "west and north after revoking east", after...)
-	for _, w := range after {
-		handshakeFails(t, "after revoking east", w, ws[0])
-	}
+	cutOff(t, is[1:], clients, ws[0])
 	noRefusals(t, is)
 
 	// Nothing due: a rerun changes nothing; revoking east again is refused.
