@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	cflog "github.com/cloudflare/cfssl/log"
@@ -56,6 +57,8 @@ type env struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// started, when set, is called as a command's action starts (see cliSetup).
+	started func()
 }
 
 func newApp(e *env) *cli.App {
@@ -109,15 +112,26 @@ Examples:
 	return app
 }
 
-// quietCFSSL quiets cfssl, which logs every signature at INFO through its own
+// setupLibraries quiets cfssl, which logs every signature at INFO through its own
 // global logger, so that stdout and stderr carry only meshpki's output. It writes
 // that global: call it once, before any run (main, and the tests' TestMain), never
 // from run, which tests call concurrently.
-func quietCFSSL() { cflog.Level = cflog.LevelFatal }
+func setupLibraries() { cflog.Level = cflog.LevelFatal }
 
-// run is main without os.Exit, for tests (after quietCFSSL).
+// cliSetup is held by a run from its start until its command's action starts (or
+// the run ends, for help and usage errors): urfave/cli's setup of an App writes
+// package-level variables of that library (the --help flag every command
+// registers, cli.HelpFlag, and its help command), so in-process runs at once, as
+// the tests make them, would race there. Actions run concurrently.
+var cliSetup sync.Mutex
+
+// run is main without os.Exit, for tests (after setupLibraries).
 func run(args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr, log: slog.New(slog.NewTextHandler(stderr, nil))}
+	var release sync.Once
+	cliSetup.Lock()
+	e := &env{stdout: stdout, stderr: stderr, log: slog.New(slog.NewTextHandler(stderr, nil)),
+		started: func() { release.Do(cliSetup.Unlock) }}
+	defer e.started()
 	ctx, stop := interruptible(stderr)
 	defer stop()
 	err := newApp(e).RunContext(ctx, args)
@@ -172,6 +186,9 @@ type options interface {
 // actionOf is a command's action: bind its flags into options, Validate, Run.
 func actionOf[O options](e *env, bind func(c *cli.Context) O) cli.ActionFunc {
 	return action(func(c *cli.Context) error {
+		if e.started != nil {
+			e.started()
+		}
 		o := bind(c)
 		if err := o.Validate(); err != nil {
 			return err

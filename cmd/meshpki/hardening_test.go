@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func TestDurationOverflow(t *testing.T) {
 const asCLI = "MESHPKI_TEST_AS_CLI"
 
 func TestMain(m *testing.M) {
-	quietCFSSL()
+	setupLibraries()
 	if os.Getenv(asCLI) == "1" {
 		os.Exit(run(append([]string{"meshpki"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}
@@ -479,4 +480,22 @@ func TestSigtermDuringMinting(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(out, ".*")); len(left) != 0 {
 		t.Errorf("left behind: %v", left)
 	}
+}
+
+// TestConcurrentRuns: in-process runs at once (as the parallel tests make them)
+// share no state: under -race this fails if a library global is written by a run
+// (urfave/cli's --help flag was; see setupLibraries).
+func TestConcurrentRuns(t *testing.T) {
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := [][]string{{"crl", "sign", "--help"}, {"version"}, {"root", "create", "--out", t.TempDir() + "/root"}}[i%3]
+			if code, _, errOut := rrRun(t, args...); code != 0 {
+				t.Errorf("meshpki %v: exit %d: %s", args, code, errOut)
+			}
+		}()
+	}
+	wg.Wait()
 }

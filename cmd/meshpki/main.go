@@ -5,6 +5,6 @@ package main
 import "os"
 
 func main() {
-	quietCFSSL()
+	setupLibraries()
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
