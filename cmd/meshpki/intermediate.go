@@ -261,7 +261,7 @@ func (o *intermediateCreateOptions) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	store, err := o.Store.open(ctx, e)
+	store, err := o.Store.open(ctx, e, o.Root.VaultKV)
 	if err != nil {
 		return err
 	}
@@ -281,6 +281,8 @@ func (o *intermediateCreateOptions) Run(ctx context.Context, e *env) error {
 	switch {
 	case errors.As(err, &exists):
 		return inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
+	case errors.Is(err, vault.ErrBundlePathTaken):
+		return inputError(fmt.Errorf("--store-bundles: %w (the root is kept there: give --store-bundles another path)", err))
 	case errors.Is(err, vault.ErrBundleStored):
 		return inputError(fmt.Errorf("--store-bundles: %w (pass --force to replace it; Vault keeps the old version)", err))
 	case errors.Is(err, ca.ErrNotStarted) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):

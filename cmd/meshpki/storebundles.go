@@ -45,9 +45,10 @@ func (f *bundleStore) Validate() error {
 	return f.Vault.Validate()
 }
 
-// open connects to Vault and returns the store (vault.BundleStore); without
-// --store-bundles, a nil store.
-func (f *bundleStore) open(ctx context.Context, e *env) (ca.BundleStore, error) {
+// open connects to Vault and returns the store (vault.BundleStore), which never
+// writes over the KV root at rootKV (MOUNT/PATH as given, "" for none) or its CRL;
+// without --store-bundles, a nil store.
+func (f *bundleStore) open(ctx context.Context, e *env, rootKV string) (ca.BundleStore, error) {
 	if f.Path == "" {
 		return nil, nil
 	}
@@ -56,5 +57,13 @@ func (f *bundleStore) open(ctx context.Context, e *env) (ca.BundleStore, error) 
 		return nil, err
 	}
 	e.log.Info("bundles will also be kept in Vault KV", "path", f.base.String()+"/<cluster>")
-	return vault.NewBundleStore(client.Logical(), f.base, f.Force), nil
+	store := vault.NewBundleStore(client.Logical(), f.base, f.Force)
+	if rootKV != "" {
+		root, err := vault.ParseKVPath(rootKV)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("--vault-kv: %w", err))
+		}
+		store.Protect(vault.KVRootPaths(root)...)
+	}
+	return store, nil
 }

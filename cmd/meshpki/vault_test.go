@@ -190,6 +190,34 @@ func TestVaultKVEndToEnd(t *testing.T) {
 	if n, _ := vault.KVVersion(ctx, admin.Logical(), vault.KVPath{Mount: "secret", Path: "meshpki/bundles/east"}); n != 2 {
 		t.Errorf("east's bundle version %d after --force, want 2", n)
 	}
+
+	// Bundles kept beside the root: a cluster named like the root's secret, or its
+	// CRL, would replace the root (or its CRL) with a bundle under --force. Refused
+	// before anything is minted; the root is still the first one.
+	expectExit(t, 0, "crl", "sign", "--vault-kv", "secret/meshpki/root", "--out", filepath.Join(dir, "root-crl.pem"))
+	crlVersion, err := vault.KVVersion(ctx, admin.Logical(), k.Child(vault.KVCRLName))
+	if err != nil || crlVersion == 0 {
+		t.Fatalf("crl sign kept no CRL beside the KV root: %d %v", crlVersion, err)
+	}
+	for _, cluster := range []string{"root", vault.KVCRLName} {
+		base := "secret/meshpki"
+		if cluster == vault.KVCRLName {
+			base = "secret/meshpki/root"
+		}
+		side := filepath.Join(dir, "beside-"+cluster)
+		_, errs = expectExit(t, 2, "intermediate", "create", "--vault-kv", "secret/meshpki/root", "--cluster", cluster,
+			"--out", side, "--store-bundles", base, "--force")
+		if !strings.Contains(errs, "cluster "+cluster+"'s bundle would be kept at secret/meshpki/root") || exists(side) {
+			t.Errorf("bundle over the root's secrets (cluster %s): exists(out)=%v\n%s", cluster, exists(side), errs)
+		}
+	}
+	kept, err = vault.LoadRootKV(ctx, admin.Logical(), k, time.Now())
+	if err != nil || ca.Fingerprint(kept.Cert) != first.Sha256Fingerprint {
+		t.Fatalf("the root did not survive a bundle stored beside it: %v", err)
+	}
+	if n, _ := vault.KVVersion(ctx, admin.Logical(), k.Child(vault.KVCRLName)); n != crlVersion {
+		t.Errorf("the root's CRL is at version %d, want %d", n, crlVersion)
+	}
 }
 
 // Failures a user meets: each exits non-zero with a clear message, and neither a
