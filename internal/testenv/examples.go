@@ -1,14 +1,18 @@
 package testenv
 
 import (
+	"context"
 	"flag"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
-
-	"context"
 )
 
 // SkipExamples makes m.Run skip the package's examples whose names match pattern
@@ -31,9 +35,11 @@ func SkipExamples(pattern, why string) bool {
 	return true
 }
 
-// ExamplesSelected reports whether the -test.run pattern can select an example
-// (no pattern, or one that names examples), so that a TestMain starts servers for
-// its examples only when they run.
+// ExamplesSelected reports whether -test.run selects one of the package's examples
+// (the Example functions of the *_test.go files in the working directory, which
+// is the package's folder under go test), so that a TestMain starts servers for
+// its examples only when they run. -test.run matches an example by name as it
+// matches a test: "Install" selects ExampleInstall.
 func ExamplesSelected() bool {
 	if !flag.Parsed() {
 		flag.Parse()
@@ -42,8 +48,37 @@ func ExamplesSelected() bool {
 	if run == "" {
 		return true
 	}
-	re, err := regexp.Compile(run)
-	return err == nil && (re.MatchString("Example") || strings.Contains(run, "Example"))
+	re, err := regexp.Compile(strings.Split(run, "/")[0])
+	if err != nil {
+		return false // go test refuses the pattern itself
+	}
+	names, err := exampleNames(".")
+	if err != nil {
+		return true // start the servers rather than fail an example for want of them
+	}
+	return slices.ContainsFunc(names, re.MatchString)
+}
+
+// exampleNames lists the Example functions declared in dir's *_test.go files.
+func exampleNames(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	fset := token.NewFileSet()
+	for _, f := range files {
+		af, err := parser.ParseFile(fset, f, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range af.Decls {
+			if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil && strings.HasPrefix(fd.Name.Name, "Example") {
+				names = append(names, fd.Name.Name)
+			}
+		}
+	}
+	return names, nil
 }
 
 // Start starts the pool's clusters now (Get does on first use), for a TestMain
