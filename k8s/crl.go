@@ -354,11 +354,23 @@ func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*c
 	delete(bundleFiles, ca.CRLFile) // its CRL problems are what this run fixes
 	b, _, err := ca.ParseBundle(bundleFiles, ca.VerifyOptions{Now: now})
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: cacerts fails verification: %w", cl.Name, err)
+		return nil, &unusableCACertsError{cluster: cl.Name, err: err}
 	}
 	r.bundle = b
 	return r, nil
 }
+
+// unusableCACertsError is a cacerts Secret that is there but fails verification.
+type unusableCACertsError struct {
+	cluster string
+	err     error
+}
+
+func (e *unusableCACertsError) Error() string {
+	return fmt.Sprintf("cluster %s: cacerts fails verification: %v", e.cluster, e.err)
+}
+
+func (e *unusableCACertsError) Unwrap() error { return e.err }
 
 // heldRootCRLs returns, for each of roots, the newest current CRL it signed that
 // a cluster holds.
@@ -452,7 +464,8 @@ func earliestNextUpdate(crls []*x509.RevocationList) time.Time {
 // written first into every cluster of targets and mesh (SyncCRLs with them
 // pending, the root's CRL as the clusters hold it: AnchorRoots), so that the
 // others accept what a new CA signs from its first moment; a target with no
-// cacerts yet gets the mesh set in its files. With CRLs off everywhere, or no new
+// cacerts yet, or one no istiod can load (it fails verification: broken, or its
+// CA expired), gets the mesh set in its files, and the spread does not read it. With CRLs off everywhere, or no new
 // CA, nothing is written and nil is returned. A failure leaves files as they were:
 // install nothing then.
 func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[string][]byte, mesh []*Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
@@ -474,7 +487,7 @@ func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[strin
 		now = opts.Now()
 	}
 	var roots []*x509.Certificate
-	fresh := map[int]*ca.Bundle{} // targets with no cacerts yet
+	fresh := map[int]*ca.Bundle{} // targets that get the mesh set in their files
 	for i, cl := range targets {
 		if files[i] == nil || files[i][ca.CRLFile] != nil {
 			continue
@@ -483,13 +496,20 @@ func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[strin
 		if err != nil {
 			continue // Install reports it
 		}
-		installed, err := InstalledCA(ctx, cl, ns)
+		r, err := readForCRLs(ctx, cl, ns, now)
+		var unusable *unusableCACertsError
 		switch {
-		case apierrors.IsNotFound(err):
+		case errors.As(err, &unusable):
+			// The install replaces a cacerts that no istiod can load (it does not
+			// parse, or its CA expired): like a first one, it gets the mesh set,
+			// and the spread does not read it.
 			fresh[i] = b
+			all = slices.DeleteFunc(all, func(c *Cluster) bool { return c == cl })
 		case err != nil:
 			continue // unreadable: its install fails too, and says why
-		case installed.Equal(b.Cert):
+		case r.bundle == nil:
+			fresh[i] = b
+		case r.bundle.Cert.Equal(b.Cert):
 			continue
 		}
 		opts.Pending = append(opts.Pending, b)

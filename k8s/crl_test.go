@@ -498,4 +498,30 @@ func TestSpreadForInstall(t *testing.T) {
 	if res, err := SpreadForInstall(testContext(t), targets, again, []*Cluster{east}, CRLSyncOptions{Namespace: ns}); err != nil || res != nil {
 		t.Errorf("rerun with the installed bundles: %v, %v; want nothing spread", res, err)
 	}
+
+	// A cacerts no istiod can load (its CA certificate broken; its ca-crl.pem
+	// intact) is replaced like a first one: the new CA's CRL reaches the others
+	// first, the target is not read, and it gets the mesh set.
+	broken := getSecret(t, west, ns, SecretName)
+	broken.Data[ca.CACertFile] = []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+	if _, err := west.Client.CoreV1().Secrets(ns).Update(testContext(t), broken, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, westFiles = mint(t, nil, west.Name)
+	res, err = SpreadForInstall(testContext(t), []*Cluster{west}, []map[string][]byte{westFiles}, []*Cluster{east, north}, CRLSyncOptions{Namespace: ns})
+	if err != nil || len(res) != 2 || westFiles[ca.CRLFile] == nil {
+		t.Errorf("spread for a broken cacerts: %d results, CRL set in its files: %v, %v", len(res), westFiles[ca.CRLFile] != nil, err)
+	}
+	mustInstall(t, west, westFiles, InstallOptions{Namespace: ns})
+	for _, cl := range clusters {
+		ws[cl.Name], _ = crlWorkload(t, cl, ns)
+	}
+	for _, peer := range []*Cluster{east, north} {
+		if err := handshakes(t, ws[west.Name], ws[peer.Name]); err != nil {
+			t.Errorf("west (cacerts replaced) <-> %s: %v", peer.Name, err)
+		}
+	}
+	if p := crlMeshProblems(t, clusters, ns); len(p) != 0 {
+		t.Errorf("mesh CRL problems after replacing a broken cacerts: %v", p)
+	}
 }
