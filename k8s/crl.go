@@ -46,6 +46,11 @@ type CRLSyncOptions struct {
 	// first moment. SyncCRLs sets each one's CRLFile to the mesh set, ready to
 	// install.
 	Pending []*ca.Bundle
+	// Replacing names the clusters whose cacerts the caller replaces next with one
+	// of Pending (a rotation, an install). A cacerts there that fails verification
+	// (no istiod can load it: broken, or its CA expired) is then neither read nor
+	// written, and does not fail the run: the pending bundle brings it the set.
+	Replacing []string
 }
 
 // CRLSyncResult is one cluster's outcome of SyncCRLs.
@@ -138,7 +143,12 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		}
 	}
 	reads := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*crlRead, error) {
-		return readForCRLs(ctx, cl, ns, now)
+		r, err := readForCRLs(ctx, cl, ns, now)
+		var unusable *unusableCACertsError
+		if errors.As(err, &unusable) && slices.Contains(opts.Replacing, cl.Name) {
+			return &crlRead{replaced: err}, nil
+		}
+		return r, err
 	}, nil)
 	if len(opts.AnchorCRLs) == 0 {
 		anchors, err := heldRootCRLs(reads, opts.AnchorRoots, now)
@@ -158,6 +168,8 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		case r.Err != nil:
 			results[i].Err = r.Err
 			errs = append(errs, r.Err)
+		case r.Value.replaced != nil:
+			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("%v: not read; the bundle replacing it brings the set", r.Value.replaced))
 		case r.Value.bundle == nil:
 			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("no %s Secret in namespace %s", SecretName, ns))
 		default:
@@ -333,8 +345,10 @@ func InstalledCA(ctx context.Context, cl *Cluster, ns string) (*x509.Certificate
 // crlRead is one cluster's cacerts as SyncCRLs reads it.
 type crlRead struct {
 	files  map[string][]byte
-	bundle *ca.Bundle // nil: no cacerts
+	bundle *ca.Bundle // nil: no cacerts, or replaced
 	crls   []*x509.RevocationList
+	// replaced is why a cacerts of CRLSyncOptions.Replacing was not read.
+	replaced error
 }
 
 func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*crlRead, error) {
@@ -504,7 +518,7 @@ func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[strin
 			// parse, or its CA expired): like a first one, it gets the mesh set,
 			// and the spread does not read it.
 			fresh[i] = b
-			all = slices.DeleteFunc(all, func(c *Cluster) bool { return c == cl })
+			opts.Replacing = append(opts.Replacing, cl.Name)
 		case err != nil:
 			continue // unreadable: its install fails too, and says why
 		case r.bundle == nil:

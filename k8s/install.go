@@ -463,7 +463,12 @@ func (in *installer) createNamespace(ctx context.Context) error {
 // is reused.
 func (in *installer) backup(ctx context.Context, cur *corev1.Secret) (string, error) {
 	secrets := in.cl.Client.CoreV1().Secrets(in.ns)
-	for n := 0; n < 10; n++ {
+	// The list only picks the number. Without it (a Role that drops list, with
+	// KeepBackups < 0: nothing is pruned then, so no name is freed; or a failing
+	// list, which pruning then reports) the numbers start at 0.
+	existing, _ := Backups(ctx, in.cl, in.ns)
+	first := nextBackupSeq(existing, in.now)
+	for n := first; n < first+10; n++ {
 		b := NewBackup(cur, in.now, n)
 		_, err := secrets.Create(ctx, b, metav1.CreateOptions{DryRun: in.dryRun(), FieldManager: FieldManager})
 		if err == nil {
@@ -497,12 +502,13 @@ func Backups(ctx context.Context, cl *Cluster, namespace string) ([]string, erro
 	// the clock of the host that made them, and a host whose clock ran ahead would
 	// otherwise make a fresh backup look oldest, and pruning would delete it. Within
 	// one second (the creation time's resolution) names made by one clock sort in
-	// creation order ("-1", "-2" suffixes).
+	// creation order ("-1", "-2", ... "-10" suffixes, numerically; see
+	// nextBackupSeq).
 	slices.SortStableFunc(items, func(a, b corev1.Secret) int {
 		if c := a.CreationTimestamp.Time.Compare(b.CreationTimestamp.Time); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Name, b.Name)
+		return compareBackupNames(a.Name, b.Name)
 	})
 	names := make([]string, len(items))
 	for i, s := range items {

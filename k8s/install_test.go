@@ -208,6 +208,41 @@ func TestInstallUpdateKeepsBackupOfOldSecret(t *testing.T) {
 	}
 }
 
+// More updates within one second than KeepBackups: pruning frees the second's
+// first name, and a backup that took it again sorted first and was pruned at
+// once, so the copy of the cacerts just replaced was lost (seen in a root
+// rotation step: a CRL spread and the switch in the same second). Each backup
+// now takes the number above the highest of its second.
+func TestInstallPruneKeepsNewestWithinOneSecond(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	cl := clusters[1]
+	ns := testNamespace(t)
+	at := time.Now()
+	now := func() time.Time { return at }
+	_, files := mint(t, nil, cl.Name)
+	mustInstall(t, cl, files, InstallOptions{Namespace: ns, Now: now})
+	var made []string
+	for i := range 6 {
+		replaced := getSecret(t, cl, ns, SecretName)
+		_, files := mint(t, nil, cl.Name)
+		res := mustInstall(t, cl, files, InstallOptions{Namespace: ns, KeepBackups: 2, Now: now})
+		if res.Backup == "" || slices.Contains(res.PrunedBackups, res.Backup) {
+			t.Fatalf("update %d: backup %q pruned right after it was made (pruned %v)", i, res.Backup, res.PrunedBackups)
+		}
+		if b := getSecret(t, cl, ns, res.Backup); !maps.EqualFunc(b.Data, replaced.Data, bytes.Equal) {
+			t.Fatalf("update %d: backup %s differs from the cacerts it replaced", i, res.Backup)
+		}
+		made = append(made, res.Backup)
+	}
+	got, err := Backups(testContext(t), cl, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := made[4:]; !slices.Equal(got, want) {
+		t.Fatalf("backups kept %v, want the newest two of %v", got, made)
+	}
+}
+
 // Backups made by a host whose clock ran ahead carry later times in their names
 // than the backup made now: pruning must go by the API server's creation time, or
 // it deletes the only copy of the cacerts just replaced.

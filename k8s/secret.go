@@ -2,10 +2,12 @@ package k8s
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -112,6 +114,59 @@ func BackupName(now time.Time, n int) string {
 		name += fmt.Sprintf("-%d", n)
 	}
 	return name
+}
+
+// backupSeq splits a backup name into the name of its second (BackupName(t, 0))
+// and its number within that second (n); ok is false for other names.
+func backupSeq(name string) (second string, n int, ok bool) {
+	end := len(BackupPrefix) + len(backupTimeLayout)
+	if !strings.HasPrefix(name, BackupPrefix) || len(name) < end {
+		return "", 0, false
+	}
+	second, rest := name[:end], name[end:]
+	if rest == "" {
+		return second, 0, true
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(rest, "-"))
+	if err != nil || !strings.HasPrefix(rest, "-") || n <= 0 {
+		return "", 0, false
+	}
+	return second, n, true
+}
+
+// compareBackupNames orders backup names by time, then by number within one
+// second ("-2" before "-10"); other names sort as strings, after backup names.
+func compareBackupNames(a, b string) int {
+	sa, na, oka := backupSeq(a)
+	sb, nb, okb := backupSeq(b)
+	switch {
+	case oka && okb:
+		if c := strings.Compare(sa, sb); c != 0 {
+			return c
+		}
+		return cmp.Compare(na, nb)
+	case oka != okb:
+		if oka {
+			return -1
+		}
+		return 1
+	}
+	return strings.Compare(a, b)
+}
+
+// nextBackupSeq is the number for a new backup made at now, given the backups
+// there: one above the highest of that second, so that a new backup never takes
+// the name of one pruned meanwhile (which would sort it before the older ones of
+// its second, and prune it first).
+func nextBackupSeq(existing []string, now time.Time) int {
+	second := BackupName(now, 0)
+	next := 0
+	for _, name := range existing {
+		if s, n, ok := backupSeq(name); ok && s == second && n >= next {
+			next = n + 1
+		}
+	}
+	return next
 }
 
 // NewBackup builds a copy of old named BackupName(now, n): same type and data,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,35 @@ func TestBackupNamesSortByTime(t *testing.T) {
 	}
 	if old.Labels[LabelBackupOf] != "" {
 		t.Fatal("NewBackup changed the original's labels")
+	}
+}
+
+// Backups made within one second sort by their number ("-2" before "-10"), and a
+// new one takes the number above the highest there, not one freed by pruning.
+func TestBackupSequence(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 11, 56, 21, 0, time.UTC)
+	names := []string{BackupName(t0, 0), BackupName(t0, 2), BackupName(t0, 10), BackupName(t0.Add(time.Second), 0), BackupName(t0.Add(time.Second), 1), "cacerts-backup-other"}
+	shuffled := slices.Clone(names)
+	slices.Reverse(shuffled)
+	slices.SortFunc(shuffled, compareBackupNames)
+	if !slices.Equal(shuffled, names) {
+		t.Errorf("sorted %v, want %v", shuffled, names)
+	}
+	for _, c := range []struct {
+		existing []string
+		want     int
+	}{
+		{nil, 0},
+		{[]string{BackupName(t0.Add(-time.Second), 4)}, 0},
+		{[]string{BackupName(t0, 0)}, 1},
+		// n=0 was pruned: the next is 4, not 0, which would sort first and be
+		// pruned at once.
+		{[]string{BackupName(t0, 1), BackupName(t0, 2), BackupName(t0, 3)}, 4},
+		{[]string{BackupName(t0, 9), "cacerts-backup-20261203-115621-x"}, 10},
+	} {
+		if got := nextBackupSeq(c.existing, t0); got != c.want {
+			t.Errorf("nextBackupSeq(%v) = %d, want %d", c.existing, got, c.want)
+		}
 	}
 }
 

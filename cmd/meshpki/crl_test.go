@@ -637,3 +637,80 @@ func TestSigtermDuringCRLSettle(t *testing.T) {
 		t.Errorf("west's lock after the interrupted bootstrap: %v", err)
 	}
 }
+
+// TestRotateHealsBrokenClusterWithCRLs: in a mesh with CRLs on, a cluster whose
+// cacerts no istiod can load (west's CA certificate garbled, north's CA expired)
+// is what the rotate cron job is there to fix. rotate replaces it:
+// its new CA's CRL reaches the others first, it gets the whole mesh set, istiod's
+// loader takes every Secret, and all pairs talk with the CRLs enforced.
+func TestRotateHealsBrokenClusterWithCRLs(t *testing.T) {
+	env := sharedMesh(t)
+	kc := env.Kubeconfig
+	dir := t.TempDir()
+	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
+	rrWant(t, 0, nil, "root", "create", "--out", root)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--out", bundles)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "north", "--ttl", "5s", "--out", bundles)
+	all := []string{"--kubeconfig", kc, "--all-contexts"}
+	rrWant(t, 0, nil, append([]string{"install", "--bundles", bundles}, all...)...)
+	rrWant(t, 0, nil, append([]string{"crl", "sync", "--root-dir", root}, all...)...)
+
+	clients := map[string]kubernetes.Interface{}
+	for _, c := range env.Clusters {
+		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[c.Name] = cs
+	}
+	ctx := context.Background()
+	secrets := clients["west"].CoreV1().Secrets(k8s.DefaultNamespace)
+	s, err := secrets.Get(ctx, k8s.SecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Data[ca.CACertFile] = []byte("-----BEGIN CERTIFICATE-----\nZ2FyYmxlZA==\n-----END CERTIFICATE-----\n")
+	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	northCA, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "north", ca.CACertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(northCA.NotAfter) + 1500*time.Millisecond) // north's CA has expired
+
+	out, errOut := rrWant(t, 0, nil, append([]string{"rotate", "--root-dir", root, "--crl-settle", "0", "-o", "json"}, all...)...)
+	rep := parseRotateJSON(t, out)
+	if !rep.OK || rep.entry(t, "west").Outcome != k8s.OutcomeRotated || rep.entry(t, "north").Outcome != k8s.OutcomeRotated || rep.entry(t, "east").Outcome != k8s.OutcomeNotDue {
+		t.Fatalf("rotate:\n%s\n%s", out, errOut)
+	}
+	var ws []workload
+	for _, name := range []string{"east", "west", "north"} {
+		files := secretFiles(t, clients[name])
+		folder := t.TempDir()
+		for n, b := range files {
+			if err := os.WriteFile(filepath.Join(folder, n), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ok, msg := istiodLoadsIfBuilt(t, folder); !ok {
+			t.Errorf("%s: istiod's loader refuses cacerts after the rotation: %s", name, msg)
+		}
+		b, _, err := ca.ParseBundle(files, ca.VerifyOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		w, err := b.IssueWorkload(ca.SPIFFEID("cluster.local", "default", name), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w.CRLs, err = ca.ParseCRLsPEM(files[ca.CRLFile]); err != nil || len(w.CRLs) == 0 {
+			t.Fatalf("%s: %s after the rotation: %v", name, ca.CRLFile, err)
+		}
+		ws = append(ws, workload{cluster: name, w: w})
+	}
+	mustHandshake(t, "after rotate replaced west's broken and north's expired cacerts", ws...)
+	if out, _ := rrWant(t, 0, nil, append([]string{"status"}, all...)...); !strings.Contains(out, "mesh: OK") {
+		t.Errorf("status after the rotation:\n%s", out)
+	}
+}

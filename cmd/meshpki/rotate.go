@@ -419,7 +419,8 @@ func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, 
 	}
 	for _, cl := range clusters {
 		if b := minted[cl.Name]; b != nil {
-			opts.Pending = append(opts.Pending, b)
+			// A due cluster whose cacerts fails verification is replaced, not read.
+			opts.Pending, opts.Replacing = append(opts.Pending, b), append(opts.Replacing, cl.Name)
 		}
 	}
 	res, err := k8s.SyncCRLs(ctx, clusters, opts)
