@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -649,8 +650,7 @@ func TestRotateHealsBrokenClusterWithCRLs(t *testing.T) {
 	dir := t.TempDir()
 	root, bundles := filepath.Join(dir, "root"), filepath.Join(dir, "bundles")
 	rrWant(t, 0, nil, "root", "create", "--out", root)
-	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--out", bundles)
-	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "north", "--ttl", "5s", "--out", bundles)
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--cluster", "north", "--out", bundles)
 	all := []string{"--kubeconfig", kc, "--all-contexts"}
 	rrWant(t, 0, nil, append([]string{"install", "--bundles", bundles}, all...)...)
 	rrWant(t, 0, nil, append([]string{"crl", "sync", "--root-dir", root}, all...)...)
@@ -673,11 +673,30 @@ func TestRotateHealsBrokenClusterWithCRLs(t *testing.T) {
 	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	northCA, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "north", ca.CACertFile)))
+	// North's CA, signed 4 minutes ago for one minute, expired 3 minutes ago (its
+	// ca-crl.pem kept as the mesh set it had).
+	r, err := ca.ReadRootDir(root, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Until(northCA.NotAfter) + 1500*time.Millisecond) // north's CA has expired
+	p := ca.IntermediateProfile("north", ca.DefaultOrg)
+	p.TTL, p.Now = time.Minute, func() time.Time { return time.Now().Add(-4 * time.Minute) }
+	expired, err := ca.Mint(ctx, ca.NewLocalIssuer(r), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiredFiles, err := expired.Files(ca.FormatIstio)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets = clients["north"].CoreV1().Secrets(k8s.DefaultNamespace)
+	if s, err = secrets.Get(ctx, k8s.SecretName, metav1.GetOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	maps.Copy(s.Data, expiredFiles)
+	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	out, errOut := rrWant(t, 0, nil, append([]string{"rotate", "--root-dir", root, "--crl-settle", "0", "-o", "json"}, all...)...)
 	rep := parseRotateJSON(t, out)
