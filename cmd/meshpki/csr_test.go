@@ -104,9 +104,7 @@ func TestOfflineRootByCSR(t *testing.T) {
 		}
 	}
 
-	pool := testenv.NewK8sPool("east", "west")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := parallelMesh(t, "east", "west")
 	rrWant(t, 0, nil, "install", "--kubeconfig", env.Kubeconfig, "--all-contexts", "--bundles", csrs, "--namespace", "csr-flow")
 	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots"}, "status", "--kubeconfig", env.Kubeconfig, "--all-contexts", "--namespace", "csr-flow")
 

@@ -89,6 +89,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	mesh20.stop()
 	seqMesh.Stop()
+	parallelMeshes.Stop()
 	os.Exit(code)
 }
 

@@ -104,9 +104,7 @@ func TestIstiodIssuingCAHierarchy(t *testing.T) {
 // offline root alone and holds a three-level chain.
 func TestRootRotateOntoIssuingCA(t *testing.T) {
 	t.Parallel() // its own servers, no environment set
-	pool := testenv.NewK8sPool("east", "west")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := parallelMesh(t, "east", "west")
 	dir := t.TempDir()
 	kc := env.Kubeconfig
 	rootA, bundles := filepath.Join(dir, "rootA"), filepath.Join(dir, "bundles")

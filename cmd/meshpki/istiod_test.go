@@ -31,17 +31,15 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// istiodMesh starts fresh clusters (istiod publishes into every namespace, so these
-// tests get their own) and returns them with an admin client per cluster. The
-// tests that use it run in parallel (t.Parallel): they spend most of their time
-// waiting for their own apiservers and istiods, which share nothing but the
-// machine, and they set no environment.
+// istiodMesh returns clusters of the test's own (istiod publishes into every
+// namespace: no other test uses them until this one ends; see parallelMesh) with
+// an admin client per cluster. The tests that use it run in parallel
+// (t.Parallel): they spend most of their time waiting for their own apiservers and
+// istiods, which share nothing but the machine, and they set no environment.
 func istiodMesh(t *testing.T, names ...string) (*testenv.K8s, string, map[string]kubernetes.Interface) {
 	t.Helper()
 	testenv.IstiodBin(t) // skips (or fails) without istiod
-	pool := testenv.NewK8sPool(names...)
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := parallelMesh(t, names...)
 	clients := map[string]kubernetes.Interface{}
 	for _, c := range env.Clusters {
 		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))

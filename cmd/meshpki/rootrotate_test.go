@@ -15,7 +15,6 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
-	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -125,9 +124,7 @@ func rrSecretVersions(t *testing.T, kc, ns string) map[string]string {
 // CLI: status, dry run, each step, reruns, refusals.
 func TestRootRotateCommand(t *testing.T) {
 	t.Parallel() // its own servers, no environment set
-	pool := testenv.NewK8sPool("east", "west")
-	env := pool.Get(t)
-	t.Cleanup(pool.Stop)
+	env := parallelMesh(t, "east", "west")
 	dir := t.TempDir()
 	kc := env.Kubeconfig
 	rootA, rootB, bundles := filepath.Join(dir, "rootA"), filepath.Join(dir, "rootB"), filepath.Join(dir, "bundles")

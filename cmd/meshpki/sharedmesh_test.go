@@ -18,6 +18,17 @@ import (
 // stops it.
 var seqMesh = testenv.NewK8sPool("east", "west", "north")
 
+// parallelMeshes recycles the clusters of the tests that run in parallel.
+var parallelMeshes testenv.K8sRecycler
+
+// parallelMesh returns clusters named names for t alone until it ends; then they
+// are reset (testenv.K8s.Reset) for the next parallel test that asks for the same
+// names.
+func parallelMesh(t *testing.T, names ...string) *testenv.K8s {
+	t.Helper()
+	return parallelMeshes.Get(t, names...)
+}
+
 // sharedMesh returns seqMesh for a test that must not call t.Parallel (it is
 // marked so, and two tests on the mesh at once would see each other's Secrets).
 // When the test ends, every Secret, ConfigMap and Lease it left in istio-system is
