@@ -600,14 +600,7 @@ func TestSigtermDuringCRLSettle(t *testing.T) {
 	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--out", bundles)
 	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--context", "east", "--bundles", bundles)
 	rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--context", "east", "--root-dir", root)
-	clients := map[string]kubernetes.Interface{}
-	for _, c := range env.Clusters {
-		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[c.Name] = cs
-	}
+	clients := adminClients(t, env)
 	crlCount := func() int {
 		crls, _ := ca.ParseCRLsPEM(secretFiles(t, clients["east"])[ca.CRLFile])
 		return len(crls)
@@ -655,14 +648,7 @@ func TestRotateHealsBrokenClusterWithCRLs(t *testing.T) {
 	rrWant(t, 0, nil, append([]string{"install", "--bundles", bundles}, all...)...)
 	rrWant(t, 0, nil, append([]string{"crl", "sync", "--root-dir", root}, all...)...)
 
-	clients := map[string]kubernetes.Interface{}
-	for _, c := range env.Clusters {
-		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[c.Name] = cs
-	}
+	clients := adminClients(t, env)
 	ctx := context.Background()
 	secrets := clients["west"].CoreV1().Secrets(k8s.DefaultNamespace)
 	s, err := secrets.Get(ctx, k8s.SecretName, metav1.GetOptions{})

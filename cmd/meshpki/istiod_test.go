@@ -40,6 +40,13 @@ func istiodMesh(t *testing.T, names ...string) (*testenv.K8s, string, map[string
 	t.Helper()
 	testenv.IstiodBin(t) // skips (or fails) without istiod
 	env := parallelMesh(t, names...)
+	clients := adminClients(t, env)
+	return env, env.Kubeconfig, clients
+}
+
+// adminClients is an admin client per cluster of env, by cluster name.
+func adminClients(t *testing.T, env *testenv.K8s) map[string]kubernetes.Interface {
+	t.Helper()
 	clients := map[string]kubernetes.Interface{}
 	for _, c := range env.Clusters {
 		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
@@ -48,7 +55,7 @@ func istiodMesh(t *testing.T, names ...string) (*testenv.K8s, string, map[string
 		}
 		clients[c.Name] = cs
 	}
-	return env, env.Kubeconfig, clients
+	return clients
 }
 
 // twoRoots makes root A (the mesh's) and root B (the next one) and bundles for
