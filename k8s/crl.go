@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -260,12 +261,21 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 			return struct{}{}, nil
 		}
 		// Its own file also keeps, while current, the CRLs of CAs no chain shows
-		// any more (its previous intermediate's, for the workloads it signed).
-		// The set speaks for the mesh's CAs: their older CRLs there are dropped.
-		mine := ca.MergeCRLs(set, notOfCAs(notFrom(current(r.Value.crls, now), opts.AnchorCRLs), cas))
-		files := r.Value.files
-		files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
-		ires, err := Install(ctx, cl, files, InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now})
+		// any more (its previous intermediate's, for the workloads it signed; a
+		// new CA's another run spreads ahead). The set speaks for the mesh's CAs:
+		// their older CRLs there are dropped. Only ca-crl.pem changes, made from
+		// the Secret as it is when written (under the Lease, after every
+		// re-read), so that a concurrent run's CRLs or rotation are not undone.
+		var mine []*x509.RevocationList
+		rebase := func(installed map[string][]byte) (map[string][]byte, error) {
+			held, _ := ca.ParseCRLsPEM(installed[ca.CRLFile]) // a broken file is what this replaces
+			mine = ca.MergeCRLs(set, notOfCAs(notFrom(current(held, now), opts.AnchorCRLs), cas))
+			files := maps.Clone(installed)
+			files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
+			return files, nil
+		}
+		files, _ := rebase(r.Value.files)
+		ires, err := Install(ctx, cl, files, InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now, rebase: rebase})
 		if ires != nil {
 			res.Warnings = append(res.Warnings, ires.Warnings...)
 		}

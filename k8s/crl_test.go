@@ -525,3 +525,52 @@ func TestSpreadForInstall(t *testing.T) {
 		t.Errorf("mesh CRL problems after replacing a broken cacerts: %v", p)
 	}
 }
+
+// Two spreads at once (two rotate runs, a bootstrap beside a CronJob's rotate),
+// each with its own pending CA: every cluster ends up holding both CRLs. A write
+// computed from a read made before the other run wrote would drop the other's.
+func TestConcurrentSpreadsKeepBothCRLs(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	root := sharedRoot(t)
+	for _, cl := range clusters {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchors := []*x509.RevocationList{rootCRL}
+	if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: anchors}); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		a, _ := mint(t, nil, "a")
+		b, _ := mint(t, nil, "b")
+		errs := make(chan error, 2)
+		for _, p := range []*ca.Bundle{a, b} {
+			go func() {
+				_, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: anchors, Pending: []*ca.Bundle{p},
+					Lock: &LeaseOptions{Holder: "run-" + p.Cert.Subject.CommonName}})
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		for _, cl := range clusters {
+			crls, err := ca.ParseCRLsPEM(SecretFiles(getSecret(t, cl, ns, SecretName))[ca.CRLFile])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for name, p := range map[string]*ca.Bundle{"a": a, "b": b} {
+				if ca.CRLOf(crls, p.Cert) == nil {
+					t.Errorf("round %d: %s lost the CRL of run %s's pending CA", round, cl.Name, name)
+				}
+			}
+		}
+	}
+}

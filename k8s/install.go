@@ -88,7 +88,16 @@ type InstallOptions struct {
 
 	// beforeWrite, for tests, runs after the read and before the create or update.
 	beforeWrite func(ctx context.Context, attempt int) error
+	// rebase, when set, makes the files to write from the installed ones at each
+	// attempt (under the Lease, after every re-read), instead of taking the files
+	// given: a change of only some files (SyncCRLs: ca-crl.pem) then never undoes
+	// what another writer changed meanwhile. A missing cacerts is not created.
+	rebase func(installed map[string][]byte) (map[string][]byte, error)
 }
+
+// ErrSecretGone means cacerts was deleted while a change of some of its files
+// was being made: it is not created again from what was read before.
+var ErrSecretGone = errors.New("cacerts was deleted meanwhile: not written again")
 
 func (o InstallOptions) namespace() string {
 	if o.Namespace == "" {
@@ -263,7 +272,7 @@ func (in *installer) lock(ctx context.Context) (context.Context, func(), error) 
 	case apierrors.IsNotFound(err):
 	case err != nil:
 		return nil, nil, apiError(in.cl.Name, "get", "secrets", in.ns, err)
-	case !in.opts.CreateOnly && len(ChangedFiles(SecretFiles(cur), keepRootsFiles(SecretFiles(cur), in.desired.Data))) == 0:
+	case !in.opts.CreateOnly && in.unchanged(SecretFiles(cur)):
 		return ctx, noop, nil // unchanged: nothing to lock for
 	}
 	lease, err := AcquireLease(ctx, in.cl, lock)
@@ -284,6 +293,39 @@ func (in *installer) lock(ctx context.Context) (context.Context, func(), error) 
 	}, nil
 }
 
+// unchanged tells whether writing would leave installed as it is.
+func (in *installer) unchanged(installed map[string][]byte) bool {
+	desired := in.desired.Data
+	if in.opts.rebase != nil {
+		files, err := in.opts.rebase(installed)
+		if err != nil {
+			return false // the attempt reports it
+		}
+		desired = files
+	}
+	return len(ChangedFiles(installed, keepRootsFiles(installed, desired))) == 0
+}
+
+// rebaseOn makes the files to write from installed (InstallOptions.rebase) and
+// checks them as Install checks the files it is given.
+func (in *installer) rebaseOn(installed map[string][]byte) error {
+	files, err := in.opts.rebase(installed)
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
+	}
+	bundle, rep, err := ca.ParseBundle(files, in.opts.Verify)
+	in.res.After = rep
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w, nothing sent: %w", in.cl.Name, ErrBundle, err)
+	}
+	desired, err := NewSecret(in.ns, files)
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
+	}
+	in.desired, in.bundle = desired, bundle
+	return nil
+}
+
 func (in *installer) dryRun() []string {
 	if in.opts.DryRun {
 		return []string{metav1.DryRunAll}
@@ -298,6 +340,9 @@ func (in *installer) attempt(ctx context.Context) error {
 	res := in.res
 	res.Warnings = slices.Clone(in.lockWarnings)
 	cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) && in.opts.rebase != nil {
+		return fmt.Errorf("cluster %s: namespace %s: %w", in.cl.Name, in.ns, ErrSecretGone)
+	}
 	if apierrors.IsNotFound(err) {
 		res.Before, res.ChangedFiles, res.Backup = nil, nil, ""
 		return in.create(ctx)
@@ -309,6 +354,11 @@ func (in *installer) attempt(ctx context.Context) error {
 		return fmt.Errorf("cluster %s: %w in namespace %s", in.cl.Name, ErrSecretExists, in.ns)
 	}
 	curFiles := SecretFiles(cur)
+	if in.opts.rebase != nil {
+		if err := in.rebaseOn(curFiles); err != nil {
+			return err
+		}
+	}
 	res.Before = ca.Verify(curFiles, in.opts.Verify)
 	data := keepRootsFiles(curFiles, in.desired.Data)
 	if err := in.keepCRLs(curFiles, data); err != nil {

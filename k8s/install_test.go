@@ -275,6 +275,47 @@ func TestInstallPruneKeepsBackupJustMadeDespiteClockSkew(t *testing.T) {
 	}
 }
 
+// A change of some files (rebase: what SyncCRLs writes) racing a rotation: the
+// conflict makes Install read again and rebase on the rotated cacerts, so the new
+// CA stays; the old files read first are never written back.
+func TestInstallRebaseKeepsRacingRotation(t *testing.T) {
+	_, clusters := realClusters(t, false)
+	cl := clusters[1]
+	ns := testNamespace(t)
+	_, first := mint(t, nil, cl.Name)
+	mustInstall(t, cl, first, InstallOptions{Namespace: ns})
+	_, rotated := mint(t, nil, cl.Name)
+	opts := InstallOptions{Namespace: ns,
+		rebase: func(installed map[string][]byte) (map[string][]byte, error) {
+			files := maps.Clone(installed)
+			files["note.txt"] = []byte("rebased")
+			return files, nil
+		},
+		beforeWrite: func(ctx context.Context, attempt int) error {
+			if attempt != 1 {
+				return nil
+			}
+			_, err := Install(ctx, cl, rotated, InstallOptions{Namespace: ns})
+			return err
+		}}
+	res := mustInstall(t, cl, first, opts)
+	if res.Attempts != 2 {
+		t.Fatalf("attempts %d, want a second one after the conflict", res.Attempts)
+	}
+	cur := getSecret(t, cl, ns, SecretName)
+	if !bytes.Equal(cur.Data[ca.CACertFile], rotated[ca.CACertFile]) || string(cur.Data["note.txt"]) != "rebased" {
+		t.Fatal("the write undid the racing rotation, or lost its own change")
+	}
+	// cacerts deleted meanwhile: not created again from the first read.
+	if err := cl.Client.CoreV1().Secrets(ns).Delete(testContext(t), SecretName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	opts.beforeWrite = nil
+	if _, err := Install(testContext(t), cl, first, opts); !errors.Is(err, ErrSecretGone) {
+		t.Fatalf("rebase onto a deleted cacerts: %v, want ErrSecretGone", err)
+	}
+}
+
 func TestInstallConflictRereadsAndDecidesAgain(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	cl := clusters[2]
