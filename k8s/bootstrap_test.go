@@ -131,17 +131,7 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 	ns := testNamespace(t)
 	root := sharedRoot(t)
 	mesh, newcomer := clusters[:2], clusters[2]
-	for _, cl := range mesh {
-		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
-	}
-	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := SyncCRLs(testContext(t), mesh, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
-		t.Fatal(err)
-	}
+	rootCRL := crlMesh(t, mesh, ns)
 	rootCRLs := func(context.Context) ([]*x509.RevocationList, error) { return []*x509.RevocationList{rootCRL}, nil }
 	opts := BootstrapOptions{Issuer: ca.NewLocalIssuer(root), Profile: ca.IntermediateProfile("", "Istio"),
 		Install: InstallOptions{Namespace: ns, CreateOnly: true}, Mesh: mesh}

@@ -145,8 +145,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 	}
 	reads := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*crlRead, error) {
 		r, err := readForCRLs(ctx, cl, ns, now)
-		var unusable *unusableCACertsError
-		if errors.As(err, &unusable) && slices.Contains(opts.Replacing, cl.Name) {
+		if errors.Is(err, errUnusableCACerts) && slices.Contains(opts.Replacing, cl.Name) {
 			return &crlRead{replaced: err}, nil
 		}
 		return r, err
@@ -378,23 +377,14 @@ func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*c
 	delete(bundleFiles, ca.CRLFile) // its CRL problems are what this run fixes
 	b, _, err := ca.ParseBundle(bundleFiles, ca.VerifyOptions{Now: now})
 	if err != nil {
-		return nil, &unusableCACertsError{cluster: cl.Name, err: err}
+		return nil, fmt.Errorf("cluster %s: %w: %w", cl.Name, errUnusableCACerts, err)
 	}
 	r.bundle = b
 	return r, nil
 }
 
-// unusableCACertsError is a cacerts Secret that is there but fails verification.
-type unusableCACertsError struct {
-	cluster string
-	err     error
-}
-
-func (e *unusableCACertsError) Error() string {
-	return fmt.Sprintf("cluster %s: cacerts fails verification: %v", e.cluster, e.err)
-}
-
-func (e *unusableCACertsError) Unwrap() error { return e.err }
+// errUnusableCACerts is a cacerts Secret that is there but fails verification.
+var errUnusableCACerts = errors.New("cacerts fails verification")
 
 // heldRootCRLs returns, for each of roots, the newest current CRL it signed that
 // a cluster holds.
@@ -521,9 +511,8 @@ func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[strin
 			continue // Install reports it
 		}
 		r, err := readForCRLs(ctx, cl, ns, now)
-		var unusable *unusableCACertsError
 		switch {
-		case errors.As(err, &unusable):
+		case errors.Is(err, errUnusableCACerts):
 			// The install replaces a cacerts that no istiod can load (it does not
 			// parse, or its CA expired): like a first one, it gets the mesh set,
 			// and the spread does not read it.

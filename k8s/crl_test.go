@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -36,6 +37,26 @@ func crlWorkload(t *testing.T, cl *Cluster, ns string) (*ca.Workload, *ca.Bundle
 		}
 	}
 	return w, b
+}
+
+// crlMesh installs a fresh bundle under the shared test root into each of
+// clusters (namespace ns) and gives them the mesh CRL set (SyncCRLs) with a root
+// CRL good for an hour, which it returns.
+func crlMesh(t *testing.T, clusters []*Cluster, ns string) *x509.RevocationList {
+	t.Helper()
+	root := sharedRoot(t)
+	for _, cl := range clusters {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	}
+	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
+		t.Fatal(err)
+	}
+	return rootCRL
 }
 
 func handshakes(t *testing.T, a, b *ca.Workload) error {
@@ -178,22 +199,13 @@ func TestRotateKeepsCRLs(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	clusters = clusters[:2]
 	ns := testNamespace(t)
-	root := sharedRoot(t)
-	for _, cl := range clusters {
-		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
-	}
-	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	rootCRL := crlMesh(t, clusters, ns)
 	sync := func() {
 		t.Helper()
 		if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sync()
 	_, oldWest := crlWorkload(t, clusters[1], ns)
 	opts := rotateOpts(t, ns, nil)
 	opts.Force = true
@@ -452,19 +464,8 @@ func TestSettleCRLs(t *testing.T) {
 func TestSpreadForInstall(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	ns := testNamespace(t)
-	root := sharedRoot(t)
 	east, west, north := clusters[0], clusters[1], clusters[2]
-	for _, cl := range []*Cluster{east, west} {
-		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
-	}
-	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := SyncCRLs(testContext(t), []*Cluster{east, west}, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
-		t.Fatal(err)
-	}
+	crlMesh(t, []*Cluster{east, west}, ns)
 	_, westFiles := mint(t, nil, west.Name)
 	_, northFiles := mint(t, nil, north.Name)
 	targets, files := []*Cluster{west, north}, []map[string][]byte{westFiles, northFiles}
@@ -532,27 +533,15 @@ func TestSpreadForInstall(t *testing.T) {
 func TestConcurrentSpreadsKeepBothCRLs(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	ns := testNamespace(t)
-	root := sharedRoot(t)
-	for _, cl := range clusters {
-		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
-	}
-	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	anchors := []*x509.RevocationList{rootCRL}
-	if _, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: anchors}); err != nil {
-		t.Fatal(err)
-	}
+	anchors := []*x509.RevocationList{crlMesh(t, clusters, ns)}
 	for round := range 5 {
 		a, _ := mint(t, nil, "a")
 		b, _ := mint(t, nil, "b")
 		errs := make(chan error, 2)
-		for _, p := range []*ca.Bundle{a, b} {
+		for run, p := range []*ca.Bundle{a, b} {
 			go func() {
 				_, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: anchors, Pending: []*ca.Bundle{p},
-					Lock: &LeaseOptions{Holder: "run-" + p.Cert.Subject.CommonName}})
+					Lock: &LeaseOptions{Holder: fmt.Sprintf("run-%d", run), Wait: time.Minute}})
 				errs <- err
 			}()
 		}

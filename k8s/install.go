@@ -168,16 +168,10 @@ type InstallResult struct {
 func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts InstallOptions) (*InstallResult, error) {
 	ns := opts.namespace()
 	res := &InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: opts.DryRun}
-	bundle, rep, err := ca.ParseBundle(files, opts.Verify)
-	res.After = rep
-	if err != nil {
-		return res, fmt.Errorf("cluster %s: %w, nothing sent: %w", cl.Name, ErrBundle, err)
+	in := &installer{cl: cl, opts: opts, ns: ns, res: res, now: opts.now()}
+	if err := in.want(files); err != nil {
+		return res, err
 	}
-	desired, err := NewSecret(ns, files)
-	if err != nil {
-		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
-	}
-	in := &installer{cl: cl, opts: opts, ns: ns, res: res, desired: desired, bundle: bundle, now: opts.now()}
 	if opts.Lock != nil {
 		lctx, release, err := in.lock(ctx)
 		if err != nil {
@@ -186,7 +180,7 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 		defer release()
 		ctx = lctx
 	}
-	err = retry.OnError(retry.DefaultRetry, func(err error) bool {
+	err := retry.OnError(retry.DefaultRetry, func(err error) bool {
 		return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
 	}, func() error {
 		res.Attempts++
@@ -306,13 +300,8 @@ func (in *installer) unchanged(installed map[string][]byte) bool {
 	return len(ChangedFiles(installed, keepRootsFiles(installed, desired))) == 0
 }
 
-// rebaseOn makes the files to write from installed (InstallOptions.rebase) and
-// checks them as Install checks the files it is given.
-func (in *installer) rebaseOn(installed map[string][]byte) error {
-	files, err := in.opts.rebase(installed)
-	if err != nil {
-		return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
-	}
+// want verifies files as istiod will and makes them what is written.
+func (in *installer) want(files map[string][]byte) error {
 	bundle, rep, err := ca.ParseBundle(files, in.opts.Verify)
 	in.res.After = rep
 	if err != nil {
@@ -355,7 +344,11 @@ func (in *installer) attempt(ctx context.Context) error {
 	}
 	curFiles := SecretFiles(cur)
 	if in.opts.rebase != nil {
-		if err := in.rebaseOn(curFiles); err != nil {
+		files, err := in.opts.rebase(curFiles)
+		if err != nil {
+			return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
+		}
+		if err := in.want(files); err != nil {
 			return err
 		}
 	}

@@ -64,13 +64,7 @@ func waitCRLPublished(t *testing.T, is []*testenv.Istiod, clients map[string]kub
 		if i.Restarts() != 0 {
 			t.Fatalf("istiod in %s was restarted: CRLs must be taken on a hot reload", i.Cluster.Name)
 		}
-		dir := t.TempDir()
-		for n, b := range files {
-			if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if ok, out := istiodLoads(t, dir); !ok {
+		if ok, out := istiodLoads(t, filesDir(t, files)); !ok {
 			t.Fatalf("%s: istiod's loader refuses cacerts with its CRLs: %s", i.Cluster.Name, out)
 		}
 	}
@@ -692,13 +686,7 @@ func TestRotateHealsBrokenClusterWithCRLs(t *testing.T) {
 	var ws []workload
 	for _, name := range []string{"east", "west", "north"} {
 		files := secretFiles(t, clients[name])
-		folder := t.TempDir()
-		for n, b := range files {
-			if err := os.WriteFile(filepath.Join(folder, n), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if ok, msg := istiodLoadsIfBuilt(t, folder); !ok {
+		if ok, msg := istiodLoadsIfBuilt(t, filesDir(t, files)); !ok {
 			t.Errorf("%s: istiod's loader refuses cacerts after the rotation: %s", name, msg)
 		}
 		b, _, err := ca.ParseBundle(files, ca.VerifyOptions{})

@@ -169,13 +169,7 @@ func TestRootRotateOntoIssuingCA(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			folder := t.TempDir()
-			for n, b := range s.Data {
-				if err := os.WriteFile(filepath.Join(folder, n), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if ok, out := istiodLoads(t, folder); !ok {
+			if ok, out := istiodLoads(t, filesDir(t, s.Data)); !ok {
 				t.Fatalf("%s, %s: istiod's loader refuses cacerts: %s", step, cl.Name, out)
 			}
 		}

@@ -482,6 +482,19 @@ func waitRestartedOnto(t *testing.T, i *testenv.Istiod, cs kubernetes.Interface)
 	}
 }
 
+// filesDir writes files (a cacerts Secret's data) into a new folder, for
+// istiodLoads.
+func filesDir(t *testing.T, files map[string][]byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 // istiodLoads runs istiod's own loader for plugged-in certs
 // (security/pkg/pki/util.NewVerifiedKeyCertBundleFromFile) on a bundle folder.
 func istiodLoads(t *testing.T, dir string) (bool, string) {

@@ -88,14 +88,18 @@ func (p *K8sPool) Start() (*K8s, error) {
 	if bin == "" {
 		return nil, fmt.Errorf("%s is not set (tools/build.sh k8s-testenv)", EnvK8sBin)
 	}
-	p.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		t0 := time.Now()
-		p.env, p.err = StartK8s(ctx, bin, p.names...)
-		if p.err == nil {
-			fmt.Fprintf(os.Stderr, "testenv: %d kube-apiservers ready in %s (%s)\n", len(p.names), time.Since(t0).Round(time.Millisecond), p.env.Dir)
-		}
-	})
+	p.once.Do(func() { p.env, p.err = startK8sLogged(bin, p.names) })
 	return p.env, p.err
+}
+
+// startK8sLogged is StartK8s within 3 minutes, saying on stderr how long it took.
+func startK8sLogged(bin string, names []string) (*K8s, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t0 := time.Now()
+	env, err := StartK8s(ctx, bin, names...)
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "testenv: %d kube-apiservers ready in %s (%s)\n", len(names), time.Since(t0).Round(time.Millisecond), env.Dir)
+	}
+	return env, err
 }

@@ -42,14 +42,10 @@ func (r *K8sRecycler) Get(t testing.TB, names ...string) *K8s {
 	}
 	r.mu.Unlock()
 	if env == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		t0 := time.Now()
 		var err error
-		if env, err = StartK8s(ctx, bin, names...); err != nil {
+		if env, err = startK8sLogged(bin, names); err != nil {
 			t.Fatalf("start clusters: %v", err)
 		}
-		fmt.Fprintf(os.Stderr, "testenv: %d kube-apiservers ready in %s (%s)\n", len(names), time.Since(t0).Round(time.Millisecond), env.Dir)
 		r.mu.Lock()
 		r.all = append(r.all, env)
 		r.mu.Unlock()
