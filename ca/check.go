@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // Errors of a root istiod would refuse every intermediate under.
@@ -87,7 +89,7 @@ func CheckProfile(root *x509.Certificate, p Profile, now time.Time) error {
 		return err
 	}
 	if _, err := notAfterWithin(now.Add(p.TTL), root, p.AllowShortTTL); err != nil {
-		return fmt.Errorf("ttl %s: %w", FormatDuration(p.TTL), err)
+		return fmt.Errorf("ttl %s: %w", textfmt.Duration(p.TTL), err)
 	}
 	if err := checkPathLen(root, p.MaxPathLen); err != nil {
 		return err
@@ -122,7 +124,7 @@ func CheckProfileChain(chain []*x509.Certificate, p Profile, now time.Time) erro
 		return nil
 	}
 	if _, err := notAfterWithinPath(now.Add(p.TTL), chain, p.AllowShortTTL); err != nil {
-		return fmt.Errorf("ttl %s: %w", FormatDuration(p.TTL), err)
+		return fmt.Errorf("ttl %s: %w", textfmt.Duration(p.TTL), err)
 	}
 	if _, err := checkPathRoom(chain, p.MaxPathLen); err != nil {
 		return err

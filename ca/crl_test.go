@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/ca/catest"
 )
 
-func signCRL(t *testing.T, c *testpki.CA, now time.Time, ttl time.Duration, revoked ...*x509.Certificate) *x509.RevocationList {
+func signCRL(t *testing.T, c *catest.CA, now time.Time, ttl time.Duration, revoked ...*x509.Certificate) *x509.RevocationList {
 	t.Helper()
 	var entries []x509.RevocationListEntry
 	for _, r := range revoked {
@@ -30,17 +30,17 @@ func signCRL(t *testing.T, c *testpki.CA, now time.Time, ttl time.Duration, revo
 
 // meshPKI is a root with two cluster CAs, each with a workload leaf.
 type meshPKI struct {
-	root, east, west *testpki.CA
-	eastLeaf         *testpki.CA
+	root, east, west *catest.CA
+	eastLeaf         *catest.CA
 }
 
 func newMeshPKI(t *testing.T) *meshPKI {
-	root := testpki.Root(t, testpki.Options{CN: "Root CA"})
+	root := catest.Root(t, catest.Options{CN: "Root CA"})
 	m := &meshPKI{root: root,
-		east: root.Sub(t, testpki.Options{CN: "Intermediate CA east", PathLen: testpki.PathLen(0)}),
-		west: root.Sub(t, testpki.Options{CN: "Intermediate CA west", PathLen: testpki.PathLen(0)}),
+		east: root.Sub(t, catest.Options{CN: "Intermediate CA east", PathLen: catest.PathLen(0)}),
+		west: root.Sub(t, catest.Options{CN: "Intermediate CA west", PathLen: catest.PathLen(0)}),
 	}
-	m.eastLeaf = m.east.Sub(t, testpki.Options{CN: "workload", NotCA: true, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
+	m.eastLeaf = m.east.Sub(t, catest.Options{CN: "workload", NotCA: true, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}})
 	return m
 }
 
@@ -63,7 +63,7 @@ func TestSignCRLIsV2AndRoundTrips(t *testing.T) {
 		t.Error("CRL lacks authorityKeyIdentifier or CRL number: TLS stacks match CRLs to CAs by them")
 	}
 	// A CA without cRLSign cannot sign one.
-	noCRL := m.root.Sub(t, testpki.Options{CN: "no crl sign", KeyUsage: x509.KeyUsageCertSign})
+	noCRL := m.root.Sub(t, catest.Options{CN: "no crl sign", KeyUsage: x509.KeyUsageCertSign})
 	if _, err := ca.SignCRL(noCRL.Cert, noCRL.Key, nil, nil, now, time.Hour); !errors.Is(err, ca.ErrCRLSign) {
 		t.Errorf("SignCRL without cRLSign: %v, want ErrCRLSign", err)
 	}
@@ -178,7 +178,7 @@ func TestCheckChainCRLsAgreesWithOpenSSL(t *testing.T) {
 	leaf := m.eastLeaf.Cert
 	chain := []*x509.Certificate{leaf, m.east.Cert, m.root.Cert}
 	// A rotated east CA: same name, new key, and its CRL in the set as well.
-	eastOld := m.root.Sub(t, testpki.Options{CN: "Intermediate CA east", PathLen: testpki.PathLen(0)})
+	eastOld := m.root.Sub(t, catest.Options{CN: "Intermediate CA east", PathLen: catest.PathLen(0)})
 	rootCRL, eastCRL, westCRL := signCRL(t, m.root, now, time.Hour), signCRL(t, m.east, now, time.Hour), signCRL(t, m.west, now, time.Hour)
 	cases := []struct {
 		name string
@@ -340,7 +340,7 @@ func TestRootDirCRLRecordsRevocations(t *testing.T) {
 		t.Errorf("root-crl.pem mode %v", st.Mode().Perm())
 	}
 	// A root-crl.pem another root signed is refused, and nothing is written.
-	other := testpki.Root(t, testpki.Options{})
+	other := catest.Root(t, catest.Options{})
 	bad := ca.EncodeCRLsPEM(signCRL(t, other, now, time.Hour))
 	if err := os.WriteFile(filepath.Join(dir, ca.RootCRLFile), bad, 0o644); err != nil {
 		t.Fatal(err)

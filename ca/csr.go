@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // CSRFile is the certificate request a CSR folder holds beside its key
@@ -232,7 +234,7 @@ func ImportSigned(keyPEM, certPEM, chainPEM, rootsPEM []byte, opts ImportOptions
 		return nil, certErr(fmt.Errorf("%w: %w", ErrShortLife, err))
 	}
 	if left := cert.NotAfter.Sub(now); left < minLeft {
-		return nil, certErr(fmt.Errorf("%w: %s left (not after %s), want at least %s", ErrShortLife, FormatDuration(left), cert.NotAfter.UTC().Format(time.RFC3339), FormatDuration(minLeft)))
+		return nil, certErr(fmt.Errorf("%w: %s left (not after %s), want at least %s", ErrShortLife, textfmt.Duration(left), cert.NotAfter.UTC().Format(time.RFC3339), textfmt.Duration(minLeft)))
 	}
 	if err := checkCritical(cert); err != nil {
 		return nil, certErr(err)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/ca/catest"
 )
 
 // newCSRDir writes a waiting CSR folder for cluster and returns it with the CSR.
@@ -35,7 +35,7 @@ func newCSRDir(t *testing.T, parent, cluster string) (string, *x509.CertificateR
 }
 
 // sign signs csr under parent with a template a test shapes.
-func sign(t *testing.T, parent *testpki.CA, csr *x509.CertificateRequest, edit func(*x509.Certificate)) []byte {
+func sign(t *testing.T, parent *catest.CA, csr *x509.CertificateRequest, edit func(*x509.Certificate)) []byte {
 	t.Helper()
 	serial, _ := ca.NewSerial()
 	tmpl := &x509.Certificate{
@@ -63,7 +63,7 @@ func TestNewCSRCarriesTheProfile(t *testing.T) {
 	}
 	// Signed by a CA that copies the CSR's extensions as they are (crypto/x509
 	// parses requested extensions into csr.Extensions).
-	root := testpki.Root(t, testpki.Options{})
+	root := catest.Root(t, catest.Options{})
 	serial, _ := ca.NewSerial()
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: csr.Subject, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), ExtraExtensions: csr.Extensions}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, root.Cert, csr.PublicKey, root.Key)
@@ -79,13 +79,13 @@ func TestNewCSRCarriesTheProfile(t *testing.T) {
 // Every bad signed certificate is refused with its own reason, naming the file
 // part, and the folder stays as it was.
 func TestImportRefuses(t *testing.T) {
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	other := testpki.Root(t, testpki.Options{CN: "Other Root"})
-	org := root.Sub(t, testpki.Options{CN: "Org CA", NotAfter: time.Now().Add(200 * 24 * time.Hour)})
-	pathZero := root.Sub(t, testpki.Options{CN: "Pathlen Zero CA", PathLen: testpki.PathLen(0)})
-	mid := root.Sub(t, testpki.Options{CN: "Middle CA"})
-	low := mid.Sub(t, testpki.Options{CN: "Lower CA"})
-	expiredMid := root.Sub(t, testpki.Options{CN: "Expired Middle", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	other := catest.Root(t, catest.Options{CN: "Other Root"})
+	org := root.Sub(t, catest.Options{CN: "Org CA", NotAfter: time.Now().Add(200 * 24 * time.Hour)})
+	pathZero := root.Sub(t, catest.Options{CN: "Pathlen Zero CA", PathLen: catest.PathLen(0)})
+	mid := root.Sub(t, catest.Options{CN: "Middle CA"})
+	low := mid.Sub(t, catest.Options{CN: "Lower CA"})
+	expiredMid := root.Sub(t, catest.Options{CN: "Expired Middle", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	parent := t.TempDir()
 	dir, csr := newCSRDir(t, parent, "east")
 	_, otherCSR := newCSRDir(t, parent, "west")
@@ -138,8 +138,8 @@ func TestImportOpenSSLSigned(t *testing.T) {
 		t.Skip("openssl not installed")
 	}
 	work := t.TempDir()
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	org := root.Sub(t, testpki.Options{CN: "Org Issuing CA", PathLen: testpki.PathLen(1)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	org := root.Sub(t, catest.Options{CN: "Org Issuing CA", PathLen: catest.PathLen(1)})
 	write := func(name string, data []byte) string {
 		p := filepath.Join(work, name)
 		if err := os.WriteFile(p, data, 0o600); err != nil {

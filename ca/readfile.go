@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // MaxInputFile is the largest file meshpki reads: 4 MiB. No real PEM file, cluster
@@ -80,26 +82,5 @@ func checkInputMode(name string, st fs.FileInfo) error {
 		}
 		return nil
 	}
-	return fmt.Errorf("%s is %s, %w", name, DescribeFileMode(m), ErrNotRegular)
-}
-
-// DescribeFileMode names what a non-regular file is, e.g. "a FIFO (named pipe)".
-func DescribeFileMode(m fs.FileMode) string {
-	switch {
-	case m.IsRegular():
-		return "a regular file"
-	case m.IsDir():
-		return "a folder"
-	case m&fs.ModeSymlink != 0:
-		return "a symbolic link"
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO (named pipe)"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeCharDevice != 0:
-		return "a character device"
-	case m&fs.ModeDevice != 0:
-		return "a block device"
-	}
-	return "a special file (" + m.Type().String() + ")"
+	return fmt.Errorf("%s is %s, %w", name, textfmt.FileMode(m), ErrNotRegular)
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // RenewBefore says when an intermediate is due for renewal: when less than Duration
@@ -50,7 +52,7 @@ func ParseRenewBefore(s string) (RenewBefore, error) {
 func (r RenewBefore) String() string {
 	r = r.orDefault()
 	if r.Duration > 0 {
-		return FormatDuration(r.Duration)
+		return textfmt.Duration(r.Duration)
 	}
 	return strconv.FormatFloat(r.Fraction*100, 'g', 4, 64) + "% of lifetime"
 }
@@ -73,7 +75,7 @@ func (r RenewBefore) Validate(ttl time.Duration) error {
 	}
 	if r.Duration > 0 && ttl > 0 && r.Duration >= ttl {
 		return fmt.Errorf("renew-before %s is not shorter than the new intermediates' lifetime %s: every run would rotate again",
-			FormatDuration(r.Duration), FormatDuration(ttl))
+			textfmt.Duration(r.Duration), textfmt.Duration(ttl))
 	}
 	return nil
 }
@@ -154,17 +156,4 @@ func parseDuration(s string, allowZero bool) (time.Duration, error) {
 		return 0, fmt.Errorf("duration %q must be positive", s)
 	}
 	return days + d, nil
-}
-
-// FormatInterval prints a duration as a flag takes it, without zero units:
-// "24h", "1h30m", "90s".
-func FormatInterval(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
 }

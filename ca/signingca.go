@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"path/filepath"
 	"time"
+
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // Errors of a chain from a signing CA up to its root.
@@ -209,7 +211,7 @@ func linkChain(cert *x509.Certificate, chain, roots []*x509.Certificate) ([]*x50
 	}
 	if IsSelfSigned(cur) {
 		if len(roots) > 0 && !ContainsCert(roots, cur) {
-			return nil, &RootError{Part: PartRoots, Err: fmt.Errorf("%w: the chain ends at root %s (%s), which the roots do not hold", ErrChainOtherRoot, cur.Subject, ShortFingerprint(Fingerprint(cur)))}
+			return nil, &RootError{Part: PartRoots, Err: fmt.Errorf("%w: the chain ends at root %s (%s), which the roots do not hold", ErrChainOtherRoot, cur.Subject, textfmt.Fingerprint(Fingerprint(cur)))}
 		}
 		return path, nil
 	}

@@ -11,20 +11,20 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/ca/catest"
 )
 
 // A three-level (root, org issuing CA, cluster CAs) and a four-level hierarchy:
 // each bundle's cert-chain.pem runs up to the root, root-cert.pem is the root, the
 // bundles pass istiod's checks and workloads of two clusters complete mTLS.
 func TestSigningCAHierarchies(t *testing.T) {
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	org := root.Sub(t, testpki.Options{CN: "Org Issuing CA", PathLen: testpki.PathLen(1)})
-	org2 := root.Sub(t, testpki.Options{CN: "Policy CA", PathLen: testpki.PathLen(2)})
-	deep := org2.Sub(t, testpki.Options{CN: "Mesh CA", PathLen: testpki.PathLen(1)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	org := root.Sub(t, catest.Options{CN: "Org Issuing CA", PathLen: catest.PathLen(1)})
+	org2 := root.Sub(t, catest.Options{CN: "Policy CA", PathLen: catest.PathLen(2)})
+	deep := org2.Sub(t, catest.Options{CN: "Mesh CA", PathLen: catest.PathLen(1)})
 	for _, tt := range []struct {
 		name   string
-		signer *testpki.CA
+		signer *catest.CA
 		levels int // certificates in cert-chain.pem
 	}{
 		{"three levels", org, 3},
@@ -86,18 +86,18 @@ func TestSigningCAHierarchies(t *testing.T) {
 // Bad signing CAs and chains: one clear reason naming the file, before anything
 // is signed.
 func TestReadCADirRefuses(t *testing.T) {
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	other := testpki.Root(t, testpki.Options{CN: "Other Root"})
-	good := root.Sub(t, testpki.Options{CN: "Org Issuing CA"})
-	mid := root.Sub(t, testpki.Options{CN: "Middle CA"})
-	under := mid.Sub(t, testpki.Options{CN: "Lower CA"})
-	expiredMid := root.Sub(t, testpki.Options{CN: "Expired Middle", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
-	underExpired := expiredMid.Sub(t, testpki.Options{CN: "Under Expired"})
-	pathZero := root.Sub(t, testpki.Options{CN: "Pathlen Zero", PathLen: testpki.PathLen(0)})
-	tightRoot := testpki.Root(t, testpki.Options{CN: "Tight Root", PathLen: testpki.PathLen(1)})
-	tightMid := tightRoot.Sub(t, testpki.Options{CN: "Tight Middle"})
-	serverOnly := root.Sub(t, testpki.Options{CN: "Server Only", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	notCA := root.Sub(t, testpki.Options{CN: "Not A CA", NotCA: true, KeyUsage: x509.KeyUsageDigitalSignature})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	other := catest.Root(t, catest.Options{CN: "Other Root"})
+	good := root.Sub(t, catest.Options{CN: "Org Issuing CA"})
+	mid := root.Sub(t, catest.Options{CN: "Middle CA"})
+	under := mid.Sub(t, catest.Options{CN: "Lower CA"})
+	expiredMid := root.Sub(t, catest.Options{CN: "Expired Middle", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	underExpired := expiredMid.Sub(t, catest.Options{CN: "Under Expired"})
+	pathZero := root.Sub(t, catest.Options{CN: "Pathlen Zero", PathLen: catest.PathLen(0)})
+	tightRoot := catest.Root(t, catest.Options{CN: "Tight Root", PathLen: catest.PathLen(1)})
+	tightMid := tightRoot.Sub(t, catest.Options{CN: "Tight Middle"})
+	serverOnly := root.Sub(t, catest.Options{CN: "Server Only", ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	notCA := root.Sub(t, catest.Options{CN: "Not A CA", NotCA: true, KeyUsage: x509.KeyUsageDigitalSignature})
 	cat := func(bs ...[]byte) []byte {
 		var out []byte
 		for _, b := range bs {
@@ -150,9 +150,9 @@ func TestReadCADirRefuses(t *testing.T) {
 // An intermediate may not outlive any CA above it: refused before signing,
 // or cut to the earliest expiry on request.
 func TestSigningCATTLWithinChain(t *testing.T) {
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	short := root.Sub(t, testpki.Options{CN: "Short Middle", NotAfter: time.Now().Add(200 * 24 * time.Hour)})
-	signer := short.Sub(t, testpki.Options{CN: "Long Issuing CA", NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	short := root.Sub(t, catest.Options{CN: "Short Middle", NotAfter: time.Now().Add(200 * 24 * time.Hour)})
+	signer := short.Sub(t, catest.Options{CN: "Long Issuing CA", NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour)})
 	sc, err := ca.ReadCADir(signer.WriteCADir(t, t.TempDir()), time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -177,8 +177,8 @@ func TestSigningCATTLWithinChain(t *testing.T) {
 
 // A root given as the signing CA, with or without root-cert.pem, is the root.
 func TestParseSigningCAOfARoot(t *testing.T) {
-	root := testpki.Root(t, testpki.Options{CN: "Root"})
-	other := testpki.Root(t, testpki.Options{CN: "Next Root"})
+	root := catest.Root(t, catest.Options{CN: "Root"})
+	other := catest.Root(t, catest.Options{CN: "Next Root"})
 	sc, err := ca.ParseSigningCA(root.CertPEM(), root.KeyPEM(t), nil, append(other.CertPEM(), root.CertPEM()...), time.Now())
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/ca/catest"
 )
 
 // TestUpstreamCRLs: the CRLs brought in for the CAs above an issuing CA are taken
@@ -20,11 +20,11 @@ import (
 // CA above, none revoking the path, none from elsewhere.
 func TestUpstreamCRLs(t *testing.T) {
 	now := time.Now()
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	policy := root.Sub(t, testpki.Options{CN: "Policy CA", PathLen: testpki.PathLen(2)})
-	issuing := policy.Sub(t, testpki.Options{CN: "Issuing CA", PathLen: testpki.PathLen(1)})
-	other := root.Sub(t, testpki.Options{CN: "Other Issuing CA", PathLen: testpki.PathLen(1)})
-	impostor := testpki.Root(t, testpki.Options{CN: "Offline Root"}) // same name, another key
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	policy := root.Sub(t, catest.Options{CN: "Policy CA", PathLen: catest.PathLen(2)})
+	issuing := policy.Sub(t, catest.Options{CN: "Issuing CA", PathLen: catest.PathLen(1)})
+	other := root.Sub(t, catest.Options{CN: "Other Issuing CA", PathLen: catest.PathLen(1)})
+	impostor := catest.Root(t, catest.Options{CN: "Offline Root"}) // same name, another key
 	path := []*x509.Certificate{issuing.Cert, policy.Cert, root.Cert}
 
 	rootCRL := signCRL(t, root, now, time.Hour, other.Cert) // revoking a sibling is fine
@@ -78,7 +78,7 @@ func TestUpstreamCRLs(t *testing.T) {
 // TestReadCRLFile: a file of CRLs is read as istiod reads ca-crl.pem; errors name it.
 func TestReadCRLFile(t *testing.T) {
 	dir := t.TempDir()
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
 	good := filepath.Join(dir, "root.crl")
 	if err := os.WriteFile(good, ca.EncodeCRLsPEM(signCRL(t, root, time.Now(), time.Hour)), 0o644); err != nil {
 		t.Fatal(err)
@@ -100,10 +100,10 @@ func TestReadCRLFile(t *testing.T) {
 // TestCADirCRL: an issuing CA's folder keeps its CRL as signing-ca-crl.pem, which
 // records its revocations the way root-crl.pem does for a root.
 func TestCADirCRL(t *testing.T) {
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	issuing := root.Sub(t, testpki.Options{CN: "Issuing CA", PathLen: testpki.PathLen(1)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	issuing := root.Sub(t, catest.Options{CN: "Issuing CA", PathLen: catest.PathLen(1)})
 	dir := issuing.WriteCADir(t, filepath.Join(t.TempDir(), "issuing"))
-	cluster := issuing.Sub(t, testpki.Options{CN: "east", PathLen: testpki.PathLen(0)})
+	cluster := issuing.Sub(t, catest.Options{CN: "east", PathLen: catest.PathLen(0)})
 	auth := &ca.FolderCRL{Dir: dir, File: ca.SigningCACRLFile, Root: &ca.Root{Cert: issuing.Cert, Signer: issuing.Key}}
 	crl, changed, err := auth.CRL(context.Background(), []x509.RevocationListEntry{{SerialNumber: cluster.Cert.SerialNumber, RevocationTime: time.Now()}}, ca.CRLOptions{})
 	if err != nil || !changed || !ca.SignedBy(crl, issuing.Cert) || !ca.IsRevoked(crl, cluster.Cert.SerialNumber) {

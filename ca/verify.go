@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // Severity says whether a problem fails verification.
@@ -98,14 +100,6 @@ func (o VerifyOptions) now() time.Time {
 
 // FormatSerial prints a certificate's serial number in lower-case hex.
 func FormatSerial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
-
-// ShortFingerprint prints a fingerprint as people compare them: sha256:<first 16 hex digits>.
-func ShortFingerprint(fp string) string {
-	if len(fp) > 16 {
-		fp = fp[:16]
-	}
-	return "sha256:" + fp
-}
 
 // Fingerprint is the hex SHA-256 of a certificate's DER.
 func Fingerprint(c *x509.Certificate) string {
@@ -258,7 +252,7 @@ func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built *checkBu
 		rep.add(SeverityError, "validity", l.cert, "%v", err)
 	} else if left := cert.NotAfter.Sub(now); left < opts.minRemaining() {
 		rep.add(SeverityWarning, "expires-soon", l.cert, "%s of life left (not after %s): every workload certificate it signs is cut to that",
-			FormatDuration(left), cert.NotAfter.UTC().Format(time.RFC3339))
+			textfmt.Duration(left), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	switch {
 	case cert.IsCA && (cert.MaxPathLen < 0 || cert.MaxPathLen == 0 && !cert.MaxPathLenZero):
@@ -303,7 +297,7 @@ func (b *Bundle) checkCRLs(rep *Report, l layout, now time.Time) {
 		if err := CRLCurrent(crl, now); err != nil {
 			rep.add(SeverityError, "crl-stale", CRLFile, "the CRL of %s: %v: every peer's Envoy refuses this cluster's workloads", c.Subject, err)
 		} else if left := crl.NextUpdate.Sub(now); !crl.NextUpdate.IsZero() && left < DefaultCRLRefresh/2 {
-			rep.add(SeverityWarning, "crl-expires-soon", CRLFile, "the CRL of %s is current for %s more (nextUpdate %s)", c.Subject, FormatDuration(left), crl.NextUpdate.UTC().Format(time.RFC3339))
+			rep.add(SeverityWarning, "crl-expires-soon", CRLFile, "the CRL of %s is current for %s more (nextUpdate %s)", c.Subject, textfmt.Duration(left), crl.NextUpdate.UTC().Format(time.RFC3339))
 		}
 		if i > 0 && IsRevoked(crl, b.Chain[i-1].SerialNumber) {
 			rep.add(SeverityError, "crl-revoked", CRLFile, "%s (serial %s) is revoked by %s: every peer refuses this cluster's workloads", b.Chain[i-1].Subject, FormatSerial(b.Chain[i-1]), c.Subject)
@@ -417,25 +411,4 @@ func SameRoots(names []string, reps []*Report) *Problem {
 
 func sortedCopy(s []string) []string {
 	return slices.Sorted(slices.Values(s))
-}
-
-// FormatDuration prints a duration in days and hours, e.g. "364d23h" or "5h30m".
-func FormatDuration(d time.Duration) string {
-	neg := d < 0
-	if neg {
-		d = -d
-	}
-	var s string
-	switch {
-	case d >= 24*time.Hour:
-		s = fmt.Sprintf("%dd%dh", d/(24*time.Hour), (d%(24*time.Hour))/time.Hour)
-	case d >= time.Hour:
-		s = fmt.Sprintf("%dh%dm", d/time.Hour, (d%time.Hour)/time.Minute)
-	default:
-		s = d.Round(time.Second).String()
-	}
-	if neg {
-		return "-" + s
-	}
-	return s
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // Action is what Install did (or, in a dry run, would do) to cacerts.
@@ -610,7 +611,7 @@ func sameSet(a, b []string) bool {
 func shortFingerprints(fps []string) string {
 	out := make([]string, len(fps))
 	for i, f := range fps {
-		out[i] = ca.ShortFingerprint(f)
+		out[i] = textfmt.Fingerprint(f)
 	}
 	return strings.Join(out, ",")
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // AnnotationRootRotation on cacerts records, as JSON (a rotation.Record), the
@@ -375,7 +376,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 		}
 		if !switched.SignedUnder(newRoot) {
 			return res, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
-				cl.Name, ca.ShortFingerprint(ca.Fingerprint(switched.Roots[0])), ca.ShortFingerprint(ca.Fingerprint(newRoot)))
+				cl.Name, textfmt.Fingerprint(ca.Fingerprint(switched.Roots[0])), textfmt.Fingerprint(ca.Fingerprint(newRoot)))
 		}
 	}
 	files, err := rotation.Files(rd.files, target, old, newRoot, switched)
@@ -547,7 +548,7 @@ func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotatio
 		}
 		if !b.SignedUnder(plan.NewRoot) {
 			return nil, fmt.Errorf("cluster %s: the issuer signed the new intermediate under %s, not under the new root %s",
-				clusters[i].Name, ca.ShortFingerprint(ca.Fingerprint(b.Roots[0])), ca.ShortFingerprint(ca.Fingerprint(plan.NewRoot)))
+				clusters[i].Name, textfmt.Fingerprint(ca.Fingerprint(b.Roots[0])), textfmt.Fingerprint(ca.Fingerprint(plan.NewRoot)))
 		}
 		minted[clusters[i]] = b
 		sync.Pending = append(sync.Pending, b)

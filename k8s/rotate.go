@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // Outcome is what Rotate did in one cluster.
@@ -383,7 +384,7 @@ func leaseCause(ctx context.Context, err error) error {
 
 func otherRootError(cluster string, d *decision, opts RotateOptions) error {
 	return fmt.Errorf("cluster %s: %w: %s (current root %s); rotating would change the roots its workloads trust, which breaks cross-cluster mTLS until every cluster moves: finish a root rotation, or allow it explicitly",
-		cluster, ErrOtherRoot, d.reason, ca.ShortFingerprint(ca.Fingerprint(currentRoot(opts.Issuer))))
+		cluster, ErrOtherRoot, d.reason, textfmt.Fingerprint(ca.Fingerprint(currentRoot(opts.Issuer))))
 }
 
 // currentRoot is the root iss signs under, or its anchor when it cannot tell.
@@ -479,18 +480,18 @@ func describeLeft(left time.Duration) string {
 	if left >= 48*time.Hour {
 		return strconv.FormatInt(int64(left/(24*time.Hour)), 10) + " days"
 	}
-	return ca.FormatDuration(left)
+	return textfmt.Duration(left)
 }
 
 // rootOf names the root b's chain ends in.
 func rootOf(b *ca.Bundle) string {
 	for _, c := range b.Chain {
 		if !c.Equal(b.Cert) && ca.IsSelfSigned(c) {
-			return ca.ShortFingerprint(ca.Fingerprint(c))
+			return textfmt.Fingerprint(ca.Fingerprint(c))
 		}
 	}
 	if len(b.Roots) > 0 {
-		return ca.ShortFingerprint(ca.Fingerprint(b.Roots[0]))
+		return textfmt.Fingerprint(ca.Fingerprint(b.Roots[0]))
 	}
 	return "unknown"
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/ca/catest"
 )
 
 // Vault's recommended layout, on the real test Vault: a root mount, and an
@@ -90,9 +90,9 @@ func TestPKIIntermediateMountChain(t *testing.T) {
 func TestKVSigningCAWithChain(t *testing.T) {
 	v, admin := rootClient(t)
 	ctx := context.Background()
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	org := root.Sub(t, testpki.Options{CN: "Org Issuing CA"})
-	issuing := org.Sub(t, testpki.Options{CN: "Mesh Issuing CA"})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	org := root.Sub(t, catest.Options{CN: "Org Issuing CA"})
+	issuing := org.Sub(t, catest.Options{CN: "Mesh Issuing CA"})
 	for _, tt := range []struct {
 		name  string
 		chain any

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // Step is where a cluster (or a mesh) stands in a root rotation from an
@@ -156,7 +157,7 @@ func fingerprints(certs []*x509.Certificate) string {
 }
 
 // shortFP prints a fingerprint as sha256:<first 16 hex digits>.
-func shortFP(c *x509.Certificate) string { return ca.ShortFingerprint(ca.Fingerprint(c)) }
+func shortFP(c *x509.Certificate) string { return textfmt.Fingerprint(ca.Fingerprint(c)) }
 
 // StepOf tells where bundle b stands in the rotation from root old to root
 // newRoot: which of the two it trusts (root-cert.pem) and which signed its
@@ -610,7 +611,7 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			why = append(why, fmt.Sprintf("%s got to its step without meshpki (no record of when): the wait starts now", strings.Join(unrecorded, ", ")))
 		}
 		return p.refuse(fmt.Errorf("%w: step %d (%s) is allowed from %s, %s after the last step (the minimum step interval): %s; workloads need that long to pick up the last change",
-			ErrTooEarly, int(target), target.Action(), p.NextAllowed.UTC().Format(time.RFC3339), ca.FormatInterval(opts.MinStepInterval), strings.Join(why, "; ")))
+			ErrTooEarly, int(target), target.Action(), p.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(opts.MinStepInterval), strings.Join(why, "; ")))
 	}
 	return p
 }

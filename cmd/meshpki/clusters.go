@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -157,5 +157,5 @@ func timeLeft(t time.Time) string {
 	if t.IsZero() {
 		return "-"
 	}
-	return ca.FormatDuration(time.Until(t))
+	return textfmt.Duration(time.Until(t))
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/ca/rootsource"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/rootsource"
 )
 
 // crlSettingFlags are --crl-ttl, --crl-refresh and --upstream-crl.

@@ -5,13 +5,15 @@ import (
 	"path/filepath"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/catest"
 	"github.com/meshpki/meshpki/internal/testenv"
-	"github.com/meshpki/meshpki/internal/testpki"
+	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -27,10 +29,10 @@ func TestIstiodIssuingCAHierarchy(t *testing.T) {
 	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
 	dir := t.TempDir()
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	org := root.Sub(t, testpki.Options{CN: "Org Issuing CA", PathLen: testpki.PathLen(1)})
-	policy := root.Sub(t, testpki.Options{CN: "Policy CA", PathLen: testpki.PathLen(2)})
-	mesh := policy.Sub(t, testpki.Options{CN: "Mesh CA", PathLen: testpki.PathLen(1)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	org := root.Sub(t, catest.Options{CN: "Org Issuing CA", PathLen: catest.PathLen(1)})
+	policy := root.Sub(t, catest.Options{CN: "Policy CA", PathLen: catest.PathLen(2)})
+	mesh := policy.Sub(t, catest.Options{CN: "Mesh CA", PathLen: catest.PathLen(1)})
 	three := org.WriteCADir(t, filepath.Join(dir, "org-ca"))
 	four := mesh.WriteCADir(t, filepath.Join(dir, "mesh-ca"))
 
@@ -113,8 +115,8 @@ func TestRootRotateOntoIssuingCA(t *testing.T) {
 	ns := "rr-issuing"
 	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles, "--namespace", ns)
 
-	offline := testpki.Root(t, testpki.Options{CN: "Offline Root 2027"})
-	issuing := offline.Sub(t, testpki.Options{CN: "Issuing CA 2027", PathLen: testpki.PathLen(1)})
+	offline := catest.Root(t, catest.Options{CN: "Offline Root 2027"})
+	issuing := offline.Sub(t, catest.Options{CN: "Issuing CA 2027", PathLen: catest.PathLen(1)})
 	caDir := issuing.WriteCADir(t, filepath.Join(dir, "issuing"))
 	rot := func(extra ...string) []string {
 		return append([]string{"root", "rotate", "--new-ca-dir", caDir, "--kubeconfig", kc, "--all-contexts", "--namespace", ns, "--min-step-interval", "0"}, extra...)
@@ -122,7 +124,7 @@ func TestRootRotateOntoIssuingCA(t *testing.T) {
 	rrWant(t, 0, []string{"mesh: all 2 clusters at step 1 (trust-both)"}, rot()...)
 	rrWant(t, 0, []string{"mesh: all 2 clusters at step 2 (switched)"}, rot()...)
 	rrWant(t, 0, []string{"root rotation complete"}, rot()...)
-	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + ca.ShortFingerprint(ca.Fingerprint(offline.Cert)) + ")"},
+	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + textfmt.Fingerprint(ca.Fingerprint(offline.Cert)) + ")"},
 		"status", "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
 	cls, err := k8s.LoadClusters(k8s.ClusterOptions{Kubeconfig: kc, AllContexts: true})
 	if err != nil {

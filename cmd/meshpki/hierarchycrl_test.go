@@ -16,8 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/catest"
 	"github.com/meshpki/meshpki/internal/testenv"
-	"github.com/meshpki/meshpki/internal/testpki"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -37,9 +37,9 @@ func TestIstiodIssuingCAWithCRLs(t *testing.T) {
 	env, kc, clients := istiodMesh(t, "east", "west", "north")
 	all := func(args ...string) []string { return append(args, "--kubeconfig", kc, "--all-contexts") }
 	dir := t.TempDir()
-	root := testpki.Root(t, testpki.Options{CN: "Offline Root"})
-	org := root.Sub(t, testpki.Options{CN: "Org Issuing CA", PathLen: testpki.PathLen(1)})
-	sibling := root.Sub(t, testpki.Options{CN: "Another Org CA", PathLen: testpki.PathLen(1)})
+	root := catest.Root(t, catest.Options{CN: "Offline Root"})
+	org := root.Sub(t, catest.Options{CN: "Org Issuing CA", PathLen: catest.PathLen(1)})
+	sibling := root.Sub(t, catest.Options{CN: "Another Org CA", PathLen: catest.PathLen(1)})
 	orgDir := org.WriteCADir(t, filepath.Join(dir, "org-ca"))
 	bundles := filepath.Join(dir, "bundles")
 	rrWant(t, 0, nil, "intermediate", "create", "--ca-dir", orgDir, "--cluster", "east", "--cluster", "west", "--cluster", "north", "--out", bundles)
@@ -53,7 +53,7 @@ func TestIstiodIssuingCAWithCRLs(t *testing.T) {
 		is = append(is, i)
 	}
 
-	crlFile := func(name string, c *testpki.CA, thisUpdate time.Time, ttl time.Duration, revoked ...*x509.Certificate) string {
+	crlFile := func(name string, c *catest.CA, thisUpdate time.Time, ttl time.Duration, revoked ...*x509.Certificate) string {
 		var entries []x509.RevocationListEntry
 		for _, r := range revoked {
 			entries = append(entries, x509.RevocationListEntry{SerialNumber: r.SerialNumber, RevocationTime: thisUpdate})

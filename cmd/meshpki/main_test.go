@@ -19,7 +19,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/ca/rootsource"
+	"github.com/meshpki/meshpki/rootsource"
 )
 
 // meshpki runs the CLI in-process and returns exit code, stdout and stderr.

@@ -18,6 +18,7 @@ import (
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
 	"github.com/meshpki/meshpki/internal/atomicfs"
+	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -345,16 +346,16 @@ func rootLabel(plan *rotation.Plan, fp string) string {
 	case plan.OldFingerprint:
 		return "old"
 	}
-	return ca.ShortFingerprint(fp)
+	return textfmt.Fingerprint(fp)
 }
 
 func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration, now time.Time) {
 	plan := out.Plan
 	old := "unknown"
 	if plan.OldFingerprint != "" {
-		old = ca.ShortFingerprint(plan.OldFingerprint)
+		old = textfmt.Fingerprint(plan.OldFingerprint)
 	}
-	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, ca.ShortFingerprint(plan.NewFingerprint))
+	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, textfmt.Fingerprint(plan.NewFingerprint))
 	results := map[string]*k8s.RootRotationClusterResult{}
 	for _, r := range out.Clusters {
 		results[r.Cluster] = r
@@ -379,7 +380,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		}
 		switch {
 		case !c.Since.IsZero():
-			since = fmt.Sprintf("%s (%s ago)", c.Since.UTC().Format(time.RFC3339), ca.FormatDuration(now.Sub(c.Since)))
+			since = fmt.Sprintf("%s (%s ago)", c.Since.UTC().Format(time.RFC3339), textfmt.Duration(now.Sub(c.Since)))
 		case c.Unrecorded:
 			since = "not recorded"
 		}
@@ -426,7 +427,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 	if out.Status || out.DryRun {
 		switch {
 		case out.Waiting:
-			fmt.Fprintf(w, "next: step %d (%s) is allowed from %s (--min-step-interval %s)\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), ca.FormatInterval(interval))
+			fmt.Fprintf(w, "next: step %d (%s) is allowed from %s (--min-step-interval %s)\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
 		case len(moving) > 0:
 			verb := "a run brings"
 			if out.DryRun {
@@ -439,7 +440,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		return
 	}
 	if out.Waiting {
-		fmt.Fprintf(w, "waiting: step %d (%s) is allowed from %s (--min-step-interval %s); nothing was changed\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), ca.FormatInterval(interval))
+		fmt.Fprintf(w, "waiting: step %d (%s) is allowed from %s (--min-step-interval %s); nothing was changed\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
 		return
 	}
 	if !out.OK {
@@ -520,7 +521,7 @@ func describeRotationRun(out rootRotateOutput, c rotation.Cluster, r *k8s.RootRo
 func nextStepAdvice(next rotation.Step, interval time.Duration, now time.Time) string {
 	from := ""
 	if interval > 0 {
-		from = fmt.Sprintf(" The next run may make it from %s (--min-step-interval %s).", now.Add(interval).UTC().Format(time.RFC3339), ca.FormatInterval(interval))
+		from = fmt.Sprintf(" The next run may make it from %s (--min-step-interval %s).", now.Add(interval).UTC().Format(time.RFC3339), textfmt.Interval(interval))
 	}
 	switch next {
 	case rotation.StepTrustBoth:
@@ -613,7 +614,7 @@ func (o *rootBundleOptions) Run(_ context.Context, e *env) error {
 	} else {
 		if st, err := os.Lstat(o.Out); err == nil && !st.Mode().IsRegular() {
 			// Never rename over a device, a FIFO, a link or a folder, even with --force.
-			return inputError(fmt.Errorf("%s is %s: root bundle only ever replaces a regular file; choose another --out", o.Out, ca.DescribeFileMode(st.Mode())))
+			return inputError(fmt.Errorf("%s is %s: root bundle only ever replaces a regular file; choose another --out", o.Out, textfmt.FileMode(st.Mode())))
 		} else if err == nil && !o.Force {
 			return inputError(fmt.Errorf("%s already exists: pass --force to replace it", o.Out))
 		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {

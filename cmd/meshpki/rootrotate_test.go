@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
+	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -192,7 +193,7 @@ func TestRootRotateCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + ca.ShortFingerprint(ca.Fingerprint(b.Cert)) + ")"},
+	rrWant(t, 0, []string{"mesh: OK: all 2 clusters trust the same roots (" + textfmt.Fingerprint(ca.Fingerprint(b.Cert)) + ")"},
 		"status", "--kubeconfig", kc, "--all-contexts", "--namespace", ns)
 
 	t.Run("an unreachable cluster stops the run", func(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/ca/rootsource"
+	"github.com/meshpki/meshpki/rootsource"
 	"github.com/meshpki/meshpki/vault"
 )
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/metrics"
+	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -305,7 +306,7 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 	}
 	o.rotate.Issuer = iss
 	o.rotate.CRLTTL = o.CRL.ttl
-	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", ca.ShortFingerprint(ca.Fingerprint(iss.Anchor())),
+	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", textfmt.Fingerprint(ca.Fingerprint(iss.Anchor())),
 		"lockHolder", o.rotate.Lock.Holder, "dryRun", o.rotate.DryRun)
 
 	if !o.rotate.DryRun {

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 )
 
@@ -187,7 +188,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		}
 		root := "-"
 		if len(r.RootFingerprints) > 0 {
-			root = ca.ShortFingerprint(r.RootFingerprints[0])
+			root = textfmt.Fingerprint(r.RootFingerprints[0])
 			if n := len(r.RootFingerprints); n > 1 {
 				root += fmt.Sprintf(" (+%d)", n-1)
 			}
@@ -250,7 +251,7 @@ func istiodCell(i *k8s.IstiodStatus) string {
 func shortRoots(fps []string) string {
 	out := make([]string, len(fps))
 	for i, f := range fps {
-		out[i] = ca.ShortFingerprint(f)
+		out[i] = textfmt.Fingerprint(f)
 	}
 	return strings.Join(out, ", ")
 }

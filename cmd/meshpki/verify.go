@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 // verifyOptions is "verify": its flags and bundle folders as given (bind), then
@@ -248,10 +249,10 @@ func printVerify(e *env, res verifyResult) {
 		fmt.Fprintf(w, "%s %s", verdict, b.Dir)
 		if b.Subject != "" {
 			left := time.Until(b.NotAfter)
-			fmt.Fprintf(w, "  %s  %s  not after %s (%s left)", b.Subject, b.KeyType, b.NotAfter.Format(time.RFC3339), ca.FormatDuration(left))
+			fmt.Fprintf(w, "  %s  %s  not after %s (%s left)", b.Subject, b.KeyType, b.NotAfter.Format(time.RFC3339), textfmt.Duration(left))
 		}
 		if len(b.RootFingerprints) > 0 {
-			fmt.Fprintf(w, "  root %s", ca.ShortFingerprint(b.RootFingerprints[0]))
+			fmt.Fprintf(w, "  root %s", textfmt.Fingerprint(b.RootFingerprints[0]))
 			if n := len(b.RootFingerprints); n > 1 {
 				fmt.Fprintf(w, " (+%d more)", n-1)
 			}

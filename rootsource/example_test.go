@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/ca/rootsource"
+	"github.com/meshpki/meshpki/rootsource"
 	"github.com/meshpki/meshpki/vault"
 )
 

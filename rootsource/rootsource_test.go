@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
-	"github.com/meshpki/meshpki/ca/rootsource"
+	"github.com/meshpki/meshpki/rootsource"
 )
 
 func TestValidate(t *testing.T) {

@@ -1,8 +1,8 @@
-// Package testpki builds CA hierarchies for tests with crypto/x509 alone, as an
+// Package catest builds CA hierarchies for tests with crypto/x509 alone, as an
 // organisation's own PKI (not meshpki) would have made them: roots, issuing CAs
 // at any depth, with the pathlen, validity, key usage and extended key usage a test
 // asks for.
-package testpki
+package catest
 
 import (
 	"crypto"
