@@ -355,3 +355,26 @@ func RevokedInChain(chain []*x509.Certificate, crls []*x509.RevocationList) bool
 	_, _, ok := revokedInChain(chain, crls)
 	return ok
 }
+
+// CurrentCRLs keeps the CRLs current at now (see CRLCurrent).
+func CurrentCRLs(crls []*x509.RevocationList, now time.Time) []*x509.RevocationList {
+	var out []*x509.RevocationList
+	for _, crl := range crls {
+		if CRLCurrent(crl, now) == nil {
+			out = append(out, crl)
+		}
+	}
+	return out
+}
+
+// EarliestNextUpdate is the earliest nextUpdate of crls (UTC): when the set must
+// have been signed again. Zero for no CRLs.
+func EarliestNextUpdate(crls []*x509.RevocationList) time.Time {
+	var next time.Time
+	for _, crl := range crls {
+		if next.IsZero() || crl.NextUpdate.Before(next) {
+			next = crl.NextUpdate
+		}
+	}
+	return next.UTC()
+}

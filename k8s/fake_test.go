@@ -8,8 +8,10 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/meshpki/meshpki/ca"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -107,5 +109,49 @@ func TestEachReportsUnstartedClusters(t *testing.T) {
 	}
 	if strings.Join(done, ",") != "a,b" {
 		t.Fatalf("done for %v", done)
+	}
+}
+
+// TestAnnotateCACertsConflicts: the annotation goes onto cacerts only while it
+// holds what the caller wrote; a concurrent change of metadata is retried, a change
+// of data is not.
+func TestAnnotateCACertsConflicts(t *testing.T) {
+	_, files := mint(t, nil, "east")
+	for _, tc := range []struct {
+		name      string
+		dataAfter map[string][]byte
+		wantErr   string
+	}{
+		{"metadata changed: retried", files, ""},
+		{"data changed: refused", map[string][]byte{ca.CACertFile: []byte("other")}, "was changed by someone else meanwhile (files ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, cs := fakeCluster("east", installed(t, "istio-system", files))
+			var updates atomic.Int32
+			cs.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				if updates.Add(1) > 1 {
+					return false, nil, nil
+				}
+				// Someone else writes first: metadata only, or the data too.
+				s := installed(t, "istio-system", tc.dataAfter)
+				s.ResourceVersion = "2"
+				if err := cs.Tracker().Update(secretsGR.WithVersion("v1"), s, "istio-system"); err != nil {
+					t.Fatal(err)
+				}
+				return true, nil, apierrors.NewConflict(secretsGR, SecretName, errors.New("the object has been modified"))
+			})
+			rv, err := AnnotateCACerts(context.Background(), cl, "istio-system", files, "example.com/note", `{"step":1}`)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatal(err)
+			case tc.wantErr == "":
+				s := getSecret(t, cl, "istio-system", SecretName)
+				if !strings.Contains(s.Annotations["example.com/note"], `"step":1`) || rv == "" || updates.Load() != 2 {
+					t.Fatalf("annotation %v, rv %q, %d updates", s.Annotations, rv, updates.Load())
+				}
+			case err == nil || !strings.Contains(err.Error(), tc.wantErr):
+				t.Fatalf("got %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }

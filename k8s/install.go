@@ -89,11 +89,11 @@ type InstallOptions struct {
 
 	// beforeWrite, for tests, runs after the read and before the create or update.
 	beforeWrite func(ctx context.Context, attempt int) error
-	// rebase, when set, makes the files to write from the installed ones at each
+	// Rebase, when set, makes the files to write from the installed ones at each
 	// attempt (under the Lease, after every re-read), instead of taking the files
 	// given: a change of only some files (SyncCRLs: ca-crl.pem) then never undoes
 	// what another writer changed meanwhile. A missing cacerts is not created.
-	rebase func(installed map[string][]byte) (map[string][]byte, error)
+	Rebase func(installed map[string][]byte) (map[string][]byte, error)
 }
 
 // ErrSecretGone means cacerts was deleted while a change of some of its files
@@ -191,7 +191,7 @@ func Install(ctx context.Context, cl *Cluster, files map[string][]byte, opts Ins
 		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			err = fmt.Errorf("cluster %s: gave up after %d attempts, cacerts in namespace %s keeps changing under us: %w", cl.Name, res.Attempts, ns, err)
 		}
-		return res, leaseCause(ctx, err)
+		return res, LeaseCause(ctx, err)
 	}
 	if res.Backup != "" && !opts.DryRun && opts.KeepBackups >= 0 {
 		keep := opts.KeepBackups
@@ -278,11 +278,11 @@ func (in *installer) lock(ctx context.Context) (context.Context, func(), error) 
 		}
 		return nil, nil, err
 	}
-	if w := lease.tookOverWarning(); w != "" {
+	if w := lease.TakeoverWarning(); w != "" {
 		in.lockWarnings = append(in.lockWarnings, w)
 	}
 	return lease.Context(), func() {
-		if w := lease.releaseWarning(ctx); w != "" {
+		if w := lease.ReleaseWarning(ctx); w != "" {
 			in.res.Warnings = append(in.res.Warnings, w)
 		}
 	}, nil
@@ -291,8 +291,8 @@ func (in *installer) lock(ctx context.Context) (context.Context, func(), error) 
 // unchanged tells whether writing would leave installed as it is.
 func (in *installer) unchanged(installed map[string][]byte) bool {
 	desired := in.desired.Data
-	if in.opts.rebase != nil {
-		files, err := in.opts.rebase(installed)
+	if in.opts.Rebase != nil {
+		files, err := in.opts.Rebase(installed)
 		if err != nil {
 			return false // the attempt reports it
 		}
@@ -330,7 +330,7 @@ func (in *installer) attempt(ctx context.Context) error {
 	res := in.res
 	res.Warnings = slices.Clone(in.lockWarnings)
 	cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) && in.opts.rebase != nil {
+	if apierrors.IsNotFound(err) && in.opts.Rebase != nil {
 		return fmt.Errorf("cluster %s: namespace %s: %w", in.cl.Name, in.ns, ErrSecretGone)
 	}
 	if apierrors.IsNotFound(err) {
@@ -344,8 +344,8 @@ func (in *installer) attempt(ctx context.Context) error {
 		return fmt.Errorf("cluster %s: %w in namespace %s", in.cl.Name, ErrSecretExists, in.ns)
 	}
 	curFiles := SecretFiles(cur)
-	if in.opts.rebase != nil {
-		files, err := in.opts.rebase(curFiles)
+	if in.opts.Rebase != nil {
+		files, err := in.opts.Rebase(curFiles)
 		if err != nil {
 			return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
 		}
@@ -421,7 +421,7 @@ func (in *installer) keepCRLs(installed, data map[string][]byte) error {
 	if err != nil {
 		return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
 	}
-	data[ca.CRLFile] = ca.EncodeCRLsPEM(ca.MergeCRLs(current(crls, in.now), []*x509.RevocationList{own})...)
+	data[ca.CRLFile] = ca.EncodeCRLsPEM(ca.MergeCRLs(ca.CurrentCRLs(crls, in.now), []*x509.RevocationList{own})...)
 	in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("%s kept and a CRL of the new CA added: run meshpki crl sync so that the other clusters accept what it signs", ca.CRLFile))
 	return nil
 }

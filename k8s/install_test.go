@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -14,12 +13,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/testenv"
@@ -92,15 +88,16 @@ func TestInstallThreeClustersConcurrently(t *testing.T) {
 	statuses := Each(testContext(t), clusters, 0, func(ctx context.Context, cl *Cluster) (*ClusterStatus, error) {
 		return Status(ctx, cl, StatusOptions{Namespace: ns})
 	}, nil)
-	var sts []*ClusterStatus
+	var names []string
+	var reps []*ca.Report
 	for _, r := range statuses {
 		if r.Err != nil || r.Value.Verdict != VerdictOK {
 			t.Fatalf("%s: status %+v, %v", r.Cluster.Name, r.Value, r.Err)
 		}
-		sts = append(sts, r.Value)
+		names, reps = append(names, r.Cluster.Name), append(reps, r.Value.Report)
 	}
-	if p := MeshProblems(sts); len(p) != 0 {
-		t.Fatalf("mesh problems: %v", p)
+	if p := ca.SameRoots(names, reps); p != nil {
+		t.Fatalf("roots differ: %v", p)
 	}
 }
 
@@ -275,8 +272,8 @@ func TestInstallPruneKeepsBackupJustMadeDespiteClockSkew(t *testing.T) {
 	}
 }
 
-// A change of some files (rebase: what SyncCRLs writes) racing a rotation: the
-// conflict makes Install read again and rebase on the rotated cacerts, so the new
+// A change of some files (Rebase: what SyncCRLs writes) racing a rotation: the
+// conflict makes Install read again and Rebase on the rotated cacerts, so the new
 // CA stays; the old files read first are never written back.
 func TestInstallRebaseKeepsRacingRotation(t *testing.T) {
 	_, clusters := realClusters(t, false)
@@ -286,7 +283,7 @@ func TestInstallRebaseKeepsRacingRotation(t *testing.T) {
 	mustInstall(t, cl, first, InstallOptions{Namespace: ns})
 	_, rotated := mint(t, nil, cl.Name)
 	opts := InstallOptions{Namespace: ns,
-		rebase: func(installed map[string][]byte) (map[string][]byte, error) {
+		Rebase: func(installed map[string][]byte) (map[string][]byte, error) {
 			files := maps.Clone(installed)
 			files["note.txt"] = []byte("rebased")
 			return files, nil
@@ -312,7 +309,7 @@ func TestInstallRebaseKeepsRacingRotation(t *testing.T) {
 	}
 	opts.beforeWrite = nil
 	if _, err := Install(testContext(t), cl, first, opts); !errors.Is(err, ErrSecretGone) {
-		t.Fatalf("rebase onto a deleted cacerts: %v, want ErrSecretGone", err)
+		t.Fatalf("Rebase onto a deleted cacerts: %v, want ErrSecretGone", err)
 	}
 }
 
@@ -575,66 +572,6 @@ func TestInstallClusterDownFailsAlone(t *testing.T) {
 	}
 }
 
-func TestStatusFlagsDifferentRootAndMissingSecret(t *testing.T) {
-	_, clusters := realClusters(t, false)
-	ns := testNamespace(t)
-	for _, cl := range clusters[:2] {
-		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
-	}
-	odd := clusters[2]
-	_, files := mint(t, newRoot(t), odd.Name)
-	mustInstall(t, odd, files, InstallOptions{Namespace: ns})
-	var sts []*ClusterStatus
-	for _, r := range Each(testContext(t), clusters, 0, func(ctx context.Context, cl *Cluster) (*ClusterStatus, error) {
-		return Status(ctx, cl, StatusOptions{Namespace: ns})
-	}, nil) {
-		if r.Err != nil {
-			t.Fatal(r.Err)
-		}
-		sts = append(sts, r.Value)
-	}
-	probs := MeshProblems(sts)
-	if len(probs) != 1 || probs[0].Check != "mesh-roots" || !strings.Contains(probs[0].Message, odd.Name) || strings.Contains(probs[0].Message, clusters[1].Name+",") {
-		t.Fatalf("mesh problems %v, want one naming %s", probs, odd.Name)
-	}
-
-	// A cluster without cacerts, and one with a broken cacerts.
-	ns2 := testNamespace(t)
-	_, good := mint(t, nil, clusters[0].Name)
-	mustInstall(t, clusters[0], good, InstallOptions{Namespace: ns2})
-	_, broken := mint(t, nil, clusters[1].Name)
-	delete(broken, ca.CertChainFile)
-	sec, err := NewSecret(ns2, broken)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := clusters[1].Client.CoreV1().Namespaces().Create(testContext(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns2}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := clusters[1].Client.CoreV1().Secrets(ns2).Create(testContext(t), sec, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	sts = nil
-	for _, cl := range clusters {
-		st, err := Status(testContext(t), cl, StatusOptions{Namespace: ns2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sts = append(sts, st)
-	}
-	if v := []Verdict{sts[0].Verdict, sts[1].Verdict, sts[2].Verdict}; fmt.Sprint(v) != "[ok broken missing]" {
-		t.Fatalf("verdicts %v", v)
-	}
-	checks := map[string]string{}
-	for _, p := range MeshProblems(sts) {
-		checks[p.Check] = p.Message
-	}
-	if !strings.HasPrefix(checks["mesh-missing"], clusters[2].Name+":") || !strings.HasPrefix(checks["mesh-broken"], clusters[1].Name+":") {
-		t.Fatalf("mesh problems %v", checks)
-	}
-}
-
 // TestInstallForbidden: a user without the Role gets a clear message naming the
 // user, the verb, the namespace and the cluster; with deploy/rbac.yaml's Roles
 // bound it can install, prune and restart.
@@ -690,68 +627,9 @@ func TestInstallForbidden(t *testing.T) {
 // bound to testenv.LimitedUser.
 func applyRBAC(t testing.TB, admin *Cluster, ns, name string) {
 	t.Helper()
-	data, err := os.ReadFile("../deploy/rbac.yaml")
-	if err != nil {
+	if err := testenv.ApplyRBAC(testContext(t), admin.Client, "../deploy/rbac.yaml", ns, name); err != nil {
 		t.Fatal(err)
 	}
-	found := 0
-	for _, doc := range strings.Split(string(data), "\n---\n") {
-		if strings.TrimSpace(doc) == "" || !strings.Contains(doc, "kind:") {
-			continue
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
-		if err != nil {
-			t.Fatalf("deploy/rbac.yaml: %v", err)
-		}
-		switch o := obj.(type) {
-		case *rbacv1.Role:
-			if o.Name != name {
-				continue
-			}
-			o.Namespace = ns
-			_, err = admin.Client.RbacV1().Roles(ns).Create(testContext(t), o, metav1.CreateOptions{})
-		case *rbacv1.RoleBinding:
-			if o.Name != name {
-				continue
-			}
-			o.Namespace = ns
-			o.Subjects = []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: testenv.LimitedUser}}
-			_, err = admin.Client.RbacV1().RoleBindings(ns).Create(testContext(t), o, metav1.CreateOptions{})
-		default:
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		found++
-	}
-	if found != 2 {
-		t.Fatalf("deploy/rbac.yaml: found %d objects named %s, want a Role and a RoleBinding", found, name)
-	}
-	// RBAC is read through an informer: wait until it applies.
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		ok, err := canI(admin, ns, name)
-		if err == nil && ok {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("RBAC %s did not take effect", name)
-}
-
-// canI asks the API server whether testenv.LimitedUser may do what role grants.
-func canI(admin *Cluster, ns, role string) (bool, error) {
-	ra := &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Resource: "secrets", Name: SecretName}
-	if role == "meshpki-install" {
-		ra = &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "patch", Group: "apps", Resource: "deployments", Name: "istiod"}
-	}
-	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: testenv.LimitedUser, ResourceAttributes: ra}}
-	out, err := admin.Client.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), sar, metav1.CreateOptions{})
-	if err != nil {
-		return false, err
-	}
-	return out.Status.Allowed, nil
 }
 
 // TestInstallReplacesSelfSignedCA: a cacerts istiod made for its own self-signed CA

@@ -65,9 +65,9 @@ type IstiodStatus struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// readPublishedRoots reads istiod's trust bundle in namespace ns. found is false when no
+// ReadPublishedRoots reads istiod's trust bundle in namespace ns. found is false when no
 // istiod published one.
-func readPublishedRoots(ctx context.Context, cl *Cluster, ns string) (data []byte, found bool, err error) {
+func ReadPublishedRoots(ctx context.Context, cl *Cluster, ns string) (data []byte, found bool, err error) {
 	cm, err := cl.Client.CoreV1().ConfigMaps(ns).Get(ctx, RootConfigMap, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, false, nil
@@ -94,7 +94,7 @@ func ReadIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secr
 // when there is none). err is the first read that failed; what was read before it is
 // returned with it.
 func readIstiodCA(ctx context.Context, cl *Cluster, ns string) (published []byte, found bool, selfSigned []byte, err error) {
-	published, found, err = readPublishedRoots(ctx, cl, ns)
+	published, found, err = ReadPublishedRoots(ctx, cl, ns)
 	if err != nil || !found {
 		return nil, false, nil, err
 	}

@@ -373,18 +373,18 @@ func (l *Lease) Release(ctx context.Context) error {
 	return err
 }
 
-// tookOverWarning is the warning for a Lease taken over from a holder that let it
+// TakeoverWarning is the warning for a Lease taken over from a holder that let it
 // expire, "" when there was none.
-func (l *Lease) tookOverWarning() string {
+func (l *Lease) TakeoverWarning() string {
 	if l.TookOver == "" {
 		return ""
 	}
 	return fmt.Sprintf("took over the lock that %s let expire", l.TookOver)
 }
 
-// releaseWarning releases l at the end of an operation, even when ctx is done
+// ReleaseWarning releases l at the end of an operation, even when ctx is done
 // (within 10 s), and returns the warning for a release that failed, "" otherwise.
-func (l *Lease) releaseWarning(ctx context.Context) string {
+func (l *Lease) ReleaseWarning(ctx context.Context) string {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := l.Release(rctx); err != nil {

@@ -244,11 +244,11 @@ func Rotate(ctx context.Context, cl *Cluster, opts RotateOptions) (*RotateResult
 		res.Outcome = OutcomeLocked
 		return res, err
 	}
-	if w := lease.tookOverWarning(); w != "" {
+	if w := lease.TakeoverWarning(); w != "" {
 		res.Warnings = append(res.Warnings, w)
 	}
 	defer func() {
-		if w := lease.releaseWarning(ctx); w != "" {
+		if w := lease.ReleaseWarning(ctx); w != "" {
 			res.Warnings = append(res.Warnings, w)
 		}
 	}()
@@ -257,7 +257,7 @@ func Rotate(ctx context.Context, cl *Cluster, opts RotateOptions) (*RotateResult
 	// Judge again under the Lease: another run may have rotated it meanwhile.
 	d2, err := decide(lctx, cl, opts)
 	if err != nil {
-		return res, leaseCause(lctx, err)
+		return res, LeaseCause(lctx, err)
 	}
 	if d2.rv != d.rv {
 		res.record(d2, false)
@@ -273,34 +273,6 @@ func Rotate(ctx context.Context, cl *Cluster, opts RotateOptions) (*RotateResult
 	return res, rotateLocked(lctx, cl, opts, d2, res)
 }
 
-// MintAhead decides, as a dry run of Rotate does (no Lease, nothing written), which
-// of clusters are due, and mints their new intermediates now, so that their CRLs
-// can reach every cluster before any of them is installed: pass them to SyncCRLs
-// as Pending, then to Rotate as RotateOptions.Minted. Clusters that are not due,
-// or that Rotate would refuse, get none. A failure to mint is returned, with
-// nothing minted for the rest.
-func MintAhead(ctx context.Context, clusters []*Cluster, opts RotateOptions) (map[string]*ca.Bundle, error) {
-	dry := opts
-	dry.DryRun = true
-	minted := map[string]*ca.Bundle{}
-	for _, r := range Each(ctx, clusters, DefaultConcurrency, func(ctx context.Context, cl *Cluster) (*RotateResult, error) {
-		return Rotate(ctx, cl, dry)
-	}, nil) {
-		if r.Err != nil || r.Value == nil || r.Value.Outcome != OutcomeDue {
-			continue
-		}
-		p := opts.Profile
-		p.Cluster = r.Cluster.Name
-		p.Subject.Locality = []string{r.Cluster.Name}
-		b, err := ca.Mint(ctx, opts.Issuer, p)
-		if err != nil {
-			return nil, fmt.Errorf("cluster %s: %w", r.Cluster.Name, err)
-		}
-		minted[r.Cluster.Name] = b
-	}
-	return minted, nil
-}
-
 // rotateLocked mints (or takes the one minted ahead), installs and checks, under
 // the Lease.
 func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decision, res *RotateResult) error {
@@ -311,7 +283,7 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	if b == nil {
 		var err error
 		if b, err = ca.Mint(ctx, opts.Issuer, p); err != nil {
-			return leaseCause(ctx, err)
+			return LeaseCause(ctx, err)
 		}
 	}
 	// Keep the other roots the cluster trusts (a root rotation in progress), unless
@@ -345,7 +317,7 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 		res.Warnings = append(res.Warnings, ires.Warnings...)
 	}
 	if err != nil {
-		return leaseCause(ctx, err)
+		return LeaseCause(ctx, err)
 	}
 	if ires.Before != nil && d.report != nil && ires.Before.Serial != d.report.Serial {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("cacerts changed between the decision (serial %s) and the install (serial %s): that one was backed up and replaced",
@@ -354,7 +326,7 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	// Read it back: the cluster must now hold the new intermediate, whole.
 	s, err := cl.Client.CoreV1().Secrets(opts.namespace()).Get(ctx, SecretName, metav1.GetOptions{})
 	if err != nil {
-		return leaseCause(ctx, apiError(cl.Name, "get", "secrets", opts.namespace(), fmt.Errorf("read back after install: %w", err)))
+		return LeaseCause(ctx, apiError(cl.Name, "get", "secrets", opts.namespace(), fmt.Errorf("read back after install: %w", err)))
 	}
 	got, rep, err := ca.ParseBundle(SecretFiles(s), ca.VerifyOptions{Now: opts.now()})
 	if err != nil {
@@ -374,8 +346,8 @@ func rotateLocked(ctx context.Context, cl *Cluster, opts RotateOptions, d *decis
 	return nil
 }
 
-// leaseCause explains an error that came from losing the Lease.
-func leaseCause(ctx context.Context, err error) error {
+// LeaseCause explains an error that came from losing the Lease.
+func LeaseCause(ctx context.Context, err error) error {
 	if cause := context.Cause(ctx); errors.Is(cause, ErrLeaseLost) {
 		return fmt.Errorf("%w; stopped: %w", cause, err)
 	}

@@ -3,6 +3,7 @@ package k8s
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -208,4 +210,47 @@ func ChangedFiles(before, after map[string][]byte) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// GetCACerts reads Secret cacerts in namespace ns of cl. A missing Secret is an
+// error for which apierrors.IsNotFound holds; every error names the cluster, and an
+// RBAC refusal is a ForbiddenError.
+func GetCACerts(ctx context.Context, cl *Cluster, ns string) (*corev1.Secret, error) {
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	if err != nil {
+		return nil, apiError(cl.Name, "get", "secrets", ns, err)
+	}
+	return s, nil
+}
+
+// AnnotateCACerts sets annotation key to value on cacerts, provided its data is
+// still files (what a step wrote, or read): it reads cacerts and updates it with
+// that resourceVersion as precondition, and on a conflict reads and checks again.
+// It needs only the get and update that Install needs, and returns the new
+// resourceVersion.
+func AnnotateCACerts(ctx context.Context, cl *Cluster, ns string, files map[string][]byte, key, value string) (string, error) {
+	secrets := cl.Client.CoreV1().Secrets(ns)
+	for range 5 {
+		cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
+		if err != nil {
+			return "", apiError(cl.Name, "get", "secrets", ns, err)
+		}
+		if changed := ChangedFiles(SecretFiles(cur), files); len(changed) > 0 {
+			return "", fmt.Errorf("%s in namespace %s was changed by someone else meanwhile (files %s): rerun to see where it stands",
+				SecretName, ns, strings.Join(changed, ", "))
+		}
+		upd := cur.DeepCopy()
+		if upd.Annotations == nil {
+			upd.Annotations = map[string]string{}
+		}
+		upd.Annotations[key] = value
+		out, err := secrets.Update(ctx, upd, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err == nil {
+			return out.ResourceVersion, nil
+		}
+		if !apierrors.IsConflict(err) {
+			return "", apiError(cl.Name, "update", "secrets", ns, err)
+		}
+	}
+	return "", fmt.Errorf("%s in namespace %s keeps changing under us", SecretName, ns)
 }

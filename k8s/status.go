@@ -3,9 +3,6 @@ package k8s
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,8 +47,10 @@ type ClusterStatus struct {
 	CRLs  *CRLStatus `json:"crls,omitempty"`
 	Error string     `json:"error,omitempty"`
 
-	chain   []*x509.Certificate    // cert-chain.pem, for MeshProblems
-	crlList []*x509.RevocationList // ca-crl.pem parsed
+	// Chain is cert-chain.pem parsed, and CRLList ca-crl.pem: what a check of
+	// the whole mesh needs (package mesh).
+	Chain   []*x509.Certificate    `json:"-"`
+	CRLList []*x509.RevocationList `json:"-"`
 }
 
 // CRLStatus is what a cluster's ca-crl.pem holds.
@@ -73,7 +72,7 @@ type CRLSummary struct {
 }
 
 func crlStatus(crls []*x509.RevocationList) *CRLStatus {
-	st := &CRLStatus{CRLs: []CRLSummary{}, Revoked: []string{}, NextUpdate: earliestNextUpdate(crls)}
+	st := &CRLStatus{CRLs: []CRLSummary{}, Revoked: []string{}, NextUpdate: ca.EarliestNextUpdate(crls)}
 	for _, c := range crls {
 		n := ""
 		if c.Number != nil {
@@ -127,12 +126,12 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	st.Report = ca.Verify(SecretFiles(s), opts.Verify)
 	if data, ok := s.Data[ca.CRLFile]; ok {
 		if crls, err := ca.ParseCRLsPEM(data); err == nil {
-			st.CRLs, st.crlList = crlStatus(crls), crls
+			st.CRLs, st.CRLList = crlStatus(crls), crls
 		}
 	}
 	st.Istiod = ReadIstiod(ctx, cl, ns, s, now(opts.Now), opts.IstiodGrace)
 	if b, _, err := ca.ParseBundle(SecretFiles(s), opts.Verify); err == nil {
-		st.chain = b.Chain
+		st.Chain = b.Chain
 		st.RenewAt = opts.RenewBefore.RenewAt(b.Cert).UTC()
 		st.Due, _ = opts.RenewBefore.Due(b.Cert, now(opts.Now))
 	} else {
@@ -147,66 +146,6 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 		st.Verdict = VerdictOK
 	}
 	return st, nil
-}
-
-// MeshProblems checks statuses as one mesh: every cluster must have a usable
-// cacerts, and all must trust the same roots. It returns one problem per finding,
-// none when the mesh is consistent.
-func MeshProblems(statuses []*ClusterStatus) []ca.Problem {
-	var problems []ca.Problem
-	byVerdict := map[Verdict][]string{}
-	var names []string
-	var reps []*ca.Report
-	for _, st := range statuses {
-		byVerdict[st.Verdict] = append(byVerdict[st.Verdict], st.Cluster)
-		if st.Report != nil {
-			names = append(names, st.Cluster)
-			reps = append(reps, st.Report)
-		}
-	}
-	if p := ca.SameRoots(names, reps); p != nil {
-		problems = append(problems, *p)
-	}
-	add := func(v Verdict, check, what string) {
-		if cl := byVerdict[v]; len(cl) > 0 {
-			slices.Sort(cl)
-			problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: check,
-				Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), what)})
-		}
-	}
-	add(VerdictMissing, "mesh-missing", "no cacerts Secret: istiod there signs with its own self-signed root, so cross-cluster mTLS fails")
-	add(VerdictBroken, "mesh-broken", "cacerts fails istiod's checks: istiod will not load it")
-	add(VerdictError, "mesh-unreadable", "could not be read, its state is unknown")
-	byIstiod := map[IstiodState][]string{}
-	for _, st := range statuses {
-		if st.Istiod != nil {
-			byIstiod[st.Istiod.State] = append(byIstiod[st.Istiod.State], st.Cluster)
-		}
-	}
-	for _, x := range []struct {
-		state IstiodState
-		sev   ca.Severity
-		what  string
-	}{
-		{IstiodRefused, ca.SeverityError, "istiod did not take the roots in cacerts and still signs with its old CA (see the istiod column)"},
-		{IstiodSelfSigned, ca.SeverityError, "istiod signs with its own self-signed CA, not cacerts: restart it"},
-		{IstiodNotYet, ca.SeverityWarning, "istiod has not taken the latest cacerts yet"},
-	} {
-		if cl := byIstiod[x.state]; len(cl) > 0 {
-			slices.Sort(cl)
-			problems = append(problems, ca.Problem{Severity: x.sev, Check: "mesh-istiod-" + string(x.state), Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), x.what)})
-		}
-	}
-	return append(problems, meshCRLProblems(statuses, time.Now())...)
-}
-
-// meshCRLProblems is ca.CheckMeshCRLs over the clusters read.
-func meshCRLProblems(statuses []*ClusterStatus, now time.Time) []ca.Problem {
-	var members []ca.CRLMember
-	for _, st := range statuses {
-		members = append(members, ca.CRLMember{Name: st.Cluster, Chain: st.chain, CRLs: st.crlList})
-	}
-	return ca.CheckMeshCRLs(members, now)
 }
 
 func now(f func() time.Time) time.Time {

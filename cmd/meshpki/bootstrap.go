@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // bootstrapOptions is "bootstrap": its flags as given (bind), then (Validate) the
@@ -191,11 +192,11 @@ type bootstrapResult struct {
 	*k8s.InstallResult
 	BundleDir string `json:"bundleDir,omitempty"`
 	// CRLs is the spread of the new CA's CRL to the mesh, when CRLs are on there.
-	CRLs  []*k8s.CRLSyncResult `json:"crls,omitempty"`
-	Error string               `json:"error,omitempty"`
+	CRLs  []*mesh.CRLSyncResult `json:"crls,omitempty"`
+	Error string                `json:"error,omitempty"`
 }
 
-// Run mints the cluster's intermediate and installs it (k8s.Bootstrap), after the
+// Run mints the cluster's intermediate and installs it (mesh.Bootstrap), after the
 // pre-flight checks of the cluster's name, --out and the root; then it writes the
 // bundle to --out, if given, and the result.
 func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
@@ -231,18 +232,18 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 			return inputError(fmt.Errorf("--out: %w", err))
 		}
 	}
-	bopts := k8s.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install, CRLSettle: o.settle}
+	bopts := mesh.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install, CRLSettle: o.settle}
 	var (
 		mu   sync.Mutex
-		crls []*k8s.CRLSyncResult
+		crls []*mesh.CRLSyncResult
 	)
 	if len(o.MeshContexts) > 0 {
 		if bopts.Mesh, err = o.meshClusters(e); err != nil {
 			return err
 		}
 		lease := o.Lock.lease
-		bopts.CRLs = k8s.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: k8s.DefaultConcurrency, Lock: &lease,
-			Progress: func(r *k8s.CRLSyncResult) {
+		bopts.CRLs = mesh.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: k8s.DefaultConcurrency, Lock: &lease,
+			Progress: func(r *mesh.CRLSyncResult) {
 				mu.Lock()
 				defer mu.Unlock()
 				crls = append(crls, r)
@@ -251,7 +252,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 		bopts.RootCRLs = rootCRLs(e, o.Root, iss, o.CRL, o.DryRun)
 	}
 	prog := newProgress(e, "bootstrap", 1)
-	res, files, err := k8s.Bootstrap(ctx, cl, bopts)
+	res, files, err := mesh.Bootstrap(ctx, cl, bopts)
 	if err == nil && res.After != nil {
 		e.log.Debug("minted", "cluster", cl.Name, "serial", res.After.Serial, "notAfter", res.After.NotAfter)
 	}
@@ -267,7 +268,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 	}
 	prog.item(cl.Name, err)
 	prog.finish()
-	slices.SortFunc(crls, func(a, b *k8s.CRLSyncResult) int { return strings.Compare(a.Cluster, b.Cluster) })
+	slices.SortFunc(crls, func(a, b *mesh.CRLSyncResult) int { return strings.Compare(a.Cluster, b.Cluster) })
 	out := bootstrapResult{InstallResult: res, CRLs: crls}
 	if err == nil && dir != "" && !o.install.DryRun {
 		out.BundleDir = dir
@@ -292,7 +293,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 			}
 		}
 	}
-	if errors.Is(err, k8s.ErrNoRootCRL) {
+	if errors.Is(err, mesh.ErrNoRootCRL) {
 		return inputError(err)
 	}
 	if errors.Is(err, k8s.ErrSecretExists) {

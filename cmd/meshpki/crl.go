@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 	"github.com/meshpki/meshpki/rootsource"
 )
 
@@ -29,7 +30,7 @@ func crlSettingFlags(category string) []cli.Flag {
 // crlSettleFlag is --crl-settle, of the commands that spread new CRLs and then
 // install a CA whose workloads need them.
 func crlSettleFlag() cli.Flag {
-	return &cli.StringFlag{Name: "crl-settle", Value: durationText(k8s.DefaultCRLSettle), Usage: "with CRLs on: wait this long after spreading new CRLs before installing the CA that needs them, for the proxies to read them (the kubelet refreshes the mounted istio-ca-crl ConfigMap about once a minute); 0 waits not"}
+	return &cli.StringFlag{Name: "crl-settle", Value: durationText(mesh.DefaultCRLSettle), Usage: "with CRLs on: wait this long after spreading new CRLs before installing the CA that needs them, for the proxies to read them (the kubelet refreshes the mounted istio-ca-crl ConfigMap about once a minute); 0 waits not"}
 }
 
 // crlSettings is the --crl-ttl / --crl-refresh / --upstream-crl group.
@@ -99,7 +100,7 @@ func (t *crlSettings) upstream(path []*x509.Certificate, now time.Time) ([]*x509
 }
 
 // anchorCRLs is the root source's part of the mesh CRL set
-// (k8s.CRLSyncOptions.AnchorCRLs): the CRL of the CA that signs cluster CAs (auth,
+// (mesh.CRLSyncOptions.AnchorCRLs): the CRL of the CA that signs cluster CAs (auth,
 // adding revoke), first, then those of the CAs above it from --upstream-crl,
 // checked before anything is signed or revoked.
 func anchorCRLs(ctx context.Context, e *env, src rootSource, iss ca.Issuer, auth ca.CRLAuthority, t crlSettings, revoke []x509.RevocationListEntry, dryRun bool) ([]*x509.RevocationList, bool, error) {
@@ -127,14 +128,14 @@ func anchorCRLs(ctx context.Context, e *env, src rootSource, iss ca.Issuer, auth
 	return append([]*x509.RevocationList{crl}, up...), changed, nil
 }
 
-// rootCRLs is the k8s.BootstrapOptions.RootCRLs (RootRotationOptions.NewRootCRLs)
+// rootCRLs is the mesh.BootstrapOptions.RootCRLs (RootRotationOptions.NewRootCRLs)
 // of root source src (anchorCRLs): opened only when CRLs turn out to be on; a
-// source that keeps no CRL gives k8s.ErrNoRootCRL.
+// source that keeps no CRL gives mesh.ErrNoRootCRL.
 func rootCRLs(e *env, src rootSource, iss ca.Issuer, t crlSettings, dryRun bool) func(context.Context) ([]*x509.RevocationList, error) {
 	return func(ctx context.Context) ([]*x509.RevocationList, error) {
 		auth, err := crlAuthority(ctx, e, src, iss)
 		if errors.Is(err, rootsource.ErrNoCRL) {
-			return nil, fmt.Errorf("%w: %w", k8s.ErrNoRootCRL, err)
+			return nil, fmt.Errorf("%w: %w", mesh.ErrNoRootCRL, err)
 		}
 		if err != nil {
 			return nil, err
@@ -197,8 +198,8 @@ type crlRun struct {
 	// root, or an issuing CA).
 	RootCRL crlInfo `json:"rootCRL"`
 	// Upstream describes the CRLs passed on for the CAs above an issuing CA.
-	Upstream []crlInfo            `json:"upstreamCRLs,omitempty"`
-	Clusters []*k8s.CRLSyncResult `json:"clusters"`
+	Upstream []crlInfo             `json:"upstreamCRLs,omitempty"`
+	Clusters []*mesh.CRLSyncResult `json:"clusters"`
 }
 
 type revokedCA struct {
@@ -254,10 +255,10 @@ func (o *crlOptions) sync(ctx context.Context, e *env, iss ca.Issuer, auth ca.CR
 	}
 	p := newProgress(e, "CRLs", len(clusters))
 	lease := o.Lock.lease
-	res, err := k8s.SyncCRLs(ctx, clusters, k8s.CRLSyncOptions{
+	res, err := mesh.SyncCRLs(ctx, clusters, mesh.CRLSyncOptions{
 		Namespace: o.Clusters.Namespace, AnchorCRLs: anchors, TTL: o.Times.ttl, Refresh: o.Times.refresh,
 		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.DryRun,
-		Progress: func(r *k8s.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) },
+		Progress: func(r *mesh.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) },
 	})
 	p.finish()
 	run.Clusters = res
@@ -300,7 +301,7 @@ func printCRLRun(e *env, run *crlRun) {
 		case r.Revoked:
 			counts["revoked"]++
 			fmt.Fprintf(e.stdout, "%s: revoked, cacerts left as it is\n", r.Cluster)
-		case r.Action == k8s.ActionSkipped:
+		case r.Action == mesh.ActionSkipped:
 			counts[r.Action]++
 			fmt.Fprintf(e.stdout, "%s: skipped (%s)\n", r.Cluster, strings.Join(r.Warnings, "; "))
 		default:
@@ -313,7 +314,7 @@ func printCRLRun(e *env, run *crlRun) {
 		}
 	}
 	var parts []string
-	for _, a := range []k8s.Action{k8s.ActionUpdated, k8s.ActionUnchanged, "revoked", k8s.ActionSkipped} {
+	for _, a := range []k8s.Action{k8s.ActionUpdated, k8s.ActionUnchanged, "revoked", mesh.ActionSkipped} {
 		if counts[a] > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", counts[a], a))
 		}
@@ -495,7 +496,7 @@ func (o *revokeOptions) Run(ctx context.Context, e *env) error {
 			}
 			return inputError(fmt.Errorf("cluster %q is not among the chosen clusters %v: choose it with --context, or revoke it by --serial", name, names))
 		}
-		cert, err := k8s.InstalledCA(ctx, clusters[i], o.Clusters.Namespace)
+		cert, err := mesh.InstalledCA(ctx, clusters[i], o.Clusters.Namespace)
 		if err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // installOptions is "install": its flags as given (bind), then (Validate) the
@@ -210,10 +211,10 @@ func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) (
 }
 
 // spreadCRLs, with CRLs on, spreads the new CAs' CRLs before the install
-// (k8s.SpreadForInstall) and waits --crl-settle when that wrote something.
-func (o *installOptions) spreadCRLs(ctx context.Context, e *env, clusters []*k8s.Cluster, bundles []map[string][]byte, mesh []*k8s.Cluster) error {
+// (mesh.SpreadForInstall) and waits --crl-settle when that wrote something.
+func (o *installOptions) spreadCRLs(ctx context.Context, e *env, clusters []*k8s.Cluster, bundles []map[string][]byte, others []*k8s.Cluster) error {
 	lease := o.Lock.lease
-	res, err := k8s.SpreadForInstall(ctx, clusters, bundles, mesh, k8s.CRLSyncOptions{Namespace: o.install.Namespace,
+	res, err := mesh.SpreadForInstall(ctx, clusters, bundles, others, mesh.CRLSyncOptions{Namespace: o.install.Namespace,
 		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.install.DryRun})
 	for _, r := range res {
 		e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
@@ -221,7 +222,7 @@ func (o *installOptions) spreadCRLs(ctx context.Context, e *env, clusters []*k8s
 	if err != nil {
 		return err
 	}
-	return k8s.SettleCRLs(ctx, o.settle, res, o.install.DryRun)
+	return mesh.SettleCRLs(ctx, o.settle, res, o.install.DryRun)
 }
 
 // Run reads and checks every cluster's bundle, installs them (k8s.Install) and
@@ -239,15 +240,15 @@ func (o *installOptions) Run(ctx context.Context, e *env) error {
 	for i, cl := range clusters {
 		index[cl] = i
 	}
-	var mesh []*k8s.Cluster
+	var others []*k8s.Cluster
 	if len(o.MeshContexts) > 0 {
 		m := o.Clusters
 		m.load.Contexts, m.load.AllContexts = o.MeshContexts, false
-		if mesh, err = m.loadClusters(e); err != nil {
+		if others, err = m.loadClusters(e); err != nil {
 			return fmt.Errorf("--mesh-context: %w", err)
 		}
 	}
-	if err := o.spreadCRLs(ctx, e, clusters, bundles, mesh); err != nil {
+	if err := o.spreadCRLs(ctx, e, clusters, bundles, others); err != nil {
 		return failed(fmt.Errorf("%w; nothing was installed", err))
 	}
 	verb := "install"

@@ -20,6 +20,7 @@ import (
 	"github.com/meshpki/meshpki/internal/atomicfs"
 	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // catNewRoot groups "root rotate"'s flags that say where the new root lives.
@@ -65,7 +66,7 @@ func openNewRoot(ctx context.Context, e *env, s rootSource) (ca.Issuer, *x509.Ce
 }
 
 // rootRotateOptions is "root rotate": its flags as given (bind), then (Validate)
-// the k8s.RootRotationOptions they mean.
+// the mesh.RootRotationOptions they mean.
 type rootRotateOptions struct {
 	cmd cmdArgs
 	// NewRoot is the --new-* root source, opened as rootsource.go opens any.
@@ -84,7 +85,7 @@ type rootRotateOptions struct {
 	CRL             crlSettings
 	CRLSettle       string
 
-	rotation k8s.RootRotationOptions // set by Validate; NewRoot and Issuer once the root is open
+	rotation mesh.RootRotationOptions // set by Validate; NewRoot and Issuer once the root is open
 }
 
 func rootRotateCommand(e *env) *cli.Command {
@@ -189,7 +190,7 @@ func bindRootRotate(c *cli.Context) *rootRotateOptions {
 	}
 }
 
-// Validate checks the flags and builds the k8s.RootRotationOptions; --status and
+// Validate checks the flags and builds the mesh.RootRotationOptions; --status and
 // --dry-run take no lock.
 func (o *rootRotateOptions) Validate() error {
 	if err := o.cmd.noArgs(); err != nil {
@@ -204,7 +205,7 @@ func (o *rootRotateOptions) Validate() error {
 	if _, err := parseOutputFormat(o.Output); err != nil {
 		return err
 	}
-	o.rotation = k8s.RootRotationOptions{
+	o.rotation = mesh.RootRotationOptions{
 		Namespace:     o.Clusters.Namespace,
 		DryRun:        o.DryRun,
 		KeepBackups:   o.KeepBackups,
@@ -224,7 +225,7 @@ func (o *rootRotateOptions) Validate() error {
 	if err := o.CRL.Validate(); err != nil {
 		return err
 	}
-	o.rotation.CRLs = &k8s.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency}
+	o.rotation.CRLs = &mesh.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency}
 	var err error
 	if o.rotation.CRLSettle, err = parseDurationOrZero("crl-settle", o.CRLSettle); err != nil {
 		return err
@@ -251,12 +252,12 @@ type rootRotateOutput struct {
 	// Waiting: nothing was done because the next step is not allowed yet.
 	Waiting bool `json:"waiting,omitempty"`
 	Status  bool `json:"status,omitempty"`
-	*k8s.RootRotationReport
+	*mesh.RootRotationReport
 	Error string `json:"error,omitempty"`
 }
 
 // Run reads the kubeconfig and opens the new root, then shows where each cluster
-// stands (--status) or moves the mesh one step (k8s.RotateRoot), and writes the
+// stands (--status) or moves the mesh one step (mesh.RotateRoot), and writes the
 // report; a refused run or a failed cluster exits 1.
 func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
@@ -271,18 +272,18 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 	o.rotation.NewRootCRLs = rootCRLs(e, o.NewRoot, iss, o.CRL, o.DryRun)
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
 
-	var rep *k8s.RootRotationReport
+	var rep *mesh.RootRotationReport
 	var runErr error
 	if o.Status {
-		rep = k8s.RootRotationStatus(ctx, clusters, o.rotation)
+		rep = mesh.RootRotationStatus(ctx, clusters, o.rotation)
 	} else {
-		rep, runErr = k8s.RotateRoot(ctx, clusters, o.rotation)
+		rep, runErr = mesh.RotateRoot(ctx, clusters, o.rotation)
 		verb := "root rotation"
 		if o.rotation.DryRun {
 			verb += " (dry run)"
 		}
 		// One line per cluster changed (or failed) on stderr; the table goes to stdout.
-		var changed []*k8s.RootRotationClusterResult
+		var changed []*mesh.RootRotationClusterResult
 		for _, r := range rep.Clusters {
 			if r.Action != "none" || r.Error != "" {
 				changed = append(changed, r)
@@ -356,7 +357,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		old = textfmt.Fingerprint(plan.OldFingerprint)
 	}
 	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, textfmt.Fingerprint(plan.NewFingerprint))
-	results := map[string]*k8s.RootRotationClusterResult{}
+	results := map[string]*mesh.RootRotationClusterResult{}
 	for _, r := range out.Clusters {
 		results[r.Cluster] = r
 	}
@@ -477,7 +478,7 @@ func describeMeshStep(plan *rotation.Plan, afterRun bool) string {
 	return fmt.Sprintf("clusters at steps %s and %s: a run brings the others to step %d (%s)", lo, hi, int(hi), hi.Action())
 }
 
-func describeRotationRun(out rootRotateOutput, c rotation.Cluster, r *k8s.RootRotationClusterResult) string {
+func describeRotationRun(out rootRotateOutput, c rotation.Cluster, r *mesh.RootRotationClusterResult) string {
 	if out.Status {
 		if out.Plan.Err == nil && c.Moves() {
 			return fmt.Sprintf("%s -> step %d", c.Next.Action(), int(c.Next))

@@ -18,6 +18,7 @@ import (
 	"github.com/meshpki/meshpki/internal/metrics"
 	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // rotateOptions is "rotate": its flags as given (bind), then (Validate) the
@@ -280,9 +281,9 @@ type rotateReport struct {
 	Clusters []rotateEntry       `json:"clusters"`
 	// CRLsAhead is the spread of the new intermediates' CRLs before any was
 	// installed, when CRLs are on and a cluster was due.
-	CRLsAhead []*k8s.CRLSyncResult `json:"crlsAhead,omitempty"`
+	CRLsAhead []*mesh.CRLSyncResult `json:"crlsAhead,omitempty"`
 	// CRLs is the mesh CRL set's refresh after the rotations, when CRLs are on.
-	CRLs []*k8s.CRLSyncResult `json:"crls,omitempty"`
+	CRLs []*mesh.CRLSyncResult `json:"crls,omitempty"`
 	// Error is what stopped the whole run (the root source), if anything did.
 	Error string `json:"error,omitempty"`
 }
@@ -400,18 +401,18 @@ func (o *rotateOptions) notStarted(e *env, clusters []*k8s.Cluster, rep *rotateR
 }
 
 // spreadAhead, when CRLs are on in the mesh, mints the due clusters' new
-// intermediates first (k8s.MintAhead), spreads their CRLs to every cluster
-// (k8s.SyncCRLs with them pending) and waits --crl-settle: the other clusters'
+// intermediates first (mesh.MintAhead), spreads their CRLs to every cluster
+// (mesh.SyncCRLs with them pending) and waits --crl-settle: the other clusters'
 // proxies then accept what a new intermediate signs from the moment it is
 // installed. A cluster that cannot take the new CRLs stops the run: rotating
 // anyway would cut the new intermediates off from it.
 func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport) error {
-	opts := k8s.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
+	opts := mesh.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
 		Lock: &o.rotate.Lock}
-	if on, err := k8s.CRLsEnabled(ctx, clusters, opts); err != nil || !on {
+	if on, err := mesh.CRLsEnabled(ctx, clusters, opts); err != nil || !on {
 		return nil // no CRLs; or no cluster readable, which the rotations report
 	}
-	minted, err := k8s.MintAhead(ctx, clusters, o.rotate)
+	minted, err := mesh.MintAhead(ctx, clusters, o.rotate)
 	if err != nil || len(minted) == 0 {
 		return err
 	}
@@ -424,7 +425,7 @@ func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, 
 			opts.Pending, opts.Replacing = append(opts.Pending, b), append(opts.Replacing, cl.Name)
 		}
 	}
-	res, err := k8s.SyncCRLs(ctx, clusters, opts)
+	res, err := mesh.SyncCRLs(ctx, clusters, opts)
 	rep.CRLsAhead = res
 	for _, r := range res {
 		e.log.Info("CRLs ahead", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs)
@@ -432,7 +433,7 @@ func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, 
 	if err != nil {
 		return fmt.Errorf("spreading the new intermediates' CRLs first: %w", err)
 	}
-	if err := k8s.SettleCRLs(ctx, o.settle, res, false); err != nil {
+	if err := mesh.SettleCRLs(ctx, o.settle, res, false); err != nil {
 		return fmt.Errorf("waiting --crl-settle for the proxies to read the new CRLs: %w", err)
 	}
 	o.rotate.Minted = minted
@@ -443,10 +444,10 @@ func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, 
 // are on in the mesh (some cluster's cacerts has ca-crl.pem): a rotated cluster's
 // new CA reaches the others, and no CRL passes its next update.
 func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport, next map[string]time.Time) error {
-	opts := k8s.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
+	opts := mesh.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
 		Lock: &o.rotate.Lock}
 	// CRLs are on when a cluster has them: nothing is signed otherwise.
-	enabled, err := k8s.CRLsEnabled(ctx, clusters, opts)
+	enabled, err := mesh.CRLsEnabled(ctx, clusters, opts)
 	if err != nil || !enabled {
 		return err
 	}
@@ -455,7 +456,7 @@ func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clu
 		return err
 	}
 	opts.AnchorCRLs = anchors
-	res, err := k8s.SyncCRLs(ctx, clusters, opts)
+	res, err := mesh.SyncCRLs(ctx, clusters, opts)
 	rep.CRLs = res
 	for _, r := range res {
 		if r.Err == nil && !r.NextUpdate.IsZero() {

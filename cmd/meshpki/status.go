@@ -13,6 +13,7 @@ import (
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // statusOptions is "status": its flags as given (bind), then (Validate) the
@@ -158,7 +159,7 @@ func (o *statusOptions) Run(ctx context.Context, e *env) error {
 		}
 		rep.Clusters = append(rep.Clusters, st)
 	}
-	rep.Mesh = append(rep.Mesh, k8s.MeshProblems(rep.Clusters)...)
+	rep.Mesh = append(rep.Mesh, mesh.MeshProblems(rep.Clusters)...)
 	for _, p := range rep.Mesh {
 		if p.Severity == ca.SeverityError || o.Strict {
 			rep.OK = false

@@ -1,4 +1,4 @@
-package k8s
+package mesh
 
 import (
 	"bytes"
@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // CRLSyncOptions configure SyncCRLs.
@@ -34,7 +34,7 @@ type CRLSyncOptions struct {
 	// Concurrency is how many clusters are read and written at once (see Each).
 	Concurrency int
 	// Lock, when set, is the Lease taken around each cluster's write.
-	Lock *LeaseOptions
+	Lock *k8s.LeaseOptions
 	// DryRun reads, signs and checks, and writes nothing.
 	DryRun bool
 	// Now is the time CRLs are signed and checked at; nil means time.Now.
@@ -59,7 +59,7 @@ type CRLSyncResult struct {
 	Cluster string `json:"cluster"`
 	// Action is what happened to its cacerts: created is never used; updated,
 	// unchanged, or skipped (no cacerts, revoked, or unreadable).
-	Action Action `json:"action"`
+	Action k8s.Action `json:"action"`
 	// Signed tells that a fresh CRL of the cluster's own CA was signed.
 	Signed bool `json:"signedOwnCRL"`
 	// Revoked tells that the cluster's CA is revoked: its cacerts is left alone.
@@ -86,7 +86,7 @@ const DefaultCRLSettle = 90 * time.Second
 // cluster, unless dryRun: for the proxies to read the new CRLs (see
 // DefaultCRLSettle). It returns early with ctx's cause.
 func SettleCRLs(ctx context.Context, d time.Duration, res []*CRLSyncResult, dryRun bool) error {
-	if d <= 0 || dryRun || !slices.ContainsFunc(res, func(r *CRLSyncResult) bool { return r.Action == ActionUpdated }) {
+	if d <= 0 || dryRun || !slices.ContainsFunc(res, func(r *CRLSyncResult) bool { return r.Action == k8s.ActionUpdated }) {
 		return nil
 	}
 	t := time.NewTimer(d)
@@ -109,7 +109,7 @@ var ErrForgedCRL = errors.New("a CRL claims a mesh CA as its issuer, and that CA
 var ErrNoRootCRL = errors.New("no CRL of the root source")
 
 // ActionSkipped: SyncCRLs did not write this cluster's cacerts.
-const ActionSkipped Action = "skipped"
+const ActionSkipped k8s.Action = "skipped"
 
 // SyncCRLs makes every cluster's ca-crl.pem hold one current CRL of every CA of
 // the mesh, as Envoy needs (ca.CheckChainCRLs): the root source's AnchorCRLs, and
@@ -126,14 +126,14 @@ const ActionSkipped Action = "skipped"
 // Every Secret is written through Install, so istiod's checks (ca.CheckIstiodCRLs)
 // are run before anything is sent. Results are in the clusters' order; the error
 // joins the clusters' errors.
-func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
+func SyncCRLs(ctx context.Context, clusters []*k8s.Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
 	now := time.Now()
 	if opts.Now != nil {
 		now = opts.Now()
 	}
 	ns := opts.Namespace
 	if ns == "" {
-		ns = DefaultNamespace
+		ns = k8s.DefaultNamespace
 	}
 	if len(opts.AnchorCRLs) == 0 && len(opts.AnchorRoots) == 0 {
 		return nil, errors.New("no CRL of the root source: SyncCRLs needs the root's")
@@ -143,7 +143,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 			return nil, fmt.Errorf("the root source's CRL: %w", err)
 		}
 	}
-	reads := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*crlRead, error) {
+	reads := k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*crlRead, error) {
 		r, err := readForCRLs(ctx, cl, ns, now)
 		if errors.Is(err, errUnusableCACerts) && slices.Contains(opts.Replacing, cl.Name) {
 			return &crlRead{replaced: err}, nil
@@ -171,7 +171,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		case r.Value.replaced != nil:
 			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("%v: not read; the bundle replacing it brings the set", r.Value.replaced))
 		case r.Value.bundle == nil:
-			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("no %s Secret in namespace %s", SecretName, ns))
+			results[i].Warnings = append(results[i].Warnings, fmt.Sprintf("no %s Secret in namespace %s", k8s.SecretName, ns))
 		default:
 			for _, c := range r.Value.bundle.Chain {
 				if !ca.ContainsCert(cas, c) {
@@ -198,7 +198,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		}
 		if crl, c := forgedCRL(r.Value.crls, issuers); crl != nil {
 			results[i].Err = fmt.Errorf("cluster %s: %s in %s holds a CRL (number %v) claiming to be from %s (key %x): %w; remove it (or restore a %s* Secret) and rerun",
-				clusters[i].Name, ca.CRLFile, SecretName, crl.Number, c.Subject, c.SubjectKeyId, ErrForgedCRL, BackupPrefix)
+				clusters[i].Name, ca.CRLFile, k8s.SecretName, crl.Number, c.Subject, c.SubjectKeyId, ErrForgedCRL, k8s.BackupPrefix)
 			errs = append(errs, results[i].Err)
 		}
 	}
@@ -253,7 +253,7 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 			unread = append(unread, clusters[i].Name)
 		}
 	}
-	Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (struct{}, error) {
+	k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (struct{}, error) {
 		i := slices.Index(clusters, cl)
 		res, r := results[i], reads[i]
 		if r.Err != nil || r.Value.bundle == nil || res.Revoked || res.Err != nil {
@@ -266,15 +266,15 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 		// the Secret as it is when written (under the Lease, after every
 		// re-read), so that a concurrent run's CRLs or rotation are not undone.
 		var mine []*x509.RevocationList
-		rebase := func(installed map[string][]byte) (map[string][]byte, error) {
+		Rebase := func(installed map[string][]byte) (map[string][]byte, error) {
 			held, _ := ca.ParseCRLsPEM(installed[ca.CRLFile]) // a broken file is what this replaces
 			mine = ca.MergeCRLs(set, notOfCAs(notFrom(current(held, now), opts.AnchorCRLs), cas))
 			files := maps.Clone(installed)
 			files[ca.CRLFile] = ca.EncodeCRLsPEM(mine...)
 			return files, nil
 		}
-		files, _ := rebase(r.Value.files)
-		ires, err := Install(ctx, cl, files, InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now, rebase: rebase})
+		files, _ := Rebase(r.Value.files)
+		ires, err := k8s.Install(ctx, cl, files, k8s.InstallOptions{Namespace: ns, Lock: opts.Lock, DryRun: opts.DryRun, Now: opts.Now, Rebase: Rebase})
 		if ires != nil {
 			res.Warnings = append(res.Warnings, ires.Warnings...)
 		}
@@ -302,20 +302,20 @@ func SyncCRLs(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) ([]
 // CRLsEnabled reports whether some cluster's cacerts (in opts.Namespace) has
 // ca-crl.pem: CRLs are on in the mesh. Unreadable clusters are skipped; the error
 // is for when none could be read.
-func CRLsEnabled(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) (bool, error) {
+func CRLsEnabled(ctx context.Context, clusters []*k8s.Cluster, opts CRLSyncOptions) (bool, error) {
 	ns := opts.Namespace
 	if ns == "" {
-		ns = DefaultNamespace
+		ns = k8s.DefaultNamespace
 	}
 	var errs []error
 	on := false
-	for _, r := range Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (bool, error) {
-		s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	for _, r := range k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (bool, error) {
+		s, err := k8s.GetCACerts(ctx, cl, ns)
 		if apierrors.IsNotFound(err) {
 			return false, nil
 		}
 		if err != nil {
-			return false, apiError(cl.Name, "get", "secrets", ns, err)
+			return false, err
 		}
 		_, ok := s.Data[ca.CRLFile]
 		return ok, nil
@@ -334,12 +334,12 @@ func CRLsEnabled(ctx context.Context, clusters []*Cluster, opts CRLSyncOptions) 
 // InstalledCA reads the signing CA certificate of cl's cacerts in namespace ns
 // (ca-cert.pem, or the first of tls.crt), without requiring the rest of the bundle
 // to be valid: what revoking that CA needs.
-func InstalledCA(ctx context.Context, cl *Cluster, ns string) (*x509.Certificate, error) {
-	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+func InstalledCA(ctx context.Context, cl *k8s.Cluster, ns string) (*x509.Certificate, error) {
+	s, err := k8s.GetCACerts(ctx, cl, ns)
 	if err != nil {
-		return nil, apiError(cl.Name, "get", "secrets", ns, err)
+		return nil, err
 	}
-	files := SecretFiles(s)
+	files := k8s.SecretFiles(s)
 	f, err := ca.DetectFormat(files)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: cacerts: %w", cl.Name, err)
@@ -360,20 +360,20 @@ type crlRead struct {
 	replaced error
 }
 
-func readForCRLs(ctx context.Context, cl *Cluster, ns string, now time.Time) (*crlRead, error) {
-	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+func readForCRLs(ctx context.Context, cl *k8s.Cluster, ns string, now time.Time) (*crlRead, error) {
+	s, err := k8s.GetCACerts(ctx, cl, ns)
 	if apierrors.IsNotFound(err) {
 		return &crlRead{}, nil
 	}
 	if err != nil {
-		return nil, apiError(cl.Name, "get", "secrets", ns, err)
+		return nil, err
 	}
-	r := &crlRead{files: SecretFiles(s)}
+	r := &crlRead{files: k8s.SecretFiles(s)}
 	if data, ok := r.files[ca.CRLFile]; ok {
 		// A ca-crl.pem that does not parse is what this run replaces.
 		r.crls, _ = ca.ParseCRLsPEM(data)
 	}
-	bundleFiles := SecretFiles(s)
+	bundleFiles := k8s.SecretFiles(s)
 	delete(bundleFiles, ca.CRLFile) // its CRL problems are what this run fixes
 	b, _, err := ca.ParseBundle(bundleFiles, ca.VerifyOptions{Now: now})
 	if err != nil {
@@ -388,7 +388,7 @@ var errUnusableCACerts = errors.New("cacerts fails verification")
 
 // heldRootCRLs returns, for each of roots, the newest current CRL it signed that
 // a cluster holds.
-func heldRootCRLs(reads []Result[*crlRead], roots []*x509.Certificate, now time.Time) ([]*x509.RevocationList, error) {
+func heldRootCRLs(reads []k8s.Result[*crlRead], roots []*x509.Certificate, now time.Time) ([]*x509.RevocationList, error) {
 	var out []*x509.RevocationList
 	for _, root := range roots {
 		var held []*x509.RevocationList
@@ -482,14 +482,14 @@ func earliestNextUpdate(crls []*x509.RevocationList) time.Time {
 // CA expired), gets the mesh set in its files, and the spread does not read it. With CRLs off everywhere, or no new
 // CA, nothing is written and nil is returned. A failure leaves files as they were:
 // install nothing then.
-func SpreadForInstall(ctx context.Context, targets []*Cluster, files []map[string][]byte, mesh []*Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
+func SpreadForInstall(ctx context.Context, targets []*k8s.Cluster, files []map[string][]byte, mesh []*k8s.Cluster, opts CRLSyncOptions) ([]*CRLSyncResult, error) {
 	ns := opts.Namespace
 	if ns == "" {
-		ns = DefaultNamespace
+		ns = k8s.DefaultNamespace
 	}
 	all := slices.Clone(targets)
 	for _, cl := range mesh {
-		if !slices.ContainsFunc(all, func(c *Cluster) bool { return c.Name == cl.Name }) {
+		if !slices.ContainsFunc(all, func(c *k8s.Cluster) bool { return c.Name == cl.Name }) {
 			all = append(all, cl)
 		}
 	}

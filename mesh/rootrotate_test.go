@@ -1,4 +1,4 @@
-package k8s
+package mesh
 
 import (
 	"context"
@@ -12,15 +12,13 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
 	"github.com/meshpki/meshpki/internal/testenv"
+	"github.com/meshpki/meshpki/k8s"
 )
 
 // rrClock is a test clock that only moves when told: the records and the
@@ -31,11 +29,11 @@ func (c *rrClock) Now() time.Time          { return time.Now().Add(time.Duration
 func (c *rrClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // rrVersions returns every cluster's cacerts resourceVersion.
-func rrVersions(t *testing.T, clusters []*Cluster, ns string) map[string]string {
+func rrVersions(t *testing.T, clusters []*k8s.Cluster, ns string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, cl := range clusters {
-		out[cl.Name] = getSecret(t, cl, ns, SecretName).ResourceVersion
+		out[cl.Name] = getSecret(t, cl, ns, k8s.SecretName).ResourceVersion
 	}
 	return out
 }
@@ -53,12 +51,12 @@ func rrSameVersions(t *testing.T, what string, before, after map[string]string) 
 // workload of every cluster (signed by the cluster's then-current intermediate,
 // trusting its then-current roots) complete mutual TLS with a workload of every
 // other cluster, both ways.
-func rrCheckMesh(t *testing.T, clusters []*Cluster, ns string, old, newRoot *ca.Root, want map[string]rotation.Step) {
+func rrCheckMesh(t *testing.T, clusters []*k8s.Cluster, ns string, old, newRoot *ca.Root, want map[string]rotation.Step) {
 	t.Helper()
 	workloads := make([]*ca.Workload, len(clusters))
 	for i, cl := range clusters {
-		s := getSecret(t, cl, ns, SecretName)
-		b, _, err := ca.ParseBundle(SecretFiles(s), ca.VerifyOptions{})
+		s := getSecret(t, cl, ns, k8s.SecretName)
+		b, _, err := ca.ParseBundle(k8s.SecretFiles(s), ca.VerifyOptions{})
 		if err != nil {
 			t.Fatalf("%s: cacerts does not verify: %v", cl.Name, err)
 		}
@@ -89,7 +87,7 @@ func rrCheckMesh(t *testing.T, clusters []*Cluster, ns string, old, newRoot *ca.
 	}
 }
 
-func rrNames(clusters []*Cluster) []string {
+func rrNames(clusters []*k8s.Cluster) []string {
 	var out []string
 	for _, cl := range clusters {
 		out = append(out, cl.Name)
@@ -115,7 +113,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
 	clock := &rrClock{}
 	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), MinStepInterval: 24 * time.Hour, Now: clock.Now}
@@ -214,7 +212,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 		t.Fatalf("run 2: %v, moving %v", err, rep.Plan.Moving())
 	}
 	rrCheckMesh(t, clusters, ns, rootA, rootB, steps(2, 2, 2))
-	if s := getSecret(t, north, ns, SecretName); s.Data[ca.TLSCertFile] == nil || s.Data[ca.CACertFile] != nil {
+	if s := getSecret(t, north, ns, k8s.SecretName); s.Data[ca.TLSCertFile] == nil || s.Data[ca.CACertFile] != nil {
 		t.Fatal("north's tls layout was not kept")
 	}
 
@@ -239,7 +237,7 @@ func TestRootRotationWalksThreeClusters(t *testing.T) {
 	}
 	rrSameVersions(t, "rerun when done", rvs, rrVersions(t, clusters, ns))
 	for _, cl := range clusters {
-		if b, err := Backups(ctx, cl, ns); err != nil || len(b) == 0 {
+		if b, err := k8s.Backups(ctx, cl, ns); err != nil || len(b) == 0 {
 			t.Fatalf("%s: backups %v, %v", cl.Name, b, err)
 		}
 	}
@@ -265,7 +263,7 @@ func TestRootRotationRecordsStepsMadeByHand(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
 	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), MinStepInterval: time.Hour}
 	st := RootRotationStatus(ctx, clusters, opts)
@@ -303,13 +301,13 @@ func TestRootRotationRefusesUnreachableCluster(t *testing.T) {
 	rootA, rootB := newRoot(t), newRoot(t)
 	for _, cl := range clusters[:2] {
 		_, files := mint(t, rootA, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
-	down, err := NewCluster("south", &rest.Config{Host: "https://127.0.0.1:1"}, ClusterOptions{Timeout: 2 * time.Second})
+	down, err := k8s.NewCluster("south", &rest.Config{Host: "https://127.0.0.1:1"}, k8s.ClusterOptions{Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mesh := []*Cluster{clusters[0], clusters[1], down}
+	mesh := []*k8s.Cluster{clusters[0], clusters[1], down}
 	rvs := rrVersions(t, clusters[:2], ns)
 	rep, err := RotateRoot(ctx, mesh, RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)})
 	if !errors.Is(err, rotation.ErrUnreadable) || !strings.Contains(err.Error(), "could not read south (cluster south:") {
@@ -327,51 +325,6 @@ func TestRootRotationRefusesUnreachableCluster(t *testing.T) {
 	}
 }
 
-// TestAnnotateRotationConflicts: the annotation goes onto cacerts only while it
-// holds what the step wrote; a concurrent change of metadata is retried, a change
-// of data is not.
-func TestAnnotateRotationConflicts(t *testing.T) {
-	_, files := mint(t, nil, "east")
-	rec := &rotation.Record{Step: 1, At: time.Now(), NewRoot: "n"}
-	for _, tc := range []struct {
-		name      string
-		dataAfter map[string][]byte
-		wantErr   string
-	}{
-		{"metadata changed: retried", files, ""},
-		{"data changed: refused", map[string][]byte{ca.CACertFile: []byte("other")}, "was changed by someone else meanwhile (files ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cl, cs := fakeCluster("east", installed(t, "istio-system", files))
-			var updates atomic.Int32
-			cs.PrependReactor("update", "secrets", func(a k8stesting.Action) (bool, runtime.Object, error) {
-				if updates.Add(1) > 1 {
-					return false, nil, nil
-				}
-				// Someone else writes first: metadata only, or the data too.
-				s := installed(t, "istio-system", tc.dataAfter)
-				s.ResourceVersion = "2"
-				if err := cs.Tracker().Update(secretsGR.WithVersion("v1"), s, "istio-system"); err != nil {
-					t.Fatal(err)
-				}
-				return true, nil, apierrors.NewConflict(secretsGR, SecretName, errors.New("the object has been modified"))
-			})
-			rv, err := annotateRotation(context.Background(), cl, "istio-system", files, rec)
-			switch {
-			case tc.wantErr == "" && err != nil:
-				t.Fatal(err)
-			case tc.wantErr == "":
-				s := getSecret(t, cl, "istio-system", SecretName)
-				if !strings.Contains(s.Annotations[AnnotationRootRotation], `"step":1`) || rv == "" || updates.Load() != 2 {
-					t.Fatalf("annotation %v, rv %q, %d updates", s.Annotations, rv, updates.Load())
-				}
-			case err == nil || !strings.Contains(err.Error(), tc.wantErr):
-				t.Fatalf("got %v, want %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
 // TestRootRotationRefusesSubsetOfTheMesh: a first run given only some clusters
 // cannot be told from a whole mesh, but once a run saw every cluster, every
 // record lists them all, and a run given fewer is refused.
@@ -382,7 +335,7 @@ func TestRootRotationRefusesSubsetOfTheMesh(t *testing.T) {
 	rootA, rootB := newRoot(t), newRoot(t)
 	for _, cl := range clusters {
 		_, files := mint(t, rootA, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
 	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB)}
 	if _, err := RotateRoot(ctx, clusters[:1], opts); err != nil {
@@ -399,7 +352,7 @@ func TestRootRotationRefusesSubsetOfTheMesh(t *testing.T) {
 	if rep, err = RotateRoot(ctx, clusters, withDryRun(opts)); err != nil || rep.Plan.Target != rotation.StepSwitched {
 		t.Fatalf("dry run of the switch: %v, %+v", err, rep.Plan)
 	}
-	for _, sub := range [][]*Cluster{clusters[:1], clusters[1:]} {
+	for _, sub := range [][]*k8s.Cluster{clusters[:1], clusters[1:]} {
 		_, err := RotateRoot(ctx, sub, opts)
 		if !errors.Is(err, rotation.ErrIncomplete) {
 			t.Fatalf("run on %v: %v", rrNames(sub), err)
@@ -417,28 +370,28 @@ func TestRootRotationTakesTheLease(t *testing.T) {
 	ctx := testContext(t)
 	rootA, rootB := newRoot(t), newRoot(t)
 	_, files := mint(t, rootA, cl.Name)
-	mustInstall(t, cl, files, InstallOptions{Namespace: ns})
-	other, err := AcquireLease(ctx, cl, LeaseOptions{Namespace: ns, Holder: "rotate-cron"})
+	mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
+	other, err := k8s.AcquireLease(ctx, cl, k8s.LeaseOptions{Namespace: ns, Holder: "rotate-cron"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &LeaseOptions{Holder: "root-rotate"}}
-	rv := getSecret(t, cl, ns, SecretName).ResourceVersion
-	rep, err := RotateRoot(ctx, []*Cluster{cl}, opts)
-	var le *LockedError
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &k8s.LeaseOptions{Holder: "root-rotate"}}
+	rv := getSecret(t, cl, ns, k8s.SecretName).ResourceVersion
+	rep, err := RotateRoot(ctx, []*k8s.Cluster{cl}, opts)
+	var le *k8s.LockedError
 	if !errors.As(err, &le) || le.Holder != "rotate-cron" || !strings.Contains(rep.Clusters[0].Error, "locked by rotate-cron") {
 		t.Fatalf("run while locked: %v", err)
 	}
-	if got := getSecret(t, cl, ns, SecretName).ResourceVersion; got != rv {
+	if got := getSecret(t, cl, ns, k8s.SecretName).ResourceVersion; got != rv {
 		t.Fatal("a locked cluster was written")
 	}
 	if err := other.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if rep, err = RotateRoot(ctx, []*Cluster{cl}, opts); err != nil || rep.Clusters[0].Action != "trust both" {
+	if rep, err = RotateRoot(ctx, []*k8s.Cluster{cl}, opts); err != nil || rep.Clusters[0].Action != "trust both" {
 		t.Fatalf("run after release: %v, %+v", err, rep.Clusters[0])
 	}
-	if holder, _, err := LeaseHolder(ctx, cl, LeaseOptions{Namespace: ns}); err != nil || holder != "" {
+	if holder, _, err := k8s.LeaseHolder(ctx, cl, k8s.LeaseOptions{Namespace: ns}); err != nil || holder != "" {
 		t.Fatalf("lease still held by %q (%v)", holder, err)
 	}
 }
@@ -453,7 +406,7 @@ func TestRootRotationWithDeployedRBAC(t *testing.T) {
 	ctx := testContext(t)
 	rootA, rootB := newRoot(t), newRoot(t)
 	_, files := mint(t, rootA, cl.Name)
-	mustInstall(t, admin, files, InstallOptions{Namespace: ns})
+	mustInstall(t, admin, files, k8s.InstallOptions{Namespace: ns})
 	applyRBAC(t, admin, ns, "meshpki-install")
 	applyRBAC(t, admin, ns, "meshpki-rotate")
 	deadline := time.Now().Add(10 * time.Second)
@@ -469,9 +422,9 @@ func TestRootRotationWithDeployedRBAC(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &LeaseOptions{Holder: "root-rotate"}}
+	opts := RootRotationOptions{Namespace: ns, NewRoot: rootB.Cert, Issuer: ca.NewLocalIssuer(rootB), Lock: &k8s.LeaseOptions{Holder: "root-rotate"}}
 	for want := rotation.StepTrustBoth; want <= rotation.StepNewRoot; want++ {
-		rep, err := RotateRoot(ctx, []*Cluster{cl}, opts)
+		rep, err := RotateRoot(ctx, []*k8s.Cluster{cl}, opts)
 		if err != nil || rep.Clusters[0].To != want || rep.Clusters[0].Record == nil {
 			t.Fatalf("step %v as %s: %v, %+v", want, testenv.LimitedUser, err, rep.Clusters[0])
 		}
@@ -513,7 +466,7 @@ func TestRootRotationKeepsCRLs(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
 	crlOf := func(r *ca.Root) []*x509.RevocationList {
 		crl, err := ca.SignCRL(r.Cert, r.Signer, nil, nil, time.Now(), time.Hour)
@@ -553,7 +506,7 @@ func TestRootRotationKeepsCRLs(t *testing.T) {
 	}
 	allTalk("step 1")
 	for _, cl := range clusters {
-		crls, _ := ca.ParseCRLsPEM(SecretFiles(getSecret(t, cl, ns, SecretName))[ca.CRLFile])
+		crls, _ := ca.ParseCRLsPEM(k8s.SecretFiles(getSecret(t, cl, ns, k8s.SecretName))[ca.CRLFile])
 		if ca.CRLOf(crls, rootB.Cert) == nil {
 			t.Fatalf("step 1: %s lacks the new root's CRL", cl.Name)
 		}
@@ -577,22 +530,22 @@ func TestRootRotationKeepsCRLs(t *testing.T) {
 	// one that switched first.
 	var newCAs []*x509.Certificate
 	for _, cl := range clusters {
-		b, _, err := ca.ParseBundle(SecretFiles(getSecret(t, cl, ns, SecretName)), ca.VerifyOptions{})
+		b, _, err := ca.ParseBundle(k8s.SecretFiles(getSecret(t, cl, ns, k8s.SecretName)), ca.VerifyOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		newCAs = append(newCAs, b.Cert)
 	}
 	for _, cl := range clusters {
-		list, err := cl.Client.CoreV1().Secrets(ns).List(testContext(t), metav1.ListOptions{LabelSelector: LabelBackupOf + "=" + SecretName})
+		list, err := cl.Client.CoreV1().Secrets(ns).List(testContext(t), metav1.ListOptions{LabelSelector: k8s.LabelBackupOf + "=" + k8s.SecretName})
 		if err != nil {
 			t.Fatal(err)
 		}
 		var newest map[string][]byte
 		best := int64(-1)
 		for _, s := range list.Items {
-			if rv, err := strconv.ParseInt(s.Annotations[AnnotationBackupResourceVersion], 10, 64); err == nil && rv > best {
-				best, newest = rv, SecretFiles(&s)
+			if rv, err := strconv.ParseInt(s.Annotations[k8s.AnnotationBackupResourceVersion], 10, 64); err == nil && rv > best {
+				best, newest = rv, k8s.SecretFiles(&s)
 			}
 		}
 		crls, err := ca.ParseCRLsPEM(newest[ca.CRLFile])
@@ -610,7 +563,7 @@ func TestRootRotationKeepsCRLs(t *testing.T) {
 	}
 	allTalk("step 3")
 	for _, cl := range clusters {
-		b, _, err := ca.ParseBundle(SecretFiles(getSecret(t, cl, ns, SecretName)), ca.VerifyOptions{})
+		b, _, err := ca.ParseBundle(k8s.SecretFiles(getSecret(t, cl, ns, k8s.SecretName)), ca.VerifyOptions{})
 		if err != nil || !b.SignedUnder(rootB.Cert) || len(b.Roots) != 1 {
 			t.Fatalf("%s after step 3: %v", cl.Name, err)
 		}

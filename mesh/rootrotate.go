@@ -1,4 +1,4 @@
-package k8s
+package mesh
 
 import (
 	"context"
@@ -11,11 +11,11 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
 	"github.com/meshpki/meshpki/internal/textfmt"
+	"github.com/meshpki/meshpki/k8s"
 )
 
 // AnnotationRootRotation on cacerts records, as JSON (a rotation.Record), the
@@ -60,7 +60,7 @@ type RootRotationOptions struct {
 	// each cluster's step: read, decide, mint, write and record. Namespace
 	// defaults to cacerts' namespace; Holder is required. nil takes no Lease (a
 	// dry run never takes one).
-	Lock *LeaseOptions
+	Lock *k8s.LeaseOptions
 	// CRLs, when set, keeps the mesh CRL set whole through the rotation when CRLs
 	// are on in the mesh (CRLsEnabled): before the clusters move, SyncCRLs spreads
 	// the new root's CRL (NewRootCRLs) and, at step 2, the CRLs of the new
@@ -79,12 +79,7 @@ type RootRotationOptions struct {
 	CRLSettle time.Duration
 }
 
-func (o RootRotationOptions) namespace() string {
-	if o.Namespace == "" {
-		return DefaultNamespace
-	}
-	return o.Namespace
-}
+func (o RootRotationOptions) namespace() string { return namespaceOr(o.Namespace) }
 
 func (o RootRotationOptions) now() time.Time {
 	if o.Now == nil {
@@ -106,7 +101,7 @@ type RootRotationClusterResult struct {
 	Action string `json:"action"`
 	DryRun bool   `json:"dryRun,omitempty"`
 	// Install is what the write of cacerts did, nil when nothing was written.
-	Install *InstallResult `json:"install,omitempty"`
+	Install *k8s.InstallResult `json:"install,omitempty"`
 	// Record is the annotation written, nil when none was.
 	Record *rotation.Record `json:"record,omitempty"`
 	// ResourceVersion is cacerts' resourceVersion after the run.
@@ -135,27 +130,26 @@ type rotationRead struct {
 
 // readForRotation reads cacerts and its rotation record from one cluster. A missing
 // or broken cacerts is an input with an Err, not a function error.
-func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead, error) {
+func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string) (*rotationRead, error) {
 	r := &rotationRead{input: rotation.Input{Cluster: cl.Name}}
-	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+	s, err := k8s.GetCACerts(ctx, cl, ns)
 	switch {
 	case apierrors.IsNotFound(err):
-		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first: meshpki install or bootstrap)", SecretName, ns)
+		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first: meshpki install or bootstrap)", k8s.SecretName, ns)
 		return r, nil
 	case err != nil:
-		err = apiError(cl.Name, "get", "secrets", ns, err)
 		r.input.Err = err
 		return r, err
 	}
 	r.resourceVersion = s.ResourceVersion
-	r.files = SecretFiles(s)
+	r.files = k8s.SecretFiles(s)
 	b, _, err := ca.ParseBundle(r.files, ca.VerifyOptions{})
 	if err != nil {
-		r.input.Err = fmt.Errorf("%s in namespace %s does not verify: %w", SecretName, ns, err)
+		r.input.Err = fmt.Errorf("%s in namespace %s does not verify: %w", k8s.SecretName, ns, err)
 		return r, nil
 	}
 	r.input.Bundle = b
-	if data, found, err := readPublishedRoots(ctx, cl, ns); err == nil && found {
+	if data, found, err := k8s.ReadPublishedRoots(ctx, cl, ns); err == nil && found {
 		r.input.Published, r.input.PublishedKnown = data, true
 	}
 	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
@@ -169,14 +163,14 @@ func readForRotation(ctx context.Context, cl *Cluster, ns string) (*rotationRead
 
 // RootRotationStatus reads every cluster and plans the next run without changing
 // anything: the plan says where each cluster stands, and why a run would refuse.
-func RootRotationStatus(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) *RootRotationReport {
+func RootRotationStatus(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) *RootRotationReport {
 	rep, _ := planRootRotation(ctx, clusters, opts)
 	return rep
 }
 
-func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) (*RootRotationReport, []*rotationRead) {
+func planRootRotation(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) (*RootRotationReport, []*rotationRead) {
 	ns := opts.namespace()
-	results := Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*rotationRead, error) {
+	results := k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*rotationRead, error) {
 		return readForRotation(ctx, cl, ns)
 	}, nil)
 	reads := make([]*rotationRead, len(results))
@@ -207,7 +201,7 @@ func planRootRotation(ctx context.Context, clusters []*Cluster, opts RootRotatio
 // A refused plan changes nothing and returns an error wrapping one of the
 // rotation.Err* errors. The report is returned in every case; its Clusters hold
 // one result per cluster of the run.
-func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptions) (*RootRotationReport, error) {
+func RotateRoot(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) (*RootRotationReport, error) {
 	rep, reads := planRootRotation(ctx, clusters, opts)
 	plan := rep.Plan
 	for i, cl := range clusters {
@@ -242,20 +236,20 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 			jobs = append(jobs, job{i: i, stamp: true, target: row.Step})
 		}
 	}
-	byCluster := map[*Cluster]job{}
-	var work []*Cluster
+	byCluster := map[*k8s.Cluster]job{}
+	var work []*k8s.Cluster
 	for _, j := range jobs {
 		byCluster[clusters[j.i]] = j
 		work = append(work, clusters[j.i])
 	}
-	var pre map[*Cluster]stepInput
+	var pre map[*k8s.Cluster]stepInput
 	if opts.CRLs != nil && plan.Err == nil && slices.ContainsFunc(jobs, func(j job) bool { return !j.stamp }) {
 		var err error
 		if pre, err = rootRotationCRLs(ctx, clusters, reads, plan, opts, rep); err != nil {
 			return rep, err
 		}
 	}
-	results := Each(ctx, work, opts.Concurrency, func(ctx context.Context, cl *Cluster) (*RootRotationClusterResult, error) {
+	results := k8s.Each(ctx, work, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*RootRotationClusterResult, error) {
 		j := byCluster[cl]
 		if j.stamp {
 			return rewriteRecord(ctx, cl, reads[j.i], plan, names, now, opts)
@@ -289,7 +283,7 @@ func RotateRoot(ctx context.Context, clusters []*Cluster, opts RootRotationOptio
 // roots and meshClusters, on condition that cacerts still holds what was written. With
 // opts.Lock it does all that holding the cluster's Lease, so that neither another
 // root rotation nor rotate writes cacerts meanwhile.
-func ApplyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+func ApplyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
 	return applyRootRotationStepLocked(ctx, cl, old, newRoot, target, meshClusters, opts, stepInput{})
 }
 
@@ -305,7 +299,7 @@ type stepInput struct {
 
 // applyRootRotationStepLocked is ApplyRootRotationStep with what RotateRoot
 // prepared.
-func applyRootRotationStepLocked(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, pre stepInput) (*RootRotationClusterResult, error) {
+func applyRootRotationStepLocked(ctx context.Context, cl *k8s.Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, pre stepInput) (*RootRotationClusterResult, error) {
 	ns := opts.namespace()
 	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: rotation.StepUnknown, To: rotation.StepUnknown, Action: "none", DryRun: opts.DryRun}
 	if newRoot == nil {
@@ -316,7 +310,7 @@ func applyRootRotationStepLocked(ctx context.Context, cl *Cluster, old, newRoot 
 		if lock.Namespace == "" {
 			lock.Namespace = ns
 		}
-		lease, err := AcquireLease(ctx, cl, lock)
+		lease, err := k8s.AcquireLease(ctx, cl, lock)
 		if err != nil {
 			return res, err
 		}
@@ -328,13 +322,13 @@ func applyRootRotationStepLocked(ctx context.Context, cl *Cluster, old, newRoot 
 		ctx = lease.Context()
 	}
 	res, err := applyRootRotationStep(ctx, cl, old, newRoot, target, meshClusters, opts, res, pre)
-	if cause := context.Cause(ctx); err != nil && errors.Is(cause, ErrLeaseLost) {
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, k8s.ErrLeaseLost) {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
 	return res, err
 }
 
-func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult, pre stepInput) (*RootRotationClusterResult, error) {
+func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult, pre stepInput) (*RootRotationClusterResult, error) {
 	ns := res.Namespace
 	rd, err := readForRotation(ctx, cl, ns)
 	if err != nil {
@@ -399,7 +393,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 	}
 
 	now := opts.now()
-	ir, err := Install(ctx, cl, files, InstallOptions{
+	ir, err := k8s.Install(ctx, cl, files, k8s.InstallOptions{
 		Namespace: ns,
 		DryRun:    opts.DryRun,
 		// Steps 1 and 3 change the set of roots; step 2 keeps it.
@@ -435,7 +429,7 @@ func applyRootRotationStep(ctx context.Context, cl *Cluster, old, newRoot *x509.
 // rewriteRecord writes the record of a cluster that stays at its step: either it
 // got there without meshpki (no record; stamped now, marked observed), or its
 // record lists fewer clusters than this run (widened, time kept).
-func rewriteRecord(ctx context.Context, cl *Cluster, rd *rotationRead, plan *rotation.Plan, names []string, now time.Time, opts RootRotationOptions) (*RootRotationClusterResult, error) {
+func rewriteRecord(ctx context.Context, cl *k8s.Cluster, rd *rotationRead, plan *rotation.Plan, names []string, now time.Time, opts RootRotationOptions) (*RootRotationClusterResult, error) {
 	ns := opts.namespace()
 	row := plan.Clusters[slices.IndexFunc(plan.Clusters, func(c rotation.Cluster) bool { return c.Cluster == cl.Name })]
 	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: row.Step, To: row.Step, Action: "none", ResourceVersion: rd.resourceVersion}
@@ -475,46 +469,21 @@ func unionSorted(a, b []string) []string {
 	return slices.Compact(out)
 }
 
-// annotateRotation sets AnnotationRootRotation on cacerts, provided its data is
-// still files (what the step wrote, or read): it reads cacerts and updates it with
-// that resourceVersion as precondition, and on a conflict reads and checks again.
-// It needs only the get and update that install needs.
-func annotateRotation(ctx context.Context, cl *Cluster, ns string, files map[string][]byte, rec *rotation.Record) (string, error) {
+// annotateRotation records rec on cacerts (AnnotationRootRotation), provided its
+// data is still files (see k8s.AnnotateCACerts).
+func annotateRotation(ctx context.Context, cl *k8s.Cluster, ns string, files map[string][]byte, rec *rotation.Record) (string, error) {
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return "", err
 	}
-	secrets := cl.Client.CoreV1().Secrets(ns)
-	for range 5 {
-		cur, err := secrets.Get(ctx, SecretName, metav1.GetOptions{})
-		if err != nil {
-			return "", apiError(cl.Name, "get", "secrets", ns, err)
-		}
-		if changed := ChangedFiles(SecretFiles(cur), files); len(changed) > 0 {
-			return "", fmt.Errorf("%s in namespace %s was changed by someone else meanwhile (files %s): rerun to see where it stands",
-				SecretName, ns, strings.Join(changed, ", "))
-		}
-		upd := cur.DeepCopy()
-		if upd.Annotations == nil {
-			upd.Annotations = map[string]string{}
-		}
-		upd.Annotations[AnnotationRootRotation] = string(val)
-		out, err := secrets.Update(ctx, upd, metav1.UpdateOptions{FieldManager: FieldManager})
-		if err == nil {
-			return out.ResourceVersion, nil
-		}
-		if !apierrors.IsConflict(err) {
-			return "", apiError(cl.Name, "update", "secrets", ns, err)
-		}
-	}
-	return "", fmt.Errorf("%s in namespace %s keeps changing under us", SecretName, ns)
+	return k8s.AnnotateCACerts(ctx, cl, ns, files, AnnotationRootRotation, string(val))
 }
 
 // rootRotationCRLs spreads the CRLs a root rotation step needs before any cluster
 // moves, when CRLs are on in the mesh (see RootRotationOptions.CRLs), and returns
 // what each moving cluster's step needs: the mesh set and, going to step 2, its
 // new intermediate, minted here so that its CRL reaches every cluster first.
-func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotationRead, plan *rotation.Plan, opts RootRotationOptions, rep *RootRotationReport) (map[*Cluster]stepInput, error) {
+func rootRotationCRLs(ctx context.Context, clusters []*k8s.Cluster, reads []*rotationRead, plan *rotation.Plan, opts RootRotationOptions, rep *RootRotationReport) (map[*k8s.Cluster]stepInput, error) {
 	sync := *opts.CRLs
 	sync.Namespace, sync.Lock, sync.DryRun = opts.namespace(), opts.Lock, opts.DryRun
 	on, err := CRLsEnabled(ctx, clusters, sync)
@@ -527,7 +496,7 @@ func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotatio
 	if sync.AnchorCRLs, err = opts.NewRootCRLs(ctx); err != nil {
 		return nil, fmt.Errorf("the new root's CRL: %w; no cluster moved", err)
 	}
-	minted := map[*Cluster]*ca.Bundle{}
+	minted := map[*k8s.Cluster]*ca.Bundle{}
 	for i, row := range plan.Clusters {
 		if !row.Moves() || row.Next != rotation.StepSwitched {
 			continue
@@ -565,7 +534,7 @@ func rootRotationCRLs(ctx context.Context, clusters []*Cluster, reads []*rotatio
 	if len(sync.Pending) > 0 {
 		set = sync.Pending[0].CRLFile // the whole mesh set
 	}
-	pre := map[*Cluster]stepInput{}
+	pre := map[*k8s.Cluster]stepInput{}
 	for _, cl := range clusters {
 		pre[cl] = stepInput{minted: minted[cl], crls: set}
 	}

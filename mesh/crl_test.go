@@ -1,4 +1,4 @@
-package k8s
+package mesh
 
 import (
 	"bytes"
@@ -15,14 +15,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
 )
 
 // crlWorkload is a workload of cluster cl as its cacerts Secret now makes it: signed
 // by the installed CA, trusting the installed roots, enforcing the installed
 // ca-crl.pem as Envoy does.
-func crlWorkload(t *testing.T, cl *Cluster, ns string) (*ca.Workload, *ca.Bundle) {
+func crlWorkload(t *testing.T, cl *k8s.Cluster, ns string) (*ca.Workload, *ca.Bundle) {
 	t.Helper()
-	files := SecretFiles(getSecret(t, cl, ns, SecretName))
+	files := k8s.SecretFiles(getSecret(t, cl, ns, k8s.SecretName))
 	b, _, err := ca.ParseBundle(files, ca.VerifyOptions{})
 	if err != nil {
 		t.Fatalf("%s: cacerts read back: %v", cl.Name, err)
@@ -42,12 +43,12 @@ func crlWorkload(t *testing.T, cl *Cluster, ns string) (*ca.Workload, *ca.Bundle
 // crlMesh installs a fresh bundle under the shared test root into each of
 // clusters (namespace ns) and gives them the mesh CRL set (SyncCRLs) with a root
 // CRL good for an hour, which it returns.
-func crlMesh(t *testing.T, clusters []*Cluster, ns string) *x509.RevocationList {
+func crlMesh(t *testing.T, clusters []*k8s.Cluster, ns string) *x509.RevocationList {
 	t.Helper()
 	root := sharedRoot(t)
 	for _, cl := range clusters {
 		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
 	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
 	if err != nil {
@@ -77,7 +78,7 @@ func TestSyncCRLsMeshAndRevoke(t *testing.T) {
 	root := sharedRoot(t)
 	for _, cl := range clusters {
 		_, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	}
 	now := time.Now()
 	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, now, time.Hour)
@@ -89,7 +90,7 @@ func TestSyncCRLsMeshAndRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range res {
-		if r.Action != ActionUpdated || !r.Signed || r.CRLs != 4 {
+		if r.Action != k8s.ActionUpdated || !r.Signed || r.CRLs != 4 {
 			t.Errorf("%s: %+v, want updated with its own CRL signed and 4 CRLs", r.Cluster, r)
 		}
 	}
@@ -147,7 +148,7 @@ func TestSyncCRLsMeshAndRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range res {
-		if r.Action != ActionUnchanged || r.Signed {
+		if r.Action != k8s.ActionUnchanged || r.Signed {
 			t.Errorf("second run, %s: %+v, want unchanged", r.Cluster, r)
 		}
 	}
@@ -157,15 +158,15 @@ func TestSyncCRLsMeshAndRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eastBefore := getSecret(t, clusters[0], ns, SecretName).ResourceVersion
+	eastBefore := getSecret(t, clusters[0], ns, k8s.SecretName).ResourceVersion
 	res, err = SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{revoked}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res[0].Revoked || res[0].Action != ActionSkipped || res[1].Action != ActionUpdated || res[2].Action != ActionUpdated {
+	if !res[0].Revoked || res[0].Action != ActionSkipped || res[1].Action != k8s.ActionUpdated || res[2].Action != k8s.ActionUpdated {
 		t.Fatalf("after revoking east: %+v %+v %+v", res[0], res[1], res[2])
 	}
-	if got := getSecret(t, clusters[0], ns, SecretName).ResourceVersion; got != eastBefore {
+	if got := getSecret(t, clusters[0], ns, k8s.SecretName).ResourceVersion; got != eastBefore {
 		t.Error("the revoked cluster's cacerts was written")
 	}
 	for _, cl := range clusters {
@@ -209,7 +210,7 @@ func TestRotateKeepsCRLs(t *testing.T) {
 	_, oldWest := crlWorkload(t, clusters[1], ns)
 	opts := rotateOpts(t, ns, nil)
 	opts.Force = true
-	if _, err := Rotate(testContext(t), clusters[1], opts); err != nil {
+	if _, err := k8s.Rotate(testContext(t), clusters[1], opts); err != nil {
 		t.Fatal(err)
 	}
 	w, b := crlWorkload(t, clusters[1], ns)
@@ -243,7 +244,7 @@ func TestRotateKeepsCRLs(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts.Minted = map[string]*ca.Bundle{"west": minted["west"]}
-	if _, err := Rotate(testContext(t), clusters[1], opts); err != nil {
+	if _, err := k8s.Rotate(testContext(t), clusters[1], opts); err != nil {
 		t.Fatal(err)
 	}
 	w, b = crlWorkload(t, clusters[1], ns)
@@ -287,11 +288,11 @@ func refused(t *testing.T, server, client *ca.Workload, want error) {
 }
 
 // crlMeshProblems is status of clusters as one mesh, only the CRL findings.
-func crlMeshProblems(t *testing.T, clusters []*Cluster, ns string) []ca.Problem {
+func crlMeshProblems(t *testing.T, clusters []*k8s.Cluster, ns string) []ca.Problem {
 	t.Helper()
-	var sts []*ClusterStatus
+	var sts []*k8s.ClusterStatus
 	for _, cl := range clusters {
-		st, err := Status(testContext(t), cl, StatusOptions{Namespace: ns})
+		st, err := k8s.Status(testContext(t), cl, k8s.StatusOptions{Namespace: ns})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,7 +323,7 @@ func TestSyncCRLsRefusesForgedCRL(t *testing.T) {
 	var bundles []*ca.Bundle
 	for _, cl := range clusters {
 		b, files := mint(t, nil, cl.Name)
-		mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 		bundles = append(bundles, b)
 	}
 	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
@@ -345,7 +346,7 @@ func TestSyncCRLsRefusesForgedCRL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := getSecret(t, clusters[1], ns, SecretName)
+	s := getSecret(t, clusters[1], ns, k8s.SecretName)
 	crls, _ := ca.ParseCRLsPEM(s.Data[ca.CRLFile])
 	s.Data[ca.CRLFile] = ca.EncodeCRLsPEM(append(crls, forged)...)
 	tampered, err := clusters[1].Client.CoreV1().Secrets(ns).Update(testContext(t), s, metav1.UpdateOptions{})
@@ -354,7 +355,7 @@ func TestSyncCRLsRefusesForgedCRL(t *testing.T) {
 	}
 	before := map[string]string{}
 	for _, cl := range clusters {
-		before[cl.Name] = getSecret(t, cl, ns, SecretName).ResourceVersion
+		before[cl.Name] = getSecret(t, cl, ns, k8s.SecretName).ResourceVersion
 	}
 	// Due everywhere, so that a run that went on would write.
 	due := opts
@@ -364,7 +365,7 @@ func TestSyncCRLsRefusesForgedCRL(t *testing.T) {
 		t.Fatalf("sync with a forged CRL in %s: %v", clusters[1].Name, err)
 	}
 	for _, cl := range clusters {
-		if rv := getSecret(t, cl, ns, SecretName).ResourceVersion; rv != before[cl.Name] {
+		if rv := getSecret(t, cl, ns, k8s.SecretName).ResourceVersion; rv != before[cl.Name] {
 			t.Errorf("%s written although a forged CRL stopped the run", cl.Name)
 		}
 	}
@@ -376,7 +377,7 @@ func TestSyncCRLsRefusesForgedCRL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cl := range clusters {
-		got, err := ca.ParseCRLsPEM(getSecret(t, cl, ns, SecretName).Data[ca.CRLFile])
+		got, err := ca.ParseCRLsPEM(getSecret(t, cl, ns, k8s.SecretName).Data[ca.CRLFile])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -400,7 +401,7 @@ func TestInstallKeepsCRLs(t *testing.T) {
 	ns := testNamespace(t)
 	root := sharedRoot(t)
 	_, files := mint(t, nil, cl.Name)
-	mustInstall(t, cl, files, InstallOptions{Namespace: ns})
+	mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
 	rootCRL, err := ca.SignCRL(root.Cert, root.Signer, nil, nil, time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -408,13 +409,13 @@ func TestInstallKeepsCRLs(t *testing.T) {
 	if _, err := SyncCRLs(testContext(t), clusters[:1], CRLSyncOptions{Namespace: ns, AnchorCRLs: []*x509.RevocationList{rootCRL}}); err != nil {
 		t.Fatal(err)
 	}
-	before := getSecret(t, cl, ns, SecretName).Data[ca.CRLFile]
-	if res := mustInstall(t, cl, files, InstallOptions{Namespace: ns}); res.Action != ActionUnchanged {
+	before := getSecret(t, cl, ns, k8s.SecretName).Data[ca.CRLFile]
+	if res := mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns}); res.Action != k8s.ActionUnchanged {
 		t.Errorf("reinstalling the same bundle: %s, want unchanged (CRLs kept as they are)", res.Action)
 	}
 	b2, files2 := mint(t, nil, cl.Name)
-	res := mustInstall(t, cl, files2, InstallOptions{Namespace: ns})
-	after := getSecret(t, cl, ns, SecretName).Data
+	res := mustInstall(t, cl, files2, k8s.InstallOptions{Namespace: ns})
+	after := getSecret(t, cl, ns, k8s.SecretName).Data
 	crls, err := ca.ParseCRLsPEM(after[ca.CRLFile])
 	if err != nil || len(before) == 0 {
 		t.Fatalf("CRLs after installing a new CA: %v", err)
@@ -433,7 +434,7 @@ func TestInstallKeepsCRLs(t *testing.T) {
 // SettleCRLs waits only after a spread that wrote something, never in a dry run, and
 // gives up with the context.
 func TestSettleCRLs(t *testing.T) {
-	updated := []*CRLSyncResult{{Cluster: "a", Action: ActionUnchanged}, {Cluster: "b", Action: ActionUpdated}}
+	updated := []*CRLSyncResult{{Cluster: "a", Action: k8s.ActionUnchanged}, {Cluster: "b", Action: k8s.ActionUpdated}}
 	unchanged := updated[:1]
 	long := time.Hour
 	for _, tc := range []struct {
@@ -465,11 +466,11 @@ func TestSpreadForInstall(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	ns := testNamespace(t)
 	east, west, north := clusters[0], clusters[1], clusters[2]
-	crlMesh(t, []*Cluster{east, west}, ns)
+	crlMesh(t, []*k8s.Cluster{east, west}, ns)
 	_, westFiles := mint(t, nil, west.Name)
 	_, northFiles := mint(t, nil, north.Name)
-	targets, files := []*Cluster{west, north}, []map[string][]byte{westFiles, northFiles}
-	res, err := SpreadForInstall(testContext(t), targets, files, []*Cluster{east}, CRLSyncOptions{Namespace: ns})
+	targets, files := []*k8s.Cluster{west, north}, []map[string][]byte{westFiles, northFiles}
+	res, err := SpreadForInstall(testContext(t), targets, files, []*k8s.Cluster{east}, CRLSyncOptions{Namespace: ns})
 	if err != nil || len(res) != 3 {
 		t.Fatalf("spread: %d results, %v", len(res), err)
 	}
@@ -477,7 +478,7 @@ func TestSpreadForInstall(t *testing.T) {
 		t.Fatal("only the cluster without cacerts should get the mesh set in its files")
 	}
 	for i, cl := range targets {
-		mustInstall(t, cl, files[i], InstallOptions{Namespace: ns})
+		mustInstall(t, cl, files[i], k8s.InstallOptions{Namespace: ns})
 	}
 	ws := map[string]*ca.Workload{}
 	for _, cl := range clusters {
@@ -493,31 +494,31 @@ func TestSpreadForInstall(t *testing.T) {
 	if p := crlMeshProblems(t, clusters, ns); len(p) != 0 {
 		t.Errorf("mesh CRL problems after the install: %v", p)
 	}
-	again := []map[string][]byte{SecretFiles(getSecret(t, west, ns, SecretName)), SecretFiles(getSecret(t, north, ns, SecretName))}
+	again := []map[string][]byte{k8s.SecretFiles(getSecret(t, west, ns, k8s.SecretName)), k8s.SecretFiles(getSecret(t, north, ns, k8s.SecretName))}
 	delete(again[0], ca.CRLFile)
 	delete(again[1], ca.CRLFile)
-	if res, err := SpreadForInstall(testContext(t), targets, again, []*Cluster{east}, CRLSyncOptions{Namespace: ns}); err != nil || res != nil {
+	if res, err := SpreadForInstall(testContext(t), targets, again, []*k8s.Cluster{east}, CRLSyncOptions{Namespace: ns}); err != nil || res != nil {
 		t.Errorf("rerun with the installed bundles: %v, %v; want nothing spread", res, err)
 	}
 
 	// A cacerts no istiod can load (its CA certificate broken; its ca-crl.pem
 	// intact) is replaced like a first one: the new CA's CRL reaches the others
 	// first, the target is not read, and it gets the mesh set.
-	broken := getSecret(t, west, ns, SecretName)
+	broken := getSecret(t, west, ns, k8s.SecretName)
 	broken.Data[ca.CACertFile] = []byte("-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
 	if _, err := west.Client.CoreV1().Secrets(ns).Update(testContext(t), broken, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	_, westFiles = mint(t, nil, west.Name)
-	res, err = SpreadForInstall(testContext(t), []*Cluster{west}, []map[string][]byte{westFiles}, []*Cluster{east, north}, CRLSyncOptions{Namespace: ns})
+	res, err = SpreadForInstall(testContext(t), []*k8s.Cluster{west}, []map[string][]byte{westFiles}, []*k8s.Cluster{east, north}, CRLSyncOptions{Namespace: ns})
 	if err != nil || len(res) != 3 || res[0].Action != ActionSkipped || westFiles[ca.CRLFile] == nil {
 		t.Errorf("spread for a broken cacerts: %d results, CRL set in its files: %v, %v", len(res), westFiles[ca.CRLFile] != nil, err)
 	}
-	mustInstall(t, west, westFiles, InstallOptions{Namespace: ns})
+	mustInstall(t, west, westFiles, k8s.InstallOptions{Namespace: ns})
 	for _, cl := range clusters {
 		ws[cl.Name], _ = crlWorkload(t, cl, ns)
 	}
-	for _, peer := range []*Cluster{east, north} {
+	for _, peer := range []*k8s.Cluster{east, north} {
 		if err := handshakes(t, ws[west.Name], ws[peer.Name]); err != nil {
 			t.Errorf("west (cacerts replaced) <-> %s: %v", peer.Name, err)
 		}
@@ -541,7 +542,7 @@ func TestConcurrentSpreadsKeepBothCRLs(t *testing.T) {
 		for run, p := range []*ca.Bundle{a, b} {
 			go func() {
 				_, err := SyncCRLs(testContext(t), clusters, CRLSyncOptions{Namespace: ns, AnchorCRLs: anchors, Pending: []*ca.Bundle{p},
-					Lock: &LeaseOptions{Holder: fmt.Sprintf("run-%d", run), Wait: time.Minute}})
+					Lock: &k8s.LeaseOptions{Holder: fmt.Sprintf("run-%d", run), Wait: time.Minute}})
 				errs <- err
 			}()
 		}
@@ -551,7 +552,7 @@ func TestConcurrentSpreadsKeepBothCRLs(t *testing.T) {
 			}
 		}
 		for _, cl := range clusters {
-			crls, err := ca.ParseCRLsPEM(SecretFiles(getSecret(t, cl, ns, SecretName))[ca.CRLFile])
+			crls, err := ca.ParseCRLsPEM(k8s.SecretFiles(getSecret(t, cl, ns, k8s.SecretName))[ca.CRLFile])
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package k8s
+package mesh
 
 import (
 	"bytes"
@@ -15,57 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
 )
-
-// An install that would write waits for (or gives up on) the Lease another run
-// holds, and writes nothing meanwhile; one that would change nothing needs no lock;
-// a dry run says who holds it.
-func TestInstallTakesTheRotateLease(t *testing.T) {
-	_, clusters := realClusters(t, false)
-	ns := testNamespace(t)
-	cl := clusters[1]
-	_, oldFiles := mint(t, nil, cl.Name)
-	mustInstall(t, cl, oldFiles, InstallOptions{Namespace: ns})
-	rv := getSecret(t, cl, ns, SecretName).ResourceVersion
-	_, newFiles := mint(t, nil, cl.Name)
-
-	other, err := AcquireLease(testContext(t), cl, LeaseOptions{Namespace: ns, Holder: "rotate-run"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock := &LeaseOptions{Holder: "install-" + t.Name(), Poll: 50 * time.Millisecond}
-	res, err := Install(testContext(t), cl, newFiles, InstallOptions{Namespace: ns, Lock: lock})
-	var le *LockedError
-	if !errors.As(err, &le) || res.LockedBy != "rotate-run" {
-		t.Fatalf("install while locked: %+v, %v", res, err)
-	}
-	if getSecret(t, cl, ns, SecretName).ResourceVersion != rv {
-		t.Fatal("cacerts written while another run held the lock")
-	}
-	if res := mustInstall(t, cl, oldFiles, InstallOptions{Namespace: ns, Lock: lock}); res.Action != ActionUnchanged {
-		t.Fatalf("unchanged install under a held lock: %+v", res)
-	}
-	if res := mustInstall(t, cl, newFiles, InstallOptions{Namespace: ns, Lock: lock, DryRun: true}); res.LockedBy != "rotate-run" || res.Action != ActionUpdated {
-		t.Fatalf("dry run: %+v", res)
-	}
-
-	// Waiting: the other run lets go after 300 ms.
-	go func() {
-		time.Sleep(300 * time.Millisecond)
-		if err := other.Release(context.Background()); err != nil {
-			t.Errorf("release: %v", err)
-		}
-	}()
-	wait := *lock
-	wait.Wait = 30 * time.Second
-	res = mustInstall(t, cl, newFiles, InstallOptions{Namespace: ns, Lock: &wait})
-	if res.Action != ActionUpdated || !maps.EqualFunc(getSecret(t, cl, ns, SecretName).Data, newFiles, bytes.Equal) {
-		t.Fatalf("install after the lock was released: %+v", res)
-	}
-	if _, ok := getLease(t, cl, ns); ok {
-		t.Fatal("install left its lease behind")
-	}
-}
 
 // countingIssuer counts the intermediates it is asked for.
 type countingIssuer struct {
@@ -86,14 +37,14 @@ func TestBootstrapChecksBeforeMinting(t *testing.T) {
 	cl := clusters[0]
 	iss := &countingIssuer{Issuer: ca.NewLocalIssuer(sharedRoot(t))}
 	opts := BootstrapOptions{Issuer: iss, Profile: ca.IntermediateProfile("", "Istio"),
-		Install: InstallOptions{Namespace: ns, CreateOnly: true, Lock: &LeaseOptions{Holder: "bootstrap-" + t.Name()}}}
+		Install: k8s.InstallOptions{Namespace: ns, CreateOnly: true, Lock: &k8s.LeaseOptions{Holder: "bootstrap-" + t.Name()}}}
 
-	other, err := AcquireLease(testContext(t), cl, LeaseOptions{Namespace: ns, Holder: "rotate-run"})
+	other, err := k8s.AcquireLease(testContext(t), cl, k8s.LeaseOptions{Namespace: ns, Holder: "rotate-run"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	res, _, err := Bootstrap(testContext(t), cl, opts)
-	var le *LockedError
+	var le *k8s.LockedError
 	if !errors.As(err, &le) || res.LockedBy != "rotate-run" || iss.n.Load() != 0 {
 		t.Fatalf("bootstrap while locked: %+v, %v, %d issued", res, err, iss.n.Load())
 	}
@@ -102,22 +53,22 @@ func TestBootstrapChecksBeforeMinting(t *testing.T) {
 	}
 
 	res, files, err := Bootstrap(testContext(t), cl, opts)
-	if err != nil || res.Action != ActionCreated || iss.n.Load() != 1 {
+	if err != nil || res.Action != k8s.ActionCreated || iss.n.Load() != 1 {
 		t.Fatalf("bootstrap: %+v, %v, %d issued", res, err, iss.n.Load())
 	}
-	if got := getSecret(t, cl, ns, SecretName).Data; !maps.EqualFunc(got, files, bytes.Equal) {
+	if got := getSecret(t, cl, ns, k8s.SecretName).Data; !maps.EqualFunc(got, files, bytes.Equal) {
 		t.Fatal("cacerts is not the bundle Bootstrap returned")
 	}
 	b, rep, err := ca.ParseBundle(files, ca.VerifyOptions{})
 	if err != nil || b.Cert.Subject.Locality[0] != cl.Name || !rep.OK() {
 		t.Fatalf("bundle: %v %+v", err, rep)
 	}
-	if _, ok := getLease(t, cl, ns); ok {
+	if leaseExists(t, cl, ns) {
 		t.Fatal("bootstrap left its lease behind")
 	}
 
 	_, _, err = Bootstrap(testContext(t), cl, opts)
-	if !errors.Is(err, ErrSecretExists) || iss.n.Load() != 1 || !strings.Contains(err.Error(), "cluster "+cl.Name) {
+	if !errors.Is(err, k8s.ErrSecretExists) || iss.n.Load() != 1 || !strings.Contains(err.Error(), "cluster "+cl.Name) {
 		t.Fatalf("second bootstrap: %v, %d issued (want the refusal before minting)", err, iss.n.Load())
 	}
 }
@@ -134,52 +85,52 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 	rootCRL := crlMesh(t, mesh, ns)
 	rootCRLs := func(context.Context) ([]*x509.RevocationList, error) { return []*x509.RevocationList{rootCRL}, nil }
 	opts := BootstrapOptions{Issuer: ca.NewLocalIssuer(root), Profile: ca.IntermediateProfile("", "Istio"),
-		Install: InstallOptions{Namespace: ns, CreateOnly: true}, Mesh: mesh}
+		Install: k8s.InstallOptions{Namespace: ns, CreateOnly: true}, Mesh: mesh}
 
 	// No root CRL: refused, nothing installed anywhere.
 	before := map[string]string{}
 	for _, cl := range mesh {
-		before[cl.Name] = getSecret(t, cl, ns, SecretName).ResourceVersion
+		before[cl.Name] = getSecret(t, cl, ns, k8s.SecretName).ResourceVersion
 	}
 	if _, _, err := Bootstrap(testContext(t), newcomer, opts); !errors.Is(err, ErrNoRootCRL) {
 		t.Fatalf("bootstrap into a CRL mesh without the root's CRL: %v, want ErrNoRootCRL", err)
 	}
 	// A mesh cluster that cannot be written (a bad token): the new cacerts is not
 	// installed.
-	broken, err := NewCluster(mesh[1].Name, env.Clusters[1].RESTConfig("not-a-token"), ClusterOptions{Timeout: 20 * time.Second})
+	broken, err := k8s.NewCluster(mesh[1].Name, env.Clusters[1].RESTConfig("not-a-token"), k8s.ClusterOptions{Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	withBroken := opts
-	withBroken.Mesh, withBroken.RootCRLs = []*Cluster{mesh[0], broken}, rootCRLs
+	withBroken.Mesh, withBroken.RootCRLs = []*k8s.Cluster{mesh[0], broken}, rootCRLs
 	if _, _, err := Bootstrap(testContext(t), newcomer, withBroken); err == nil || !strings.Contains(err.Error(), "not installed") {
 		t.Fatalf("bootstrap with an unwritable mesh cluster: %v", err)
 	}
-	if rv := getSecret(t, mesh[1], ns, SecretName).ResourceVersion; rv != before[mesh[1].Name] {
+	if rv := getSecret(t, mesh[1], ns, k8s.SecretName).ResourceVersion; rv != before[mesh[1].Name] {
 		t.Errorf("%s: cacerts written with a bad token", mesh[1].Name)
 	}
-	if _, err := newcomer.Client.CoreV1().Secrets(ns).Get(testContext(t), SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := newcomer.Client.CoreV1().Secrets(ns).Get(testContext(t), k8s.SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the new cacerts was installed although its CRL did not reach the mesh: %v", err)
 	}
 
 	opts.RootCRLs = rootCRLs
 	// A dry run signs and checks, and writes nothing anywhere. (The run above did
 	// give mesh[0] the new CA's CRL: harmless, no chain shows that CA.)
-	before[mesh[0].Name] = getSecret(t, mesh[0], ns, SecretName).ResourceVersion
+	before[mesh[0].Name] = getSecret(t, mesh[0], ns, k8s.SecretName).ResourceVersion
 	dry := opts
 	dry.Install.DryRun = true
-	if res, _, err := Bootstrap(testContext(t), newcomer, dry); err != nil || res.Action != ActionCreated || !res.DryRun {
+	if res, _, err := Bootstrap(testContext(t), newcomer, dry); err != nil || res.Action != k8s.ActionCreated || !res.DryRun {
 		t.Fatalf("dry run: %+v, %v", res, err)
 	}
-	if rv := getSecret(t, mesh[0], ns, SecretName).ResourceVersion; rv != before[mesh[0].Name] {
+	if rv := getSecret(t, mesh[0], ns, k8s.SecretName).ResourceVersion; rv != before[mesh[0].Name] {
 		t.Errorf("%s: cacerts written by a dry run", mesh[0].Name)
 	}
-	if _, err := newcomer.Client.CoreV1().Secrets(ns).Get(testContext(t), SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+	if _, err := newcomer.Client.CoreV1().Secrets(ns).Get(testContext(t), k8s.SecretName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("a dry run created the new cacerts: %v", err)
 	}
 
 	res, files, err := Bootstrap(testContext(t), newcomer, opts)
-	if err != nil || res.Action != ActionCreated {
+	if err != nil || res.Action != k8s.ActionCreated {
 		t.Fatalf("bootstrap: %+v, %v", res, err)
 	}
 	if files[ca.CRLFile] == nil {

@@ -1,4 +1,4 @@
-package k8s
+package mesh
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
 )
 
 // BootstrapOptions controls Bootstrap.
@@ -26,7 +26,7 @@ type BootstrapOptions struct {
 	// cacerts already is refused (ErrSecretExists) before anything is minted. With
 	// Install.Lock, the cluster's Lease is held from before that check until the
 	// install is done.
-	Install InstallOptions
+	Install k8s.InstallOptions
 	// Mesh are the clusters of the mesh the new one joins. When CRLs are on in
 	// them (CRLsEnabled), the new CA's CRL is spread to them first (SyncCRLs with
 	// the new bundle pending, under CRLs), and the new cacerts carries the mesh CRL
@@ -34,7 +34,7 @@ type BootstrapOptions struct {
 	// demands a CRL of every CA in a peer's chain). If the spread fails in any of
 	// them, the new cacerts is not installed. Without Mesh, nothing is read or
 	// written but cl.
-	Mesh []*Cluster
+	Mesh []*k8s.Cluster
 	// CRLs configures that spread; its AnchorCRLs and Pending are set here.
 	CRLs CRLSyncOptions
 	// RootCRLs gives the root source's current CRLs (CRLSyncOptions.AnchorCRLs); it
@@ -50,10 +50,10 @@ type BootstrapOptions struct {
 // certificate it signs): the Lease is taken, and with CreateOnly, cacerts must not
 // exist. It returns the bundle's files (key included, for the caller to keep) with
 // the install's result.
-func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*InstallResult, map[string][]byte, error) {
+func Bootstrap(ctx context.Context, cl *k8s.Cluster, opts BootstrapOptions) (*k8s.InstallResult, map[string][]byte, error) {
 	in := opts.Install
-	ns := in.namespace()
-	res := &InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: in.DryRun}
+	ns := namespaceOr(in.Namespace)
+	res := &k8s.InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: in.DryRun}
 	if opts.Issuer == nil {
 		return res, nil, fmt.Errorf("cluster %s: bootstrap: no issuer given", cl.Name)
 	}
@@ -62,16 +62,16 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 		if lock.Namespace == "" {
 			lock.Namespace = ns
 		}
-		lease, err := AcquireLease(ctx, cl, lock)
+		lease, err := k8s.AcquireLease(ctx, cl, lock)
 		if err != nil {
-			var le *LockedError
+			var le *k8s.LockedError
 			if errors.As(err, &le) {
 				res.LockedBy = le.Holder
 			}
 			return res, nil, err
 		}
 		defer func() {
-			for _, w := range []string{lease.tookOverWarning(), lease.releaseWarning(ctx)} {
+			for _, w := range []string{lease.TakeoverWarning(), lease.ReleaseWarning(ctx)} {
 				if w != "" {
 					res.Warnings = append(res.Warnings, w)
 				}
@@ -81,12 +81,12 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 		in.Lock = nil // held here
 	}
 	if in.CreateOnly {
-		_, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+		_, err := k8s.GetCACerts(ctx, cl, ns)
 		switch {
 		case err == nil:
-			return res, nil, fmt.Errorf("cluster %s: %w in namespace %s", cl.Name, ErrSecretExists, ns)
+			return res, nil, fmt.Errorf("cluster %s: %w in namespace %s", cl.Name, k8s.ErrSecretExists, ns)
 		case !apierrors.IsNotFound(err):
-			return res, nil, leaseCause(ctx, apiError(cl.Name, "get", "secrets", ns, err))
+			return res, nil, k8s.LeaseCause(ctx, err)
 		}
 	}
 	p := opts.Profile
@@ -94,18 +94,18 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 	p.Subject.Locality = []string{cl.Name}
 	b, err := ca.Mint(ctx, opts.Issuer, p)
 	if err != nil {
-		return res, nil, leaseCause(ctx, fmt.Errorf("cluster %s: %w", cl.Name, err))
+		return res, nil, k8s.LeaseCause(ctx, fmt.Errorf("cluster %s: %w", cl.Name, err))
 	}
 	if len(opts.Mesh) > 0 {
 		if err := spreadNewCRL(ctx, cl, b, opts); err != nil {
-			return res, nil, leaseCause(ctx, err)
+			return res, nil, k8s.LeaseCause(ctx, err)
 		}
 	}
 	files, err := b.Files(opts.Format)
 	if err != nil {
 		return res, nil, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
-	ires, err := Install(ctx, cl, files, in)
+	ires, err := k8s.Install(ctx, cl, files, in)
 	if ires != nil {
 		ires.LockedBy = res.LockedBy
 		ires.Warnings = append(res.Warnings, ires.Warnings...)
@@ -116,10 +116,10 @@ func Bootstrap(ctx context.Context, cl *Cluster, opts BootstrapOptions) (*Instal
 
 // spreadNewCRL gives the mesh the CRL of b's new CA, and b the mesh CRL set, when
 // CRLs are on in opts.Mesh (see BootstrapOptions.Mesh).
-func spreadNewCRL(ctx context.Context, cl *Cluster, b *ca.Bundle, opts BootstrapOptions) error {
+func spreadNewCRL(ctx context.Context, cl *k8s.Cluster, b *ca.Bundle, opts BootstrapOptions) error {
 	sync := opts.CRLs
 	if sync.Namespace == "" {
-		sync.Namespace = opts.Install.namespace()
+		sync.Namespace = namespaceOr(opts.Install.Namespace)
 	}
 	sync.DryRun = sync.DryRun || opts.Install.DryRun
 	on, err := CRLsEnabled(ctx, opts.Mesh, sync)

@@ -1,0 +1,71 @@
+package mesh
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// MeshProblems checks statuses as one mesh: every cluster must have a usable
+// cacerts, and all must trust the same roots. It returns one problem per finding,
+// none when the mesh is consistent.
+func MeshProblems(statuses []*k8s.ClusterStatus) []ca.Problem {
+	var problems []ca.Problem
+	byVerdict := map[k8s.Verdict][]string{}
+	var names []string
+	var reps []*ca.Report
+	for _, st := range statuses {
+		byVerdict[st.Verdict] = append(byVerdict[st.Verdict], st.Cluster)
+		if st.Report != nil {
+			names = append(names, st.Cluster)
+			reps = append(reps, st.Report)
+		}
+	}
+	if p := ca.SameRoots(names, reps); p != nil {
+		problems = append(problems, *p)
+	}
+	add := func(v k8s.Verdict, check, what string) {
+		if cl := byVerdict[v]; len(cl) > 0 {
+			slices.Sort(cl)
+			problems = append(problems, ca.Problem{Severity: ca.SeverityError, Check: check,
+				Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), what)})
+		}
+	}
+	add(k8s.VerdictMissing, "mesh-missing", "no cacerts Secret: istiod there signs with its own self-signed root, so cross-cluster mTLS fails")
+	add(k8s.VerdictBroken, "mesh-broken", "cacerts fails istiod's checks: istiod will not load it")
+	add(k8s.VerdictError, "mesh-unreadable", "could not be read, its state is unknown")
+	byIstiod := map[k8s.IstiodState][]string{}
+	for _, st := range statuses {
+		if st.Istiod != nil {
+			byIstiod[st.Istiod.State] = append(byIstiod[st.Istiod.State], st.Cluster)
+		}
+	}
+	for _, x := range []struct {
+		state k8s.IstiodState
+		sev   ca.Severity
+		what  string
+	}{
+		{k8s.IstiodRefused, ca.SeverityError, "istiod did not take the roots in cacerts and still signs with its old CA (see the istiod column)"},
+		{k8s.IstiodSelfSigned, ca.SeverityError, "istiod signs with its own self-signed CA, not cacerts: restart it"},
+		{k8s.IstiodNotYet, ca.SeverityWarning, "istiod has not taken the latest cacerts yet"},
+	} {
+		if cl := byIstiod[x.state]; len(cl) > 0 {
+			slices.Sort(cl)
+			problems = append(problems, ca.Problem{Severity: x.sev, Check: "mesh-istiod-" + string(x.state), Message: fmt.Sprintf("%s: %s", strings.Join(cl, ", "), x.what)})
+		}
+	}
+	return append(problems, meshCRLProblems(statuses, time.Now())...)
+}
+
+// meshCRLProblems is ca.CheckMeshCRLs over the clusters read.
+func meshCRLProblems(statuses []*k8s.ClusterStatus, now time.Time) []ca.Problem {
+	var members []ca.CRLMember
+	for _, st := range statuses {
+		members = append(members, ca.CRLMember{Name: st.Cluster, Chain: st.Chain, CRLs: st.CRLList})
+	}
+	return ca.CheckMeshCRLs(members, now)
+}
