@@ -327,10 +327,10 @@ func CheckMeshCRLs(members []CRLMember, now time.Time) []Problem {
 				switch {
 				case crl == nil:
 					problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-missing",
-						Message: fmt.Sprintf("%s lacks a CRL of %s (in %s's chain): %s's Envoys refuse %s's workloads; run meshpki crl sync", a.Name, c.Subject, b.Name, a.Name, b.Name)})
+						Message: fmt.Sprintf("%s lacks a CRL of %s (in %s's chain): %s's Envoys refuse %s's workloads", a.Name, c.Subject, b.Name, a.Name, b.Name)})
 				case CRLCurrent(crl, now) != nil:
 					problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-stale",
-						Message: fmt.Sprintf("%s holds a stale CRL of %s (in %s's chain, next update %s): run meshpki crl sync", a.Name, c.Subject, b.Name, crl.NextUpdate.UTC().Format(time.RFC3339))})
+						Message: fmt.Sprintf("%s holds a stale CRL of %s (in %s's chain, next update %s): its Envoys refuse the workloads of that chain", a.Name, c.Subject, b.Name, crl.NextUpdate.UTC().Format(time.RFC3339))})
 				}
 			}
 		}

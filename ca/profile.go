@@ -92,6 +92,9 @@ func ValidateClusterName(name string) error {
 			return fmt.Errorf("cluster name %q: only letters, digits and inner '-', '_' or '.' are allowed", name)
 		}
 	}
+	if IsBackupName(name) {
+		return fmt.Errorf("cluster name %q is the name of a backup folder (<cluster>.bak-<time>)", name)
+	}
 	return nil
 }
 

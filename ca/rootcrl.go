@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meshpki/meshpki/internal/atomicfs"
@@ -196,4 +197,14 @@ func (f *FolderCRL) CRL(ctx context.Context, revoke []x509.RevocationListEntry, 
 		file = RootCRLFile
 	}
 	return folderCRL(ctx, f.Dir, file, f.Root, revoke, opts)
+}
+
+// ParseSerial reads a certificate serial number as people copy it: hex, with or
+// without 0x and colons, in any case. It must be positive.
+func ParseSerial(s string) (*big.Int, error) {
+	n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(strings.TrimSpace(s)), ":", ""), "0x"), 16)
+	if !ok || n.Sign() <= 0 {
+		return nil, errors.New("want a positive hex number")
+	}
+	return n, nil
 }

@@ -410,7 +410,7 @@ func (in *installer) keepCRLs(installed, data map[string][]byte) error {
 	}
 	crls, err := ca.ParseCRLsPEM(cur)
 	if err != nil {
-		in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("the installed %s does not parse (%v): replaced without CRLs; run meshpki crl sync", ca.CRLFile, err))
+		in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("the installed %s does not parse (%v): replaced without CRLs: the mesh CRL set must be spread again", ca.CRLFile, err))
 		return nil
 	}
 	if own := ca.CRLOf(crls, in.bundle.Cert); own != nil && ca.CRLCurrent(own, in.now) == nil {
@@ -422,7 +422,7 @@ func (in *installer) keepCRLs(installed, data map[string][]byte) error {
 		return fmt.Errorf("cluster %s: %w", in.cl.Name, err)
 	}
 	data[ca.CRLFile] = ca.EncodeCRLsPEM(ca.MergeCRLs(ca.CurrentCRLs(crls, in.now), []*x509.RevocationList{own})...)
-	in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("%s kept and a CRL of the new CA added: run meshpki crl sync so that the other clusters accept what it signs", ca.CRLFile))
+	in.res.Warnings = append(in.res.Warnings, fmt.Sprintf("%s kept and a CRL of the new CA added: the other clusters accept what it signs once the mesh CRL set is spread again", ca.CRLFile))
 	return nil
 }
 

@@ -175,7 +175,7 @@ func refusalReason(loaded, next []byte) string {
 	v131 := ca.IstiodTakesRootsChange(ca.IstioRelease{Major: 1, Minor: 31}, true, loaded, next)
 	switch {
 	case !v131.Accepted:
-		return "the new roots neither extend nor trim the loaded ones (a root switch): istiod keeps its old CA until restarted; a root change belongs to a root rotation (meshpki root rotate)"
+		return "the new roots neither extend nor trim the loaded ones (a root switch): istiod keeps its old CA until restarted; a root change belongs to a root rotation"
 	case !v120.Accepted:
 		return "byte rule: Istio 1.20-1.30 take a changed roots file only when one contains the other byte for byte, and this one was reordered or re-encoded; restart istiod, or restore the previous roots file and extend it"
 	default:

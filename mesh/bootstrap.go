@@ -2,9 +2,13 @@ package mesh
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -15,17 +19,18 @@ import (
 
 // BootstrapOptions controls Bootstrap.
 type BootstrapOptions struct {
-	// Issuer signs the cluster's intermediate.
-	Issuer ca.Issuer
+	// Source signs the cluster's intermediate and, when the mesh uses CRLs, gives
+	// the root's CRL.
+	Source *Source
 	// Profile is the intermediate's profile; its Cluster and L= are the cluster's
 	// name.
 	Profile ca.Profile
 	// Format picks the Secret's keys.
 	Format ca.Format
 	// Install controls the install. With Install.CreateOnly, a cluster that has
-	// cacerts already is refused (ErrSecretExists) before anything is minted. With
-	// Install.Lock, the cluster's Lease is held from before that check until the
-	// install is done.
+	// cacerts already is refused (k8s.ErrSecretExists) before anything is minted.
+	// With Install.Lock, the cluster's Lease is held from before that check until
+	// the install is done.
 	Install k8s.InstallOptions
 	// Mesh are the clusters of the mesh the new one joins. When CRLs are on in
 	// them (CRLsEnabled), the new CA's CRL is spread to them first (SyncCRLs with
@@ -37,25 +42,107 @@ type BootstrapOptions struct {
 	Mesh []*k8s.Cluster
 	// CRLs configures that spread; its AnchorCRLs and Pending are set here.
 	CRLs CRLSyncOptions
-	// RootCRLs gives the root source's current CRLs (CRLSyncOptions.AnchorCRLs); it
-	// is called only when CRLs are on in Mesh.
-	RootCRLs func(context.Context) ([]*x509.RevocationList, error)
 	// CRLSettle is the wait between the spread and the install, for the mesh's
 	// proxies to read the new CRLs (see DefaultCRLSettle); zero waits not.
 	CRLSettle time.Duration
+	// Out, when set, is a folder that receives the bundle as Out/<cluster>/ (key
+	// 0600, folder 0700) once it is installed; an existing bundle folder there is
+	// refused before anything is minted. A dry run writes none.
+	Out string
+	// Log receives the bundle folder's lock and clean-up notes; nil logs nothing.
+	Log *slog.Logger
 }
 
-// Bootstrap mints an intermediate CA for cluster cl and installs it as cacerts. It
-// checks what it can before it mints (an Issuer backed by Vault PKI records every
-// certificate it signs): the Lease is taken, and with CreateOnly, cacerts must not
-// exist. It returns the bundle's files (key included, for the caller to keep) with
-// the install's result.
-func Bootstrap(ctx context.Context, cl *k8s.Cluster, opts BootstrapOptions) (*k8s.InstallResult, map[string][]byte, error) {
+// BootstrapReport is what Bootstrap did. It never holds key material.
+type BootstrapReport struct {
+	*k8s.InstallResult
+	// BundleDir is where the bundle was written (BootstrapOptions.Out), if it was.
+	BundleDir string `json:"bundleDir,omitempty"`
+	// CRLs is the spread of the new CA's CRL to the mesh, when CRLs are on there.
+	CRLs []*CRLSyncResult `json:"crls,omitempty"`
+	// Error is Err's message, for JSON.
+	Error string `json:"error,omitempty"`
+	// Err is why the bootstrap failed; nil when it did not.
+	Err error `json:"-"`
+}
+
+// Verdict is OK when the cluster has its cacerts (and the bundle its folder).
+func (r *BootstrapReport) Verdict() Verdict {
+	if r.Err != nil {
+		return Failed
+	}
+	return OK
+}
+
+// Bootstrap mints an intermediate CA for the new cluster cl and installs it as
+// cacerts, after the checks it can make before minting (an issuer backed by Vault
+// PKI records every certificate it signs): the profile against the signing path,
+// the bundle folder, the Lease, and with CreateOnly that cacerts does not exist.
+// With Mesh, the new CA's CRL reaches the mesh first when it uses CRLs. With Out,
+// the bundle is written there once installed. The files returned are the bundle
+// (key included, for a caller that keeps it elsewhere), nil when none was made.
+func Bootstrap(ctx context.Context, cl *k8s.Cluster, opts BootstrapOptions) (*BootstrapReport, map[string][]byte) {
+	rep := &BootstrapReport{}
+	var crlMu sync.Mutex
+	user := opts.CRLs.Progress
+	opts.CRLs.Progress = func(r *CRLSyncResult) {
+		crlMu.Lock()
+		rep.CRLs = append(rep.CRLs, r)
+		crlMu.Unlock()
+		if user != nil {
+			user(r)
+		}
+	}
+	res, files, err := bootstrap(ctx, cl, opts)
+	slices.SortFunc(rep.CRLs, func(a, b *CRLSyncResult) int { return strings.Compare(a.Cluster, b.Cluster) })
+	rep.InstallResult = res
+	if err == nil && opts.Out != "" && !opts.Install.DryRun {
+		dir := filepath.Join(opts.Out, cl.Name)
+		var unlock func()
+		if unlock, err = ca.PrepareOutDir(ctx, opts.Out, opts.Log); err == nil {
+			_, err = ca.WriteDir(dir, files, ca.WriteOptions{})
+			unlock()
+		}
+		if err != nil {
+			err = fmt.Errorf("cluster %s: cacerts installed, but writing the bundle to %s failed: %w", cl.Name, dir, err)
+		} else {
+			rep.BundleDir = dir
+		}
+	}
+	if err != nil {
+		rep.Err, rep.Error = err, err.Error()
+	}
+	return rep, files
+}
+
+// bootstrap is Bootstrap up to the install.
+func bootstrap(ctx context.Context, cl *k8s.Cluster, opts BootstrapOptions) (*k8s.InstallResult, map[string][]byte, error) {
 	in := opts.Install
 	ns := namespaceOr(in.Namespace)
 	res := &k8s.InstallResult{Cluster: cl.Name, Namespace: ns, DryRun: in.DryRun}
-	if opts.Issuer == nil {
+	if opts.Source == nil || opts.Source.Issuer == nil {
 		return res, nil, fmt.Errorf("cluster %s: bootstrap: no issuer given", cl.Name)
+	}
+	p := opts.Profile
+	p.Cluster = cl.Name
+	p.Subject.Locality = []string{cl.Name}
+	if err := p.Validate(); err != nil {
+		return res, nil, invalid(err)
+	}
+	if opts.Out != "" {
+		if err := ca.CheckWritable(filepath.Join(opts.Out, cl.Name), false); errors.Is(err, ca.ErrExists) {
+			return res, nil, invalid(fmt.Errorf("%w: bootstrap never replaces a bundle folder; choose another folder", err))
+		} else if err != nil {
+			return res, nil, invalid(err)
+		}
+	}
+	if err := ca.CheckProfiles(opts.Source.Issuer.Chain(), []ca.Profile{p}, time.Now()); err != nil {
+		return res, nil, invalid(err)
+	}
+	if opts.Out != "" {
+		if err := ca.CheckDirWritable(opts.Out); err != nil {
+			return res, nil, invalid(err)
+		}
 	}
 	if in.Lock != nil && !in.DryRun {
 		lock := *in.Lock
@@ -89,10 +176,7 @@ func Bootstrap(ctx context.Context, cl *k8s.Cluster, opts BootstrapOptions) (*k8
 			return res, nil, k8s.LeaseCause(ctx, err)
 		}
 	}
-	p := opts.Profile
-	p.Cluster = cl.Name
-	p.Subject.Locality = []string{cl.Name}
-	b, err := ca.Mint(ctx, opts.Issuer, p)
+	b, err := ca.Mint(ctx, opts.Source.Issuer, p)
 	if err != nil {
 		return res, nil, k8s.LeaseCause(ctx, fmt.Errorf("cluster %s: %w", cl.Name, err))
 	}
@@ -129,10 +213,10 @@ func spreadNewCRL(ctx context.Context, cl *k8s.Cluster, b *ca.Bundle, opts Boots
 	if !on {
 		return nil
 	}
-	if opts.RootCRLs == nil {
-		return fmt.Errorf("cluster %s: CRLs are on in the mesh, and the root source keeps no CRL: %w", cl.Name, ErrNoRootCRL)
+	if opts.Source.CRLAuthority == nil {
+		return invalid(fmt.Errorf("cluster %s: CRLs are on in the mesh, and the root source keeps no CRL: %w", cl.Name, ErrNoRootCRL))
 	}
-	if sync.AnchorCRLs, err = opts.RootCRLs(ctx); err != nil {
+	if sync.AnchorCRLs, err = opts.Source.rootCRLs(sync.DryRun)(ctx); err != nil {
 		return fmt.Errorf("cluster %s: the root's CRL: %w", cl.Name, err)
 	}
 	sync.Pending = []*ca.Bundle{b}

@@ -36,14 +36,14 @@ func TestBootstrapChecksBeforeMinting(t *testing.T) {
 	ns := testNamespace(t) // does not exist yet
 	cl := clusters[0]
 	iss := &countingIssuer{Issuer: ca.NewLocalIssuer(sharedRoot(t))}
-	opts := BootstrapOptions{Issuer: iss, Profile: ca.IntermediateProfile("", "Istio"),
+	opts := BootstrapOptions{Source: &Source{Issuer: iss}, Profile: ca.IntermediateProfile("", "Istio"),
 		Install: k8s.InstallOptions{Namespace: ns, CreateOnly: true, Lock: &k8s.LeaseOptions{Holder: "bootstrap-" + t.Name()}}}
 
 	other, err := k8s.AcquireLease(testContext(t), cl, k8s.LeaseOptions{Namespace: ns, Holder: "rotate-run"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, _, err := Bootstrap(testContext(t), cl, opts)
+	res, _, err := bootstrapRun(testContext(t), cl, opts)
 	var le *k8s.LockedError
 	if !errors.As(err, &le) || res.LockedBy != "rotate-run" || iss.n.Load() != 0 {
 		t.Fatalf("bootstrap while locked: %+v, %v, %d issued", res, err, iss.n.Load())
@@ -52,7 +52,7 @@ func TestBootstrapChecksBeforeMinting(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res, files, err := Bootstrap(testContext(t), cl, opts)
+	res, files, err := bootstrapRun(testContext(t), cl, opts)
 	if err != nil || res.Action != k8s.ActionCreated || iss.n.Load() != 1 {
 		t.Fatalf("bootstrap: %+v, %v, %d issued", res, err, iss.n.Load())
 	}
@@ -67,7 +67,7 @@ func TestBootstrapChecksBeforeMinting(t *testing.T) {
 		t.Fatal("bootstrap left its lease behind")
 	}
 
-	_, _, err = Bootstrap(testContext(t), cl, opts)
+	_, _, err = bootstrapRun(testContext(t), cl, opts)
 	if !errors.Is(err, k8s.ErrSecretExists) || iss.n.Load() != 1 || !strings.Contains(err.Error(), "cluster "+cl.Name) {
 		t.Fatalf("second bootstrap: %v, %d issued (want the refusal before minting)", err, iss.n.Load())
 	}
@@ -83,8 +83,8 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 	root := sharedRoot(t)
 	mesh, newcomer := clusters[:2], clusters[2]
 	rootCRL := crlMesh(t, mesh, ns)
-	rootCRLs := func(context.Context) ([]*x509.RevocationList, error) { return []*x509.RevocationList{rootCRL}, nil }
-	opts := BootstrapOptions{Issuer: ca.NewLocalIssuer(root), Profile: ca.IntermediateProfile("", "Istio"),
+	withCRL := &Source{Issuer: ca.NewLocalIssuer(root), CRLAuthority: heldCRL(rootCRL)}
+	opts := BootstrapOptions{Source: &Source{Issuer: ca.NewLocalIssuer(root)}, Profile: ca.IntermediateProfile("", "Istio"),
 		Install: k8s.InstallOptions{Namespace: ns, CreateOnly: true}, Mesh: mesh}
 
 	// No root CRL: refused, nothing installed anywhere.
@@ -92,7 +92,7 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 	for _, cl := range mesh {
 		before[cl.Name] = getSecret(t, cl, ns, k8s.SecretName).ResourceVersion
 	}
-	if _, _, err := Bootstrap(testContext(t), newcomer, opts); !errors.Is(err, ErrNoRootCRL) {
+	if _, _, err := bootstrapRun(testContext(t), newcomer, opts); !errors.Is(err, ErrNoRootCRL) {
 		t.Fatalf("bootstrap into a CRL mesh without the root's CRL: %v, want ErrNoRootCRL", err)
 	}
 	// A mesh cluster that cannot be written (a bad token): the new cacerts is not
@@ -102,8 +102,8 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	withBroken := opts
-	withBroken.Mesh, withBroken.RootCRLs = []*k8s.Cluster{mesh[0], broken}, rootCRLs
-	if _, _, err := Bootstrap(testContext(t), newcomer, withBroken); err == nil || !strings.Contains(err.Error(), "not installed") {
+	withBroken.Mesh, withBroken.Source = []*k8s.Cluster{mesh[0], broken}, withCRL
+	if _, _, err := bootstrapRun(testContext(t), newcomer, withBroken); err == nil || !strings.Contains(err.Error(), "not installed") {
 		t.Fatalf("bootstrap with an unwritable mesh cluster: %v", err)
 	}
 	if rv := getSecret(t, mesh[1], ns, k8s.SecretName).ResourceVersion; rv != before[mesh[1].Name] {
@@ -113,13 +113,13 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 		t.Fatalf("the new cacerts was installed although its CRL did not reach the mesh: %v", err)
 	}
 
-	opts.RootCRLs = rootCRLs
+	opts.Source = withCRL
 	// A dry run signs and checks, and writes nothing anywhere. (The run above did
 	// give mesh[0] the new CA's CRL: harmless, no chain shows that CA.)
 	before[mesh[0].Name] = getSecret(t, mesh[0], ns, k8s.SecretName).ResourceVersion
 	dry := opts
 	dry.Install.DryRun = true
-	if res, _, err := Bootstrap(testContext(t), newcomer, dry); err != nil || res.Action != k8s.ActionCreated || !res.DryRun {
+	if res, _, err := bootstrapRun(testContext(t), newcomer, dry); err != nil || res.Action != k8s.ActionCreated || !res.DryRun {
 		t.Fatalf("dry run: %+v, %v", res, err)
 	}
 	if rv := getSecret(t, mesh[0], ns, k8s.SecretName).ResourceVersion; rv != before[mesh[0].Name] {
@@ -129,7 +129,7 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 		t.Fatalf("a dry run created the new cacerts: %v", err)
 	}
 
-	res, files, err := Bootstrap(testContext(t), newcomer, opts)
+	res, files, err := bootstrapRun(testContext(t), newcomer, opts)
 	if err != nil || res.Action != k8s.ActionCreated {
 		t.Fatalf("bootstrap: %+v, %v", res, err)
 	}
@@ -160,4 +160,10 @@ func TestBootstrapSpreadsItsCRLFirst(t *testing.T) {
 			}
 		}
 	}
+}
+
+// bootstrapRun is Bootstrap with its report's install result and error apart.
+func bootstrapRun(ctx context.Context, cl *k8s.Cluster, opts BootstrapOptions) (*k8s.InstallResult, map[string][]byte, error) {
+	rep, files := Bootstrap(ctx, cl, opts)
+	return rep.InstallResult, files, rep.Err
 }

@@ -108,6 +108,22 @@ var ErrForgedCRL = errors.New("a CRL claims a mesh CA as its issuer, and that CA
 // given: a new CA cannot join without the root's CRL in its set.
 var ErrNoRootCRL = errors.New("no CRL of the root source")
 
+// ErrRootCRLNotHeld means a job that spreads CRLs without a root source
+// (Install) found no current CRL of the root in any cluster: the root source must
+// sign and spread one first.
+var ErrRootCRLNotHeld = errors.New("no cluster holds a current CRL of the root")
+
+// rootCRLNotHeld is ErrRootCRLNotHeld for one root; it is ErrNoRootCRL too.
+type rootCRLNotHeld struct{ root string }
+
+func (e *rootCRLNotHeld) Error() string {
+	return fmt.Sprintf("no cluster holds a current CRL of the root %s: %v", e.root, ErrNoRootCRL)
+}
+
+func (e *rootCRLNotHeld) Is(target error) bool {
+	return target == ErrRootCRLNotHeld || target == ErrNoRootCRL
+}
+
 // ActionSkipped: SyncCRLs did not write this cluster's cacerts.
 const ActionSkipped k8s.Action = "skipped"
 
@@ -398,7 +414,7 @@ func heldRootCRLs(reads []k8s.Result[*crlRead], roots []*x509.Certificate, now t
 			}
 		}
 		if len(held) == 0 {
-			return nil, fmt.Errorf("no cluster holds a current CRL of the root %s: %w (run meshpki crl sync with the root source)", root.Subject, ErrNoRootCRL)
+			return nil, &rootCRLNotHeld{root: root.Subject.String()}
 		}
 		out = append(out, ca.MergeCRLs(held)...)
 	}

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -185,4 +186,16 @@ func applyRBAC(t testing.TB, admin *k8s.Cluster, ns, name string) {
 	if err := testenv.ApplyRBAC(testContext(t), admin.Client, "../deploy/rbac.yaml", ns, name); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// heldCRL is a Source.CRLAuthority that gives crl, signed beforehand, as the
+// source's CRL.
+func heldCRL(crl *x509.RevocationList) func(context.Context) (ca.CRLAuthority, error) {
+	return func(context.Context) (ca.CRLAuthority, error) { return fixedCRL{crl}, nil }
+}
+
+type fixedCRL struct{ crl *x509.RevocationList }
+
+func (f fixedCRL) CRL(context.Context, []x509.RevocationListEntry, ca.CRLOptions) (*x509.RevocationList, bool, error) {
+	return f.crl, false, nil
 }

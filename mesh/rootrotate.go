@@ -135,7 +135,7 @@ func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string) (*rotation
 	s, err := k8s.GetCACerts(ctx, cl, ns)
 	switch {
 	case apierrors.IsNotFound(err):
-		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first: meshpki install or bootstrap)", k8s.SecretName, ns)
+		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first)", k8s.SecretName, ns)
 		return r, nil
 	case err != nil:
 		r.input.Err = err

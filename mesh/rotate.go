@@ -3,6 +3,8 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/k8s"
@@ -34,4 +36,196 @@ func MintAhead(ctx context.Context, clusters []*k8s.Cluster, opts k8s.RotateOpti
 		minted[r.Cluster.Name] = b
 	}
 	return minted, nil
+}
+
+// RotateOptions controls Rotate.
+type RotateOptions struct {
+	// Rotate is how each cluster is judged and rotated (k8s.Rotate); its Issuer
+	// and CRLTTL come from the Source.
+	Rotate k8s.RotateOptions
+	// Concurrency bounds the clusters worked on at once (see k8s.Each).
+	Concurrency int
+	// CRLSettle is the wait, with CRLs on, between spreading the new
+	// intermediates' CRLs and installing them (DefaultCRLSettle); zero waits not.
+	CRLSettle time.Duration
+	// Progress, if set, is called as each cluster's rotation finishes, from the
+	// goroutine that ran it.
+	Progress func(k8s.Result[*k8s.RotateResult])
+	// Log receives a line per cluster of the CRL spreads; nil logs nothing.
+	Log Logger
+}
+
+// RotateEntry is one cluster's part of a rotation run.
+type RotateEntry struct {
+	*k8s.RotateResult
+	// Error is Err's message, for JSON.
+	Error string `json:"error,omitempty"`
+	Err   error  `json:"-"`
+}
+
+// RotateReport is what Rotate did. It never holds key material.
+type RotateReport struct {
+	// OK: every cluster is healthy after the run (Verdict).
+	OK          bool   `json:"ok"`
+	DryRun      bool   `json:"dryRun"`
+	RenewBefore string `json:"renewBefore"`
+	// Summary counts clusters by outcome.
+	Summary  map[k8s.Outcome]int `json:"summary"`
+	Clusters []RotateEntry       `json:"clusters"`
+	// CRLsAhead is the spread of the new intermediates' CRLs before any was
+	// installed, when CRLs are on and a cluster was due.
+	CRLsAhead []*CRLSyncResult `json:"crlsAhead,omitempty"`
+	// CRLs is the mesh CRL set's refresh after the rotations, when CRLs are on.
+	CRLs []*CRLSyncResult `json:"crls,omitempty"`
+	// Error is what stopped the whole run before any cluster was rotated (the root
+	// source, the CRL spread), if anything did.
+	Error string `json:"error,omitempty"`
+	// Err says why the run is not OK: that, or the clusters not healthy.
+	Err error `json:"-"`
+	// CRLNextUpdate is, per cluster, the earliest next update of its ca-crl.pem
+	// after the run, when CRLs are on (for the metrics).
+	CRLNextUpdate map[string]time.Time `json:"-"`
+}
+
+// Verdict is OK when every cluster is healthy after the run.
+func (r *RotateReport) Verdict() Verdict {
+	if !r.OK {
+		return Failed
+	}
+	return OK
+}
+
+// NotStarted reports a run stopped by err before any cluster was rotated (the root
+// source could not be opened, say): every cluster failed, not started.
+func NotStarted(clusters []*k8s.Cluster, opts RotateOptions, err error) *RotateReport {
+	rep := newRotateReport(opts)
+	rep.stop(clusters, opts, err)
+	return rep
+}
+
+func newRotateReport(opts RotateOptions) *RotateReport {
+	return &RotateReport{OK: true, DryRun: opts.Rotate.DryRun, RenewBefore: opts.Rotate.RenewBefore.String(),
+		Summary: map[k8s.Outcome]int{}, CRLNextUpdate: map[string]time.Time{}}
+}
+
+func (r *RotateReport) stop(clusters []*k8s.Cluster, opts RotateOptions, err error) {
+	r.OK, r.Error, r.Err = false, err.Error(), err
+	for _, cl := range clusters {
+		res := &k8s.RotateResult{Cluster: cl.Name, Namespace: namespaceOr(opts.Rotate.Namespace), DryRun: opts.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
+		r.Clusters = append(r.Clusters, RotateEntry{RotateResult: res, Error: "not started: " + err.Error(), Err: err})
+		r.Summary[k8s.OutcomeFailed]++
+	}
+}
+
+// Rotate is what the rotation CronJob does, over every cluster at once (in
+// parallel): each cluster's intermediate is judged (k8s.Rotate) and renewed when
+// due, under the cluster's Lease. With CRLs on in the mesh (some cacerts has
+// ca-crl.pem), the due clusters' new intermediates are minted first (MintAhead),
+// their CRLs spread to every cluster and CRLSettle waited, before any is
+// installed: the other clusters' proxies then accept what a new intermediate signs
+// from its first moment; a cluster that cannot take them stops the run with
+// nothing rotated. The run ends by refreshing the mesh CRL set (CRLSync), so that
+// no CRL passes its next update. A dry run decides and reports only.
+func Rotate(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts RotateOptions) *RotateReport {
+	opts.Rotate.Issuer, opts.Rotate.CRLTTL = src.Issuer, src.CRLTTL
+	rep := newRotateReport(opts)
+	if !opts.Rotate.DryRun {
+		if err := spreadAhead(ctx, clusters, src, &opts, rep); err != nil {
+			rep.stop(clusters, opts, fmt.Errorf("%w; no cluster was rotated", err))
+			return rep
+		}
+	}
+	results := k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
+		return k8s.Rotate(ctx, cl, opts.Rotate)
+	}, opts.Progress)
+	var bad []string
+	for _, r := range results {
+		res := r.Value
+		if res == nil { // not started
+			res = &k8s.RotateResult{Cluster: r.Cluster.Name, Namespace: namespaceOr(opts.Rotate.Namespace), DryRun: opts.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
+		}
+		entry := RotateEntry{RotateResult: res, Err: r.Err}
+		if r.Err != nil {
+			entry.Error = r.Err.Error()
+		}
+		if !res.Outcome.OK() || r.Err != nil {
+			rep.OK = false
+			bad = append(bad, fmt.Sprintf("%s: %s", res.Cluster, res.Outcome))
+		}
+		rep.Summary[res.Outcome]++
+		rep.Clusters = append(rep.Clusters, entry)
+	}
+	if !opts.Rotate.DryRun {
+		if err := syncAfterRotate(ctx, clusters, src, opts, rep); err != nil {
+			rep.OK = false
+			bad = append(bad, "CRLs: "+err.Error())
+		}
+	}
+	if len(bad) > 0 {
+		rep.Err = fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(results), strings.Join(bad, ", "))
+	}
+	return rep
+}
+
+// spreadAhead, when CRLs are on in the mesh, mints the due clusters' new
+// intermediates first (MintAhead), spreads their CRLs to every cluster (SyncCRLs
+// with them pending) and waits CRLSettle; Rotate then installs them
+// (k8s.RotateOptions.Minted).
+func spreadAhead(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts *RotateOptions, rep *RotateReport) error {
+	sync := CRLSyncOptions{Namespace: opts.Rotate.Namespace, TTL: src.CRLTTL, Refresh: src.CRLRefresh, Concurrency: opts.Concurrency,
+		Lock: &opts.Rotate.Lock}
+	if on, err := CRLsEnabled(ctx, clusters, sync); err != nil || !on {
+		return nil // no CRLs; or no cluster readable, which the rotations report
+	}
+	minted, err := MintAhead(ctx, clusters, opts.Rotate)
+	if err != nil || len(minted) == 0 {
+		return err
+	}
+	if sync.AnchorCRLs, _, err = src.AnchorCRLs(ctx, nil, false); err != nil {
+		return err
+	}
+	for _, cl := range clusters {
+		if b := minted[cl.Name]; b != nil {
+			// A due cluster whose cacerts fails verification is replaced, not read.
+			sync.Pending, sync.Replacing = append(sync.Pending, b), append(sync.Replacing, cl.Name)
+		}
+	}
+	res, err := SyncCRLs(ctx, clusters, sync)
+	rep.CRLsAhead = res
+	for _, r := range res {
+		logInfo(opts.Log, "CRLs ahead", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs)
+	}
+	if err != nil {
+		return fmt.Errorf("spreading the new intermediates' CRLs first: %w", err)
+	}
+	if err := SettleCRLs(ctx, opts.CRLSettle, res, false); err != nil {
+		return fmt.Errorf("waiting for the proxies to read the new CRLs: %w", err)
+	}
+	opts.Rotate.Minted = minted
+	return nil
+}
+
+// syncAfterRotate refreshes and spreads the mesh CRL set after the rotations,
+// when CRLs are on in the mesh: a rotated cluster's new CA reaches the others, and
+// no CRL passes its next update.
+func syncAfterRotate(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts RotateOptions, rep *RotateReport) error {
+	sync := CRLSyncOptions{Namespace: opts.Rotate.Namespace, TTL: src.CRLTTL, Refresh: src.CRLRefresh, Concurrency: opts.Concurrency,
+		Lock: &opts.Rotate.Lock}
+	// CRLs are on when a cluster has them: nothing is signed otherwise.
+	enabled, err := CRLsEnabled(ctx, clusters, sync)
+	if err != nil || !enabled {
+		return err
+	}
+	if sync.AnchorCRLs, _, err = src.AnchorCRLs(ctx, nil, false); err != nil {
+		return err
+	}
+	res, err := SyncCRLs(ctx, clusters, sync)
+	rep.CRLs = res
+	for _, r := range res {
+		if r.Err == nil && !r.NextUpdate.IsZero() {
+			rep.CRLNextUpdate[r.Cluster] = r.NextUpdate
+		}
+		logInfo(opts.Log, "CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "signedOwnCRL", r.Signed)
+	}
+	return err
 }

@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -68,4 +69,65 @@ func meshCRLProblems(statuses []*k8s.ClusterStatus, now time.Time) []ca.Problem 
 		members = append(members, ca.CRLMember{Name: st.Cluster, Chain: st.Chain, CRLs: st.CRLList})
 	}
 	return ca.CheckMeshCRLs(members, now)
+}
+
+// StatusOptions controls Status.
+type StatusOptions struct {
+	// Status is how each cluster is read (k8s.Status).
+	Status k8s.StatusOptions
+	// Strict counts warnings as failures.
+	Strict bool
+	// Concurrency bounds the clusters read at once (see k8s.Each).
+	Concurrency int
+	// Progress, if set, is called as each cluster is read.
+	Progress func(k8s.Result[*k8s.ClusterStatus])
+}
+
+// StatusReport is every cluster's cacerts and istiod, and the mesh's problems. It
+// never holds key material.
+type StatusReport struct {
+	// OK: every cluster is ok (no warnings either, with Strict) and the mesh has no
+	// problem.
+	OK       bool                 `json:"ok"`
+	Clusters []*k8s.ClusterStatus `json:"clusters"`
+	// Mesh holds the mesh-wide problems; empty when the mesh is consistent.
+	Mesh []ca.Problem `json:"mesh"`
+}
+
+// Verdict is OK when the report is.
+func (r *StatusReport) Verdict() Verdict {
+	if !r.OK {
+		return Failed
+	}
+	return OK
+}
+
+// Status reads every cluster's cacerts and istiod (k8s.Status), concurrently, and
+// checks them as one mesh (MeshProblems).
+func Status(ctx context.Context, clusters []*k8s.Cluster, opts StatusOptions) *StatusReport {
+	results := k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.ClusterStatus, error) {
+		return k8s.Status(ctx, cl, opts.Status)
+	}, opts.Progress)
+	rep := &StatusReport{OK: true, Mesh: []ca.Problem{}}
+	for _, r := range results {
+		st := r.Value
+		if st == nil { // not started
+			st = &k8s.ClusterStatus{Cluster: r.Cluster.Name, Namespace: namespaceOr(opts.Status.Namespace), Verdict: k8s.VerdictError, Error: r.Err.Error()}
+		}
+		switch st.Verdict {
+		case k8s.VerdictOK:
+		case k8s.VerdictWarning:
+			rep.OK = rep.OK && !opts.Strict
+		default:
+			rep.OK = false
+		}
+		rep.Clusters = append(rep.Clusters, st)
+	}
+	rep.Mesh = append(rep.Mesh, MeshProblems(rep.Clusters)...)
+	for _, p := range rep.Mesh {
+		if p.Severity == ca.SeverityError || opts.Strict {
+			rep.OK = false
+		}
+	}
+	return rep
 }

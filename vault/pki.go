@@ -262,7 +262,7 @@ func noIssuers(ctx context.Context, l Logical, mount string) error {
 		return err
 	case typ == "pki":
 		return &Error{Kind: ErrIssuerNotFound, Path: path,
-			Msg: fmt.Sprintf("Vault PKI mount %s has no root yet (no issuers): create one with root/generate/internal (meshpki root create --vault-pki %s)", mount, mount)}
+			Msg: fmt.Sprintf("Vault PKI mount %s has no root yet (no issuers): create one with root/generate/internal", mount)}
 	case typ != "":
 		return &Error{Kind: ErrMountNotFound, Path: path,
 			Msg: fmt.Sprintf("no PKI secrets engine at %s/ in Vault: it is a %s engine", mount, typ)}

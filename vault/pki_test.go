@@ -87,7 +87,7 @@ func TestPKIIssuerErrors(t *testing.T) {
 		{name: "no such mount", token: v.Token, mount: v.Unique("nope"), kind: ErrMountNotFound, msg: []string{"no PKI secrets engine at nope-"}},
 		{name: "no such mount, limited token", token: readOnly, mount: v.Unique("nope"), kind: ErrMountNotFound, msg: []string{"no PKI secrets engine"}},
 		{name: "mount is not PKI", token: v.Token, mount: "secret", kind: ErrMountNotFound, msg: []string{"no PKI secrets engine at secret/"}},
-		{name: "PKI mount without a root", token: v.Token, mount: empty, kind: ErrIssuerNotFound, msg: []string{"has no root yet", "meshpki root create --vault-pki " + empty}},
+		{name: "PKI mount without a root", token: v.Token, mount: empty, kind: ErrIssuerNotFound, msg: []string{"has no root yet", "create one with root/generate/internal"}},
 		{name: "mount is not PKI, limited token", token: readOnly, mount: "secret", kind: ErrMountNotFound, msg: []string{"no PKI secrets engine at secret/"}},
 		{name: "no such issuer", token: v.Token, mount: mount, ref: "nosuch", kind: ErrIssuerNotFound, msg: []string{`has no issuer "nosuch"`}},
 		{name: "issuer ref with a slash", token: v.Token, mount: mount, ref: "a/b", msg: []string{"contains '/'"}},

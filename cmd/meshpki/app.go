@@ -17,41 +17,6 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Exit codes, documented in README.md.
-const (
-	exitOK     = 0
-	exitFailed = 1 // the operation failed (a bundle did not verify, a cluster failed)
-	exitUsage  = 2 // bad usage or bad input (flags, files, names)
-)
-
-// exitError carries an exit code with its error.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-// inputError marks err as bad usage or input: exit code 2.
-func inputError(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &exitError{code: exitUsage, err: err}
-}
-
-// failed marks err as a failed operation: exit code 1.
-func failed(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &exitError{code: exitFailed, err: err}
-}
-
-// silentFailure exits 1 without printing: the result already said what failed.
-var silentFailure = &exitError{code: exitFailed, err: errors.New("")}
-
 // env is what every command gets: its output streams and logger.
 type env struct {
 	stdout io.Writer
@@ -197,15 +162,15 @@ func actionOf[O options](e *env, bind func(c *cli.Context) O) cli.ActionFunc {
 	})
 }
 
-// action wraps a command's action so that an unclassified error exits 1.
+// action wraps a command's action so that its error carries its exit code
+// (exitCode) and the CLI's advice (advise).
 func action(fn func(c *cli.Context) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		err := fn(c)
-		var ee *exitError
-		if err != nil && !errors.As(err, &ee) {
-			return failed(err)
+		if err == nil || err == silentFailure {
+			return err
 		}
-		return err
+		return &exitError{code: exitCode(err), err: advise(err)}
 	}
 }
 

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -186,120 +185,78 @@ func (o *bootstrapOptions) Validate() error {
 	return nil
 }
 
-// bootstrapResult is bootstrap's result: the install's, plus where the bundle was
-// written, if it was.
-type bootstrapResult struct {
-	*k8s.InstallResult
-	BundleDir string `json:"bundleDir,omitempty"`
-	// CRLs is the spread of the new CA's CRL to the mesh, when CRLs are on there.
-	CRLs  []*mesh.CRLSyncResult `json:"crls,omitempty"`
-	Error string                `json:"error,omitempty"`
-}
-
-// Run mints the cluster's intermediate and installs it (mesh.Bootstrap), after the
-// pre-flight checks of the cluster's name, --out and the root; then it writes the
-// bundle to --out, if given, and the result.
+// Run opens the root source and bootstraps the cluster (mesh.Bootstrap: pre-flight
+// checks, mint, CRLs to the mesh first when it uses them, install, --out), then
+// writes the result.
 func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
 	cl := clusters[0]
-	p := o.profile
-	p.Cluster = cl.Name
-	p.Subject.Locality = []string{cl.Name}
-	if err := p.Validate(); err != nil {
-		return inputError(err)
+	if err := o.preflight(cl.Name); err != nil {
+		return err
 	}
-	var dir string
-	if o.Out != "" {
-		dir = filepath.Join(o.Out, cl.Name)
-		if err := ca.CheckWritable(dir, false); errors.Is(err, ca.ErrExists) {
-			return inputError(fmt.Errorf("--out: %w: bootstrap never replaces a bundle folder; choose another --out", err))
-		} else if err != nil {
-			return inputError(err)
-		}
-	}
-	iss, err := o.Root.issuer(ctx, e)
+	src, err := o.CRL.source(ctx, e, o.Root)
 	if err != nil {
 		return err
 	}
-	if err := checkProfiles(iss, []ca.Profile{p}); err != nil {
-		return err
-	}
-	if o.Out != "" {
-		if err := ca.CheckDirWritable(o.Out); err != nil {
-			return inputError(fmt.Errorf("--out: %w", err))
-		}
-	}
-	bopts := mesh.BootstrapOptions{Issuer: iss, Profile: p, Format: o.format, Install: o.install, CRLSettle: o.settle}
-	var (
-		mu   sync.Mutex
-		crls []*mesh.CRLSyncResult
-	)
+	lease := o.Lock.lease
+	bopts := mesh.BootstrapOptions{Source: src, Profile: o.profile, Format: o.format, Install: o.install, CRLSettle: o.settle, Out: o.Out, Log: e.log,
+		CRLs: mesh.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: k8s.DefaultConcurrency, Lock: &lease,
+			Progress: func(r *mesh.CRLSyncResult) {
+				e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
+			}}}
 	if len(o.MeshContexts) > 0 {
 		if bopts.Mesh, err = o.meshClusters(e); err != nil {
 			return err
 		}
-		lease := o.Lock.lease
-		bopts.CRLs = mesh.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: k8s.DefaultConcurrency, Lock: &lease,
-			Progress: func(r *mesh.CRLSyncResult) {
-				mu.Lock()
-				defer mu.Unlock()
-				crls = append(crls, r)
-				e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
-			}}
-		bopts.RootCRLs = rootCRLs(e, o.Root, iss, o.CRL, o.DryRun)
 	}
 	prog := newProgress(e, "bootstrap", 1)
-	res, files, err := mesh.Bootstrap(ctx, cl, bopts)
-	if err == nil && res.After != nil {
-		e.log.Debug("minted", "cluster", cl.Name, "serial", res.After.Serial, "notAfter", res.After.NotAfter)
-	}
-	if err == nil && dir != "" && !o.install.DryRun {
-		var unlock func()
-		if unlock, err = prepareOut(ctx, e, o.Out); err == nil {
-			_, err = ca.WriteDir(dir, files, ca.WriteOptions{})
-			unlock()
-		}
-		if err != nil {
-			err = fmt.Errorf("cluster %s: cacerts installed, but writing the bundle to %s failed: %w", cl.Name, dir, err)
-		}
-	}
-	prog.item(cl.Name, err)
+	rep, _ := mesh.Bootstrap(ctx, cl, bopts)
+	prog.item(cl.Name, rep.Err)
 	prog.finish()
-	slices.SortFunc(crls, func(a, b *mesh.CRLSyncResult) int { return strings.Compare(a.Cluster, b.Cluster) })
-	out := bootstrapResult{InstallResult: res, CRLs: crls}
-	if err == nil && dir != "" && !o.install.DryRun {
-		out.BundleDir = dir
-	}
-	if err != nil {
-		out.Error = err.Error()
-	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, out); err != nil {
+		if err := writeJSON(e.stdout, rep); err != nil {
 			return err
 		}
 	} else {
-		printInstall(e.stdout, installReport{OK: err == nil, DryRun: o.install.DryRun, Clusters: []installEntry{{InstallResult: res, Error: out.Error}}})
-		if out.BundleDir != "" {
-			fmt.Fprintf(e.stdout, "bundle written to %s\n", out.BundleDir)
-		}
-		for _, r := range crls {
-			if r.Err != nil {
-				fmt.Fprintf(e.stdout, "CRLs of %s: FAILED: %v\n", r.Cluster, r.Err)
-			} else {
-				fmt.Fprintf(e.stdout, "CRLs of %s: %s, %d CRLs\n", r.Cluster, r.Action, r.CRLs)
-			}
-		}
+		printBootstrap(e.stdout, rep)
 	}
-	if errors.Is(err, mesh.ErrNoRootCRL) {
+	return rep.Err
+}
+
+// preflight checks, before the root source is opened, what the flags say of the
+// cluster: its name as a profile, and that --out has no bundle folder for it.
+func (o *bootstrapOptions) preflight(cluster string) error {
+	p := o.profile
+	p.Cluster, p.Subject.Locality = cluster, []string{cluster}
+	if err := p.Validate(); err != nil {
 		return inputError(err)
 	}
-	if errors.Is(err, k8s.ErrSecretExists) {
-		return failed(fmt.Errorf("%w: bootstrap is for new clusters; use meshpki install, or pass --force to replace it (a backup is kept)", err))
+	if o.Out == "" {
+		return nil
 	}
-	return failed(err)
+	if err := ca.CheckWritable(filepath.Join(o.Out, cluster), false); errors.Is(err, ca.ErrExists) {
+		return inputError(fmt.Errorf("--out: %w: bootstrap never replaces a bundle folder; choose another --out", err))
+	} else if err != nil {
+		return inputError(err)
+	}
+	return nil
+}
+
+func printBootstrap(w io.Writer, rep *mesh.BootstrapReport) {
+	printInstall(w, &mesh.InstallReport{OK: rep.Err == nil, DryRun: rep.DryRun, Clusters: []mesh.InstallEntry{{InstallResult: rep.InstallResult, Error: rep.Error, Err: rep.Err}}})
+	if rep.BundleDir != "" {
+		fmt.Fprintf(w, "bundle written to %s\n", rep.BundleDir)
+	}
+	for _, r := range rep.CRLs {
+		if r.Err != nil {
+			fmt.Fprintf(w, "CRLs of %s: FAILED: %v\n", r.Cluster, r.Err)
+		} else {
+			fmt.Fprintf(w, "CRLs of %s: %s, %d CRLs\n", r.Cluster, r.Action, r.CRLs)
+		}
+	}
 }
 
 // meshClusters loads the --mesh-context clusters from the same kubeconfig, with
@@ -312,13 +269,4 @@ func (o *bootstrapOptions) meshClusters(e *env) ([]*k8s.Cluster, error) {
 		return nil, fmt.Errorf("--mesh-context: %w", err)
 	}
 	return cls, nil
-}
-
-// prepareOut is ca.PrepareOutDir with the CLI's logger and exit code.
-func prepareOut(ctx context.Context, e *env, out string) (unlock func(), err error) {
-	unlock, err = ca.PrepareOutDir(ctx, out, e.log)
-	if err != nil {
-		return nil, failed(err)
-	}
-	return unlock, nil
 }

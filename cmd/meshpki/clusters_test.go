@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // k8sRun runs meshpki with args and returns its exit code, stdout and stderr. It
@@ -71,7 +72,7 @@ func TestClusterCommands(t *testing.T) {
 				t.Fatalf("status lacks %q:\n%s", want, out)
 			}
 		}
-		var rep statusReport
+		var rep mesh.StatusReport
 		if err := json.Unmarshal([]byte(k8sMustRun(t, "status", "--kubeconfig", kc, "--context", "west", "--namespace", ns, "-o", "json")), &rep); err != nil {
 			t.Fatal(err)
 		}
@@ -84,7 +85,7 @@ func TestClusterCommands(t *testing.T) {
 		ns := newNS()
 		t.Setenv("KUBECONFIG", filepath.Join(dir, "missing")+string(os.PathListSeparator)+kc)
 		out := k8sMustRun(t, "install", "--context", "north", "--bundles", bundles, "--namespace", ns, "-o", "json")
-		var rep installReport
+		var rep mesh.InstallReport
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatal(err)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"slices"
 	"strings"
 	"time"
 
@@ -59,9 +58,33 @@ func (t *crlSettings) Validate() error {
 	return nil
 }
 
-// crlAuthority is the revocation side of the opened root source (see
-// rootsource.CRLAuthority): an unsupported source or a bad root is bad input (exit
-// 2), Vault's errors get their exit code.
+// source opens root source src as the mesh jobs take it (mesh.Source): its
+// issuer now, its revocation side only when a job needs it (CRLs on), and the
+// --upstream-crl files read.
+func (t *crlSettings) source(ctx context.Context, e *env, src rootSource) (*mesh.Source, error) {
+	iss, err := src.issuer(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return t.sourceOf(e, src, iss)
+}
+
+// sourceOf is source with the issuer open already.
+func (t *crlSettings) sourceOf(e *env, src rootSource, iss ca.Issuer) (*mesh.Source, error) {
+	var up []*x509.RevocationList
+	for _, name := range t.Upstream {
+		c, err := ca.ReadCRLFile(name)
+		if err != nil {
+			return nil, inputError(fmt.Errorf("--upstream-crl: %w", err))
+		}
+		up = append(up, c...)
+	}
+	return &mesh.Source{Issuer: iss, Upstream: up, CRLTTL: t.ttl, CRLRefresh: t.refresh, Log: e.log.With("source", src.Spec.String()),
+		CRLAuthority: func(ctx context.Context) (ca.CRLAuthority, error) { return crlAuthority(ctx, e, src, iss) }}, nil
+}
+
+// crlAuthority is the revocation side of the opened root source
+// (rootsource.CRLAuthority); a source that keeps no CRL gives mesh.ErrNoRootCRL.
 func crlAuthority(ctx context.Context, e *env, src rootSource, iss ca.Issuer) (ca.CRLAuthority, error) {
 	opts, err := src.options(ctx, e)
 	if err != nil {
@@ -71,78 +94,12 @@ func crlAuthority(ctx context.Context, e *env, src rootSource, iss ca.Issuer) (c
 	switch {
 	case err == nil:
 		return a, nil
-	case src.UsesVault() && !errors.Is(err, rootsource.ErrNoCRL):
+	case errors.Is(err, rootsource.ErrNoCRL):
+		return nil, inputError(fmt.Errorf("%w: %w", mesh.ErrNoRootCRL, err))
+	case src.UsesVault():
 		return nil, vaultError(err)
 	}
 	return nil, inputError(err)
-}
-
-// upstream reads the --upstream-crl files and returns the CRL of each CA above the
-// signing CA whose path (signing CA first, up to the root: ca.Issuer.Chain) is
-// given, as ca.UpstreamCRLs checks them: what is wrong with them is bad input.
-func (t *crlSettings) upstream(path []*x509.Certificate, now time.Time) ([]*x509.RevocationList, error) {
-	var crls []*x509.RevocationList
-	for _, name := range t.Upstream {
-		c, err := ca.ReadCRLFile(name)
-		if err != nil {
-			return nil, inputError(fmt.Errorf("--upstream-crl: %w", err))
-		}
-		crls = append(crls, c...)
-	}
-	picked, err := ca.UpstreamCRLs(path, crls, now)
-	switch {
-	case err == nil:
-		return picked, nil
-	case len(t.Upstream) == 0:
-		return nil, inputError(fmt.Errorf("the signing CA %s is below the root: give the current CRLs of the CAs above it with --upstream-crl FILE (%w)", path[0].Subject, err))
-	}
-	return nil, inputError(fmt.Errorf("--upstream-crl %s: %w", strings.Join(t.Upstream, ", "), err))
-}
-
-// anchorCRLs is the root source's part of the mesh CRL set
-// (mesh.CRLSyncOptions.AnchorCRLs): the CRL of the CA that signs cluster CAs (auth,
-// adding revoke), first, then those of the CAs above it from --upstream-crl,
-// checked before anything is signed or revoked.
-func anchorCRLs(ctx context.Context, e *env, src rootSource, iss ca.Issuer, auth ca.CRLAuthority, t crlSettings, revoke []x509.RevocationListEntry, dryRun bool) ([]*x509.RevocationList, bool, error) {
-	up, err := t.upstream(iss.Chain(), time.Now())
-	if err != nil {
-		return nil, false, err
-	}
-	crl, changed, err := auth.CRL(ctx, revoke, ca.CRLOptions{TTL: t.ttl, Refresh: t.refresh, DryRun: dryRun})
-	switch {
-	case errors.Is(err, ca.ErrAlreadyRevoked):
-		return nil, false, inputError(err)
-	case err != nil && src.UsesVault():
-		return nil, false, vaultError(err)
-	case err != nil:
-		return nil, false, err
-	}
-	if changed && !dryRun {
-		e.log.Info("CRL signed", "ca", crl.Issuer.String(), "source", src.Spec.String(), "number", crl.Number.Text(16), "revoked", len(crl.RevokedCertificateEntries))
-	}
-	for _, u := range up {
-		if ca.NeedsRefresh(u, time.Now(), t.refresh) {
-			e.log.Warn("a CRL from --upstream-crl expires soon: bring a fresh one (meshpki crl sign, where that CA is) before then, or every cluster's Envoys refuse the whole mesh", "ca", u.Issuer.String(), "nextUpdate", u.NextUpdate.UTC().Format(time.RFC3339))
-		}
-	}
-	return append([]*x509.RevocationList{crl}, up...), changed, nil
-}
-
-// rootCRLs is the mesh.BootstrapOptions.RootCRLs (RootRotationOptions.NewRootCRLs)
-// of root source src (anchorCRLs): opened only when CRLs turn out to be on; a
-// source that keeps no CRL gives mesh.ErrNoRootCRL.
-func rootCRLs(e *env, src rootSource, iss ca.Issuer, t crlSettings, dryRun bool) func(context.Context) ([]*x509.RevocationList, error) {
-	return func(ctx context.Context) ([]*x509.RevocationList, error) {
-		auth, err := crlAuthority(ctx, e, src, iss)
-		if errors.Is(err, rootsource.ErrNoCRL) {
-			return nil, fmt.Errorf("%w: %w", mesh.ErrNoRootCRL, err)
-		}
-		if err != nil {
-			return nil, err
-		}
-		crls, _, err := anchorCRLs(ctx, e, src, iss, auth, t, nil, dryRun)
-		return crls, err
-	}
 }
 
 // crlFlags are the flags of the commands that sign and spread CRLs.
@@ -189,93 +146,30 @@ func (o *crlOptions) Validate() error {
 	return o.Lock.Validate()
 }
 
-// crlRun is what crl sync and revoke print.
-type crlRun struct {
-	DryRun bool `json:"dryRun,omitempty"`
-	// Revoked lists the serials this run revoked.
-	Revoked []revokedCA `json:"revoked,omitempty"`
-	// RootCRL describes the CRL in force of the CA that signs cluster CAs (the
-	// root, or an issuing CA).
-	RootCRL crlInfo `json:"rootCRL"`
-	// Upstream describes the CRLs passed on for the CAs above an issuing CA.
-	Upstream []crlInfo             `json:"upstreamCRLs,omitempty"`
-	Clusters []*mesh.CRLSyncResult `json:"clusters"`
-}
-
-type revokedCA struct {
-	Cluster string `json:"cluster,omitempty"`
-	Serial  string `json:"serial"`
-	Reason  string `json:"reason"`
-}
-
-type crlInfo struct {
-	// CA is the CRL's issuer.
-	CA         string    `json:"ca"`
-	Number     string    `json:"number"`
-	NextUpdate time.Time `json:"nextUpdate"`
-	Revoked    []string  `json:"revokedSerials"`
-	Signed     bool      `json:"signed"`
-}
-
-func describeCRL(crl *x509.RevocationList, signed bool) crlInfo {
-	info := crlInfo{CA: crl.Issuer.String(), NextUpdate: crl.NextUpdate.UTC(), Signed: signed, Revoked: []string{}}
-	if crl.Number != nil {
-		info.Number = crl.Number.Text(16)
-	}
-	for _, en := range crl.RevokedCertificateEntries {
-		info.Revoked = append(info.Revoked, en.SerialNumber.Text(16))
-	}
-	return info
-}
-
-// open opens the root source and its revocation side.
-func (o *crlOptions) open(ctx context.Context, e *env) (ca.Issuer, ca.CRLAuthority, error) {
-	iss, err := o.Source.issuer(ctx, e)
-	if err != nil {
-		return nil, nil, err
-	}
-	auth, err := crlAuthority(ctx, e, o.Source, iss)
-	if err != nil {
-		return nil, nil, err
-	}
-	return iss, auth, nil
-}
-
-// sync signs the signing CA's CRL (adding revoke), takes the --upstream-crl ones,
-// and spreads the mesh CRL set.
-func (o *crlOptions) sync(ctx context.Context, e *env, iss ca.Issuer, auth ca.CRLAuthority, clusters []*k8s.Cluster, revoke []x509.RevocationListEntry, run *crlRun) error {
-	anchors, changed, err := anchorCRLs(ctx, e, o.Source, iss, auth, o.Times, revoke, o.DryRun)
-	if err != nil {
-		return err
-	}
-	run.DryRun = o.DryRun
-	run.RootCRL = describeCRL(anchors[0], changed)
-	for _, crl := range anchors[1:] {
-		run.Upstream = append(run.Upstream, describeCRL(crl, false))
-	}
-	p := newProgress(e, "CRLs", len(clusters))
-	lease := o.Lock.lease
-	res, err := mesh.SyncCRLs(ctx, clusters, mesh.CRLSyncOptions{
-		Namespace: o.Clusters.Namespace, AnchorCRLs: anchors, TTL: o.Times.ttl, Refresh: o.Times.refresh,
-		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.DryRun,
-		Progress: func(r *mesh.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) },
-	})
-	p.finish()
-	run.Clusters = res
-	if res == nil {
-		return err
+// run is crl sync's and revoke's end: the report on stdout (text or JSON) and the
+// exit code; a run stopped before any cluster was read prints nothing.
+func (o *crlOptions) run(e *env, rep *mesh.CRLReport) error {
+	if rep.Clusters == nil {
+		return rep.Err
 	}
 	if o.Output == "json" {
-		if werr := writeJSON(e.stdout, run); werr != nil {
-			return werr
+		if err := writeJSON(e.stdout, rep); err != nil {
+			return err
 		}
 	} else {
-		printCRLRun(e, run)
+		printCRLRun(e, rep)
 	}
-	return err
+	return rep.Err
 }
 
-func printCRLRun(e *env, run *crlRun) {
+// runOptions are the mesh.CRLRunOptions of the flags, with progress on stderr.
+func (o *crlOptions) runOptions(p *progress) mesh.CRLRunOptions {
+	lease := o.Lock.lease
+	return mesh.CRLRunOptions{Namespace: o.Clusters.Namespace, Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.DryRun,
+		Progress: func(r *mesh.CRLSyncResult) { p.item(r.Cluster, r.Err, "action", r.Action, "crls", r.CRLs) }}
+}
+
+func printCRLRun(e *env, run *mesh.CRLReport) {
 	for _, r := range run.Revoked {
 		fmt.Fprintf(e.stdout, "revoked %s CA serial %s (%s)\n", r.Cluster, r.Serial, r.Reason)
 	}
@@ -387,11 +281,14 @@ func (o *crlSyncOptions) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	iss, auth, err := o.open(ctx, e)
+	src, err := o.Times.source(ctx, e, o.Source)
 	if err != nil {
 		return err
 	}
-	return o.sync(ctx, e, iss, auth, clusters, nil, &crlRun{})
+	p := newProgress(e, "CRLs", len(clusters))
+	rep := mesh.CRLSync(ctx, clusters, src, o.runOptions(p))
+	p.finish()
+	return o.run(e, rep)
 }
 
 func revokeCommand(e *env) *cli.Command {
@@ -448,9 +345,9 @@ func (o *revokeOptions) Validate() error {
 		return inputError(fmt.Errorf("--reason: %w", err))
 	}
 	for _, s := range o.Serials {
-		n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ReplaceAll(strings.ToLower(s), ":", ""), "0x"), 16)
-		if !ok || n.Sign() <= 0 {
-			return inputError(fmt.Errorf("--serial %q: want a positive hex number", s))
+		n, err := ca.ParseSerial(s)
+		if err != nil {
+			return inputError(fmt.Errorf("--serial %q: %w", s, err))
 		}
 		o.serials = append(o.serials, n)
 	}
@@ -458,65 +355,20 @@ func (o *revokeOptions) Validate() error {
 }
 
 func (o *revokeOptions) Run(ctx context.Context, e *env) error {
-	now := time.Now()
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
-	iss, auth, err := o.open(ctx, e)
+	src, err := o.Times.source(ctx, e, o.Source)
 	if err != nil {
 		return err
 	}
-	signer, path := iss.Anchor(), iss.Chain()
-	run := &crlRun{}
-	var entries []x509.RevocationListEntry
-	add := func(cluster string, serial *big.Int) error {
-		for _, c := range path {
-			if serial.Cmp(c.SerialNumber) != 0 {
-				continue
-			}
-			if ca.IsSelfSigned(c) {
-				return inputError(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced (meshpki root rotate)", serial.Text(16)))
-			}
-			return inputError(fmt.Errorf("serial %s is that of %s, a CA this command signs under: it is revoked by the CA above it, outside meshpki, and replaced (meshpki root rotate)", serial.Text(16), c.Subject))
-		}
-		if slices.ContainsFunc(entries, func(en x509.RevocationListEntry) bool { return en.SerialNumber.Cmp(serial) == 0 }) {
-			return nil
-		}
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: now, ReasonCode: o.reason})
-		run.Revoked = append(run.Revoked, revokedCA{Cluster: cluster, Serial: serial.Text(16), Reason: o.Reason})
-		return nil
-	}
-	for _, name := range o.cmd.Args {
-		i := slices.IndexFunc(clusters, func(cl *k8s.Cluster) bool { return cl.Name == name })
-		if i < 0 {
-			var names []string
-			for _, cl := range clusters {
-				names = append(names, cl.Name)
-			}
-			return inputError(fmt.Errorf("cluster %q is not among the chosen clusters %v: choose it with --context, or revoke it by --serial", name, names))
-		}
-		cert, err := mesh.InstalledCA(ctx, clusters[i], o.Clusters.Namespace)
-		if err != nil {
-			return err
-		}
-		if !ca.IsSelfSigned(cert) && cert.CheckSignatureFrom(signer) != nil {
-			return inputError(fmt.Errorf("cluster %s: its CA (serial %s, issuer %s) was not signed by the signing CA %s: revoke it at the CA that signed it", name, ca.FormatSerial(cert), cert.Issuer, signer.Subject))
-		}
-		if ca.IsSelfSigned(cert) {
-			return inputError(fmt.Errorf("cluster %s: its CA is a self-signed root, which a CRL cannot revoke", name))
-		}
-		if err := add(name, cert.SerialNumber); err != nil {
-			return err
-		}
-	}
-	for _, s := range o.serials {
-		if err := add("", s); err != nil {
-			return err
-		}
-	}
-	if o.Source.Kind() == rootsource.KindVaultPKI && o.reason != ca.ReasonUnspecified && len(entries) > 0 {
+	if o.Source.Kind() == rootsource.KindVaultPKI && o.reason != ca.ReasonUnspecified {
 		e.log.Warn("Vault records no revocation reason: its CRL lists the serials without one", "reason", o.Reason)
 	}
-	return o.sync(ctx, e, iss, auth, clusters, entries, run)
+	p := newProgress(e, "CRLs", len(clusters))
+	rep := mesh.Revoke(ctx, clusters, src, mesh.RevokeOptions{CRLRunOptions: o.runOptions(p),
+		Clusters: o.cmd.Args, Serials: o.serials, Reason: o.reason, ReasonName: o.Reason})
+	p.finish()
+	return o.run(e, rep)
 }

@@ -680,7 +680,7 @@ func TestRotateHealsBrokenClusterWithCRLs(t *testing.T) {
 
 	out, errOut := rrWant(t, 0, nil, append([]string{"rotate", "--root-dir", root, "--crl-settle", "0", "-o", "json"}, all...)...)
 	rep := parseRotateJSON(t, out)
-	if !rep.OK || rep.entry(t, "west").Outcome != k8s.OutcomeRotated || rep.entry(t, "north").Outcome != k8s.OutcomeRotated || rep.entry(t, "east").Outcome != k8s.OutcomeNotDue {
+	if !rep.OK || entryOf(t, rep, "west").Outcome != k8s.OutcomeRotated || entryOf(t, rep, "north").Outcome != k8s.OutcomeRotated || entryOf(t, rep, "east").Outcome != k8s.OutcomeNotDue {
 		t.Fatalf("rotate:\n%s\n%s", out, errOut)
 	}
 	var ws []workload

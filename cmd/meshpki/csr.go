@@ -1,13 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,10 +114,12 @@ func (o *csrOptions) Validate() error {
 	return nil
 }
 
-// clusterNames joins --cluster and --clusters-from and checks each name once.
+// clusterNames joins --cluster and --clusters-from and checks the list
+// (ca.CheckClusterNames).
 func clusterNames(names []string, from string) ([]string, error) {
+	names = slices.Clone(names)
 	if from != "" {
-		more, err := readClusterList(from)
+		more, err := ca.ReadClusterList(from)
 		if err != nil {
 			return nil, inputError(err)
 		}
@@ -127,49 +128,23 @@ func clusterNames(names []string, from string) ([]string, error) {
 	if len(names) == 0 {
 		return nil, inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
 	}
-	seen := map[string]bool{}
-	for _, n := range names {
-		if err := ca.ValidateClusterName(n); err != nil {
-			return nil, inputError(fmt.Errorf("--cluster: %w", err))
-		}
-		if seen[strings.ToLower(n)] {
-			return nil, inputError(fmt.Errorf("--cluster: %q given twice (or differs from another only in case)", n))
-		}
-		seen[strings.ToLower(n)] = true
+	if err := ca.CheckClusterNames(names); err != nil {
+		return nil, inputError(fmt.Errorf("--cluster: %w", err))
 	}
 	return names, nil
 }
 
-// Run writes every CSR folder, or none.
+// Run writes every CSR folder, or none (ca.WriteCSRDirs).
 func (o *csrOptions) Run(ctx context.Context, e *env) error {
-	for _, p := range o.profiles {
-		if err := ca.CheckWritable(filepath.Join(o.Out, p.Cluster), o.Force); err != nil {
-			return inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
-		}
-	}
-	unlock, err := ca.PrepareOutDir(ctx, o.Out, e.log)
-	if err != nil {
-		return failed(fmt.Errorf("--out: %w", err))
-	}
-	defer unlock()
-	batch := ca.NewBatch(ca.WriteOptions{Force: o.Force})
 	prog := newProgress(e, "CSR written", len(o.profiles))
-	for _, p := range o.profiles {
-		csrPEM, keyPEM, err := ca.NewCSR(p)
-		if err == nil {
-			err = batch.Stage(filepath.Join(o.Out, p.Cluster), map[string][]byte{ca.CAKeyFile: keyPEM, ca.CSRFile: csrPEM})
-		}
-		if err != nil {
-			prog.finish()
-			return failed(fmt.Errorf("cluster %s: %w", p.Cluster, err))
-		}
-		prog.item(p.Cluster, nil)
-	}
-	backups, errs := batch.Commit()
+	st, backups, err := ca.WriteCSRDirs(ctx, o.Out, o.profiles, ca.CSRWriteOptions{Force: o.Force, Log: e.log,
+		Progress: func(cluster string) { prog.item(cluster, nil) }})
 	prog.finish()
-	var st []ca.CSRDirStatus
-	for _, p := range o.profiles {
-		st = append(st, ca.ReadCSRDir(filepath.Join(o.Out, p.Cluster)))
+	switch {
+	case errors.Is(err, ca.ErrExists):
+		return inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
+	case st == nil && err != nil:
+		return failed(fmt.Errorf("--out: %w", err))
 	}
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, st); err != nil {
@@ -184,10 +159,7 @@ func (o *csrOptions) Run(ctx context.Context, e *env) error {
 			fmt.Fprintln(e.stdout)
 		}
 	}
-	for dir, err := range errs {
-		return failed(fmt.Errorf("%s: %w", dir, err))
-	}
-	return nil
+	return failed(err)
 }
 
 // importOptions is "intermediate import" bound from its flags.
@@ -281,94 +253,51 @@ func (o *importOptions) Validate() error {
 	}
 	names := o.Clusters
 	if len(names) == 0 {
-		entries, err := os.ReadDir(o.Out)
+		waiting, err := ca.WaitingClusters(o.Out)
 		if err != nil {
 			return inputError(fmt.Errorf("--out: %w", err))
 		}
-		for _, en := range entries {
-			if en.IsDir() && ca.ReadCSRDir(filepath.Join(o.Out, en.Name())).State == ca.CSRWaiting {
-				names = append(names, en.Name())
-			}
-		}
-		if len(names) == 0 {
+		if names = waiting; len(names) == 0 {
 			return inputError(fmt.Errorf("--out %s: no cluster is waiting for a signed certificate", o.Out))
 		}
 	}
 	for _, n := range names {
-		found := ""
-		for _, ext := range []string{".pem", ".crt"} {
-			if _, err := os.Stat(filepath.Join(o.Signed, n+ext)); err == nil {
-				found = filepath.Join(o.Signed, n+ext)
-				break
-			}
-		}
-		if found == "" {
-			return inputError(fmt.Errorf("--signed %s: no %s.pem or %s.crt for cluster %s", o.Signed, n, n, n))
+		found, err := ca.FindSignedFile(o.Signed, n)
+		if err != nil {
+			return inputError(fmt.Errorf("--signed %s: %w", o.Signed, err))
 		}
 		o.certs[n] = found
 	}
 	return nil
 }
 
-// Run imports each cluster's certificate; one refused certificate does not stop
-// the others, and the exit code says whether any was refused.
+// Run imports each cluster's certificate (ca.ImportSignedDirs); one refused
+// certificate does not stop the others, and the exit code says whether any was
+// refused.
 func (o *importOptions) Run(ctx context.Context, e *env) error {
-	read := func(name string) ([]byte, error) {
-		if name == "" {
-			return nil, nil
+	req := ca.ImportRequest{Certs: o.certs, Chain: o.Chain, Roots: o.Root, Force: o.Force, ImportOptions: ca.ImportOptions{MinRemaining: o.minRemaining}}
+	var err error
+	if req.RootsPEM, err = ca.ReadInputFile(o.Root); err != nil {
+		return inputError(err)
+	}
+	if o.Chain != "" {
+		if req.ChainPEM, err = ca.ReadInputFile(o.Chain); err != nil {
+			return inputError(err)
 		}
-		return ca.ReadInputFile(name)
 	}
-	rootsPEM, err := read(o.Root)
-	if err != nil {
-		return inputError(err)
-	}
-	chainPEM, err := read(o.Chain)
-	if err != nil {
-		return inputError(err)
-	}
-	unlock, err := ca.PrepareOutDir(ctx, o.Out, e.log)
+	prog := newProgress(e, "import", len(o.certs))
+	results, err := ca.ImportSignedDirs(ctx, o.Out, req, e.log, func(cluster string, err error) { prog.item(cluster, err) })
+	prog.finish()
 	if err != nil {
 		return failed(fmt.Errorf("--out: %w", err))
 	}
-	defer unlock()
-	clusters := make([]string, 0, len(o.certs))
-	for n := range o.certs {
-		clusters = append(clusters, n)
-	}
-	sort.Strings(clusters)
-	prog := newProgress(e, "import", len(clusters))
-	type result struct {
-		ca.CSRDirStatus
-		Error string `json:"error,omitempty"`
-	}
-	var results []result
 	var firstErr error
-	for _, n := range clusters {
-		dir := filepath.Join(o.Out, n)
-		certPEM, err := read(o.certs[n])
-		if err == nil {
-			if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
-				err = fmt.Errorf("%s: no such CSR folder (make one with meshpki intermediate csr)", dir)
-			} else {
-				_, err = ca.ImportDir(dir, certPEM, chainPEM, rootsPEM, o.Force, ca.ImportOptions{MinRemaining: o.minRemaining})
-			}
+	for i, r := range results {
+		if r.Err != nil {
+			results[i].Error = adviseText(r.Err)
+			firstErr = cmp.Or(firstErr, r.Err)
 		}
-		err = nameImportFile(err, o, n)
-		if errors.Is(err, ca.ErrImported) {
-			err = fmt.Errorf("%w (pass --force to replace it)", err)
-		}
-		prog.item(n, err)
-		r := result{CSRDirStatus: ca.ReadCSRDir(dir)}
-		if err != nil {
-			r.Error = err.Error()
-			if firstErr == nil {
-				firstErr = err
-			}
-		}
-		results = append(results, r)
 	}
-	prog.finish()
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, results); err != nil {
 			return err
@@ -382,29 +311,7 @@ func (o *importOptions) Run(ctx context.Context, e *env) error {
 			fmt.Fprintf(e.stdout, "imported  %s  %s  issuer %s  not after %s\n", r.Cluster, r.Dir, r.Issuer, r.NotAfter.Format(time.RFC3339))
 		}
 	}
-	if firstErr != nil {
-		return inputError(firstErr)
-	}
-	return nil
-}
-
-// nameImportFile puts the file a refusal is about in front of it.
-func nameImportFile(err error, o *importOptions, cluster string) error {
-	var re *ca.RootError
-	if !errors.As(err, &re) {
-		return err
-	}
-	file := o.certs[cluster]
-	switch re.Part {
-	case ca.PartChain:
-		file = o.Chain
-		if file == "" {
-			file = "--chain (not given)"
-		}
-	case ca.PartRoots:
-		file = o.Root
-	}
-	return fmt.Errorf("%s: %w", file, re.Err)
+	return inputError(firstErr)
 }
 
 // csrStatusOptions is "intermediate status".
@@ -426,17 +333,12 @@ func (o *csrStatusOptions) Validate() error {
 	return err
 }
 
-// Run reads every cluster folder of Out and prints where each stands.
+// Run reads every cluster folder of Out (ca.ReadCSRDirs) and prints where each
+// stands.
 func (o *csrStatusOptions) Run(_ context.Context, e *env) error {
-	entries, err := os.ReadDir(o.Out)
+	st, err := ca.ReadCSRDirs(o.Out)
 	if err != nil {
 		return inputError(fmt.Errorf("--out: %w", err))
-	}
-	var st []ca.CSRDirStatus
-	for _, en := range entries {
-		if en.IsDir() && !strings.HasPrefix(en.Name(), ".") && !strings.Contains(en.Name(), ".bak-") {
-			st = append(st, ca.ReadCSRDir(filepath.Join(o.Out, en.Name())))
-		}
 	}
 	if o.Output == "json" {
 		return writeJSON(e.stdout, st)

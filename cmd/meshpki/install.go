@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -180,115 +179,40 @@ func checkKeepBackups(keep int) error {
 	return nil
 }
 
-// installEntry is one cluster's line of install's result.
-type installEntry struct {
-	*k8s.InstallResult
-	Error string `json:"error,omitempty"`
-}
-
-type installReport struct {
-	OK       bool           `json:"ok"`
-	DryRun   bool           `json:"dryRun"`
-	Clusters []installEntry `json:"clusters"`
-}
-
-// readBundles is ca.ReadBundleSet for the clusters, with the CLI's advice.
-func readBundles(dir string, clusters []*k8s.Cluster, verify ca.VerifyOptions) ([]map[string][]byte, []error, error) {
-	names := make([]string, len(clusters))
-	for i, cl := range clusters {
-		names[i] = cl.Name
-	}
-	files, errs, err := ca.ReadBundleSet(dir, names, verify)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w; nothing was installed", err)
-	}
-	for i, err := range errs {
-		if errors.Is(err, fs.ErrNotExist) {
-			errs[i] = fmt.Errorf("cluster %s: no bundle folder %s (mint one: meshpki intermediate create --cluster %s --out %s)", names[i], filepath.Join(dir, names[i]), names[i], dir)
-		}
-	}
-	return files, errs, nil
-}
-
-// spreadCRLs, with CRLs on, spreads the new CAs' CRLs before the install
-// (mesh.SpreadForInstall) and waits --crl-settle when that wrote something.
-func (o *installOptions) spreadCRLs(ctx context.Context, e *env, clusters []*k8s.Cluster, bundles []map[string][]byte, others []*k8s.Cluster) error {
-	lease := o.Lock.lease
-	res, err := mesh.SpreadForInstall(ctx, clusters, bundles, others, mesh.CRLSyncOptions{Namespace: o.install.Namespace,
-		Concurrency: o.Clusters.Concurrency, Lock: &lease, DryRun: o.install.DryRun})
-	for _, r := range res {
-		e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
-	}
-	if err != nil {
-		return err
-	}
-	return mesh.SettleCRLs(ctx, o.settle, res, o.install.DryRun)
-}
-
-// Run reads and checks every cluster's bundle, installs them (k8s.Install) and
-// writes the report; any cluster failed exits 1.
+// Run installs every cluster's bundle folder (mesh.InstallDir: CRLs to the mesh
+// first when it uses them) and writes the report; any cluster failed exits 1.
 func (o *installOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
-	bundles, readErrs, err := readBundles(o.Bundles, clusters, o.install.Verify)
-	if err != nil {
-		return inputError(err)
-	}
-	index := map[*k8s.Cluster]int{}
-	for i, cl := range clusters {
-		index[cl] = i
-	}
-	var others []*k8s.Cluster
+	opts := mesh.InstallOptions{Install: o.install, Concurrency: o.Clusters.Concurrency, CRLSettle: o.settle, Log: e.log}
 	if len(o.MeshContexts) > 0 {
 		m := o.Clusters
 		m.load.Contexts, m.load.AllContexts = o.MeshContexts, false
-		if others, err = m.loadClusters(e); err != nil {
+		if opts.Mesh, err = m.loadClusters(e); err != nil {
 			return fmt.Errorf("--mesh-context: %w", err)
 		}
-	}
-	if err := o.spreadCRLs(ctx, e, clusters, bundles, others); err != nil {
-		return failed(fmt.Errorf("%w; nothing was installed", err))
 	}
 	verb := "install"
 	if o.install.DryRun {
 		verb = "install (dry run)"
 	}
 	prog := newProgress(e, verb, len(clusters))
-	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.InstallResult, error) {
-		i := index[cl]
-		if readErrs[i] != nil {
-			return &k8s.InstallResult{Cluster: cl.Name, Namespace: o.install.Namespace, DryRun: o.install.DryRun}, readErrs[i]
-		}
-		return k8s.Install(ctx, cl, bundles[i], o.install)
-	}, func(r k8s.Result[*k8s.InstallResult]) {
+	opts.Progress = func(r k8s.Result[*k8s.InstallResult]) {
 		var attrs []any
 		if r.Value != nil && r.Err == nil {
 			attrs = append(attrs, "action", r.Value.Action, "elapsed", r.Elapsed.Round(time.Millisecond))
 		}
 		prog.item(r.Cluster.Name, r.Err, attrs...)
-	})
+	}
+	rep := mesh.InstallDir(ctx, clusters, o.Bundles, opts)
+	if rep.Clusters == nil { // stopped before any cluster: nothing to report
+		return rep.Err
+	}
 	prog.finish()
-
-	rep := installReport{OK: true, DryRun: o.install.DryRun}
-	var failedNames, why []string
-	for _, r := range results {
-		res := r.Value
-		if res == nil {
-			res = &k8s.InstallResult{Cluster: r.Cluster.Name, Namespace: o.install.Namespace, DryRun: o.install.DryRun}
-		}
-		entry := installEntry{InstallResult: res}
-		if r.Err != nil {
-			entry.Error = r.Err.Error()
-			if errors.Is(r.Err, k8s.ErrRootChanged) {
-				entry.Error += " (--allow-new-root replaces them anyway)"
-			}
-			rep.OK = false
-			failedNames = append(failedNames, r.Cluster.Name)
-			why = append(why, r.Err.Error())
-		}
-		rep.Clusters = append(rep.Clusters, entry)
+	for i, c := range rep.Clusters {
+		rep.Clusters[i].Error = adviseText(c.Err)
 	}
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, rep); err != nil {
@@ -297,13 +221,10 @@ func (o *installOptions) Run(ctx context.Context, e *env) error {
 	} else {
 		printInstall(e.stdout, rep)
 	}
-	if len(failedNames) > 0 {
-		return failed(fmt.Errorf("%d of %d clusters failed (%s): %s", len(failedNames), len(results), strings.Join(failedNames, ", "), strings.Join(why, "; ")))
-	}
-	return nil
+	return rep.Err
 }
 
-func printInstall(w io.Writer, rep installReport) {
+func printInstall(w io.Writer, rep *mesh.InstallReport) {
 	width := 0
 	for _, c := range rep.Clusters {
 		width = max(width, len(c.Cluster))
@@ -329,10 +250,7 @@ func printInstall(w io.Writer, rep installReport) {
 		count(what)
 		fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, c.Cluster, what, describeChange(c.InstallResult))
 		for _, warn := range c.Warnings {
-			if warn == k8s.WarningIstiodSelfSigned {
-				warn += "; or pass --restart-istiod"
-			}
-			fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, "", "warning:", warn)
+			fmt.Fprintf(w, "%-*s  %-12s  %s\n", width, "", "warning:", warningText(warn))
 		}
 	}
 	var parts []string

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
 	"runtime"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -143,29 +140,9 @@ func (o *intermediateCreateOptions) Validate() error {
 	if err := o.Store.Validate(); err != nil {
 		return err
 	}
-	clusters := slices.Clone(o.Clusters)
-	if o.ClustersFrom != "" {
-		more, err := readClusterList(o.ClustersFrom)
-		if err != nil {
-			return inputError(err)
-		}
-		clusters = append(clusters, more...)
-	}
-	if len(clusters) == 0 {
-		return inputError(errors.New("no cluster given: pass --cluster NAME (repeatable) or --clusters-from FILE"))
-	}
-	seen := map[string]string{} // lower case -> as given
-	for _, n := range clusters {
-		if err := ca.ValidateClusterName(n); err != nil {
-			return inputError(fmt.Errorf("--cluster: %w", err))
-		}
-		switch prev, dup := seen[strings.ToLower(n)]; {
-		case dup && prev == n:
-			return inputError(fmt.Errorf("--cluster: %q given twice", n))
-		case dup:
-			return inputError(fmt.Errorf("--cluster: %q and %q differ only in case: their bundle folders would be one on a case-insensitive file system (macOS, Windows)", prev, n))
-		}
-		seen[strings.ToLower(n)] = n
+	clusters, err := clusterNames(o.Clusters, o.ClustersFrom)
+	if err != nil {
+		return err
 	}
 	kt, err := parseKeyType(o.KeyType)
 	if err != nil {
@@ -214,41 +191,6 @@ func (o *intermediateCreateOptions) Validate() error {
 		o.profiles[i] = p
 	}
 	return nil
-}
-
-// readClusterList reads one cluster name per line; blank lines and # comments are skipped.
-func readClusterList(name string) ([]string, error) {
-	data, err := ca.ReadInputFile(name)
-	if err != nil {
-		return nil, err
-	}
-	return parseClusterList(name, data)
-}
-
-// maxClusterLine is the longest cluster name (a Kubernetes label value); a longer
-// line is reported by its length, never quoted.
-const maxClusterLine = 63
-
-// parseClusterList reads one cluster name per line of data (from file name, for
-// errors); blank lines and # comments are skipped.
-func parseClusterList(name string, data []byte) ([]string, error) {
-	var out []string
-	for line := 1; len(data) > 0; line++ {
-		var text []byte
-		text, data, _ = bytes.Cut(data, []byte("\n"))
-		s, _, _ := strings.Cut(string(text), "#")
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		if len(s) > maxClusterLine {
-			return nil, fmt.Errorf("%s:%d: a line of %d bytes is no cluster name (at most 63 characters)", name, line, len(s))
-		}
-		if err := ca.ValidateClusterName(s); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 // Run mints the bundles (ca.MintDir) and writes the results.

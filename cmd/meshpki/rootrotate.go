@@ -269,7 +269,14 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	o.rotation.NewRoot, o.rotation.Issuer = newRoot, iss
-	o.rotation.NewRootCRLs = rootCRLs(e, o.NewRoot, iss, o.CRL, o.DryRun)
+	src, err := o.CRL.sourceOf(e, o.NewRoot, iss)
+	if err != nil {
+		return err
+	}
+	o.rotation.NewRootCRLs = func(ctx context.Context) ([]*x509.RevocationList, error) {
+		crls, _, err := src.AnchorCRLs(ctx, nil, o.DryRun)
+		return crls, err
+	}
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
 
 	var rep *mesh.RootRotationReport
@@ -329,11 +336,7 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		}
 		return nil
 	case runErr != nil:
-		var ee *exitError
-		if errors.As(runErr, &ee) {
-			return runErr // bad input found on the way (exit 2) keeps its code
-		}
-		return failed(runErr)
+		return runErr // bad input found on the way (exit 2) keeps its code
 	default:
 		return failed(plan.Err)
 	}
@@ -397,7 +400,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		}
 		if r := results[c.Cluster]; r != nil && r.Install != nil {
 			for _, warn := range r.Install.Warnings {
-				fmt.Fprintf(w, "%s: warning: %s\n", c.Cluster, warn)
+				fmt.Fprintf(w, "%s: warning: %s\n", c.Cluster, warningText(warn))
 			}
 		}
 	}

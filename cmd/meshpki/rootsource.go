@@ -286,22 +286,3 @@ func (v *vaultConn) connect(ctx context.Context, e *env) (*api.Client, error) {
 	v.client = client
 	return client, nil
 }
-
-// vaultError gives a Vault error its exit code: a wrong mount, issuer, path or stored
-// root is bad input (2), like a wrong --root-dir; Vault unreachable, sealed, refusing
-// the login or a capability, or failing is a failed operation (1).
-func vaultError(err error) error {
-	var ve *vault.Error
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, context.Canceled):
-		return failed(err)
-	case !errors.As(err, &ve):
-		return inputError(err) // settings: address, files, names
-	case errors.Is(err, vault.ErrMountNotFound), errors.Is(err, vault.ErrIssuerNotFound),
-		errors.Is(err, vault.ErrSecretNotFound), errors.Is(err, vault.ErrMalformed), errors.Is(err, vault.ErrExists):
-		return inputError(err)
-	}
-	return failed(err)
-}

@@ -265,204 +265,69 @@ func lockHolder() (string, error) {
 	return host + "_" + hex.EncodeToString(b), nil
 }
 
-// rotateEntry is one cluster's record in rotate's JSON.
-type rotateEntry struct {
-	*k8s.RotateResult
-	Error string `json:"error,omitempty"`
-}
-
-type rotateReport struct {
-	// OK: every cluster is healthy after the run.
-	OK          bool   `json:"ok"`
-	DryRun      bool   `json:"dryRun"`
-	RenewBefore string `json:"renewBefore"`
-	// Summary counts clusters by outcome.
-	Summary  map[k8s.Outcome]int `json:"summary"`
-	Clusters []rotateEntry       `json:"clusters"`
-	// CRLsAhead is the spread of the new intermediates' CRLs before any was
-	// installed, when CRLs are on and a cluster was due.
-	CRLsAhead []*mesh.CRLSyncResult `json:"crlsAhead,omitempty"`
-	// CRLs is the mesh CRL set's refresh after the rotations, when CRLs are on.
-	CRLs []*mesh.CRLSyncResult `json:"crls,omitempty"`
-	// Error is what stopped the whole run (the root source), if anything did.
-	Error string `json:"error,omitempty"`
-}
-
 // Run opens the root source before touching any cluster, rotates every cluster
-// that is due (k8s.Rotate), writes the report and the metrics file; any cluster not
-// healthy afterwards exits 1.
+// that is due (mesh.Rotate), writes the report and the metrics file; any cluster
+// not healthy afterwards exits 1.
 func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
-	rep := rotateReport{OK: true, DryRun: o.rotate.DryRun, RenewBefore: o.rotate.RenewBefore.String(), Summary: map[k8s.Outcome]int{}}
 	lines := &lineWriter{w: e.stderr}
-
+	opts := mesh.RotateOptions{Rotate: o.rotate, Concurrency: o.Clusters.Concurrency, CRLSettle: o.settle, Log: e.log,
+		Progress: func(r k8s.Result[*k8s.RotateResult]) { lines.cluster(r.Cluster.Name, r.Value, r.Err) }}
 	// The root source first: a sealed Vault or a refused token must stop the run
 	// before any cluster is touched.
-	iss, err := o.Root.issuer(ctx, e)
+	src, err := o.CRL.source(ctx, e, o.Root)
 	if err != nil {
-		return o.notStarted(e, clusters, &rep, fmt.Errorf("%w; no cluster was touched", err))
+		rep := mesh.NotStarted(clusters, opts, fmt.Errorf("%w; no cluster was touched", err))
+		o.report(e, lines, rep)
+		return rep.Err
 	}
-	o.rotate.Issuer = iss
-	o.rotate.CRLTTL = o.CRL.ttl
-	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", textfmt.Fingerprint(ca.Fingerprint(iss.Anchor())),
+	e.log.Debug("rotating", "clusters", len(clusters), "renewBefore", o.rotate.RenewBefore.String(), "root", textfmt.Fingerprint(ca.Fingerprint(src.Issuer.Anchor())),
 		"lockHolder", o.rotate.Lock.Holder, "dryRun", o.rotate.DryRun)
+	rep := mesh.Rotate(ctx, clusters, src, opts)
+	if rep.Error != "" { // stopped before any cluster was rotated
+		o.report(e, lines, rep)
+		return rep.Err
+	}
+	merr := o.report(e, lines, rep)
+	if rep.Err != nil && merr != nil {
+		return fmt.Errorf("%w; and %w", rep.Err, merr)
+	}
+	return errors.Join(rep.Err, merr)
+}
 
-	if !o.rotate.DryRun {
-		if err := o.spreadAhead(ctx, e, iss, clusters, &rep); err != nil {
-			return o.notStarted(e, clusters, &rep, fmt.Errorf("%w; no cluster was rotated", err))
+// report writes rotate's result: the JSON or the summary on stdout, then the
+// metrics file.
+func (o *rotateOptions) report(e *env, lines *lineWriter, rep *mesh.RotateReport) error {
+	for i, c := range rep.Clusters {
+		if c.Err != nil && rep.Error == "" {
+			rep.Clusters[i].Error = adviseText(c.Err)
 		}
 	}
-	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
-		return k8s.Rotate(ctx, cl, o.rotate)
-	}, func(r k8s.Result[*k8s.RotateResult]) {
-		lines.cluster(r.Cluster.Name, r.Value, r.Err)
-	})
-
-	var runs []metrics.Run
-	var bad []string
-	for _, r := range results {
-		res := r.Value
-		if res == nil { // not started
-			res = &k8s.RotateResult{Cluster: r.Cluster.Name, Namespace: o.rotate.Namespace, DryRun: o.rotate.DryRun, Outcome: k8s.OutcomeFailed}
-		}
-		entry := rotateEntry{RotateResult: res}
-		if r.Err != nil {
-			entry.Error = r.Err.Error()
-			if errors.Is(r.Err, k8s.ErrOtherRoot) {
-				entry.Error += " (--allow-new-root rotates it anyway)"
-			}
-		}
-		if !res.Outcome.OK() || r.Err != nil {
-			rep.OK = false
-			bad = append(bad, fmt.Sprintf("%s: %s", res.Cluster, res.Outcome))
-		}
-		rep.Summary[res.Outcome]++
-		rep.Clusters = append(rep.Clusters, entry)
-		runs = append(runs, metrics.Run{Cluster: res.Cluster, OK: res.Outcome.OK() && r.Err == nil,
-			Rotated: res.Outcome == k8s.OutcomeRotated, NotAfter: res.NotAfter})
-	}
-	crlNext := map[string]time.Time{}
-	if !o.rotate.DryRun {
-		if err := o.syncCRLs(ctx, e, iss, clusters, &rep, crlNext); err != nil {
-			rep.OK = false
-			bad = append(bad, "CRLs: "+err.Error())
-		}
-	}
-	for i := range runs {
-		runs[i].CRLNextUpdate = crlNext[runs[i].Cluster]
-	}
-	summary := rotateSummary(rep)
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, rep); err != nil {
 			return err
 		}
-		lines.line(summary)
-	} else {
-		fmt.Fprintln(e.stdout, summary)
+		if rep.Error == "" {
+			lines.line(rotateSummary(rep))
+		}
+	} else if rep.Error == "" {
+		fmt.Fprintln(e.stdout, rotateSummary(rep))
 	}
-	var merr error
-	if o.MetricsFile != "" {
-		merr = writeMetrics(e, o.MetricsFile, runs)
+	if o.MetricsFile == "" {
+		return nil
 	}
-	switch {
-	case len(bad) > 0 && merr != nil:
-		return failed(fmt.Errorf("%d of %d clusters not healthy (%s); and %w", len(bad), len(results), strings.Join(bad, ", "), merr))
-	case len(bad) > 0:
-		return failed(fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(results), strings.Join(bad, ", ")))
-	}
-	return failed(merr)
-}
-
-// notStarted reports a run stopped before any cluster was rotated: every cluster
-// failed, not started, in the JSON result and the metrics.
-func (o *rotateOptions) notStarted(e *env, clusters []*k8s.Cluster, rep *rotateReport, err error) error {
-	rep.OK, rep.Error = false, err.Error()
 	var runs []metrics.Run
-	for _, cl := range clusters {
-		res := &k8s.RotateResult{Cluster: cl.Name, Namespace: o.rotate.Namespace, DryRun: o.rotate.DryRun, Outcome: k8s.OutcomeFailed}
-		rep.Clusters = append(rep.Clusters, rotateEntry{RotateResult: res, Error: "not started: " + err.Error()})
-		rep.Summary[k8s.OutcomeFailed]++
-		runs = append(runs, metrics.Run{Cluster: cl.Name})
+	for _, c := range rep.Clusters {
+		runs = append(runs, metrics.Run{Cluster: c.Cluster, OK: c.Outcome.OK() && c.Err == nil && rep.Error == "",
+			Rotated: c.Outcome == k8s.OutcomeRotated, NotAfter: c.NotAfter, CRLNextUpdate: rep.CRLNextUpdate[c.Cluster]})
 	}
-	if o.Output == "json" {
-		if werr := writeJSON(e.stdout, rep); werr != nil {
-			return werr
-		}
-	}
-	if o.MetricsFile != "" {
-		if werr := writeMetrics(e, o.MetricsFile, runs); werr != nil {
-			e.log.Error("metrics file", "err", werr)
-		}
-	}
-	return err
-}
-
-// spreadAhead, when CRLs are on in the mesh, mints the due clusters' new
-// intermediates first (mesh.MintAhead), spreads their CRLs to every cluster
-// (mesh.SyncCRLs with them pending) and waits --crl-settle: the other clusters'
-// proxies then accept what a new intermediate signs from the moment it is
-// installed. A cluster that cannot take the new CRLs stops the run: rotating
-// anyway would cut the new intermediates off from it.
-func (o *rotateOptions) spreadAhead(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport) error {
-	opts := mesh.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
-		Lock: &o.rotate.Lock}
-	if on, err := mesh.CRLsEnabled(ctx, clusters, opts); err != nil || !on {
-		return nil // no CRLs; or no cluster readable, which the rotations report
-	}
-	minted, err := mesh.MintAhead(ctx, clusters, o.rotate)
-	if err != nil || len(minted) == 0 {
-		return err
-	}
-	if opts.AnchorCRLs, err = rootCRLs(e, o.Root, iss, o.CRL, false)(ctx); err != nil {
-		return err
-	}
-	for _, cl := range clusters {
-		if b := minted[cl.Name]; b != nil {
-			// A due cluster whose cacerts fails verification is replaced, not read.
-			opts.Pending, opts.Replacing = append(opts.Pending, b), append(opts.Replacing, cl.Name)
-		}
-	}
-	res, err := mesh.SyncCRLs(ctx, clusters, opts)
-	rep.CRLsAhead = res
-	for _, r := range res {
-		e.log.Info("CRLs ahead", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs)
-	}
-	if err != nil {
-		return fmt.Errorf("spreading the new intermediates' CRLs first: %w", err)
-	}
-	if err := mesh.SettleCRLs(ctx, o.settle, res, false); err != nil {
-		return fmt.Errorf("waiting --crl-settle for the proxies to read the new CRLs: %w", err)
-	}
-	o.rotate.Minted = minted
-	return nil
-}
-
-// syncCRLs refreshes and spreads the mesh CRL set after the rotations, when CRLs
-// are on in the mesh (some cluster's cacerts has ca-crl.pem): a rotated cluster's
-// new CA reaches the others, and no CRL passes its next update.
-func (o *rotateOptions) syncCRLs(ctx context.Context, e *env, iss ca.Issuer, clusters []*k8s.Cluster, rep *rotateReport, next map[string]time.Time) error {
-	opts := mesh.CRLSyncOptions{Namespace: o.rotate.Namespace, TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: o.Clusters.Concurrency,
-		Lock: &o.rotate.Lock}
-	// CRLs are on when a cluster has them: nothing is signed otherwise.
-	enabled, err := mesh.CRLsEnabled(ctx, clusters, opts)
-	if err != nil || !enabled {
-		return err
-	}
-	anchors, err := rootCRLs(e, o.Root, iss, o.CRL, false)(ctx)
-	if err != nil {
-		return err
-	}
-	opts.AnchorCRLs = anchors
-	res, err := mesh.SyncCRLs(ctx, clusters, opts)
-	rep.CRLs = res
-	for _, r := range res {
-		if r.Err == nil && !r.NextUpdate.IsZero() {
-			next[r.Cluster] = r.NextUpdate
-		}
-		e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "signedOwnCRL", r.Signed)
+	err := writeMetrics(e, o.MetricsFile, runs)
+	if err != nil && rep.Error != "" {
+		e.log.Error("metrics file", "err", err)
+		return nil
 	}
 	return err
 }
@@ -476,7 +341,7 @@ func writeMetrics(e *env, path string, runs []metrics.Run) error {
 }
 
 // rotateSummary is the closing line, e.g. "3 clusters: 1 rotated, 2 not due".
-func rotateSummary(rep rotateReport) string {
+func rotateSummary(rep *mesh.RotateReport) string {
 	var parts []string
 	for _, o := range []struct {
 		outcome k8s.Outcome
@@ -513,10 +378,7 @@ func (l *lineWriter) cluster(name string, res *k8s.RotateResult, err error) {
 	l.line(name + ": " + describeRotation(name, res, err))
 	if res != nil {
 		for _, w := range res.Warnings {
-			if w == k8s.WarningIstiodSelfSigned {
-				w += "; or pass --restart-istiod"
-			}
-			l.line(name + ": warning: " + w)
+			l.line(name + ": warning: " + warningText(w))
 		}
 	}
 }

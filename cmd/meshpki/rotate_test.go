@@ -29,6 +29,7 @@ import (
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
+	"github.com/meshpki/meshpki/mesh"
 )
 
 // rotateRig is what TestRotateCommand's subtests share: three real clusters, a
@@ -121,16 +122,16 @@ func (r *rotateRig) bundle(t *testing.T, cluster, ns string) *ca.Bundle {
 	return b
 }
 
-func parseRotateJSON(t *testing.T, out string) rotateReport {
+func parseRotateJSON(t *testing.T, out string) *mesh.RotateReport {
 	t.Helper()
-	var rep rotateReport
+	var rep mesh.RotateReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("rotate -o json: %v\n%s", err, out)
 	}
-	return rep
+	return &rep
 }
 
-func (rep rotateReport) entry(t *testing.T, cluster string) rotateEntry {
+func entryOf(t *testing.T, rep *mesh.RotateReport, cluster string) mesh.RotateEntry {
 	t.Helper()
 	for _, c := range rep.Clusters {
 		if c.Cluster == cluster {
@@ -138,7 +139,7 @@ func (rep rotateReport) entry(t *testing.T, cluster string) rotateEntry {
 		}
 	}
 	t.Fatalf("no record for %s", cluster)
-	return rotateEntry{}
+	return mesh.RotateEntry{}
 }
 
 // promValue reads one cluster's sample of metric from a metrics file with
@@ -275,7 +276,7 @@ func TestRotateCommand(t *testing.T) {
 			t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 		}
 		rep := parseRotateJSON(t, out)
-		east := rep.entry(t, "east")
+		east := entryOf(t, rep, "east")
 		if !rep.OK || rep.Summary[k8s.OutcomeRotated] != 1 || rep.Summary[k8s.OutcomeNotDue] != 2 || east.Outcome != k8s.OutcomeRotated {
 			t.Fatalf("report: %s", out)
 		}
@@ -372,12 +373,12 @@ func TestRotateCommand(t *testing.T) {
 			t.Fatalf("exit %d, want 1\n%s\n%s", code, out, errOut)
 		}
 		rep := parseRotateJSON(t, out)
-		w := rep.entry(t, "west")
+		w := entryOf(t, rep, "west")
 		if rep.OK || w.Outcome != k8s.OutcomeFailed || !strings.Contains(w.Error, "cluster west") || !strings.Contains(w.Error, "connection refused") {
 			t.Fatalf("west: %+v, %s", w.RotateResult, w.Error)
 		}
 		for _, c := range []string{"east", "north"} {
-			if e := rep.entry(t, c); e.Outcome != k8s.OutcomeRotated || e.Error != "" || !strings.HasPrefix(e.Reason, "forced; ") {
+			if e := entryOf(t, rep, c); e.Outcome != k8s.OutcomeRotated || e.Error != "" || !strings.HasPrefix(e.Reason, "forced; ") {
 				t.Errorf("%s: %+v %s", c, e.RotateResult, e.Error)
 			}
 		}
@@ -421,7 +422,7 @@ func TestRotateCommand(t *testing.T) {
 			if codes[i] != 0 {
 				t.Fatalf("run %d: exit %d\n%s\n%s", i, codes[i], outs[i], errs[i])
 			}
-			switch e := parseRotateJSON(t, outs[i]).entry(t, "east"); e.Outcome {
+			switch e := entryOf(t, parseRotateJSON(t, outs[i]), "east"); e.Outcome {
 			case k8s.OutcomeRotated:
 				rotated++
 			case k8s.OutcomeNotDue:
@@ -453,7 +454,7 @@ func TestRotateCommand(t *testing.T) {
 		}
 		code, out, errOut := k8sRun(t, "rotate", "--kubeconfig", kc, "--context", "east", "--vault-pki", "pki", "--namespace", ns,
 			"--force", "--lock-wait", "0", "-o", "json")
-		e := parseRotateJSON(t, out).entry(t, "east")
+		e := entryOf(t, parseRotateJSON(t, out), "east")
 		if code != 1 || e.Outcome != k8s.OutcomeLocked || e.LockedBy != holder || !strings.Contains(errOut, "east: locked by bastion-7_beef (Lease meshpki-rotate in namespace "+ns) {
 			t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 		}
@@ -487,7 +488,7 @@ func TestRotateCommand(t *testing.T) {
 		k8sMustRun(t, "install", "--kubeconfig", kc, "--context", "north", "--bundles", bundles2, "--namespace", ns)
 		before := r.versions(t, ns)
 		code, out, errOut := k8sRun(t, "rotate", "--kubeconfig", kc, "--context", "north", "--vault-pki", "pki", "--namespace", ns, "-o", "json")
-		e := parseRotateJSON(t, out).entry(t, "north")
+		e := entryOf(t, parseRotateJSON(t, out), "north")
 		if code != 1 || e.Outcome != k8s.OutcomeFailed || !strings.Contains(e.Error, "signed by another root") || !strings.Contains(e.Error, "--allow-new-root") {
 			t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
 		}

@@ -119,52 +119,23 @@ func (o *statusOptions) Validate() error {
 	return nil
 }
 
-type statusReport struct {
-	OK       bool                 `json:"ok"`
-	Clusters []*k8s.ClusterStatus `json:"clusters"`
-	// Mesh holds the mesh-wide problems; empty when the mesh is consistent.
-	Mesh []ca.Problem `json:"mesh"`
-}
-
-// Run reads every cluster's cacerts (k8s.Status), checks that the mesh shares one
-// root and writes the report; any cluster not ok exits 1.
+// Run reads every cluster's cacerts and istiod and checks them as one mesh
+// (mesh.Status), and writes the report; any cluster not ok exits 1.
 func (o *statusOptions) Run(ctx context.Context, e *env) error {
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
 	}
 	prog := newProgress(e, "read", len(clusters))
-	results := k8s.Each(ctx, clusters, o.Clusters.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.ClusterStatus, error) {
-		return k8s.Status(ctx, cl, o.status)
-	}, func(r k8s.Result[*k8s.ClusterStatus]) {
-		var attrs []any
-		if r.Value != nil && r.Err == nil {
-			attrs = append(attrs, "verdict", r.Value.Verdict)
-		}
-		prog.item(r.Cluster.Name, r.Err, attrs...)
-	})
+	rep := mesh.Status(ctx, clusters, mesh.StatusOptions{Status: o.status, Strict: o.Strict, Concurrency: o.Clusters.Concurrency,
+		Progress: func(r k8s.Result[*k8s.ClusterStatus]) {
+			var attrs []any
+			if r.Value != nil && r.Err == nil {
+				attrs = append(attrs, "verdict", r.Value.Verdict)
+			}
+			prog.item(r.Cluster.Name, r.Err, attrs...)
+		}})
 	prog.finish()
-	rep := statusReport{OK: true, Mesh: []ca.Problem{}}
-	for _, r := range results {
-		st := r.Value
-		if st == nil { // not started
-			st = &k8s.ClusterStatus{Cluster: r.Cluster.Name, Namespace: o.status.Namespace, Verdict: k8s.VerdictError, Error: r.Err.Error()}
-		}
-		switch st.Verdict {
-		case k8s.VerdictOK:
-		case k8s.VerdictWarning:
-			rep.OK = rep.OK && !o.Strict
-		default:
-			rep.OK = false
-		}
-		rep.Clusters = append(rep.Clusters, st)
-	}
-	rep.Mesh = append(rep.Mesh, mesh.MeshProblems(rep.Clusters)...)
-	for _, p := range rep.Mesh {
-		if p.Severity == ca.SeverityError || o.Strict {
-			rep.OK = false
-		}
-	}
 	if o.output == "json" {
 		if err := writeJSON(e.stdout, rep); err != nil {
 			return err
@@ -172,13 +143,13 @@ func (o *statusOptions) Run(ctx context.Context, e *env) error {
 	} else {
 		printStatus(e.stdout, rep)
 	}
-	if !rep.OK {
+	if rep.Verdict() != mesh.OK {
 		return silentFailure
 	}
 	return nil
 }
 
-func printStatus(w io.Writer, rep statusReport) {
+func printStatus(w io.Writer, rep *mesh.StatusReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLUSTER\tVERDICT\tISSUER\tSUBJECT\tSERIAL\tNOT AFTER\tLEFT\tROOT\tISTIOD")
 	for _, st := range rep.Clusters {
@@ -233,7 +204,7 @@ func printStatus(w io.Writer, rep statusReport) {
 		if p.Severity == ca.SeverityWarning {
 			word = "WARN"
 		}
-		fmt.Fprintf(w, "mesh: %s: %s\n", word, p.Message)
+		fmt.Fprintf(w, "mesh: %s: %s\n", word, problemText(p))
 	}
 }
 

@@ -263,7 +263,7 @@ func printVerify(e *env, res verifyResult) {
 		}
 	}
 	for _, p := range res.Mesh {
-		fmt.Fprintf(w, "FAIL mesh: %s\n", p.Message)
+		fmt.Fprintf(w, "FAIL mesh: %s\n", problemText(p))
 	}
 	if len(res.Bundles) > 1 && len(res.Mesh) == 0 {
 		fmt.Fprintf(w, "OK   mesh: all %d bundles trust the same roots\n", len(res.Bundles))

@@ -21,6 +21,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -45,8 +46,6 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/meshpki/meshpki/ca"
 )
 
 // EnvIstiodBin names the folder of the istiod test binaries.
@@ -564,8 +563,8 @@ func (i *Istiod) WaitPublished(ctx context.Context, want []*x509.Certificate) er
 	for {
 		b, err := i.PublishedRoots(ctx, IstioNamespace)
 		if err == nil {
-			got, _ = ca.ParseCertificatesPEM(b)
-			if ca.SameCertificates(got, want) {
+			got = parseCerts(b)
+			if sameCerts(got, want) {
 				return nil
 			}
 		}
@@ -625,10 +624,43 @@ func (i *Istiod) SignWorkload(ctx context.Context) (*WorkloadCert, error) {
 	if w.ChainPEM, err = os.ReadFile(p("chain.pem")); err != nil {
 		return nil, err
 	}
-	if w.Chain, _ = ca.ParseCertificatesPEM(w.ChainPEM); len(w.Chain) < 2 {
+	if w.Chain = parseCerts(w.ChainPEM); len(w.Chain) < 2 {
 		return nil, fmt.Errorf("cluster %s: istiod returned %d certificates", i.Cluster.Name, len(w.Chain))
 	}
 	return w, nil
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// parseCerts reads the CERTIFICATE blocks of PEM data, skipping what does not
+// parse: the harness reports what istiod published, it does not judge it.
+func parseCerts(data []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return out
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil && b.Type == "CERTIFICATE" {
+			out = append(out, c)
+		}
+	}
+}
+
+// sameCerts reports whether a and b hold the same certificates, as sets.
+func sameCerts(a, b []*x509.Certificate) bool {
+	has := func(set []*x509.Certificate, c *x509.Certificate) bool {
+		return slices.ContainsFunc(set, c.Equal)
+	}
+	for _, c := range a {
+		if !has(b, c) {
+			return false
+		}
+	}
+	for _, c := range b {
+		if !has(a, c) {
+			return false
+		}
+	}
+	return true
+}

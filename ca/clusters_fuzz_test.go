@@ -1,4 +1,4 @@
-package main
+package ca_test
 
 import (
 	"strings"
@@ -15,7 +15,7 @@ func FuzzParseClusterList(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		names, err := parseClusterList("clusters.txt", data)
+		names, err := ca.ParseClusterList("clusters.txt", data)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "clusters.txt:") {
 				t.Fatalf("error does not name file and line: %v", err)
