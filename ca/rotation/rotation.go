@@ -136,12 +136,22 @@ var (
 	// ErrNotLoaded: a cluster's istiod has not published the roots of the
 	// step its cacerts is at: it has not taken the change yet, or refused it.
 	ErrNotLoaded = errors.New("istiod has not loaded the last step")
+	// ErrTargetInMesh: the new root is a cluster's own CA (istiod's self-signed
+	// one), whose key lives in that cluster.
+	ErrTargetInMesh = errors.New("the new root is a cluster's own CA")
+	// ErrExpiresTooSoon: a self-signed CA in play expires before the
+	// convergence can end.
+	ErrExpiresTooSoon = errors.New("a CA in play expires too soon")
 )
 
 // signerName names the root that anchors an intermediate.
 const (
 	signerOld = "old"
 	signerNew = "new"
+	// signerSelf: istiod's own self-signed CA (adopted or not).
+	signerSelf = "self-signed"
+	// signerOther: another root in play (a convergence).
+	signerOther = "other"
 )
 
 // fingerprints lists certificates' short fingerprints, e.g. "sha256:ab12..,sha256:cd34..".
@@ -231,10 +241,17 @@ type Record struct {
 	Clusters []string `json:"clusters,omitempty"`
 	// Observed: meshpki did not make this step; it found the cluster there at At.
 	Observed bool `json:"observed,omitempty"`
+	// By is the step of the run that brought the cluster to Step, when that is
+	// another one: 1 for a cluster that signed under the new root already and
+	// reached step 2 by a convergence's first step.
+	By Step `json:"by,omitempty"`
+	// Roots are, in a convergence, the fingerprints of the roots in play other
+	// than the new one (OldRoot is set when there is only one).
+	Roots []string `json:"roots,omitempty"`
 }
 
 // matches reports whether r belongs to the rotation from old to newRoot (old may
-// be unknown: "").
+// be unknown: "", as in a convergence, which many roots join).
 func (r *Record) matches(oldFP, newFP string) bool {
 	return r != nil && r.NewRoot == newFP && (oldFP == "" || r.OldRoot == "" || r.OldRoot == oldFP)
 }
@@ -253,6 +270,10 @@ type Input struct {
 	// when no istiod publishes one (none runs there) or it could not be read.
 	Published      []byte
 	PublishedKnown bool
+	// SelfSigned: the cluster has no cacerts of its own (or only the one istiod
+	// made for itself): istiod signs with its own self-signed CA, and Bundle is that
+	// CA as istiod holds it (its certificate is also its only root).
+	SelfSigned bool
 }
 
 // Options tunes PlanRoot.
@@ -270,6 +291,9 @@ type Options struct {
 	// IgnoreIstiod moves clusters on even when their istiod has not published the
 	// roots of the step they are at.
 	IgnoreIstiod bool
+	// Adopt takes clusters as they are: on other roots (another mesh), on an
+	// issuing CA's chain, or on istiod's own self-signed CA; see PlanRoot.
+	Adopt bool
 }
 
 // Istiod states in Cluster.Istiod.
@@ -299,6 +323,15 @@ type Cluster struct {
 	// Istiod says whether the cluster's istiod publishes the roots of its cacerts:
 	// "loaded", "not loaded" or "no istiod".
 	Istiod string `json:"istiod,omitempty"`
+	// Signer is the fingerprint of the root the cluster's CA chains to.
+	Signer string `json:"signer,omitempty"`
+	// SelfSigned: istiod signs with its own CA and the cluster has no cacerts of
+	// its own; Adopted: its cacerts keeps istiod's own CA as signing CA (a
+	// convergence's step 1).
+	SelfSigned bool `json:"selfSigned,omitempty"`
+	Adopted    bool `json:"adopted,omitempty"`
+	// By is Record.By of the step the cluster is at.
+	By Step `json:"-"`
 }
 
 // Moves reports whether the plan changes this cluster.
@@ -311,6 +344,12 @@ type Plan struct {
 	NewRoot        *x509.Certificate `json:"-"`
 	OldFingerprint string            `json:"oldRoot,omitempty"`
 	NewFingerprint string            `json:"newRoot"`
+	// Roots are the roots in play, the new one last: what every cluster trusts at
+	// steps 1 and 2 (the old and the new root, in a root rotation).
+	Roots            []*x509.Certificate `json:"-"`
+	RootFingerprints []string            `json:"roots,omitempty"`
+	// Adopt: a convergence (Options.Adopt).
+	Adopt bool `json:"adopt,omitempty"`
 	// MeshStep is the lowest step of all clusters, StepUnknown when any is unknown.
 	MeshStep Step `json:"meshStep"`
 	// Target is the step this run brings clusters to (MeshStep when none moves).
@@ -370,30 +409,51 @@ func (p *Plan) refuse(err error) *Plan {
 	return p
 }
 
-// PlanRoot works out where a mesh stands in the rotation to opts.NewRoot
-// and what one run does. The old root is the one that anchors the intermediates
-// that the new root does not; all clusters must agree on it. The plan refuses
-// (Err, changing nothing) when:
+// PlanRoot works out where a mesh stands in the rotation to opts.NewRoot and what
+// one run does.
+//
+// A root rotation (the default) moves one mesh from one old root to the new one:
+// the old root is the one that anchors the intermediates the new root does not,
+// and all clusters must agree on it. With opts.Adopt, the clusters may run on
+// different roots today (a convergence: meshes merged, clusters adopted from
+// istiod's own self-signed CA): every root any cluster trusts is "in play", and the
+// steps become
+//
+//	step 1  trusts every root in play and the new one; its CA unchanged
+//	step 2  trusts them all;                            CA from the new root
+//	step 3  trusts the new root only;                   CA from the new root
+//
+// Two clusters one step apart complete mutual TLS both ways from step 1 on: at each
+// step a proxy that has the new trust bundle accepts what was signed at the step
+// before, and a proxy still on the old one accepts what is signed at this step. A
+// cluster that already signs under the new root reaches step 2 with step 1.
+//
+// The plan refuses (Err, changing nothing) when:
 //
 //   - a cluster could not be read (ErrUnreadable);
-//   - a cluster's bundle is foreign or inconsistent, or clusters disagree on the
-//     old root (ErrInconsistent);
+//   - a cluster's bundle is foreign or inconsistent, or (without Adopt) clusters
+//     disagree on the old root or one signs with istiod's own CA (ErrInconsistent);
 //   - clusters recorded by earlier steps are missing (ErrIncomplete);
-//   - clusters are two or more steps apart, or the step asked for needs clusters
-//     that are behind to catch up first (ErrBehind, naming them);
-//   - a cluster that would move has spent less than MinStepInterval at its step,
-//     or has no record of when it got there (ErrTooEarly, NextAllowed).
+//   - (without Adopt) clusters are two or more steps apart, or the step asked for
+//     needs clusters that are behind to catch up first (ErrBehind, naming them);
+//   - the new root is, or shares its key with, a root to be dropped, or is istiod's
+//     own CA in a cluster (ErrSameRoot, ErrTargetInMesh);
+//   - a self-signed CA in play expires before the convergence can end
+//     (ErrExpiresTooSoon);
+//   - an istiod has not loaded its cluster's last step (ErrNotLoaded);
+//   - a cluster that would move, or whose trust the move relies on, has spent less
+//     than MinStepInterval at its step, or has no record of when it got there
+//     (ErrTooEarly, NextAllowed).
 //
-// Otherwise: when clusters are at different (adjacent) steps, the laggards move to
-// the step the others reached; when all are at one step, all move to the next.
-// Clusters already at the target stay untouched, so a rerun is a no-op.
+// Otherwise the clusters at the lowest step move one step on; clusters already
+// there or past it stay untouched, so a rerun is a no-op.
 func PlanRoot(in []Input, opts Options) *Plan {
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	newRoot := opts.NewRoot
-	p := &Plan{NewRoot: newRoot, MeshStep: StepUnknown, Target: StepUnknown}
+	p := &Plan{NewRoot: newRoot, MeshStep: StepUnknown, Target: StepUnknown, Adopt: opts.Adopt}
 	if newRoot == nil {
 		return p.refuse(errors.New("no new root given"))
 	}
@@ -409,7 +469,7 @@ func PlanRoot(in []Input, opts Options) *Plan {
 	p.Clusters = make([]Cluster, len(in))
 	var unreadable []string
 	for i, c := range in {
-		p.Clusters[i] = Cluster{Cluster: c.Cluster, Step: StepUnknown, StepName: StepUnknown.Name(), Next: StepUnknown}
+		p.Clusters[i] = Cluster{Cluster: c.Cluster, Step: StepUnknown, StepName: StepUnknown.Name(), Next: StepUnknown, SelfSigned: c.SelfSigned}
 		if c.Bundle == nil {
 			why := "no bundle"
 			if c.Err != nil {
@@ -419,6 +479,7 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			unreadable = append(unreadable, c.Cluster+" ("+why+")")
 			continue
 		}
+		p.Clusters[i].Adopted = !c.SelfSigned && ca.IsSelfSigned(c.Bundle.Cert)
 		for _, r := range c.Bundle.Roots {
 			p.Clusters[i].Trusts = append(p.Clusters[i].Trusts, ca.Fingerprint(r))
 		}
@@ -431,15 +492,42 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			p.Clusters[i].Istiod = IstiodNotLoadedStep
 		}
 	}
+	if len(unreadable) > 0 {
+		return p.refuse(fmt.Errorf("%w: could not read %s; nothing was changed (a rotation step must reach every cluster)",
+			ErrUnreadable, strings.Join(unreadable, "; ")))
+	}
 
-	old, oldErr := meshOldRoot(in, newRoot)
-	if old != nil {
-		p.OldRoot, p.OldFingerprint = old, ca.Fingerprint(old)
-		if bytes.Equal(old.RawSubjectPublicKeyInfo, newRoot.RawSubjectPublicKeyInfo) {
-			return p.refuse(fmt.Errorf("%w: it has the same key as the old root %s (the mesh's current root): intermediates of either chain to both, and nothing needs rotating",
-				ErrSameRoot, shortFP(old)))
+	// The roots in play: the old one, or with Adopt every root trusted anywhere.
+	var union []*x509.Certificate
+	if opts.Adopt {
+		union = rootsInPlay(in, newRoot)
+		if len(union) == 2 {
+			p.OldRoot = union[0]
 		}
 	} else {
+		var selfSigned []string
+		for _, c := range in {
+			if c.SelfSigned || ca.IsSelfSigned(c.Bundle.Cert) {
+				selfSigned = append(selfSigned, c.Cluster)
+			}
+		}
+		if len(selfSigned) > 0 {
+			return p.refuse(fmt.Errorf("%w: %s %s with istiod's own self-signed CA, not an intermediate of the mesh's root; a root rotation that adopts such clusters must be asked for (Adopt)",
+				ErrInconsistent, strings.Join(selfSigned, ", "), verbSign(len(selfSigned))))
+		}
+		old, err := meshOldRoot(in, newRoot)
+		if err != nil {
+			return p.refuse(err)
+		}
+		p.OldRoot = old
+		if old != nil {
+			union = []*x509.Certificate{old}
+		}
+		union = append(union, newRoot)
+	}
+	if p.OldRoot != nil {
+		p.OldFingerprint = ca.Fingerprint(p.OldRoot)
+	} else if !opts.Adopt {
 		// No cluster holds the old root any more: take it from the records.
 		for _, c := range in {
 			if c.Record != nil && c.Record.NewRoot == p.NewFingerprint && c.Record.OldRoot != "" {
@@ -448,49 +536,74 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			}
 		}
 	}
+	p.Roots = union
+	for _, r := range union {
+		p.RootFingerprints = append(p.RootFingerprints, ca.Fingerprint(r))
+	}
+	for _, r := range union[:len(union)-1] {
+		if bytes.Equal(r.RawSubjectPublicKeyInfo, newRoot.RawSubjectPublicKeyInfo) {
+			what := "the old root"
+			if opts.Adopt {
+				what = "a root in play"
+			}
+			return p.refuse(fmt.Errorf("%w: it has the same key as %s %s (the mesh's current root): intermediates of either chain to both, and nothing needs rotating",
+				ErrSameRoot, what, shortFP(r)))
+		}
+	}
+	for _, c := range in {
+		if (c.SelfSigned || ca.IsSelfSigned(c.Bundle.Cert)) && c.Bundle.Cert.Equal(newRoot) {
+			return p.refuse(fmt.Errorf("%w: the new root %s is the CA of cluster %s itself, whose key lives in that cluster: converge onto a root whose key is kept outside the mesh",
+				ErrTargetInMesh, shortFP(newRoot), c.Cluster))
+		}
+	}
 
-	// Classify every readable cluster.
+	// Classify every cluster.
 	var inconsistent []string
+	allSignNew := true
 	for i, c := range in {
-		if c.Bundle == nil {
-			continue
-		}
 		row := &p.Clusters[i]
-		if oldErr != nil {
-			row.Problem = oldErr.Error()
-			continue
-		}
-		step, err := StepOf(c.Bundle, old, newRoot)
+		step, err := stepIn(c.Bundle, union, newRoot, opts.Adopt)
 		row.Step, row.StepName, row.Next = step, step.Name(), step
 		if err != nil {
 			row.Problem = strings.TrimPrefix(err.Error(), ErrInconsistent.Error()+": ")
 			inconsistent = append(inconsistent, c.Cluster+": "+row.Problem)
 			continue
 		}
+		row.Signer = ca.Fingerprint(signerOf(c.Bundle))
 		switch {
 		case c.Bundle.SignedUnder(newRoot):
 			row.IntermediateFrom = signerNew
-		default:
+		case p.OldRoot != nil && c.Bundle.SignedUnder(p.OldRoot):
 			row.IntermediateFrom = signerOld
+		case row.SelfSigned || row.Adopted:
+			row.IntermediateFrom = signerSelf
+		default:
+			row.IntermediateFrom = signerOther
 		}
-		if step == StepOldRoot {
-			continue // nothing has changed yet: no record needed
-		}
-		if r := c.Record; r.matches(p.OldFingerprint, p.NewFingerprint) && r.Step == step && !r.At.IsZero() {
-			row.Since = r.At
-		} else {
-			row.Unrecorded = true
-		}
-	}
-	if len(unreadable) > 0 {
-		return p.refuse(fmt.Errorf("%w: could not read %s; nothing was changed (a rotation step must reach every cluster)",
-			ErrUnreadable, strings.Join(unreadable, "; ")))
-	}
-	if oldErr != nil {
-		return p.refuse(oldErr)
+		allSignNew = allSignNew && row.IntermediateFrom == signerNew
 	}
 	if len(inconsistent) > 0 {
 		return p.refuse(fmt.Errorf("%w: %s; nothing was changed", ErrInconsistent, strings.Join(inconsistent, "; ")))
+	}
+	// With Adopt, a cluster that trusts the new root only while others still sign
+	// under another root must trust theirs again: it starts over at step 0.
+	if opts.Adopt && !allSignNew {
+		for i := range p.Clusters {
+			if c := &p.Clusters[i]; c.Step == StepNewRoot {
+				c.Step, c.StepName, c.Next = StepOldRoot, StepOldRoot.Name(), StepOldRoot
+			}
+		}
+	}
+	for i, c := range in {
+		row := &p.Clusters[i]
+		if row.Step == StepOldRoot {
+			continue // nothing has changed yet: no record needed
+		}
+		if r := c.Record; r.matches(p.OldFingerprint, p.NewFingerprint) && r.Step == row.Step && !r.At.IsZero() {
+			row.Since, row.By = r.At, r.By
+		} else {
+			row.Unrecorded = true
+		}
 	}
 
 	lo, hi := StepNewRoot, StepOldRoot
@@ -523,22 +636,19 @@ func PlanRoot(in []Input, opts Options) *Plan {
 	}
 
 	p.MeshStep = lo
-	if hi-lo > 1 {
+	if hi-lo > 1 && !opts.Adopt {
 		return p.refuse(fmt.Errorf("%w: clusters are more than one step apart (%s): workloads of clusters two steps apart cannot complete mutual TLS; meshpki will not guess how to repair this: restore the clusters ahead from their %s backups, or bring the others to step %d by hand",
 			ErrBehind, p.describeSteps(), "cacerts-backup-*", int(hi)-1))
 	}
 
 	target := opts.ToStep
 	switch {
-	case target == 0 && lo == hi:
-		target = lo + 1
 	case target == 0:
-		target = hi
+		target = lo + 1
 	case target <= lo:
 		p.Target = lo
 		return p // every cluster is at the asked step or past it: a no-op
-	case target == hi && lo == hi-1, target == hi+1 && lo == hi:
-		// Laggards complete the current step, or all advance.
+	case target == lo+1:
 	default:
 		var behind []string
 		for _, c := range p.Clusters {
@@ -551,13 +661,25 @@ func PlanRoot(in []Input, opts Options) *Plan {
 	}
 	p.Target = target
 
+	// A new root that is istiod's own CA, or a self-signed CA in play that would
+	// expire before the last step: refused before anything moves.
+	if target == StepTrustBoth {
+		end := now.Add(2 * max(opts.MinStepInterval, time.Hour))
+		for i, c := range in {
+			if (p.Clusters[i].SelfSigned || p.Clusters[i].Adopted) && c.Bundle.Cert.NotAfter.Before(end) {
+				return p.refuse(fmt.Errorf("%w: cluster %s signs with a self-signed CA (%s) that expires at %s, before the convergence can end (two steps of %s after the first): its workloads would lose their certificates mid-way; replace it first (restart istiod without cacerts so that it makes a new one, or install a bundle)",
+					ErrExpiresTooSoon, c.Cluster, shortFP(c.Bundle.Cert), c.Bundle.Cert.NotAfter.UTC().Format(time.RFC3339), textfmt.Interval(max(opts.MinStepInterval, time.Hour))))
+			}
+		}
+	}
+
 	// A cluster has reached its step only when its istiod publishes that step's roots:
 	// istiod refuses a roots file it cannot take and keeps its old CA, and nobody
 	// else notices.
 	if !opts.IgnoreIstiod {
 		var notLoaded []string
 		for i, c := range p.Clusters {
-			if c.Step == target-1 && c.Istiod == IstiodNotLoadedStep {
+			if c.Step >= target-1 && c.Istiod == IstiodNotLoadedStep {
 				pub, _ := ca.ParseCertificatesPEM(in[i].Published)
 				what := fingerprints(pub)
 				if ca.SameCertificates(pub, in[i].Bundle.Roots) {
@@ -570,20 +692,23 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			for i := range p.Clusters {
 				p.Clusters[i].Next = p.Clusters[i].Step
 			}
-			return p.refuse(fmt.Errorf("%w: step %d (%s) needs every istiod to have loaded the roots of step %s; not loaded in %s; nothing was changed. istiod may not have seen the change yet, or refused it (its log says \"Updating new ROOT-CA not supported\"): meshpki status tells which",
+			return p.refuse(fmt.Errorf("%w: step %d (%s) needs every istiod to have loaded the roots of step %s; not loaded in %s; nothing was changed. istiod may not have seen the change yet, or refused it (its log says \"Updating new ROOT-CA not supported\")",
 				ErrNotLoaded, int(target), target.Action(), target-1, strings.Join(notLoaded, "; ")))
 		}
 	}
 
-	// Every cluster that moves must have spent MinStepInterval at its step.
+	// Every cluster that moves must have spent MinStepInterval at its step; at a
+	// switch after a convergence's first step, so must the clusters that reached
+	// step 2 by it (they trust the other roots only since then).
 	var early, unrecorded []string
 	for i := range p.Clusters {
 		c := &p.Clusters[i]
-		if c.Step >= target {
-			continue
+		waits := c.Step < target && c.Step != StepOldRoot ||
+			target == StepSwitched && c.Step == StepSwitched && c.By == StepTrustBoth
+		if c.Step < target {
+			c.Next = target
 		}
-		c.Next = target
-		if c.Step == StepOldRoot || opts.MinStepInterval <= 0 {
+		if !waits || opts.MinStepInterval <= 0 {
 			continue
 		}
 		allowed := c.Since.Add(opts.MinStepInterval)
@@ -614,6 +739,76 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			ErrTooEarly, int(target), target.Action(), p.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(opts.MinStepInterval), strings.Join(why, "; ")))
 	}
 	return p
+}
+
+func verbSign(n int) string {
+	if n == 1 {
+		return "signs"
+	}
+	return "sign"
+}
+
+// rootsInPlay is every root a cluster trusts, and newRoot last: the roots every
+// cluster trusts at steps 1 and 2 of a convergence. The order is the first
+// cluster's roots file, then the other roots as clusters show them, so that a
+// cluster's file is extended in an order that does not depend on the run.
+func rootsInPlay(in []Input, newRoot *x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, c := range in {
+		if c.Bundle == nil {
+			continue
+		}
+		for _, r := range c.Bundle.Roots {
+			if !r.Equal(newRoot) && !ca.ContainsCert(out, r) {
+				out = append(out, r)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *x509.Certificate) int { return strings.Compare(ca.Fingerprint(a), ca.Fingerprint(b)) })
+	return append(out, newRoot)
+}
+
+// signerOf is the root b's signing CA chains to, among the roots it trusts; nil
+// when none.
+func signerOf(b *ca.Bundle) *x509.Certificate {
+	for _, r := range b.Roots {
+		if b.SignedUnder(r) {
+			return r
+		}
+	}
+	return nil
+}
+
+// stepIn tells where bundle b stands in the move of a mesh whose roots in play are
+// union (newRoot last) to newRoot. A cluster trusting a root outside union is
+// inconsistent only without adopt (with it, union holds every root any cluster
+// trusts).
+func stepIn(b *ca.Bundle, union []*x509.Certificate, newRoot *x509.Certificate, adopt bool) (Step, error) {
+	if !adopt {
+		var old *x509.Certificate
+		if len(union) == 2 {
+			old = union[0]
+		}
+		return StepOf(b, old, newRoot)
+	}
+	if b == nil || b.Cert == nil {
+		return StepUnknown, fmt.Errorf("%w: no bundle", ErrInconsistent)
+	}
+	if signerOf(b) == nil {
+		return StepUnknown, fmt.Errorf("%w: its CA (%s) chains to none of the roots it trusts", ErrInconsistent, b.Cert.Subject)
+	}
+	signsNew := b.SignedUnder(newRoot)
+	trustsAll := ca.SubsetOf(union, b.Roots)
+	onlyNew := len(b.Roots) == 1 && b.Roots[0].Equal(newRoot)
+	switch {
+	case onlyNew && signsNew:
+		return StepNewRoot, nil
+	case trustsAll && signsNew:
+		return StepSwitched, nil
+	case trustsAll:
+		return StepTrustBoth, nil
+	}
+	return StepOldRoot, nil
 }
 
 // describeSteps lists the clusters by step, e.g. "step 0: east; step 2: north, west".
@@ -685,8 +880,20 @@ func meshOldRoot(in []Input, newRoot *x509.Certificate) (*x509.Certificate, erro
 
 // Profile is the profile of the intermediate that replaces current at step 2
 // (switch): the same subject, SANs, key type and pathlen, and the same lifetime
-// (rounded down to the hour, as issuers backdate by minutes).
+// (rounded down to the hour, as issuers backdate by minutes). When current is a
+// self-signed CA (istiod's own, adopted), whose subject, life and lack of SAN are
+// no intermediate's, it is Istio's intermediate profile (ca.IntermediateProfile)
+// with current's key type.
 func Profile(cluster string, current *x509.Certificate) (ca.Profile, error) {
+	if ca.IsSelfSigned(current) {
+		kt, err := ca.KeyTypeOf(current.PublicKey)
+		if err != nil {
+			kt = ca.ECDSAP256
+		}
+		p := ca.IntermediateProfile(cluster, ca.DefaultOrg)
+		p.KeyType = kt
+		return p, p.Validate()
+	}
 	kt, err := ca.KeyTypeOf(current.PublicKey)
 	if err != nil {
 		return ca.Profile{}, fmt.Errorf("cluster %s: intermediate key %w", cluster, err)
@@ -714,18 +921,37 @@ func Profile(cluster string, current *x509.Certificate) (ca.Profile, error) {
 }
 
 // Files returns the bundle files (as in a Secret) that move a cluster from the step
-// before target to target, given its current files. The roots file is only ever
-// extended or trimmed, never reordered or re-encoded (see ca.KeepRootsFile), so that
-// every istiod from 1.20 takes each step on its hot reload:
+// before target to target in the rotation from old to newRoot, given its current
+// files: FilesIn with the roots in play old and newRoot.
+func Files(current map[string][]byte, target Step, old, newRoot *x509.Certificate, switched *ca.Bundle) (map[string][]byte, error) {
+	if target == StepTrustBoth && old == nil {
+		return nil, errors.New("step 1 (trust both) needs the old root")
+	}
+	if target == StepSwitched && old == nil {
+		return nil, errors.New("step 2 (switch) needs the old root and a new intermediate")
+	}
+	var roots []*x509.Certificate
+	if old != nil {
+		roots = append(roots, old)
+	}
+	return FilesIn(current, target, append(roots, newRoot), newRoot, switched)
+}
+
+// FilesIn returns the bundle files (as in a Secret) that move a cluster from the
+// step before target to target, given its current files and the roots in play
+// (Plan.Roots, newRoot last). The roots file is only ever extended or trimmed,
+// never reordered or re-encoded (see ca.KeepRootsFile), so that every istiod from
+// 1.20 takes each step on its hot reload:
 //
-//   - step 1 (trust both): the new root is appended to the roots file as it is; every
-//     other file is kept byte for byte (intermediate, key, cert-chain.pem);
+//   - step 1: every root in play missing from the roots file is appended to it as
+//     it is; every other file is kept byte for byte (intermediate, key,
+//     cert-chain.pem);
 //   - step 2 (switch): the files of switched, a bundle minted under the new root; the
 //     roots file stays byte for byte what step 1 made of it; files other than the
 //     bundle's (e.g. ca-crl.pem) are kept;
 //   - step 3 (drop): the roots file keeps only the new root's bytes; every other file
 //     is kept.
-func Files(current map[string][]byte, target Step, old, newRoot *x509.Certificate, switched *ca.Bundle) (map[string][]byte, error) {
+func FilesIn(current map[string][]byte, target Step, roots []*x509.Certificate, newRoot *x509.Certificate, switched *ca.Bundle) (map[string][]byte, error) {
 	if _, err := ca.DetectFormat(current); err != nil {
 		return nil, err
 	}
@@ -738,30 +964,27 @@ func Files(current map[string][]byte, target Step, old, newRoot *x509.Certificat
 	}
 	out := maps.Clone(current)
 	for _, f := range formats {
-		roots := ca.RootsFileName(f)
+		rootsFile := ca.RootsFileName(f)
 		switch target {
 		case StepTrustBoth:
-			if old == nil {
-				return nil, errors.New("step 1 (trust both) needs the old root")
-			}
-			out[roots] = ca.KeepRootsFile(current[roots], []*x509.Certificate{old, newRoot})
+			out[rootsFile] = ca.KeepRootsFile(current[rootsFile], roots)
 		case StepSwitched:
-			if old == nil || switched == nil {
-				return nil, errors.New("step 2 (switch) needs the old root and a new intermediate")
+			if switched == nil {
+				return nil, errors.New("step 2 (switch) needs a new intermediate")
 			}
 			if !switched.SignedUnder(newRoot) {
 				return nil, fmt.Errorf("the new intermediate (%s) does not chain to the new root %s", switched.Cert.Subject, shortFP(newRoot))
 			}
 			b := *switched
-			b.Roots = []*x509.Certificate{newRoot, old}
-			b.RootsFile = ca.KeepRootsFile(current[roots], b.Roots)
+			b.Roots = roots
+			b.RootsFile = ca.KeepRootsFile(current[rootsFile], b.Roots)
 			files, err := b.Files(f)
 			if err != nil {
 				return nil, err
 			}
 			maps.Copy(out, files)
 		case StepNewRoot:
-			out[roots] = ca.KeepRootsFile(current[roots], []*x509.Certificate{newRoot})
+			out[rootsFile] = ca.KeepRootsFile(current[rootsFile], []*x509.Certificate{newRoot})
 		default:
 			return nil, fmt.Errorf("step %d: a root rotation has steps 1, 2 and 3", int(target))
 		}
