@@ -3,7 +3,9 @@ package k8s
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 
@@ -205,4 +207,70 @@ func istiodOnOwnCA(ctx context.Context, cl *Cluster, ns string) (bool, error) {
 	pub, _ := ca.ParseCertificatesPEM(published)
 	own, _ := ca.ParseCertificatesPEM(selfSigned)
 	return onOwnCA(pub, own), nil
+}
+
+// SelfSignedCA is istiod's own self-signed CA as istiod holds it, read to adopt it
+// into a mesh (never printed: it holds the key).
+type SelfSignedCA struct {
+	// Cert is the CA's certificate, its own root.
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// Secret names where it was read: istio-ca-secret, or cacerts marked
+	// istio-generated (istiod's USE_CACERTS_FOR_SELF_SIGNED_CA).
+	Secret string
+}
+
+// ErrNoSelfSignedCA means no self-signed CA of istiod was found in the namespace.
+var ErrNoSelfSignedCA = errors.New("no self-signed CA of istiod")
+
+// ReadSelfSignedCA reads the CA istiod signs with when it runs on its own CA: Secret
+// istio-ca-secret (istiod prefers it), else a cacerts that istiod generated
+// (ca.ReservedKey). Only ca-cert.pem and ca-key.pem are read, as istiod reads them
+// (security/pkg/pki/ca/ca.go loadSelfSignedCaSecret; the Secret's own
+// root-cert.pem goes stale when istiod renews the CA). A refused read names the
+// permission it needs.
+func ReadSelfSignedCA(ctx context.Context, cl *Cluster, ns string) (*SelfSignedCA, error) {
+	var data map[string][]byte
+	name := SelfSignedSecret
+	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
+	switch {
+	case err == nil:
+		data = s.Data
+	case apierrors.IsNotFound(err):
+		name = SecretName
+		s, err = cl.Client.CoreV1().Secrets(ns).Get(ctx, SecretName, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("cluster %s: %w: neither Secret %s nor a %s that istiod generated in namespace %s", cl.Name, ErrNoSelfSignedCA, SelfSignedSecret, SecretName, ns)
+		case err != nil:
+			return nil, selfSignedReadError(cl, ns, name, err)
+		}
+		if _, ok := s.Data[ca.ReservedKey]; !ok {
+			return nil, fmt.Errorf("cluster %s: %w: no Secret %s, and %s in namespace %s is not one istiod generated", cl.Name, ErrNoSelfSignedCA, SelfSignedSecret, SecretName, ns)
+		}
+		data = s.Data
+	default:
+		return nil, selfSignedReadError(cl, ns, name, err)
+	}
+	cert, err := ca.ParseCertificatePEM(data[ca.CACertFile])
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: Secret %s in namespace %s: %s: %w", cl.Name, name, ns, ca.CACertFile, err)
+	}
+	key, err := ca.ParsePrivateKeyPEM(data[ca.CAKeyFile])
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: Secret %s in namespace %s: %s: %w", cl.Name, name, ns, ca.CAKeyFile, err)
+	}
+	if !ca.KeyMatches(key, cert.PublicKey) {
+		return nil, fmt.Errorf("cluster %s: Secret %s in namespace %s: %w", cl.Name, name, ns, ca.ErrKeyMismatch)
+	}
+	return &SelfSignedCA{Cert: cert, Key: key, Secret: name}, nil
+}
+
+func selfSignedReadError(cl *Cluster, ns, name string, err error) error {
+	err = apiError(cl.Name, "get", "secrets", ns, err)
+	var fe *ForbiddenError
+	if errors.As(err, &fe) {
+		return fmt.Errorf("%w: adopting istiod's own CA needs get on secrets/%s and secrets/%s in namespace %s", err, SelfSignedSecret, SecretName, ns)
+	}
+	return err
 }

@@ -426,8 +426,8 @@ func TestInstallKeepsCRLs(t *testing.T) {
 	if rep := ca.Verify(after, ca.VerifyOptions{}); !rep.OK() {
 		t.Errorf("installed cacerts fails istiod's checks: %v", rep.Err())
 	}
-	if !strings.Contains(strings.Join(res.Warnings, "\n"), "crl sync") {
-		t.Errorf("no warning to run crl sync: %v", res.Warnings)
+	if !strings.Contains(strings.Join(res.Warnings, "\n"), "once the mesh CRL set is spread again") {
+		t.Errorf("no warning that the mesh CRL set must be spread: %v", res.Warnings)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/meshpki/meshpki/ca"
@@ -77,6 +78,15 @@ type RootRotationOptions struct {
 	// the step, for the proxies to read the new CRLs (see DefaultCRLSettle); zero
 	// waits not.
 	CRLSettle time.Duration
+	// Adopt makes the run a convergence (rotation.Options.Adopt): clusters on other
+	// roots, an issuing CA's chain or istiod's own self-signed CA are taken as they
+	// are. A cluster without cacerts (or with the one istiod generated) is read as
+	// the self-signed CA istiod signs with (k8s.ReadSelfSignedCA); its step 1
+	// writes a cacerts that keeps that CA as signing CA, with every root in play,
+	// and restarts istiod, which reads cacerts only at its start when it began on
+	// its own CA (pilot/pkg/bootstrap/istio_ca.go: the cacerts watcher exists only
+	// in plugged-in mode).
+	Adopt bool
 }
 
 func (o RootRotationOptions) namespace() string { return namespaceOr(o.Namespace) }
@@ -119,6 +129,32 @@ type RootRotationReport struct {
 	Clusters  []*RootRotationClusterResult `json:"clusters,omitempty"`
 	// CRLs is the CRL spread before the clusters moved, when CRLs are on.
 	CRLs []*CRLSyncResult `json:"crls,omitempty"`
+	// Err is why the run (or the plan, for a status) did not do its step: the
+	// plan's refusal, a failed cluster, or what stopped it before any cluster
+	// moved (the CRL spread, say).
+	Err error `json:"-"`
+}
+
+// Verdict is Waiting when the next step is not due yet (the minimum step
+// interval: nothing was changed, a scheduler reruns later), OK when the step was
+// made or was already there, and Failed otherwise.
+func (r *RootRotationReport) Verdict() Verdict {
+	plan := r.Plan
+	waiting := errors.Is(plan.Err, rotation.ErrTooEarly)
+	for _, c := range r.Clusters {
+		if c.Error != "" {
+			return Failed
+		}
+	}
+	switch {
+	case plan.Err != nil && !waiting:
+		return Failed
+	case r.Err != nil && (plan.Err == nil || !errors.Is(r.Err, plan.Err)):
+		return Failed // stopped before any cluster moved
+	case waiting:
+		return Waiting
+	}
+	return OK
 }
 
 // rotationRead is one cluster's cacerts as a root rotation reads it.
@@ -129,11 +165,14 @@ type rotationRead struct {
 }
 
 // readForRotation reads cacerts and its rotation record from one cluster. A missing
-// or broken cacerts is an input with an Err, not a function error.
-func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string) (*rotationRead, error) {
+// or broken cacerts is an input with an Err, not a function error. With adopt, a
+// cluster without cacerts of its own is read as istiod's own CA (readSelfSigned).
+func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string, adopt bool) (*rotationRead, error) {
 	r := &rotationRead{input: rotation.Input{Cluster: cl.Name}}
 	s, err := k8s.GetCACerts(ctx, cl, ns)
 	switch {
+	case apierrors.IsNotFound(err) && adopt:
+		return readSelfSigned(ctx, cl, ns, r, nil)
 	case apierrors.IsNotFound(err):
 		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first)", k8s.SecretName, ns)
 		return r, nil
@@ -143,7 +182,13 @@ func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string) (*rotation
 	}
 	r.resourceVersion = s.ResourceVersion
 	r.files = k8s.SecretFiles(s)
-	b, _, err := ca.ParseBundle(r.files, ca.VerifyOptions{})
+	if _, generated := r.files[ca.ReservedKey]; generated && adopt {
+		return readSelfSigned(ctx, cl, ns, r, s)
+	}
+	r.readRecord(s)
+	// A cacerts whose CA is a self-signed root (istiod's own, adopted) is read:
+	// the plan decides whether it may take part.
+	b, _, err := ca.ParseBundle(r.files, ca.VerifyOptions{AllowRootKey: true})
 	if err != nil {
 		r.input.Err = fmt.Errorf("%s in namespace %s does not verify: %w", k8s.SecretName, ns, err)
 		return r, nil
@@ -152,12 +197,64 @@ func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string) (*rotation
 	if data, found, err := k8s.ReadPublishedRoots(ctx, cl, ns); err == nil && found {
 		r.input.Published, r.input.PublishedKnown = data, true
 	}
+	return r, nil
+}
+
+// readRecord takes the rotation record of cacerts s.
+func (r *rotationRead) readRecord(s *corev1.Secret) {
 	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
 		var rec rotation.Record
 		if json.Unmarshal([]byte(v), &rec) == nil {
 			r.input.Record = &rec
 		}
 	}
+}
+
+// readSelfSigned reads a cluster whose istiod signs with its own CA (s is the cacerts
+// istiod generated, nil when there is none): the bundle is that CA as istiod holds
+// it, trusting what istiod publishes, and its files are what step 1 extends. A CA
+// that cannot be read, or an istiod that does not run (nothing published), is
+// the input's Err: nothing to adopt.
+func readSelfSigned(ctx context.Context, cl *k8s.Cluster, ns string, r *rotationRead, s *corev1.Secret) (*rotationRead, error) {
+	if s != nil {
+		r.readRecord(s)
+	}
+	own, err := k8s.ReadSelfSignedCA(ctx, cl, ns)
+	if err != nil {
+		r.input.Err = err
+		return r, nil
+	}
+	data, found, err := k8s.ReadPublishedRoots(ctx, cl, ns)
+	switch {
+	case err != nil:
+		r.input.Err = err
+		return r, nil
+	case !found:
+		r.input.Err = fmt.Errorf("no %s and no istiod running in namespace %s (it publishes no ConfigMap %s): istiod's own CA is adopted only while istiod runs on it; start istiod, or install a bundle", k8s.SecretName, ns, k8s.RootConfigMap)
+		return r, nil
+	}
+	var roots []*x509.Certificate
+	pub, _ := ca.ParseCertificatesPEM(data)
+	for _, c := range pub {
+		if !ca.ContainsCert(roots, c) {
+			roots = append(roots, c)
+		}
+	}
+	if !ca.ContainsCert(roots, own.Cert) {
+		r.input.Err = fmt.Errorf("istiod publishes %d roots, and not its own CA %s (Secret %s): it may be restarting onto another CA; rerun", len(roots), textfmt.Fingerprint(ca.Fingerprint(own.Cert)), own.Secret)
+		return r, nil
+	}
+	b := &ca.Bundle{Cert: own.Cert, Key: own.Key, Chain: []*x509.Certificate{own.Cert}, Roots: roots}
+	if r.files, err = b.Files(ca.FormatIstio); err != nil {
+		r.input.Err = err
+		return r, nil
+	}
+	b.RootsFile = r.files[ca.RootCertFile]
+	if len(pub) == len(roots) {
+		b.RootsFile, r.files[ca.RootCertFile] = data, data // istiod's own bytes: loaded
+	}
+	r.input.Bundle, r.input.SelfSigned = b, true
+	r.input.Published, r.input.PublishedKnown = data, true
 	return r, nil
 }
 
@@ -165,13 +262,14 @@ func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string) (*rotation
 // anything: the plan says where each cluster stands, and why a run would refuse.
 func RootRotationStatus(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) *RootRotationReport {
 	rep, _ := planRootRotation(ctx, clusters, opts)
+	rep.Err = rep.Plan.Err
 	return rep
 }
 
 func planRootRotation(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) (*RootRotationReport, []*rotationRead) {
 	ns := opts.namespace()
 	results := k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*rotationRead, error) {
-		return readForRotation(ctx, cl, ns)
+		return readForRotation(ctx, cl, ns, opts.Adopt)
 	}, nil)
 	reads := make([]*rotationRead, len(results))
 	inputs := make([]rotation.Input, len(results))
@@ -184,7 +282,7 @@ func planRootRotation(ctx context.Context, clusters []*k8s.Cluster, opts RootRot
 	}
 	plan := rotation.PlanRoot(inputs, rotation.Options{
 		NewRoot: opts.NewRoot, ToStep: opts.ToStep, MinStepInterval: opts.MinStepInterval, Now: opts.now(),
-		IgnoreIstiod: opts.IgnoreIstiod,
+		IgnoreIstiod: opts.IgnoreIstiod, Adopt: opts.Adopt,
 	})
 	return &RootRotationReport{Namespace: ns, DryRun: opts.DryRun, Plan: plan}, reads
 }
@@ -202,6 +300,12 @@ func planRootRotation(ctx context.Context, clusters []*k8s.Cluster, opts RootRot
 // rotation.Err* errors. The report is returned in every case; its Clusters hold
 // one result per cluster of the run.
 func RotateRoot(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) (*RootRotationReport, error) {
+	rep, err := rotateRoot(ctx, clusters, opts)
+	rep.Err = err
+	return rep, err
+}
+
+func rotateRoot(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) (*RootRotationReport, error) {
 	rep, reads := planRootRotation(ctx, clusters, opts)
 	plan := rep.Plan
 	for i, cl := range clusters {
@@ -254,7 +358,7 @@ func RotateRoot(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationO
 		if j.stamp {
 			return rewriteRecord(ctx, cl, reads[j.i], plan, names, now, opts)
 		}
-		return applyRootRotationStepLocked(ctx, cl, plan.OldRoot, plan.NewRoot, j.target, names, opts, pre[cl])
+		return applyRootRotationStepLocked(ctx, cl, plan.Clusters[j.i].Step, plan.Roots, j.target, names, opts, pre[cl])
 	}, nil)
 	var errs []error
 	for k, r := range results {
@@ -284,7 +388,12 @@ func RotateRoot(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationO
 // opts.Lock it does all that holding the cluster's Lease, so that neither another
 // root rotation nor rotate writes cacerts meanwhile.
 func ApplyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions) (*RootRotationClusterResult, error) {
-	return applyRootRotationStepLocked(ctx, cl, old, newRoot, target, meshClusters, opts, stepInput{})
+	roots := []*x509.Certificate{newRoot}
+	if old != nil {
+		roots = []*x509.Certificate{old, newRoot}
+	}
+	opts.NewRoot, opts.Adopt = newRoot, false
+	return applyRootRotationStepLocked(ctx, cl, target-1, roots, target, meshClusters, opts, stepInput{})
 }
 
 // stepInput is what RotateRoot prepared for one cluster's step when CRLs are on.
@@ -298,11 +407,12 @@ type stepInput struct {
 }
 
 // applyRootRotationStepLocked is ApplyRootRotationStep with what RotateRoot
-// prepared.
-func applyRootRotationStepLocked(ctx context.Context, cl *k8s.Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, pre stepInput) (*RootRotationClusterResult, error) {
+// prepared: the step the plan saw the cluster at (from) and the roots in play
+// (the new one last).
+func applyRootRotationStepLocked(ctx context.Context, cl *k8s.Cluster, from rotation.Step, roots []*x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, pre stepInput) (*RootRotationClusterResult, error) {
 	ns := opts.namespace()
 	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: rotation.StepUnknown, To: rotation.StepUnknown, Action: "none", DryRun: opts.DryRun}
-	if newRoot == nil {
+	if len(roots) == 0 {
 		return res, fmt.Errorf("cluster %s: no new root given", cl.Name)
 	}
 	if opts.Lock != nil && !opts.DryRun {
@@ -321,16 +431,17 @@ func applyRootRotationStepLocked(ctx context.Context, cl *k8s.Cluster, old, newR
 		}()
 		ctx = lease.Context()
 	}
-	res, err := applyRootRotationStep(ctx, cl, old, newRoot, target, meshClusters, opts, res, pre)
+	res, err := applyRootRotationStep(ctx, cl, from, roots, target, meshClusters, opts, res, pre)
 	if cause := context.Cause(ctx); err != nil && errors.Is(cause, k8s.ErrLeaseLost) {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
 	return res, err
 }
 
-func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult, pre stepInput) (*RootRotationClusterResult, error) {
+func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, from rotation.Step, roots []*x509.Certificate, target rotation.Step, meshClusters []string, opts RootRotationOptions, res *RootRotationClusterResult, pre stepInput) (*RootRotationClusterResult, error) {
 	ns := res.Namespace
-	rd, err := readForRotation(ctx, cl, ns)
+	newRoot := roots[len(roots)-1]
+	rd, err := readForRotation(ctx, cl, ns, opts.Adopt)
 	if err != nil {
 		return res, err
 	}
@@ -339,12 +450,15 @@ func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x
 	}
 	res.ResourceVersion = rd.resourceVersion
 	cur := rd.input.Bundle
-	step, err := rotation.StepOf(cur, old, newRoot)
-	res.From, res.To = step, step
+	step, err := rotation.StepIn(cur, roots, newRoot, opts.Adopt)
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
-	if step == target {
+	if opts.Adopt && from == rotation.StepOldRoot && step == rotation.StepNewRoot {
+		step = from // it trusts the new root only, while others sign under others
+	}
+	res.From, res.To = step, step
+	if step >= target {
 		return res, nil
 	}
 	if step != target-1 {
@@ -373,7 +487,7 @@ func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x
 				cl.Name, textfmt.Fingerprint(ca.Fingerprint(switched.Roots[0])), textfmt.Fingerprint(ca.Fingerprint(newRoot)))
 		}
 	}
-	files, err := rotation.Files(rd.files, target, old, newRoot, switched)
+	files, err := rotation.FilesIn(rd.files, target, roots, newRoot, switched)
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: %w", cl.Name, err)
 	}
@@ -384,11 +498,18 @@ func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x
 	}
 	// The bundle about to be written must be exactly at target: checked before
 	// anything is sent.
-	nb, _, err := ca.ParseBundle(files, ca.VerifyOptions{})
+	// An adopted CA (istiod's own) keeps signing until step 2: its key stays in
+	// the cluster, where it was.
+	adopted := rd.input.SelfSigned || ca.IsSelfSigned(cur.Cert)
+	verify := ca.VerifyOptions{AllowRootKey: adopted && target == rotation.StepTrustBoth}
+	nb, _, err := ca.ParseBundle(files, verify)
 	if err != nil {
 		return res, fmt.Errorf("cluster %s: the step %d bundle does not verify, nothing sent: %w", cl.Name, int(target), err)
 	}
-	if got, err := rotation.StepOf(nb, old, newRoot); err != nil || got != target {
+	got, err := rotation.StepIn(nb, roots, newRoot, opts.Adopt)
+	// In a convergence, a cluster that signs under the new root already reaches
+	// step 2 with step 1.
+	if err != nil || got != target && !(opts.Adopt && target == rotation.StepTrustBoth && got == rotation.StepSwitched) {
 		return res, fmt.Errorf("cluster %s: the bundle made for step %d is at step %s (%v), nothing sent", cl.Name, int(target), got, err)
 	}
 
@@ -397,25 +518,33 @@ func applyRootRotationStep(ctx context.Context, cl *k8s.Cluster, old, newRoot *x
 		Namespace: ns,
 		DryRun:    opts.DryRun,
 		// Steps 1 and 3 change the set of roots; step 2 keeps it.
-		AllowNewRoot:  target != rotation.StepSwitched,
-		KeepBackups:   opts.KeepBackups,
-		RestartIstiod: opts.RestartIstiod,
+		AllowNewRoot: target != rotation.StepSwitched,
+		KeepBackups:  opts.KeepBackups,
+		// istiod on its own CA reads cacerts only when it starts.
+		RestartIstiod: opts.RestartIstiod || rd.input.SelfSigned,
+		Verify:        verify,
 		Now:           func() time.Time { return now },
 	})
 	res.Install = ir
 	if err != nil {
 		return res, err
 	}
-	res.To, res.Action, res.ResourceVersion = target, target.Action(), ir.ResourceVersion
+	res.To, res.Action, res.ResourceVersion = got, target.Action(), ir.ResourceVersion
+	if opts.Adopt && target == rotation.StepTrustBoth {
+		res.Action = "trust all"
+		if rd.input.SelfSigned {
+			res.Action = "adopt"
+		}
+	}
 	if opts.DryRun {
 		return res, nil
 	}
-	rec := &rotation.Record{Step: target, At: now.UTC().Truncate(time.Second), NewRoot: ca.Fingerprint(newRoot), Clusters: meshClusters}
-	if old != nil {
-		rec.OldRoot = ca.Fingerprint(old)
+	rec := newRecord(got, now, roots, meshClusters)
+	if got != target {
+		rec.By = target
 	}
 	// Clusters of earlier steps stay in the record: every later run needs them.
-	if prev := rd.input.Record; prev != nil && prev.NewRoot == rec.NewRoot && (prev.OldRoot == "" || prev.OldRoot == rec.OldRoot) {
+	if prev := rd.input.Record; prev != nil && prev.NewRoot == rec.NewRoot && (prev.OldRoot == "" || rec.OldRoot == "" || prev.OldRoot == rec.OldRoot) {
 		rec.Clusters = unionSorted(prev.Clusters, meshClusters)
 	}
 	rv, err := annotateRotation(ctx, cl, ns, files, rec)
@@ -433,7 +562,11 @@ func rewriteRecord(ctx context.Context, cl *k8s.Cluster, rd *rotationRead, plan 
 	ns := opts.namespace()
 	row := plan.Clusters[slices.IndexFunc(plan.Clusters, func(c rotation.Cluster) bool { return c.Cluster == cl.Name })]
 	res := &RootRotationClusterResult{Cluster: cl.Name, Namespace: ns, From: row.Step, To: row.Step, Action: "none", ResourceVersion: rd.resourceVersion}
-	rec := &rotation.Record{Step: row.Step, At: now.UTC().Truncate(time.Second), OldRoot: plan.OldFingerprint, NewRoot: plan.NewFingerprint, Clusters: names, Observed: true}
+	rec := &rotation.Record{Step: row.Step, At: now.UTC().Truncate(time.Second), OldRoot: plan.OldFingerprint, NewRoot: plan.NewFingerprint, Clusters: names}
+	if len(plan.Roots) > 0 {
+		rec = newRecord(row.Step, now, plan.Roots, names)
+	}
+	rec.Observed = true
 	res.Note = "no record of when it got to this step: recorded as first seen now"
 	if prev := rd.input.Record; !row.Unrecorded && prev != nil {
 		cp := *prev
@@ -493,6 +626,13 @@ func rootRotationCRLs(ctx context.Context, clusters []*k8s.Cluster, reads []*rot
 	if opts.NewRootCRLs == nil {
 		return nil, fmt.Errorf("CRLs are on in the mesh, and the new root source keeps no CRL: %w; no cluster moved", ErrNoRootCRL)
 	}
+	for i, row := range plan.Clusters {
+		if row.Moves() && row.Next == rotation.StepTrustBoth && reads[i].input.SelfSigned {
+			// istiod's own CA has keyCertSign only: it cannot sign the CRL that every
+			// Envoy with CRLs on demands of each CA in a peer's chain.
+			return nil, invalid(fmt.Errorf("cluster %s signs with istiod's own CA, which cannot sign a CRL (its key usage lacks cRLSign), and CRLs are on in the mesh: the others' Envoys would refuse its workloads; adopt it before CRLs are switched on, or give it a bundle of the mesh first; no cluster moved", clusters[i].Name))
+		}
+	}
 	if sync.AnchorCRLs, err = opts.NewRootCRLs(ctx); err != nil {
 		return nil, fmt.Errorf("the new root's CRL: %w; no cluster moved", err)
 	}
@@ -551,4 +691,18 @@ func mergeCRLFiles(now time.Time, files ...[]byte) []byte {
 		}
 	}
 	return ca.EncodeCRLsPEM(ca.MergeCRLs(sets...)...)
+}
+
+// newRecord is the record of a cluster that reached step at now, in the move to
+// the last of roots (the roots in play).
+func newRecord(step rotation.Step, now time.Time, roots []*x509.Certificate, clusters []string) *rotation.Record {
+	newRoot := roots[len(roots)-1]
+	rec := &rotation.Record{Step: step, At: now.UTC().Truncate(time.Second), NewRoot: ca.Fingerprint(newRoot), Clusters: clusters}
+	for _, r := range roots[:len(roots)-1] {
+		rec.Roots = append(rec.Roots, ca.Fingerprint(r))
+	}
+	if len(rec.Roots) == 1 {
+		rec.OldRoot, rec.Roots = rec.Roots[0], nil
+	}
+	return rec
 }

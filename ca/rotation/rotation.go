@@ -779,10 +779,15 @@ func signerOf(b *ca.Bundle) *x509.Certificate {
 	return nil
 }
 
-// stepIn tells where bundle b stands in the move of a mesh whose roots in play are
-// union (newRoot last) to newRoot. A cluster trusting a root outside union is
-// inconsistent only without adopt (with it, union holds every root any cluster
-// trusts).
+// StepIn tells where bundle b stands in the move of a mesh whose roots in play are
+// union (Plan.Roots, newRoot last) to newRoot: StepOf for a root rotation; with
+// adopt (a convergence), by what b trusts and signs under alone (PlanRoot then
+// sends a cluster that trusts only the new root back to step 0 while others sign
+// under another).
+func StepIn(b *ca.Bundle, union []*x509.Certificate, newRoot *x509.Certificate, adopt bool) (Step, error) {
+	return stepIn(b, union, newRoot, adopt)
+}
+
 func stepIn(b *ca.Bundle, union []*x509.Certificate, newRoot *x509.Certificate, adopt bool) (Step, error) {
 	if !adopt {
 		var old *x509.Certificate

@@ -81,6 +81,7 @@ type rootRotateOptions struct {
 	KeepBackups     int
 	RestartIstiod   bool
 	IgnoreIstiod    bool
+	Adopt           bool
 	Output          string
 	CRL             crlSettings
 	CRLSettle       string
@@ -99,6 +100,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload cacerts by itself)"},
 		&cli.BoolFlag{Name: "ignore-istiod", Usage: "move on even where istiod has not published the roots of the last step (ConfigMap istio-ca-root-cert)"},
+		&cli.BoolFlag{Name: "adopt", Usage: "converge clusters as they are onto the new root: clusters on other roots (another mesh), an issuing CA's chain, or istiod's own self-signed CA (no cacerts); every root in play is trusted everywhere from step 1 (docs/root-rotation.md, Merging meshes)"},
 		lockWaitFlag(""),
 		outputFlag(),
 	)
@@ -154,6 +156,23 @@ of every CA a peer may show at any moment of the run. The
 old root's CRL is passed on as the clusters hold it: keep the daily rotate or crl
 sync with the old root running until step 3.
 
+With --adopt the clusters may run on different roots today, and the same steps
+bring them onto the new one (a convergence: meshes merged, clusters adopted from
+istiod's own CA):
+
+  1 trust all: root-cert.pem gains every root any cluster trusts and the new
+    root; signing CAs unchanged. A cluster whose istiod signs with its own
+    self-signed CA (no cacerts, or the one istiod generated) gets a cacerts that
+    keeps that CA and its key as signing CA, and its istiod is restarted (it reads
+    cacerts only at its start then). A cluster already signing under the new root
+    reaches step 2 here;
+  2 switch:    each other cluster gets an intermediate from the new root;
+  3 drop:      root-cert.pem becomes the new root alone.
+
+From step 1 on every cluster trusts every other. The new root must not be a
+cluster's own CA, nor share a key with a root to be dropped; a self-signed CA that
+expires before step 3 could be made is refused.
+
 Exit status: 0 when the step was made, nothing was due, or the next step is not
 allowed yet (the output says from when); 1 when the run was refused or a cluster
 failed; 2 on bad usage or input.
@@ -164,7 +183,8 @@ Examples:
    meshpki root rotate --new-root-dir root-2027 --all-contexts --dry-run
    meshpki root rotate --new-root-dir root-2027 --all-contexts
    meshpki root rotate --new-vault-pki pki --new-vault-issuer root-2027 --context east --context west --step 2
-   meshpki root rotate --new-vault-kv secret/meshpki/root-2027 --all-contexts --min-step-interval 48h -o json`,
+   meshpki root rotate --new-vault-kv secret/meshpki/root-2027 --all-contexts --min-step-interval 48h -o json
+   meshpki root rotate --adopt --new-root-dir mesh-a-root --all-contexts --status   # merge mesh B into mesh A`,
 		Flags:  flags,
 		Action: actionOf(e, bindRootRotate),
 	}
@@ -184,6 +204,7 @@ func bindRootRotate(c *cli.Context) *rootRotateOptions {
 		KeepBackups:     c.Int("keep-backups"),
 		RestartIstiod:   c.Bool("restart-istiod"),
 		IgnoreIstiod:    c.Bool("ignore-istiod"),
+		Adopt:           c.Bool("adopt"),
 		Output:          c.String("output"),
 		CRL:             bindCRLSettings(c),
 		CRLSettle:       c.String("crl-settle"),
@@ -211,6 +232,7 @@ func (o *rootRotateOptions) Validate() error {
 		KeepBackups:   o.KeepBackups,
 		RestartIstiod: o.RestartIstiod,
 		IgnoreIstiod:  o.IgnoreIstiod,
+		Adopt:         o.Adopt,
 		Concurrency:   o.Clusters.Concurrency,
 	}
 	if err := o.Lock.Validate(); err != nil {
@@ -307,15 +329,8 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		prog.finish()
 	}
 	plan := rep.Plan
-	waiting := errors.Is(plan.Err, rotation.ErrTooEarly)
-	clusterFailed := false
-	for _, r := range rep.Clusters {
-		clusterFailed = clusterFailed || r.Error != ""
-	}
-	// A run can also stop before any cluster moves (the CRL spread, say): then its
-	// error is neither the plan's nor a cluster's, and the run has failed.
-	stopped := runErr != nil && !clusterFailed && (plan.Err == nil || !errors.Is(runErr, plan.Err))
-	ok := (plan.Err == nil || waiting) && !clusterFailed && !stopped
+	verdict := rep.Verdict()
+	ok, waiting := verdict != mesh.Failed, verdict == mesh.Waiting
 	out := rootRotateOutput{OK: ok, Waiting: waiting, Status: o.Status, RootRotationReport: rep}
 	if runErr != nil {
 		out.Error = runErr.Error()
@@ -353,13 +368,39 @@ func rootLabel(plan *rotation.Plan, fp string) string {
 	return textfmt.Fingerprint(fp)
 }
 
+// intermediateCell is the INTERMEDIATE column: which root the cluster's CA comes
+// from ("from new root", "from old root", "from <fp>"), or istiod's own CA.
+func intermediateCell(plan *rotation.Plan, c rotation.Cluster) string {
+	switch {
+	case c.SelfSigned:
+		return "istiod self-signed"
+	case c.Adopted:
+		return "istiod self-signed (adopted)"
+	case c.IntermediateFrom == "other":
+		return "from " + rootLabel(plan, c.Signer)
+	case c.IntermediateFrom != "":
+		return "from " + c.IntermediateFrom + " root"
+	}
+	return "-"
+}
+
 func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration, now time.Time) {
 	plan := out.Plan
 	old := "unknown"
 	if plan.OldFingerprint != "" {
 		old = textfmt.Fingerprint(plan.OldFingerprint)
 	}
-	fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, textfmt.Fingerprint(plan.NewFingerprint))
+	if plan.Adopt {
+		var others []string
+		for _, fp := range plan.RootFingerprints {
+			if fp != plan.NewFingerprint {
+				others = append(others, textfmt.Fingerprint(fp))
+			}
+		}
+		fmt.Fprintf(w, "convergence onto new root %s from %s\n", textfmt.Fingerprint(plan.NewFingerprint), orNone(strings.Join(others, ", ")))
+	} else {
+		fmt.Fprintf(w, "root rotation from old root %s to new root %s\n", old, textfmt.Fingerprint(plan.NewFingerprint))
+	}
 	results := map[string]*mesh.RootRotationClusterResult{}
 	for _, r := range out.Clusters {
 		results[r.Cluster] = r
@@ -371,10 +412,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		fmt.Fprintln(tw, "CLUSTER\tSTEP\tINTERMEDIATE\tTRUSTS\tISTIOD\tSINCE\tTHIS RUN")
 	}
 	for _, c := range plan.Clusters {
-		inter, trusts, since := "-", "-", "-"
-		if c.IntermediateFrom != "" {
-			inter = "from " + c.IntermediateFrom + " root"
-		}
+		inter, trusts, since := intermediateCell(plan, c), "-", "-"
 		if len(c.Trusts) > 0 {
 			var labels []string
 			for _, fp := range c.Trusts {
@@ -426,7 +464,7 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 	if afterRun {
 		reached = plan.Target // every cluster is there now
 	}
-	fmt.Fprintln(w, "mesh: "+describeMeshStep(plan, afterRun))
+	fmt.Fprintln(w, "mesh: "+describeMeshStep(plan, out.Clusters, afterRun))
 	moving := plan.Moving()
 	if out.Status || out.DryRun {
 		switch {
@@ -463,22 +501,59 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 
 // describeMeshStep is e.g. "all 3 clusters at step 1 (trust-both): trusts old +
 // new roots, intermediate from the old root".
-func describeMeshStep(plan *rotation.Plan, afterRun bool) string {
+func describeMeshStep(plan *rotation.Plan, results []*mesh.RootRotationClusterResult, afterRun bool) string {
 	lo, hi := rotation.StepNewRoot, rotation.StepOldRoot
 	for _, c := range plan.Clusters {
 		lo, hi = min(lo, c.Step), max(hi, c.Step)
 	}
-	if afterRun {
-		lo, hi = plan.Target, plan.Target
+	if afterRun { // where the run left them
+		lo, hi = rotation.StepNewRoot, rotation.StepOldRoot
+		for _, r := range results {
+			lo, hi = min(lo, r.To), max(hi, r.To)
+		}
 	}
 	if lo == hi {
 		all := fmt.Sprintf("all %d clusters", len(plan.Clusters))
 		if len(plan.Clusters) == 1 {
 			all = "the one cluster"
 		}
-		return fmt.Sprintf("%s at step %s: %s", all, lo, lo.Describe())
+		return fmt.Sprintf("%s at step %s: %s", all, lo, stepDescribe(plan, lo))
+	}
+	if plan.Adopt {
+		return fmt.Sprintf("clusters at steps %s to %s: a run brings those at step %d to step %d (%s)", lo, hi, int(lo), int(lo)+1, stepAction(plan, lo+1))
 	}
 	return fmt.Sprintf("clusters at steps %s and %s: a run brings the others to step %d (%s)", lo, hi, int(hi), hi.Action())
+}
+
+// stepAction and stepDescribe are Step.Action and Step.Describe, in a
+// convergence's words when the plan is one.
+func stepAction(plan *rotation.Plan, s rotation.Step) string {
+	if plan.Adopt && s == rotation.StepTrustBoth {
+		return "trust all"
+	}
+	return s.Action()
+}
+
+func stepDescribe(plan *rotation.Plan, s rotation.Step) string {
+	if !plan.Adopt {
+		return s.Describe()
+	}
+	switch s {
+	case rotation.StepOldRoot:
+		return "each trusts its own roots, CA unchanged"
+	case rotation.StepTrustBoth:
+		return "trusts every root in play, CA unchanged"
+	case rotation.StepSwitched:
+		return "trusts every root in play, CA from the new root"
+	}
+	return s.Describe()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "no other root"
+	}
+	return s
 }
 
 func describeRotationRun(out rootRotateOutput, c rotation.Cluster, r *mesh.RootRotationClusterResult) string {
