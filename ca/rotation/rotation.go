@@ -136,6 +136,10 @@ var (
 	// ErrNotLoaded: a cluster's istiod has not published the roots of the
 	// step its cacerts is at: it has not taken the change yet, or refused it.
 	ErrNotLoaded = errors.New("istiod has not loaded the last step")
+	// ErrNeedsAdopt: clusters run on several roots, or on istiod's own CA: only a
+	// convergence (Options.Adopt) takes them as they are. It comes with
+	// ErrInconsistent.
+	ErrNeedsAdopt = errors.New("a convergence takes clusters on several roots as they are")
 	// ErrTargetInMesh: the new root is a cluster's own CA (istiod's self-signed
 	// one), whose key lives in that cluster.
 	ErrTargetInMesh = errors.New("the new root is a cluster's own CA")
@@ -512,8 +516,8 @@ func PlanRoot(in []Input, opts Options) *Plan {
 			}
 		}
 		if len(selfSigned) > 0 {
-			return p.refuse(fmt.Errorf("%w: %s %s with istiod's own self-signed CA, not an intermediate of the mesh's root; a root rotation that adopts such clusters must be asked for (Adopt)",
-				ErrInconsistent, strings.Join(selfSigned, ", "), verbSign(len(selfSigned))))
+			return p.refuse(fmt.Errorf("%w: %s %s with istiod's own self-signed CA, not an intermediate of the mesh's root: %w",
+				ErrInconsistent, strings.Join(selfSigned, ", "), verbSign(len(selfSigned)), ErrNeedsAdopt))
 		}
 		old, err := meshOldRoot(in, newRoot)
 		if err != nil {
@@ -637,8 +641,8 @@ func PlanRoot(in []Input, opts Options) *Plan {
 
 	p.MeshStep = lo
 	if hi-lo > 1 && !opts.Adopt {
-		return p.refuse(fmt.Errorf("%w: clusters are more than one step apart (%s): workloads of clusters two steps apart cannot complete mutual TLS; meshpki will not guess how to repair this: restore the clusters ahead from their %s backups, or bring the others to step %d by hand",
-			ErrBehind, p.describeSteps(), "cacerts-backup-*", int(hi)-1))
+		return p.refuse(fmt.Errorf("%w: clusters are more than one step apart (%s): workloads of clusters two steps apart cannot complete mutual TLS; meshpki will not guess how to repair this: restore the clusters ahead from their %s backups, or bring the others to step %d by hand; if they are meshes that never shared a root, %w",
+			ErrBehind, p.describeSteps(), "cacerts-backup-*", int(hi)-1, ErrNeedsAdopt))
 	}
 
 	target := opts.ToStep
@@ -874,8 +878,8 @@ func meshOldRoot(in []Input, newRoot *x509.Certificate) (*x509.Certificate, erro
 		if anchors {
 			what = "signing intermediates"
 		}
-		return nil, fmt.Errorf("%w: the clusters disagree on the old root (roots other than the new one %s: %s): a root rotation moves one mesh from one root to another",
-			ErrInconsistent, what, strings.Join(parts, "; "))
+		return nil, fmt.Errorf("%w: the clusters disagree on the old root (roots other than the new one %s: %s): a root rotation moves one mesh from one root to another; %w",
+			ErrInconsistent, what, strings.Join(parts, "; "), ErrNeedsAdopt)
 	}
 	if old, err := pick(true); old != nil || err != nil {
 		return old, err

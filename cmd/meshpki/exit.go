@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rotation"
 	"github.com/meshpki/meshpki/k8s"
 	"github.com/meshpki/meshpki/mesh"
 	"github.com/meshpki/meshpki/vault"
@@ -112,6 +113,7 @@ var advices = []advice{
 	}},
 	{ca.ErrNotWaiting, func(error) string { return " (make one with meshpki intermediate csr)" }},
 	{ca.ErrImported, func(error) string { return " (pass --force to replace it)" }},
+	{rotation.ErrNeedsAdopt, func(error) string { return " (pass --adopt)" }},
 	{mesh.ErrNoUpstreamCRL, func(error) string { return "; give them with --upstream-crl FILE" }},
 	{mesh.ErrRootCRLNotHeld, func(error) string { return " (run meshpki crl sync with the root source)" }},
 	{vault.ErrIssuerNotFound, func(err error) string {

@@ -156,6 +156,16 @@ func mustHandshake(t *testing.T, what string, ws ...workload) {
 	}
 }
 
+// secretData reads the data of Secret name in istio-system.
+func secretData(t *testing.T, cs kubernetes.Interface, name string) map[string][]byte {
+	t.Helper()
+	s, err := cs.CoreV1().Secrets(k8s.DefaultNamespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Data
+}
+
 // secretFiles reads a cluster's cacerts.
 func secretFiles(t *testing.T, cs kubernetes.Interface) map[string][]byte {
 	t.Helper()

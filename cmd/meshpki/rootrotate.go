@@ -357,12 +357,13 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 	}
 }
 
-// rootLabel names a root fingerprint as old, new or its short fingerprint.
+// rootLabel names a root fingerprint as old, new or its short fingerprint (a
+// convergence has no one old root).
 func rootLabel(plan *rotation.Plan, fp string) string {
-	switch fp {
-	case plan.NewFingerprint:
+	switch {
+	case fp == plan.NewFingerprint:
 		return "new"
-	case plan.OldFingerprint:
+	case fp == plan.OldFingerprint && !plan.Adopt:
 		return "old"
 	}
 	return textfmt.Fingerprint(fp)
@@ -469,20 +470,20 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 	if out.Status || out.DryRun {
 		switch {
 		case out.Waiting:
-			fmt.Fprintf(w, "next: step %d (%s) is allowed from %s (--min-step-interval %s)\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
+			fmt.Fprintf(w, "next: step %d (%s) is allowed from %s (--min-step-interval %s)\n", int(plan.Target), stepAction(plan, plan.Target), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
 		case len(moving) > 0:
 			verb := "a run brings"
 			if out.DryRun {
 				verb = "dry run, nothing changed: a run would bring"
 			}
-			fmt.Fprintf(w, "next: %s %s to step %d (%s)\n", verb, strings.Join(moving, ", "), int(plan.Target), plan.Target.Action())
+			fmt.Fprintf(w, "next: %s %s to step %d (%s)\n", verb, strings.Join(moving, ", "), int(plan.Target), stepAction(plan, plan.Target))
 		default:
 			fmt.Fprintln(w, "next: nothing to do")
 		}
 		return
 	}
 	if out.Waiting {
-		fmt.Fprintf(w, "waiting: step %d (%s) is allowed from %s (--min-step-interval %s); nothing was changed\n", int(plan.Target), plan.Target.Action(), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
+		fmt.Fprintf(w, "waiting: step %d (%s) is allowed from %s (--min-step-interval %s); nothing was changed\n", int(plan.Target), stepAction(plan, plan.Target), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
 		return
 	}
 	if !out.OK {
@@ -559,7 +560,10 @@ func orNone(s string) string {
 func describeRotationRun(out rootRotateOutput, c rotation.Cluster, r *mesh.RootRotationClusterResult) string {
 	if out.Status {
 		if out.Plan.Err == nil && c.Moves() {
-			return fmt.Sprintf("%s -> step %d", c.Next.Action(), int(c.Next))
+			if c.SelfSigned && c.Next == rotation.StepTrustBoth {
+				return "adopt (istiod restarted) -> step 1"
+			}
+			return fmt.Sprintf("%s -> step %d", stepAction(out.Plan, c.Next), int(c.Next))
 		}
 		return "-"
 	}

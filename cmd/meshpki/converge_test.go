@@ -1,0 +1,194 @@
+package main
+
+// Convergence (root rotate --adopt) against real kube-apiservers and real istiods:
+// meshes on different roots, and a cluster on istiod's own self-signed CA, brought
+// onto one root with no handshake failing at any step.
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/testenv"
+	"github.com/meshpki/meshpki/k8s"
+)
+
+// convergence drives an istiod mesh through root rotate --adopt onto the root in
+// folder target, one step per run, and checks at every step what issue "one root
+// for clusters that run on different roots" asks:
+//   - every istiod takes the step (no refusal; it publishes the step's roots), and
+//     is restarted only where it ran on its own CA (adopt);
+//   - workloads signed after the step complete mTLS across every pair of clusters;
+//   - a workload of this step and one of the step before (each with the trust bundle
+//     its istiod published then) complete mTLS: within a cluster always, across
+//     clusters where they did before, and everywhere from step 2 on.
+type convergence struct {
+	t       *testing.T
+	kc      string
+	is      []*testenv.Istiod
+	target  string
+	prev    []workload
+	talked  func(a, b string) bool // whether a and b completed mTLS at step 0
+	restart map[string]int         // restarts each istiod may have made by the end
+}
+
+func (c *convergence) roots(files ...string) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, f := range files {
+		out = append(out, must(ca.ParseCertificatePEM(must(os.ReadFile(filepath.Join(f, ca.RootCertFile))))))
+	}
+	return out
+}
+
+// step runs one root rotate --adopt, waits for every istiod to publish want, and
+// checks the handshakes.
+func (c *convergence) step(step int, want []*x509.Certificate, signer *x509.Certificate) {
+	t := c.t
+	t.Helper()
+	offsets := make([]int64, len(c.is))
+	for k, i := range c.is {
+		offsets[k] = i.LogSize()
+	}
+	rrWant(t, 0, nil, "root", "rotate", "--adopt", "--kubeconfig", c.kc, "--all-contexts", "--new-root-dir", c.target, "--min-step-interval", "0")
+	var cur []workload
+	for k, i := range c.is {
+		ctx := waitCtx(t)
+		if err := i.WaitPublished(ctx, want); err != nil {
+			t.Fatalf("step %d: %v; refusals: %v\n%s", step, err, i.Refusals(offsets[k]), tail(i.LogSince(offsets[k])))
+		}
+		w := signWorkload(t, i)
+		// After a switch istiod signs with an intermediate of the target once it
+		// has reloaded (a hot reload: the roots file did not change).
+		for signer != nil && w.chain[1].CheckSignatureFrom(signer) != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("step %d, %s: istiod signs under another root than the target\n%s", step, i.Cluster.Name, tail(i.LogSince(offsets[k])))
+			}
+			time.Sleep(200 * time.Millisecond)
+			w = signWorkload(t, i)
+		}
+		cur = append(cur, w)
+	}
+	noRefusals(t, c.is)
+	mustHandshake(t, fmt.Sprintf("step %d", step), cur...)
+	for _, a := range cur {
+		for _, b := range c.prev {
+			if a.cluster == b.cluster || c.talked(a.cluster, b.cluster) || step >= 2 {
+				if err := ca.Handshake(waitCtx(t), a.w, b.w); err != nil {
+					t.Fatalf("step %d: %s (after the step) and %s (before it): %v", step, a.cluster, b.cluster, err)
+				}
+			}
+		}
+	}
+	c.prev = cur
+}
+
+func tail(s string) string {
+	if len(s) > 3000 {
+		return s[len(s)-3000:]
+	}
+	return s
+}
+
+func (c *convergence) done() {
+	t := c.t
+	t.Helper()
+	for _, i := range c.is {
+		if got, want := i.Restarts(), c.restart[i.Cluster.Name]; got != want {
+			t.Errorf("istiod in %s restarted %d times, want %d", i.Cluster.Name, got, want)
+		}
+	}
+	out, _ := rrWant(t, 0, []string{"root rotation complete"}, "root", "rotate", "--adopt", "--kubeconfig", c.kc, "--all-contexts", "--new-root-dir", c.target, "--status")
+	if strings.Contains(out, "would") {
+		t.Fatalf("a converged mesh still has work:\n%s", out)
+	}
+	rrWant(t, 0, []string{"mesh: OK"}, "status", "--kubeconfig", c.kc, "--all-contexts")
+}
+
+// TestIstiodMergeMeshes: two meshes, a1+a2 on root A and b1+b2 on root B, merged
+// onto A. From step 1 every pair of clusters trusts each other; at the end every
+// istiod publishes A alone and signs under A, and no istiod was restarted.
+func TestIstiodMergeMeshes(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
+	env, kc, _ := istiodMesh(t, "a1", "a2", "b1", "b2")
+	dir := t.TempDir()
+	rootA, rootB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	rrWant(t, 0, nil, "root", "create", "--out", rootA, "--common-name", "Mesh A Root")
+	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Mesh B Root")
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "a1", "--cluster", "a2", "--out", filepath.Join(dir, "ba"))
+	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootB, "--cluster", "b1", "--cluster", "b2", "--out", filepath.Join(dir, "bb"))
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--context", "a1", "--context", "a2", "--bundles", filepath.Join(dir, "ba"))
+	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--context", "b1", "--context", "b2", "--bundles", filepath.Join(dir, "bb"))
+
+	c := &convergence{t: t, kc: kc, target: rootA, restart: map[string]int{},
+		talked: func(a, b string) bool { return a[0] == b[0] }}
+	for _, cl := range env.Clusters {
+		i := startIstiod(t, cl, true)
+		c.is = append(c.is, i)
+		c.prev = append(c.prev, signWorkload(t, i))
+	}
+	// Two meshes: a1 and b1 do not talk yet.
+	if err := ca.Handshake(waitCtx(t), c.prev[0].w, c.prev[2].w); err == nil {
+		t.Fatal("a1 and b1 completed mTLS before the merge")
+	}
+	// Without --adopt, a root rotation refuses a mesh on two roots.
+	code, out, errOut := rrRun(t, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootA, "--min-step-interval", "0")
+	if code != 1 || !strings.Contains(out+errOut, "--adopt") {
+		t.Fatalf("root rotate without --adopt over two meshes: exit %d\n%s\n%s", code, out, errOut)
+	}
+	out, _ = rrWant(t, 0, []string{"convergence onto new root", "a1", "b2", "trust all -> step 1"}, "root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootA, "--status")
+	if !strings.Contains(out, "from new root") || !strings.Contains(out, "from sha256:") {
+		t.Fatalf("--status does not say where each cluster's CA comes from:\n%s", out)
+	}
+	a, b := c.roots(rootA, rootB)[0], c.roots(rootB)[0]
+	c.step(1, []*x509.Certificate{a, b}, nil)
+	c.step(2, []*x509.Certificate{a, b}, a)
+	c.step(3, []*x509.Certificate{a}, a)
+	c.done()
+}
+
+// TestIstiodAdoptSelfSigned: "own" runs on istiod's own self-signed CA (it started
+// without cacerts), "shared" on the mesh's root. The convergence gives "own" a
+// cacerts that keeps its CA (restarting its istiod once: the only restart), then an
+// intermediate of the root, and every step keeps both handshake rules.
+func TestIstiodAdoptSelfSigned(t *testing.T) {
+	t.Parallel() // mostly waits on its own servers: see istiodMesh
+	env, kc, clients := istiodMesh(t, "shared", "own")
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	rrWant(t, 0, nil, "root", "create", "--out", root, "--common-name", "Mesh Root")
+	rrWant(t, 0, nil, "bootstrap", "--kubeconfig", kc, "--context", "shared", "--root-dir", root)
+	c := &convergence{t: t, kc: kc, target: root, restart: map[string]int{"own": 1},
+		talked: func(a, b string) bool { return a == b }}
+	for _, cl := range env.Clusters {
+		i := startIstiod(t, cl, true)
+		c.is = append(c.is, i)
+		c.prev = append(c.prev, signWorkload(t, i))
+	}
+	own := must(ca.ParseCertificatePEM(secretData(t, clients["own"], k8s.SelfSignedSecret)[ca.CACertFile]))
+	st := istiodStates(t, kc)
+	if st["own"].State != k8s.IstiodSelfSigned || st["shared"].State != k8s.IstiodLoaded {
+		t.Fatalf("before: own %+v, shared %+v", st["own"], st["shared"])
+	}
+	out, _ := rrWant(t, 0, []string{"istiod self-signed", "adopt"}, "root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", root, "--status")
+	_ = out
+	n := c.roots(root)[0]
+	c.step(1, []*x509.Certificate{n, own}, nil)
+	if files := secretFiles(t, clients["own"]); !ca.SameCertificates(must(ca.ParseCertificatesPEM(files[ca.CACertFile])), []*x509.Certificate{own}) {
+		t.Fatal("step 1 did not keep istiod's own CA as the signing CA of own")
+	}
+	if ok, why := istiodLoads(t, filesDir(t, secretFiles(t, clients["own"]))); !ok {
+		t.Fatalf("istiod's loader refuses the adopted cacerts: %s", why)
+	}
+	c.step(2, []*x509.Certificate{n, own}, n)
+	c.step(3, []*x509.Certificate{n}, n)
+	c.done()
+	if slices.ContainsFunc(c.prev, func(w workload) bool { return w.chain[1].Equal(own) }) {
+		t.Fatal("a workload is still signed by istiod's own CA")
+	}
+}
