@@ -219,11 +219,6 @@ func readSelfSigned(ctx context.Context, cl *k8s.Cluster, ns string, r *rotation
 	if s != nil {
 		r.readRecord(s)
 	}
-	own, err := k8s.ReadSelfSignedCA(ctx, cl, ns)
-	if err != nil {
-		r.input.Err = err
-		return r, nil
-	}
 	data, found, err := k8s.ReadPublishedRoots(ctx, cl, ns)
 	switch {
 	case err != nil:
@@ -231,6 +226,11 @@ func readSelfSigned(ctx context.Context, cl *k8s.Cluster, ns string, r *rotation
 		return r, nil
 	case !found:
 		r.input.Err = fmt.Errorf("no %s and no istiod running in namespace %s (it publishes no ConfigMap %s): istiod's own CA is adopted only while istiod runs on it; start istiod, or install a bundle", k8s.SecretName, ns, k8s.RootConfigMap)
+		return r, nil
+	}
+	own, err := k8s.ReadSelfSignedCA(ctx, cl, ns)
+	if err != nil {
+		r.input.Err = err
 		return r, nil
 	}
 	var roots []*x509.Certificate

@@ -17,6 +17,7 @@ import (
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // convergence drives an istiod mesh through root rotate --adopt onto the root in
@@ -191,4 +192,130 @@ func TestIstiodAdoptSelfSigned(t *testing.T) {
 	if slices.ContainsFunc(c.prev, func(w workload) bool { return w.chain[1].Equal(own) }) {
 		t.Fatal("a workload is still signed by istiod's own CA")
 	}
+}
+
+// TestConvergeSurvivesSIGKILL: a convergence of clusters on roots A and B and the
+// target N, run as its own process and killed (SIGKILL) at points spread over the
+// runs, between and inside steps, some runs two at once. After every kill: every
+// cluster holds a cacerts istiod would load, each roots file changed only as
+// Istio 1.20 takes on a hot reload, and no two clusters that completed mTLS before
+// the kill fail after it. Leases a killed run left are cleared (as their expiry
+// would), and the next run resumes; in the end every cluster trusts and signs
+// under N.
+func TestConvergeSurvivesSIGKILL(t *testing.T) {
+	t.Parallel() // its own servers, no environment set
+	env := parallelMesh(t, "east", "west", "north")
+	kc, clients := env.Kubeconfig, adminClients(t, env)
+	dir := t.TempDir()
+	roots := map[string]string{"east": filepath.Join(dir, "a"), "west": filepath.Join(dir, "b"), "north": filepath.Join(dir, "n")}
+	for cl, r := range roots {
+		rrWant(t, 0, nil, "root", "create", "--out", r, "--common-name", "Root of "+cl)
+		rrWant(t, 0, nil, "bootstrap", "--kubeconfig", kc, "--context", cl, "--root-dir", r)
+	}
+	target := roots["north"]
+	args := []string{"root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", target, "--min-step-interval", "0", "--lock-wait", "0"}
+	names := []string{"east", "west", "north"}
+	read := func() map[string]map[string][]byte {
+		out := map[string]map[string][]byte{}
+		for _, n := range names {
+			out[n] = secretFiles(t, clients[n])
+		}
+		return out
+	}
+	talks := func(files map[string]map[string][]byte) map[[2]string]bool {
+		bs := map[string]*ca.Bundle{}
+		for _, n := range names {
+			b, rep, err := ca.ParseBundle(files[n], ca.VerifyOptions{})
+			if err != nil || !rep.OK() {
+				t.Fatalf("%s: cacerts does not verify: %v %v", n, err, rep.Err())
+			}
+			if ok, why := istiodLoadsIfBuilt(t, filesDir(t, files[n])); !ok {
+				t.Fatalf("%s: istiod's loader refuses cacerts: %s", n, why)
+			}
+			bs[n] = b
+		}
+		out := map[[2]string]bool{}
+		for _, x := range names {
+			for _, y := range names {
+				wx, _ := bs[x].IssueWorkload(ca.SPIFFEID("cluster.local", "default", x), time.Hour)
+				wy, _ := bs[y].IssueWorkload(ca.SPIFFEID("cluster.local", "default", y), time.Hour)
+				out[[2]string{x, y}] = ca.Handshake(waitCtx(t), wx, wy) == nil
+			}
+		}
+		return out
+	}
+	clearLeases := func() {
+		for _, n := range names {
+			_ = clients[n].CoordinationV1().Leases(k8s.DefaultNamespace).Delete(waitCtx(t), k8s.LeaseName, metav1.DeleteOptions{})
+		}
+	}
+	prev := read()
+	prevTalks := talks(prev)
+	// How long a run takes here: kills land at fractions of it, from before the
+	// first write to after the last, cycling, until the convergence completes.
+	t0 := time.Now()
+	if p := startCLI(t, dir, append(args, "--dry-run")...); p.wait(t) != 0 {
+		t.Fatalf("dry run: %s", p.err.String())
+	}
+	whole := time.Since(t0)
+	fracs := []float64{0.3, 0.5, 0.7, 0.9, 1.1, 1.3, 1.5, 1.7, 1.9, 2.1}
+	kills, twice, mixed, done := 0, 0, 0, false
+	states := map[string]int{}
+	for k := 0; !done && k < 40; k++ {
+		var procs []*cliProcess
+		procs = append(procs, startCLI(t, dir, args...))
+		if k%4 == 3 { // a second run at the same time
+			procs = append(procs, startCLI(t, dir, args...))
+			twice++
+		}
+		if k < 30 {
+			time.Sleep(time.Duration(fracs[k%len(fracs)] * float64(whole)))
+			for _, p := range procs {
+				_ = p.cmd.Process.Kill()
+			}
+			kills++
+		}
+		for _, p := range procs {
+			if code := p.wait(t); code > 1 {
+				t.Fatalf("exit %d\n%s\n%s", code, p.out.String(), p.err.String())
+			}
+		}
+		cur := read()
+		for _, n := range names {
+			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 31}} {
+				if v := ca.IstiodTakesRootsChange(rel, true, prev[n][ca.RootCertFile], cur[n][ca.RootCertFile]); !v.Accepted {
+					t.Fatalf("round %d, %s: Istio %s would refuse the roots file: %s", k, n, rel, v.Reason)
+				}
+			}
+		}
+		curTalks := talks(cur)
+		for pair, ok := range prevTalks {
+			if ok && !curTalks[pair] {
+				t.Fatalf("round %d: %s and %s talked before and do not now", k, pair[0], pair[1])
+			}
+		}
+		prev, prevTalks = cur, curTalks
+		clearLeases()
+		code, out, _ := rrRun(t, "root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", target, "--status")
+		done = code == 0 && strings.Contains(out, "root rotation complete")
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "mesh: ") {
+				states[line]++
+				if strings.Contains(line, "clusters at steps") {
+					mixed++
+				}
+			}
+		}
+	}
+	if !done {
+		t.Fatal("no convergence after 40 runs")
+	}
+	n := must(ca.ParseCertificatePEM(must(os.ReadFile(filepath.Join(target, ca.RootCertFile)))))
+	for _, name := range names {
+		b, _, err := ca.ParseBundle(prev[name], ca.VerifyOptions{})
+		if err != nil || len(b.Roots) != 1 || !b.Roots[0].Equal(n) || !b.SignedUnder(n) {
+			t.Errorf("%s: not on the target at the end", name)
+		}
+	}
+	t.Logf("%d runs killed (%d rounds with two runs at once), %d of them left clusters at different steps, before the convergence completed; states seen: %v", kills, twice, mixed, states)
 }
