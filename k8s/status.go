@@ -3,12 +3,14 @@ package k8s
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/rotation"
 )
 
 // Verdict sums up one cluster's cacerts.
@@ -44,8 +46,15 @@ type ClusterStatus struct {
 	RenewAt time.Time `json:"renewAt,omitzero"`
 	Due     bool      `json:"due"`
 	// CRLs describes the cluster's ca-crl.pem, nil when it has none (CRLs off).
-	CRLs  *CRLStatus `json:"crls,omitempty"`
-	Error string     `json:"error,omitempty"`
+	CRLs *CRLStatus `json:"crls,omitempty"`
+	// Trust says where the cluster's trust comes from (set by package mesh, which
+	// sees the whole mesh): "shared root", "other root", "istiod self-signed" or
+	// "istiod self-signed (adopted)".
+	Trust string `json:"trust,omitempty"`
+	// RootRotation is the record of the last root rotation (or convergence) step,
+	// nil when none was made (AnnotationRootRotation).
+	RootRotation *rotation.Record `json:"rootRotation,omitempty"`
+	Error        string           `json:"error,omitempty"`
 
 	// Chain is cert-chain.pem parsed, and CRLList ca-crl.pem: what a check of
 	// the whole mesh needs (package mesh).
@@ -86,6 +95,10 @@ func crlStatus(crls []*x509.RevocationList) *CRLStatus {
 	return st
 }
 
+// AnnotationRootRotation on cacerts records, as JSON (a rotation.Record), the last
+// root rotation step meshpki made or first saw in that cluster, and when.
+const AnnotationRootRotation = "meshpki.io/root-rotation"
+
 // StatusOptions controls Status.
 type StatusOptions struct {
 	// Namespace holds cacerts; empty means DefaultNamespace.
@@ -123,6 +136,17 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 		return st, err
 	}
 	st.ResourceVersion = s.ResourceVersion
+	if v, ok := s.Annotations[AnnotationRootRotation]; ok {
+		var rec rotation.Record
+		if json.Unmarshal([]byte(v), &rec) == nil {
+			st.RootRotation = &rec
+		}
+	}
+	// A cacerts that keeps istiod's own CA as signing CA is a convergence's step 1
+	// (recorded): its root key is in the cluster on purpose, until step 2.
+	if st.RootRotation != nil {
+		opts.Verify.AllowRootKey = true
+	}
 	st.Report = ca.Verify(SecretFiles(s), opts.Verify)
 	if data, ok := s.Data[ca.CRLFile]; ok {
 		if crls, err := ca.ParseCRLsPEM(data); err == nil {

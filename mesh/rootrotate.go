@@ -21,7 +21,7 @@ import (
 
 // AnnotationRootRotation on cacerts records, as JSON (a rotation.Record), the
 // last root rotation step meshpki made or first saw in that cluster, and when.
-const AnnotationRootRotation = "meshpki.io/root-rotation"
+const AnnotationRootRotation = k8s.AnnotationRootRotation
 
 // ErrRootRotationStep means a cluster cannot move to the step asked for from the
 // step it is at (only one step forward at a time).

@@ -123,6 +123,7 @@ func Status(ctx context.Context, clusters []*k8s.Cluster, opts StatusOptions) *S
 		}
 		rep.Clusters = append(rep.Clusters, st)
 	}
+	setTrust(rep.Clusters)
 	rep.Mesh = append(rep.Mesh, MeshProblems(rep.Clusters)...)
 	for _, p := range rep.Mesh {
 		if p.Severity == ca.SeverityError || opts.Strict {
@@ -130,4 +131,47 @@ func Status(ctx context.Context, clusters []*k8s.Cluster, opts StatusOptions) *S
 		}
 	}
 	return rep
+}
+
+// Where a cluster's trust comes from (k8s.ClusterStatus.Trust).
+const (
+	TrustShared          = "shared root"
+	TrustOther           = "other root"
+	TrustSelfSigned      = "istiod self-signed"
+	TrustAdoptedSelfSign = "istiod self-signed (adopted)"
+)
+
+// setTrust says of each cluster where its trust comes from: istiod's own CA
+// (without cacerts, or adopted into a convergence), the mesh's shared root (the
+// target of a convergence or root rotation under way, else the root most
+// clusters' CAs chain to), or another root.
+func setTrust(sts []*k8s.ClusterStatus) {
+	shared, count := "", map[string]int{}
+	for _, st := range sts {
+		if st.RootRotation != nil && st.RootRotation.NewRoot != "" {
+			shared = st.RootRotation.NewRoot
+		}
+		if n := len(st.Chain); n > 0 {
+			count[ca.Fingerprint(st.Chain[n-1])]++
+		}
+	}
+	if shared == "" {
+		for fp, n := range count {
+			if n > count[shared] || n == count[shared] && fp < shared {
+				shared = fp
+			}
+		}
+	}
+	for _, st := range sts {
+		switch {
+		case st.Istiod != nil && st.Istiod.State == k8s.IstiodSelfSigned:
+			st.Trust = TrustSelfSigned
+		case len(st.Chain) > 0 && ca.IsSelfSigned(st.Chain[0]) && len(st.Chain) == 1:
+			st.Trust = TrustAdoptedSelfSign
+		case len(st.Chain) > 0 && ca.Fingerprint(st.Chain[len(st.Chain)-1]) == shared:
+			st.Trust = TrustShared
+		case len(st.Chain) > 0:
+			st.Trust = TrustOther
+		}
+	}
 }

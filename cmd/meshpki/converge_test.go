@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -76,6 +77,9 @@ func (c *convergence) step(step int, want []*x509.Certificate, signer *x509.Cert
 		cur = append(cur, w)
 	}
 	noRefusals(t, c.is)
+	// meshpki status agrees: every cacerts is fine (an adopted one too), and from
+	// step 1 on every cluster trusts the same roots.
+	rrWant(t, 0, []string{"mesh: OK"}, "status", "--kubeconfig", c.kc, "--all-contexts")
 	mustHandshake(t, fmt.Sprintf("step %d", step), cur...)
 	for _, a := range cur {
 		for _, b := range c.prev {
@@ -176,7 +180,11 @@ func TestIstiodAdoptSelfSigned(t *testing.T) {
 	if st["own"].State != k8s.IstiodSelfSigned || st["shared"].State != k8s.IstiodLoaded {
 		t.Fatalf("before: own %+v, shared %+v", st["own"], st["shared"])
 	}
-	out, _ := rrWant(t, 0, []string{"istiod self-signed", "adopt"}, "root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", root, "--status")
+	_, out, _ := rrRun(t, "status", "--kubeconfig", kc, "--all-contexts")
+	if !regexp.MustCompile(`(?m)^own .*istiod self-signed *$`).MatchString(out) || !regexp.MustCompile(`(?m)^shared .*shared root *$`).MatchString(out) {
+		t.Fatalf("status does not say where each cluster's trust comes from:\n%s", out)
+	}
+	out, _ = rrWant(t, 0, []string{"istiod self-signed", "adopt"}, "root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", root, "--status")
 	_ = out
 	n := c.roots(root)[0]
 	c.step(1, []*x509.Certificate{n, own}, nil)

@@ -151,11 +151,11 @@ func (o *statusOptions) Run(ctx context.Context, e *env) error {
 
 func printStatus(w io.Writer, rep *mesh.StatusReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tVERDICT\tISSUER\tSUBJECT\tSERIAL\tNOT AFTER\tLEFT\tROOT\tISTIOD")
+	fmt.Fprintln(tw, "CLUSTER\tVERDICT\tISSUER\tSUBJECT\tSERIAL\tNOT AFTER\tLEFT\tROOT\tISTIOD\tTRUST")
 	for _, st := range rep.Clusters {
 		r := st.Report
 		if r == nil {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\n", st.Cluster, st.Verdict, istiodCell(st.Istiod))
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t%s\n", st.Cluster, st.Verdict, istiodCell(st.Istiod), orDash(st.Trust))
 			continue
 		}
 		root := "-"
@@ -165,8 +165,8 @@ func printStatus(w io.Writer, rep *mesh.StatusReport) {
 				root += fmt.Sprintf(" (+%d)", n-1)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Cluster, st.Verdict, orDash(r.Issuer), orDash(r.Subject), orDash(r.Serial),
-			formatTime(r.NotAfter), timeLeft(r.NotAfter), root, istiodCell(st.Istiod))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Cluster, st.Verdict, orDash(r.Issuer), orDash(r.Subject), orDash(r.Serial),
+			formatTime(r.NotAfter), timeLeft(r.NotAfter), root, istiodCell(st.Istiod), orDash(st.Trust))
 	}
 	tw.Flush()
 	for _, st := range rep.Clusters {
@@ -179,6 +179,9 @@ func printStatus(w io.Writer, rep *mesh.StatusReport) {
 			for _, p := range st.Report.Problems {
 				fmt.Fprintf(w, "%s: %s: %s\n", st.Cluster, p.Severity, p)
 			}
+		}
+		if rr := st.RootRotation; rr != nil {
+			fmt.Fprintf(w, "%s: root rotation onto %s: step %s since %s\n", st.Cluster, textfmt.Fingerprint(rr.NewRoot), rr.Step, formatTime(rr.At))
 		}
 		if c := st.CRLs; c != nil {
 			fmt.Fprintf(w, "%s: CRLs: %d, next update %s, %d revoked\n", st.Cluster, len(c.CRLs), formatTime(c.NextUpdate), len(c.Revoked))
