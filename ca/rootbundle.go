@@ -54,7 +54,7 @@ func ReadRootBundle(paths []string, now time.Time) (*RootBundle, error) {
 // BuildRootBundle makes one roots file of the roots in data[i] (read from names[i],
 // for messages): every certificate must be a root usable now (CheckRootCert);
 // duplicates are dropped and reported. The first file's bytes are kept as they are
-// and the other roots appended, since istiod 1.20-1.30 take a changed roots file only
+// and the other roots appended, since istiod 1.20-1.29 take a changed roots file only
 // when it contains the old one byte for byte (see KeepRootsFile).
 func BuildRootBundle(names []string, data [][]byte, now time.Time) (*RootBundle, error) {
 	res := &RootBundle{}

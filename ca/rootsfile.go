@@ -4,7 +4,7 @@ package ca
 // hot reload. istiod takes a changed roots file only with ISTIO_MULTIROOT_MESH=true and
 // only when the old and the new file contain one another
 // (istio.io/istio pilot/pkg/bootstrap/istio_ca.go, handleEvent): byte for byte in Istio
-// 1.20-1.30 (bytes.Contains either way), as sets of certificates from 1.31
+// 1.20-1.29 (bytes.Contains either way), as sets of certificates from 1.30
 // (pemBundleHasSubsetRelation). Otherwise it logs "Updating new ROOT-CA not supported"
 // and keeps its old CA. So meshpki only ever extends or trims the bytes already
 // installed: it never reorders or re-encodes them.
@@ -130,7 +130,7 @@ type RootsChangeVerdict struct {
 //   - an unchanged file (byte for byte) is always taken (only the intermediate changes);
 //   - before 1.19 istiod does not reload cacerts at all: it needs a restart;
 //   - otherwise a changed file needs multiRoot, and one file containing the other: byte
-//     for byte (bytes.Contains) in 1.20-1.30, as sets of certificates from 1.31.
+//     for byte (bytes.Contains) in 1.20-1.29, as sets of certificates from 1.30.
 //
 // 1.19 (not checked against its code) is treated like 1.20.
 func IstiodTakesRootsChange(rel IstioRelease, multiRoot bool, loaded, next []byte) RootsChangeVerdict {
@@ -146,7 +146,7 @@ func IstiodTakesRootsChange(rel IstioRelease, multiRoot bool, loaded, next []byt
 	if !multiRoot {
 		return RootsChangeVerdict{Reason: "the roots changed and ISTIO_MULTIROOT_MESH is off: istiod logs \"Multi root is disabled, updating new ROOT-CA not supported\""}
 	}
-	if rel.atLeast(31) {
+	if rel.atLeast(30) {
 		a, errA := ParseCertificatesPEM(loaded)
 		b, errB := ParseCertificatesPEM(next)
 		if errA == nil && errB == nil && (SubsetOf(a, b) || SubsetOf(b, a)) {

@@ -10,6 +10,7 @@ import (
 
 var (
 	istio120 = IstioRelease{1, 20}
+	istio129 = IstioRelease{1, 29}
 	istio130 = IstioRelease{1, 30}
 	istio131 = IstioRelease{1, 31}
 )
@@ -89,7 +90,8 @@ func TestIstiodTakesRootsChange(t *testing.T) {
 		{"unchanged, multiroot off", istio120, false, pa, pa, true, ""},
 		{"append, 1.20", istio120, true, pa, ab, true, ""},
 		{"reorder, 1.20: refused", istio120, true, ab, ba, false, "byte for byte"},
-		{"reorder, 1.30: refused", istio130, true, ab, ba, false, "byte for byte"},
+		{"reorder, 1.29: refused", istio129, true, ab, ba, false, "byte for byte"},
+		{"reorder, 1.30 (istio#59909, cherry-picked into 1.30.0 as #59953): sets", istio130, true, ab, ba, true, ""},
 		{"reorder, 1.31: sets", istio131, true, ab, ba, true, ""},
 		{"drop old, 1.20", istio120, true, ab, pb, true, ""},
 		{"drop old after reorder, 1.20: refused", istio120, true, ba, append(pb[:len(pb):len(pb)], ' '), false, "byte for byte"},

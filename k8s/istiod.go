@@ -147,7 +147,7 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 	}
 	// istiod publishes its roots file byte for byte (certcontroller.go,
 	// updateRootCertAndGenKeyCert: GetRootCertPem): the same certificates in other bytes
-	// are a roots file it has not taken, as Istio 1.20-1.30 refuse a reordered one.
+	// are a roots file it has not taken, as Istio 1.20-1.29 refuse a reordered one.
 	if bytes.Equal(published, files[name]) {
 		st.State = IstiodLoaded
 		return st
@@ -174,12 +174,12 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 // refusalReason names the likely reason istiod kept loaded instead of next.
 func refusalReason(loaded, next []byte) string {
 	v120 := ca.IstiodTakesRootsChange(ca.IstioRelease{Major: 1, Minor: 20}, true, loaded, next)
-	v131 := ca.IstiodTakesRootsChange(ca.IstioRelease{Major: 1, Minor: 31}, true, loaded, next)
+	v130 := ca.IstiodTakesRootsChange(ca.IstioRelease{Major: 1, Minor: 30}, true, loaded, next)
 	switch {
-	case !v131.Accepted:
+	case !v130.Accepted:
 		return "the new roots neither extend nor trim the loaded ones (a root switch): istiod keeps its old CA until restarted; a root change belongs to a root rotation"
 	case !v120.Accepted:
-		return "byte rule: Istio 1.20-1.30 take a changed roots file only when one contains the other byte for byte, and this one was reordered or re-encoded; restart istiod, or restore the previous roots file and extend it"
+		return "byte rule: Istio 1.20-1.29 take a changed roots file only when one contains the other byte for byte, and this one was reordered or re-encoded; restart istiod, or restore the previous roots file and extend it"
 	default:
 		return "the roots file only extends or trims the loaded one, yet istiod did not take it: ISTIO_MULTIROOT_MESH is off, or Istio is older than 1.19 (no reload): set it, or restart istiod"
 	}

@@ -65,7 +65,7 @@ func TestJudgeIstiod(t *testing.T) {
 // TestInstallKeepsInstalledRootsBytes: a cacerts made by hand, whose root-cert.pem
 // carries openssl's text before the block, is replaced by a bundle of the same root,
 // then extended with a second root: the installed bytes are kept both times, so that
-// istiod 1.20-1.30 (bytes.Contains) take each change.
+// istiod 1.20-1.29 (bytes.Contains) take each change.
 func TestInstallKeepsInstalledRootsBytes(t *testing.T) {
 	_, clusters := realClusters(t, false)
 	cl := clusters[0]

@@ -526,7 +526,7 @@ func TestRotateRoots(t *testing.T) {
 	toB := rotateOpts(t, ns2, rootB)
 	toB.AllowNewRoot = true
 	rootsBefore := getSecret(t, cl, ns2, SecretName).Data[ca.RootCertFile]
-	// Both roots stay, in the installed order and bytes: istiod 1.20-1.30 refuse a
+	// Both roots stay, in the installed order and bytes: istiod 1.20-1.29 refuse a
 	// reordered roots file.
 	if res, err = Rotate(testContext(t), cl, toB); err != nil || res.Outcome != OutcomeRotated || strings.Join(res.After.RootFingerprints, ",") != want {
 		t.Fatalf("moved to B with roots A+B: %+v, %v", res, err)

@@ -95,7 +95,7 @@ func (m *convMesh) apply(t *testing.T, p *Plan, issuer ca.Issuer, now time.Time)
 		// Every istiod from 1.20 takes the change on its hot reload, but for an
 		// adopted one, which istiod reads at its restart.
 		if !m.self[c.Cluster] {
-			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 31}} {
+			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 30}} {
 				if d := ca.IstiodTakesRootsChange(rel, true, files[ca.RootCertFile], next[ca.RootCertFile]); !d.Accepted {
 					t.Fatalf("%s: istiod %v refuses the roots file of step %d: %v", c.Cluster, rel, c.Next, d)
 				}

@@ -290,7 +290,7 @@ func TestConvergeSurvivesSIGKILL(t *testing.T) {
 		}
 		cur := read()
 		for _, n := range names {
-			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 31}} {
+			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 30}} {
 				if v := ca.IstiodTakesRootsChange(rel, true, prev[n][ca.RootCertFile], cur[n][ca.RootCertFile]); !v.Accepted {
 					t.Fatalf("round %d, %s: Istio %s would refuse the roots file: %s", k, n, rel, v.Reason)
 				}

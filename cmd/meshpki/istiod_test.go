@@ -296,7 +296,7 @@ func opensslText(t *testing.T, pemFile string) []byte {
 // TestIstiodRootRotation walks a mesh whose cacerts were made by hand (root-cert.pem
 // with openssl's text) through the three steps of a root rotation. At every step,
 // every istiod takes the change on its hot reload (no refusal in its log; it publishes
-// the step's roots), the roots file changes only as Istio 1.20-1.30 take it (one
+// the step's roots), the roots file changes only as Istio 1.20-1.29 take it (one
 // file contains the other byte for byte), and workloads signed at this step and at the
 // step before complete mutual TLS across clusters.
 func TestIstiodRootRotation(t *testing.T) {
@@ -350,8 +350,8 @@ func TestIstiodRootRotation(t *testing.T) {
 		for k, i := range is {
 			name := i.Cluster.Name
 			next := secretFiles(t, clients[name])[ca.RootCertFile]
-			// The byte rule of Istio 1.20-1.30, and the set rule of 1.31+.
-			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 30}, {Major: 1, Minor: 31}} {
+			// The byte rule of Istio 1.20-1.29, and the set rule of 1.30+.
+			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 29}, {Major: 1, Minor: 30}} {
 				if v := ca.IstiodTakesRootsChange(rel, true, states[name], next); !v.Accepted {
 					t.Fatalf("step %d, %s: Istio %s would refuse the roots file: %s", step, name, rel, v.Reason)
 				}

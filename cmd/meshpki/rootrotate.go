@@ -132,7 +132,7 @@ step only when istiod publishes that step's roots (ConfigMap istio-ca-root-cert,
 column ISTIOD; "no istiod" where none publishes any, which does not hold the run up;
 --ignore-istiod skips the check). istiod refuses a roots file it cannot take and keeps
 its old CA: so root-cert.pem is only ever extended (step 1) or trimmed (step 3), its
-bytes kept, never reordered (Istio 1.20-1.30 compare it byte for byte). When clusters
+bytes kept, never reordered (Istio 1.20-1.29 compare it byte for byte). When clusters
 are at different steps (a run that failed half-way), a run brings the laggards to
 the step the others reached, and nothing further.
 
@@ -628,7 +628,7 @@ root-cert.pem), checks that every certificate is a root: a self-signed CA that m
 sign certificates, currently valid, with a strong key; drops duplicates (same
 certificate, even from two files) and writes them, in the order first seen, to
 --out. The first ROOT's bytes are kept as they are (text around its PEM blocks
-included) and the other roots appended: Istio 1.20-1.30 take a changed roots file
+included) and the other roots appended: Istio 1.20-1.29 take a changed roots file
 only when one file contains the other byte for byte, so give the roots file that is
 installed now first. This is the root-cert.pem of a root rotation's steps 1 and 2 (old + new);
 root rotate writes it into the clusters by itself. Private keys are never read:

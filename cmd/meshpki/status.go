@@ -57,7 +57,7 @@ be read).
 The ISTIOD column compares the roots istiod publishes (ConfigMap istio-ca-root-cert,
 what every proxy trusts) with the roots in cacerts: loaded; not-yet (cacerts changed
 within --istiod-grace: kubelet has not updated the volume yet); refused since T
-(istiod kept its old CA; the likely reason follows: the byte rule of Istio 1.20-1.30,
+(istiod kept its old CA; the likely reason follows: the byte rule of Istio 1.20-1.29,
 ISTIO_MULTIROOT_MESH off, a root switch); self-signed (istiod started before cacerts
 existed and signs with its own CA until restarted); no-istiod (no trust bundle
 published). istiod's log says for sure: "Updating new ROOT-CA not supported".
