@@ -11,7 +11,7 @@ STAMP    := -version $(VERSION) -commit $(COMMIT) -date $(SOURCE_DATE_EPOCH)
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit vet fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-mesh bench-openssl demo demo-mesh fuzz release image manifests clean
+.PHONY: all build test test-unit vet lint fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-mesh bench-openssl demo demo-mesh fuzz release image manifests clean
 
 all: build
 
@@ -20,6 +20,11 @@ build:
 
 vet:
 	$(GO) vet ./...
+
+# staticcheck, pinned; its one documented exception is in staticcheck.conf.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
@@ -38,7 +43,7 @@ tools: vaultdev k8s-testenv istiod
 # and compressing them under the race detector takes minutes: they run without -race,
 # beside the rest, at a lower priority (they finish well before the rest, which is
 # CPU-bound on a 2-core machine), and their output follows.
-test: fmt-check vet build tools
+test: fmt-check vet lint build tools
 	@dist=$$(mktemp); nice -n 10 $(GO) test -count=1 -timeout 20m ./internal/dist/... >$$dist 2>&1 & pid=$$!; \
 	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \

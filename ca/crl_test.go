@@ -13,6 +13,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/catest"
+	"github.com/meshpki/meshpki/internal/testenv"
 )
 
 func signCRL(t *testing.T, c *catest.CA, now time.Time, ttl time.Duration, revoked ...*x509.Certificate) *x509.RevocationList {
@@ -90,9 +91,7 @@ func TestParseCRLsPEMRefuses(t *testing.T) {
 // a v1 CRL, which istiod (Go's x509.ParseRevocationList) refuses; with
 // crl_extensions it is v2 and taken.
 func TestOpenSSLCRLVersions(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl")
 	m := newMeshPKI(t)
 	dir := t.TempDir()
 	write := func(name string, data []byte) string {
@@ -194,15 +193,12 @@ func TestCheckChainCRLsAgreesWithOpenSSL(t *testing.T) {
 		{"root CRL stale", []*x509.RevocationList{signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), eastCRL}, ca.ErrCRLStale},
 		{"newest CRL counts", []*x509.RevocationList{signCRL(t, m.root, now.Add(-48*time.Hour), time.Hour), rootCRL, eastCRL}, nil},
 	}
-	openssl, _ := exec.LookPath("openssl")
+	openssl := testenv.Tool(t, "openssl")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := ca.CheckChainCRLs(chain, tc.crls, now)
 			if tc.want == nil && err != nil || tc.want != nil && !errors.Is(err, tc.want) {
 				t.Fatalf("CheckChainCRLs: %v, want %v", err, tc.want)
-			}
-			if openssl == "" {
-				t.Skip("openssl not installed: Go verdict only")
 			}
 			dir := t.TempDir()
 			files := map[string][]byte{"root.pem": m.root.CertPEM(), "inter.pem": m.east.CertPEM(), "leaf.pem": m.eastLeaf.CertPEM(), "crl.pem": ca.EncodeCRLsPEM(tc.crls...)}

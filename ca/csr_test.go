@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/catest"
+	"github.com/meshpki/meshpki/internal/testenv"
 )
 
 // newCSRDir writes a waiting CSR folder for cluster and returns it with the CSR.
@@ -134,9 +135,7 @@ func TestImportRefuses(t *testing.T) {
 // PEM block. Each import passes istiod's checks and workloads of the two
 // clusters complete mTLS.
 func TestImportOpenSSLSigned(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl")
 	work := t.TempDir()
 	root := catest.Root(t, catest.Options{CN: "Offline Root"})
 	org := root.Sub(t, catest.Options{CN: "Org Issuing CA", PathLen: catest.PathLen(1)})

@@ -61,6 +61,10 @@ type CRLOptions struct {
 	// DryRun signs in memory and writes nothing (changed still reports what a run
 	// would write).
 	DryRun bool
+	// CoverTTL signs again a CRL that is not due but lives shorter than TTL (one
+	// signed with a shorter TTL before): what hands a CRL out for TTL to come (crl
+	// sign --crl-ttl 30d) must not give a 7-day one.
+	CoverTTL bool
 }
 
 func (o CRLOptions) now() time.Time {
@@ -155,7 +159,7 @@ func NextRootCRL(root *Root, last *x509.RevocationList, revoke []x509.Revocation
 		}
 		entries = append(entries, e)
 	}
-	if len(revoke) == 0 && last != nil && !NeedsRefresh(last, now, opts.Refresh) {
+	if len(revoke) == 0 && last != nil && !crlDue(last, now, opts) {
 		return last, false, nil
 	}
 	for i := range entries { // entries read back carry raw extensions that would be written twice
@@ -207,4 +211,24 @@ func ParseSerial(s string) (*big.Int, error) {
 		return nil, errors.New("want a positive hex number")
 	}
 	return n, nil
+}
+
+// crlDue tells whether the kept CRL last must be signed again at now: close to its
+// next update (NeedsRefresh); not valid yet (signed on a host whose clock ran
+// ahead: nobody would take it); or, with CoverTTL, living shorter than the TTL
+// asked for.
+func crlDue(last *x509.RevocationList, now time.Time, opts CRLOptions) bool {
+	ttl := opts.TTL
+	if ttl <= 0 {
+		ttl = DefaultCRLTTL
+	}
+	switch {
+	case NeedsRefresh(last, now, opts.Refresh):
+		return true
+	case last.ThisUpdate.After(now.Add(time.Minute)):
+		return true
+	case opts.CoverTTL && last.NextUpdate.Sub(last.ThisUpdate) < ttl-time.Minute:
+		return true
+	}
+	return false
 }

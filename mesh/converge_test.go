@@ -129,7 +129,6 @@ func TestConvergeRefusesBadInput(t *testing.T) {
 		_, files := mint(t, nil, east.Name)
 		mustInstall(t, east, files, k8s.InstallOptions{Namespace: ns})
 		actAsSelfSignedIstiod(t, west, ns, 10*365*24*time.Hour)
-		_, files = mint(t, nil, west.Name)
 		o := opts(ns)
 		o.Adopt = false
 		refused(t, ns, []*k8s.Cluster{east, west}, o, rotation.ErrUnreadable, "no Secret cacerts")

@@ -148,14 +148,6 @@ func mustInstall(t testing.TB, cl *k8s.Cluster, files map[string][]byte, opts k8
 	return res
 }
 
-// noKeyMaterial fails if s carries a private key.
-func noKeyMaterial(t testing.TB, what string, s string) {
-	t.Helper()
-	if strings.Contains(s, "PRIVATE KEY") {
-		t.Fatalf("%s contains key material:\n%s", what, s)
-	}
-}
-
 // rotateOpts is a rotation with root (nil: the shared test root) as the current
 // root, a lock holder named after the test, and otherwise the defaults.
 func rotateOpts(t testing.TB, ns string, root *ca.Root) k8s.RotateOptions {

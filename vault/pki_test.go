@@ -219,7 +219,8 @@ func TestPKIMountMaxTTLRefused(t *testing.T) {
 	v, admin := rootClient(t)
 	ctx := context.Background()
 	mount, _ := newPKIRoot(t, v, admin, 10*365*24*time.Hour)
-	if err := admin.Sys().TuneMountWithContext(ctx, mount, api.MountConfigInput{MaxLeaseTTL: "48h"}); err != nil {
+	maxTTL := "48h"
+	if err := admin.Sys().TuneMountAllowNilWithContext(ctx, mount, api.TuneMountConfigInput{MaxLeaseTTL: &maxTTL}); err != nil {
 		t.Fatal(err)
 	}
 	iss, err := NewPKIIssuer(ctx, admin.Logical(), mount, "")

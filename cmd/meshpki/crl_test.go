@@ -249,6 +249,12 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Each of the three took the new set on a hot reload, since the bootstrap.
+	for k, i := range is {
+		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogCRL); err != nil {
+			t.Fatalf("istiod in %s did not take south's CA's CRL on a hot reload: %v", i.Cluster.Name, err)
+		}
+	}
 	waitCRLTaken(t, is, clients)
 	for _, i := range is {
 		crls, err := ca.ParseCRLsPEM(secretFiles(t, clients[i.Cluster.Name])[ca.CRLFile])

@@ -22,9 +22,7 @@ import (
 // bundles pass verify --mtls and install into real clusters.
 func TestOfflineRootByCSR(t *testing.T) {
 	t.Parallel() // its own servers, no environment set
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl")
 	v := testenv.StartVaultT(t)
 	admin := vaultAdmin(t, v)
 	dir := t.TempDir()

@@ -344,7 +344,7 @@ func TestRootBundleForceOnlyReplacesRegularFiles(t *testing.T) {
 	os.Symlink("/dev/null", filepath.Join(dir, "devnull"))
 	for name, what := range odd {
 		code, _, errs := meshpki(t, "root", "bundle", "--force", "--out", filepath.Join(dir, name), corpusRoot("ok-ecdsa"))
-		if code != exitUsage || !strings.Contains(errs, "is "+what+": root bundle only ever replaces a regular file") {
+		if code != exitUsage || !strings.Contains(errs, "is "+what+": only a regular file is ever replaced") {
 			t.Errorf("%s: exit %d, stderr %q", name, code, errs)
 		}
 	}

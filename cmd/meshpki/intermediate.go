@@ -219,22 +219,8 @@ func (o *intermediateCreateOptions) Run(ctx context.Context, e *env) error {
 		},
 	})
 	prog.finish()
-	var exists *ca.ExistsError
-	switch {
-	case errors.As(err, &exists):
-		return inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
-	case errors.Is(err, vault.ErrBundlePathTaken):
-		return inputError(fmt.Errorf("--store-bundles: %w (the root is kept there: give --store-bundles another path)", err))
-	case errors.Is(err, vault.ErrBundleStored):
-		return inputError(fmt.Errorf("--store-bundles: %w (pass --force to replace it; Vault keeps the old version)", err))
-	case errors.Is(err, ca.ErrNotStarted) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
-		var ve *vault.Error
-		if errors.As(err, &ve) {
-			return vaultError(fmt.Errorf("--store-bundles: %w", err))
-		}
-		if ctx.Err() == nil {
-			return inputError(err)
-		}
+	if early, stop := mintStopped(ctx, err); early {
+		return stop // nothing was minted: no result to print
 	}
 	if o.Output == "json" {
 		if werr := writeJSON(e.stdout, results); werr != nil {
@@ -253,8 +239,28 @@ func (o *intermediateCreateOptions) Run(ctx context.Context, e *env) error {
 			fmt.Fprintln(e.stdout)
 		}
 	}
-	if err != nil {
-		return failed(err)
+	return failed(err)
+}
+
+// mintStopped tells whether ca.MintDir's error stopped it before any bundle was
+// minted, and gives such an error its exit code and the flag it is about.
+func mintStopped(ctx context.Context, err error) (bool, error) {
+	var exists *ca.ExistsError
+	switch {
+	case errors.As(err, &exists):
+		return true, inputError(fmt.Errorf("%w (pass --force to replace; the old one is kept as a backup)", err))
+	case errors.Is(err, vault.ErrBundlePathTaken):
+		return true, inputError(fmt.Errorf("--store-bundles: %w (the root is kept there: give --store-bundles another path)", err))
+	case errors.Is(err, vault.ErrBundleStored):
+		return true, inputError(fmt.Errorf("--store-bundles: %w (pass --force to replace it; Vault keeps the old version)", err))
+	case errors.Is(err, ca.ErrNotStarted) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded):
+		var ve *vault.Error
+		if errors.As(err, &ve) {
+			return true, vaultError(fmt.Errorf("--store-bundles: %w", err))
+		}
+		if ctx.Err() == nil {
+			return true, inputError(err)
+		}
 	}
-	return nil
+	return false, nil
 }

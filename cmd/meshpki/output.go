@@ -139,3 +139,11 @@ func parseDuration(flag, s string) (time.Duration, error) {
 	}
 	return d, nil
 }
+
+// plural is "1 handshake", "2 handshakes".
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

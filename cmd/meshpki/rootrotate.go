@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/ca/rotation"
-	"github.com/meshpki/meshpki/internal/atomicfs"
 	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/k8s"
 	"github.com/meshpki/meshpki/mesh"
@@ -286,6 +283,21 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	if err := o.openNewRoot(ctx, e); err != nil {
+		return err
+	}
+	var rep *mesh.RootRotationReport
+	if o.Status {
+		rep = mesh.RootRotationStatus(ctx, clusters, o.rotation)
+	} else {
+		rep, _ = mesh.RotateRoot(ctx, clusters, o.rotation)
+		progressRootRotation(e, o.rotation.DryRun, rep)
+	}
+	return o.report(e, rep)
+}
+
+// openNewRoot opens the new root source (openNewRoot) into the rotation's options.
+func (o *rootRotateOptions) openNewRoot(ctx context.Context, e *env) error {
 	iss, newRoot, err := openNewRoot(ctx, e, o.NewRoot)
 	if err != nil {
 		return err
@@ -300,42 +312,40 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		return crls, err
 	}
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
+	return nil
+}
 
-	var rep *mesh.RootRotationReport
-	var runErr error
-	if o.Status {
-		rep = mesh.RootRotationStatus(ctx, clusters, o.rotation)
-	} else {
-		rep, runErr = mesh.RotateRoot(ctx, clusters, o.rotation)
-		verb := "root rotation"
-		if o.rotation.DryRun {
-			verb += " (dry run)"
-		}
-		// One line per cluster changed (or failed) on stderr; the table goes to stdout.
-		var changed []*mesh.RootRotationClusterResult
-		for _, r := range rep.Clusters {
-			if r.Action != "none" || r.Error != "" {
-				changed = append(changed, r)
-			}
-		}
-		prog := newProgress(e, verb, len(changed))
-		for _, r := range changed {
-			var err error
-			if r.Error != "" {
-				err = errors.New(r.Error)
-			}
-			prog.item(r.Cluster, err, "action", r.Action, "from", int(r.From), "to", int(r.To))
-		}
-		prog.finish()
+// progressRootRotation writes one line per cluster changed (or failed) on stderr;
+// the table goes to stdout.
+func progressRootRotation(e *env, dryRun bool, rep *mesh.RootRotationReport) {
+	verb := "root rotation"
+	if dryRun {
+		verb += " (dry run)"
 	}
-	plan := rep.Plan
-	verdict := rep.Verdict()
-	ok, waiting := verdict != mesh.Failed, verdict == mesh.Waiting
-	out := rootRotateOutput{OK: ok, Waiting: waiting, Status: o.Status, RootRotationReport: rep}
-	if runErr != nil {
-		out.Error = runErr.Error()
-	} else if plan.Err != nil {
-		out.Error = plan.Err.Error()
+	var changed []*mesh.RootRotationClusterResult
+	for _, r := range rep.Clusters {
+		if r.Action != "none" || r.Error != "" {
+			changed = append(changed, r)
+		}
+	}
+	prog := newProgress(e, verb, len(changed))
+	for _, r := range changed {
+		var err error
+		if r.Error != "" {
+			err = errors.New(r.Error)
+		}
+		prog.item(r.Cluster, err, "action", r.Action, "from", int(r.From), "to", int(r.To))
+	}
+	prog.finish()
+}
+
+// report writes the run's (or --status') result and gives its verdict an exit
+// code: a waiting run exits 0.
+func (o *rootRotateOptions) report(e *env, rep *mesh.RootRotationReport) error {
+	plan, verdict := rep.Plan, rep.Verdict()
+	out := rootRotateOutput{OK: verdict != mesh.Failed, Waiting: verdict == mesh.Waiting, Status: o.Status, RootRotationReport: rep}
+	if rep.Err != nil {
+		out.Error = rep.Err.Error()
 	}
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, out); err != nil {
@@ -345,16 +355,15 @@ func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
 		printRootRotation(e.stdout, out, o.rotation.MinStepInterval, time.Now())
 	}
 	switch {
-	case ok:
-		if waiting {
-			e.log.Info("next root rotation step not allowed yet", "from", plan.NextAllowed.UTC().Format(time.RFC3339))
-		}
+	case verdict == mesh.Waiting:
+		e.log.Info("next root rotation step not allowed yet", "from", plan.NextAllowed.UTC().Format(time.RFC3339))
 		return nil
-	case runErr != nil:
-		return runErr // bad input found on the way (exit 2) keeps its code
-	default:
-		return failed(plan.Err)
+	case verdict == mesh.OK:
+		return nil
+	case rep.Err != nil && (plan.Err == nil || !errors.Is(rep.Err, plan.Err)):
+		return rep.Err // stopped on the way: bad input found there (exit 2) keeps its code
 	}
+	return failed(plan.Err)
 }
 
 // rootLabel names a root fingerprint as old, new or its short fingerprint (a
@@ -694,24 +703,10 @@ func (o *rootBundleOptions) Run(_ context.Context, e *env) error {
 			return err
 		}
 		summary = e.stderr
-	} else {
-		if st, err := os.Lstat(o.Out); err == nil && !st.Mode().IsRegular() {
-			// Never rename over a device, a FIFO, a link or a folder, even with --force.
-			return inputError(fmt.Errorf("%s is %s: root bundle only ever replaces a regular file; choose another --out", o.Out, textfmt.FileMode(st.Mode())))
-		} else if err == nil && !o.Force {
-			return inputError(fmt.Errorf("%s already exists: pass --force to replace it", o.Out))
-		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return inputError(err)
-		}
-		write := atomicfs.WriteFile
-		if !o.Force {
-			write = atomicfs.CreateFile // another run may have written it since the check
-		}
-		if err := write(o.Out, pemData, 0o644); errors.Is(err, fs.ErrExist) {
-			return inputError(fmt.Errorf("%w: pass --force to replace it", err))
-		} else if err != nil {
-			return failed(fmt.Errorf("write %s: %w", o.Out, err))
-		}
+	} else if err := ca.WriteOutputFile(o.Out, pemData, ca.OutputFileOptions{Force: o.Force, Perm: 0o644}); errors.Is(err, ca.ErrExists) {
+		return inputError(fmt.Errorf("%w: pass --force to replace it", err))
+	} else if err != nil {
+		return inputError(err)
 	}
 	if o.Output == "json" {
 		return writeJSON(summary, res)

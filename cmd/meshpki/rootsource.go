@@ -138,14 +138,6 @@ func (s rootSource) options(ctx context.Context, e *env) (rootsource.Options, er
 	return opts, nil
 }
 
-// checkProfiles is ca.CheckProfiles against iss's chain, as bad input (exit 2).
-func checkProfiles(iss ca.Issuer, profiles []ca.Profile) error {
-	if err := ca.CheckProfiles(iss.Chain(), profiles, time.Now()); err != nil {
-		return inputError(err)
-	}
-	return nil
-}
-
 // vaultConn is the Vault connection flag group: the flags as given, then (Validate)
 // a vault.Config from them and the standard environment, then (connect) the
 // connection, opened and logged in once, on first use. Several flag groups of one

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -95,93 +93,12 @@ func allowRootKeyFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "allow-root-key", Usage: "accept a bundle whose ca-cert.pem is the mesh's root itself (its key, the root key, then sits in the cluster)"}
 }
 
-type bundleVerdict struct {
-	Dir string `json:"dir"`
-	OK  bool   `json:"ok"`
-	*ca.Report
-}
-
-// handshakeResult is one real handshake, between Server and Client, standing for
-// Pairs ordered pairs of bundles: every server of Server's class with every client
-// of Client's (a class: bundles that trust the same roots and whose chains verify
-// alike against every trust set of the mesh).
-type handshakeResult struct {
-	Server string `json:"server"`
-	Client string `json:"client"`
-	Pairs  int    `json:"pairs"`
-	OK     bool   `json:"ok"`
-	Error  string `json:"error,omitempty"`
-}
-
-type verifyResult struct {
-	OK         bool              `json:"ok"`
-	Bundles    []bundleVerdict   `json:"bundles"`
-	Mesh       []ca.Problem      `json:"mesh"`
-	Handshakes []handshakeResult `json:"handshakes,omitempty"`
-}
-
-// Run verifies each bundle folder (ca.ParseBundle), that they share one root and,
-// with --mtls, that they accept each other; any failure exits 1.
+// Run verifies each bundle folder, that they make one mesh and, with --mtls, that
+// they accept each other (ca.VerifyDirs); any failure exits 1.
 func (o *verifyOptions) Run(ctx context.Context, e *env) error {
-	res := verifyResult{OK: true, Mesh: []ca.Problem{}}
-	var reps []*ca.Report
-	var names []string
-	bundles := map[int]*ca.Bundle{}
-	for _, dir := range o.cmd.Args {
-		st, err := os.Stat(dir)
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return inputError(fmt.Errorf("%s: no such bundle folder", dir))
-			}
-			return inputError(err)
-		}
-		if !st.IsDir() {
-			return inputError(fmt.Errorf("%s: not a folder (verify takes bundle folders)", dir))
-		}
-		files, err := ca.ReadDir(dir)
-		if err != nil {
-			return inputError(err)
-		}
-		b, rep, _ := ca.ParseBundle(files, o.check)
-		ok := rep.OK()
-		if o.Strict && len(rep.Problems) > 0 {
-			ok = false
-		}
-		if b != nil {
-			bundles[len(res.Bundles)] = b
-		}
-		res.OK = res.OK && ok
-		res.Bundles = append(res.Bundles, bundleVerdict{Dir: dir, OK: ok, Report: rep})
-		reps = append(reps, rep)
-		names = append(names, dir)
-	}
-	if p := ca.SameRoots(names, reps); p != nil {
-		res.Mesh = append(res.Mesh, *p)
-		res.OK = false
-	}
-	// With CRLs: each bundle's ca-crl.pem must cover every CA of every other bundle.
-	var members []ca.CRLMember
-	for i, name := range names {
-		b := bundles[i]
-		if b == nil {
-			continue
-		}
-		m := ca.CRLMember{Name: name, Chain: b.Chain}
-		if b.CRLFile != nil {
-			m.CRLs, _ = ca.ParseCRLsPEM(b.CRLFile) // a bad file is the bundle's own error
-		}
-		members = append(members, m)
-	}
-	for _, p := range ca.CheckMeshCRLs(members, time.Now()) {
-		res.Mesh = append(res.Mesh, p)
-		if p.Severity == ca.SeverityError || o.Strict {
-			res.OK = false
-		}
-	}
-	if o.MTLS {
-		hs, ok := mtlsMatrix(ctx, e, o.cmd.Args, bundles)
-		res.Handshakes = hs
-		res.OK = res.OK && ok
+	res, err := ca.VerifyDirs(ctx, o.cmd.Args, ca.VerifyDirsOptions{Check: o.check, Strict: o.Strict, MTLS: o.MTLS, Log: e.log})
+	if err != nil {
+		return inputError(err)
 	}
 	if o.Output == "json" {
 		if err := writeJSON(e.stdout, res); err != nil {
@@ -196,50 +113,7 @@ func (o *verifyOptions) Run(ctx context.Context, e *env) error {
 	return nil
 }
 
-// mtlsMatrix issues one workload per valid bundle and works out, for every ordered
-// pair, whether they accept each other: each workload chain is checked against
-// every distinct trust set, and one real handshake runs per ordered pair of classes
-// (ca.CheckMeshMTLS), so 1,000 bundles take seconds, not hours.
-func mtlsMatrix(ctx context.Context, e *env, dirs []string, bundles map[int]*ca.Bundle) ([]handshakeResult, bool) {
-	ok := true
-	var out []handshakeResult
-	var ws []*ca.Workload
-	var wdirs []string
-	for i := range dirs {
-		b := bundles[i]
-		if b == nil {
-			continue
-		}
-		sa := fmt.Sprintf("workload-%d", i)
-		w, err := b.IssueWorkload(ca.SPIFFEID("cluster.local", "default", sa), time.Hour)
-		if err != nil {
-			out = append(out, handshakeResult{Server: dirs[i], Client: dirs[i], Pairs: 1, Error: "issue workload certificate: " + err.Error()})
-			ok = false
-			continue
-		}
-		ws, wdirs = append(ws, w), append(wdirs, dirs[i])
-	}
-	m, err := ca.CheckMeshMTLS(ctx, ws)
-	if err != nil {
-		return append(out, handshakeResult{Error: err.Error()}), false
-	}
-	e.log.Debug("mtls classes", "workloads", len(ws), "classes", len(m.Classes), "handshakes", len(m.Results))
-	for _, r := range m.Results {
-		h := handshakeResult{Server: wdirs[r.Server], Client: wdirs[r.Client], Pairs: r.Pairs, OK: r.Err == nil}
-		if r.Err != nil {
-			h.Error = r.Err.Error()
-			ok = false
-		}
-		e.log.Debug("handshake", "server", h.Server, "client", h.Client, "pairs", h.Pairs, "ok", h.OK)
-		out = append(out, h)
-	}
-	if len(ws) < len(dirs) {
-		ok = false
-	}
-	return out, ok
-}
-
-func printVerify(e *env, res verifyResult) {
+func printVerify(e *env, res *ca.DirsReport) {
 	w := e.stdout
 	for _, b := range res.Bundles {
 		verdict := "OK  "
@@ -282,7 +156,7 @@ func printVerify(e *env, res verifyResult) {
 			}
 			fmt.Fprintf(w, ": %s\n", h.Error)
 		}
-		fmt.Fprintf(w, "%s mtls: %d of %d pairs accept each other (%d handshakes, one per pair of classes of bundles)\n",
-			map[bool]string{true: "OK  ", false: "FAIL"}[n == total], n, total, len(res.Handshakes))
+		fmt.Fprintf(w, "%s mtls: %d of %d pairs accept each other (%s, one per pair of classes of bundles)\n",
+			map[bool]string{true: "OK  ", false: "FAIL"}[n == total], n, total, plural(len(res.Handshakes), "handshake"))
 	}
 }

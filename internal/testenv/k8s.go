@@ -488,3 +488,18 @@ func binFromEnv(t testing.TB, name, tool, what string) string {
 	}
 	return bin
 }
+
+// Tool finds program name (openssl, say) on PATH for a test. Without it the test
+// is skipped, or failed when MESHPKI_REQUIRE_SERVERS=1 (CI installs it): a
+// check that silently does not run is no check.
+func Tool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv(k8sRequire) == "1" {
+			t.Fatalf("%s is not installed and %s=1", name, k8sRequire)
+		}
+		t.Skipf("%s not installed: skipping a check made with it", name)
+	}
+	return p
+}
