@@ -175,6 +175,9 @@ func readForRotation(ctx context.Context, cl *k8s.Cluster, ns string, adopt bool
 		return readSelfSigned(ctx, cl, ns, r, nil)
 	case apierrors.IsNotFound(err):
 		r.input.Err = fmt.Errorf("no Secret %s in namespace %s (install a bundle first)", k8s.SecretName, ns)
+		if _, running, _ := k8s.ReadPublishedRoots(ctx, cl, ns); running {
+			r.input.Err = fmt.Errorf("no Secret %s in namespace %s: istiod signs with its own CA there; %w", k8s.SecretName, ns, rotation.ErrNeedsAdopt)
+		}
 		return r, nil
 	case err != nil:
 		r.input.Err = err

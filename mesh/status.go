@@ -146,18 +146,25 @@ const (
 // target of a convergence or root rotation under way, else the root most
 // clusters' CAs chain to), or another root.
 func setTrust(sts []*k8s.ClusterStatus) {
+	// The most common root, the first cluster's in a tie (as SameRoots takes the
+	// first cluster as the reference).
 	shared, count := "", map[string]int{}
+	var order []string
 	for _, st := range sts {
 		if st.RootRotation != nil && st.RootRotation.NewRoot != "" {
 			shared = st.RootRotation.NewRoot
 		}
 		if n := len(st.Chain); n > 0 {
-			count[ca.Fingerprint(st.Chain[n-1])]++
+			fp := ca.Fingerprint(st.Chain[n-1])
+			if count[fp] == 0 {
+				order = append(order, fp)
+			}
+			count[fp]++
 		}
 	}
 	if shared == "" {
-		for fp, n := range count {
-			if n > count[shared] || n == count[shared] && fp < shared {
+		for _, fp := range order {
+			if count[fp] > count[shared] {
 				shared = fp
 			}
 		}

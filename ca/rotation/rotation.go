@@ -408,6 +408,15 @@ func (p *Plan) Unrecorded() []string {
 	return out
 }
 
+// refusal is a plan's error that carries several causes.
+type refusal struct {
+	msg  string
+	errs []error
+}
+
+func (r *refusal) Error() string   { return r.msg }
+func (r *refusal) Unwrap() []error { return r.errs }
+
 func (p *Plan) refuse(err error) *Plan {
 	p.Err, p.Refused = err, err.Error()
 	return p
@@ -497,8 +506,16 @@ func PlanRoot(in []Input, opts Options) *Plan {
 		}
 	}
 	if len(unreadable) > 0 {
-		return p.refuse(fmt.Errorf("%w: could not read %s; nothing was changed (a rotation step must reach every cluster)",
-			ErrUnreadable, strings.Join(unreadable, "; ")))
+		// The clusters' own errors stay reachable (errors.Is, errors.As): a
+		// permission refused, a cluster that only a convergence can take.
+		var why []error
+		for _, c := range in {
+			if c.Bundle == nil && c.Err != nil {
+				why = append(why, c.Err)
+			}
+		}
+		return p.refuse(&refusal{msg: fmt.Sprintf("%v: could not read %s; nothing was changed (a rotation step must reach every cluster)",
+			ErrUnreadable, strings.Join(unreadable, "; ")), errs: append([]error{ErrUnreadable}, why...)})
 	}
 
 	// The roots in play: the old one, or with Adopt every root trusted anywhere.
