@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -332,6 +333,42 @@ func CheckMeshCRLs(members []CRLMember, now time.Time) []Problem {
 					problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-stale",
 						Message: fmt.Sprintf("%s holds a stale CRL of %s (in %s's chain, next update %s): its Envoys refuse the workloads of that chain", a.Name, c.Subject, b.Name, crl.NextUpdate.UTC().Format(time.RFC3339))})
 				}
+			}
+		}
+	}
+	return append(problems, crlsBehind(members)...)
+}
+
+// crlsBehind finds clusters that hold an older CRL of a CA (a lower number) than
+// another cluster holds, when the newer one revokes a serial the older does not
+// list: the spread of a revocation did not reach them (an interrupted revoke), and
+// their Envoys still accept the revoked CA (mesh-crl-behind: an error).
+func crlsBehind(members []CRLMember) []Problem {
+	newest := map[string]*x509.RevocationList{} // by issuer and key identifier
+	key := func(c *x509.RevocationList) string { return string(c.RawIssuer) + "|" + string(c.AuthorityKeyId) }
+	for _, m := range members {
+		for _, c := range m.CRLs {
+			if n := newest[key(c)]; n == nil || newerCRL(c, n) {
+				newest[key(c)] = c
+			}
+		}
+	}
+	var problems []Problem
+	for _, m := range members {
+		for _, c := range m.CRLs {
+			n := newest[key(c)]
+			if n == c || !newerCRL(n, c) {
+				continue
+			}
+			var missing []string
+			for _, e := range n.RevokedCertificateEntries {
+				if !IsRevoked(c, e.SerialNumber) {
+					missing = append(missing, e.SerialNumber.Text(16))
+				}
+			}
+			if len(missing) > 0 && !slices.ContainsFunc(m.CRLs, func(x *x509.RevocationList) bool { return x != c && key(x) == key(c) && !newerCRL(n, x) }) {
+				problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-behind",
+					Message: fmt.Sprintf("%s holds CRL number %v of %s, another cluster number %v, which also revokes %s: %s still accepts that CA", m.Name, c.Number, c.Issuer, n.Number, strings.Join(missing, ", "), m.Name)})
 			}
 		}
 	}

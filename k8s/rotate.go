@@ -78,10 +78,15 @@ type RotateOptions struct {
 	// CRLTTL is the life of the CRL signed for a new intermediate in a cluster
 	// whose cacerts has CRLs; 0 means ca.DefaultCRLTTL.
 	CRLTTL time.Duration
-	// Minted are new intermediates minted ahead (MintAhead), by cluster name:
-	// Rotate installs the cluster's one instead of minting, if the cluster is still
-	// due under the Lease.
+	// Minted are new intermediates minted ahead (package mesh, MintAhead), by
+	// cluster name: Rotate installs the cluster's one instead of minting, if the
+	// cluster is still due under the Lease.
 	Minted map[string]*ca.Bundle
+	// Seen is, by cluster name, the serial of the installed CA when its Minted
+	// intermediate was decided on: when another CA is installed since (another run
+	// rotated it while this one spread CRLs), the cluster is rotated only if it is
+	// due on its own, even with Force.
+	Seen map[string]string
 
 	// beforeLock, for tests, runs after the first decision and before the Lease
 	// is taken.
@@ -199,9 +204,16 @@ func Rotate(ctx context.Context, cl *Cluster, opts RotateOptions) (*RotateResult
 	if err != nil {
 		return res, err
 	}
-	res.record(d, opts.Force)
+	force := opts.Force
+	if seen, ok := opts.Seen[cl.Name]; ok && opts.Minted[cl.Name] != nil && seen != installedSerial(d.cert) {
+		force = false // its CA changed since the intermediate was minted ahead: another run rotated it
+	}
+	res.record(d, force)
 	if !res.Due {
 		res.Outcome = OutcomeNotDue
+		if force != opts.Force {
+			res.Reason = "rotated meanwhile by another run; " + d.reason
+		}
 		return res, nil
 	}
 	if d.otherRoot && !opts.AllowNewRoot {
@@ -473,4 +485,12 @@ func rootOf(b *ca.Bundle) string {
 func installedRoots(files map[string][]byte, f ca.Format) []*x509.Certificate {
 	certs, _ := ca.ParseCertificatesPEM(files[ca.RootsFileName(f)])
 	return certs
+}
+
+// installedSerial is c's serial in hex, "" for no certificate.
+func installedSerial(c *x509.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	return ca.FormatSerial(c)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,7 +237,7 @@ func TestRotateKeepsCRLs(t *testing.T) {
 
 	// Minted ahead (what rotate does with CRLs on): the new CA's CRL reaches east
 	// before west installs the CA, so east accepts it with no sync afterwards.
-	minted, err := MintAhead(testContext(t), clusters, opts)
+	minted, _, err := MintAhead(testContext(t), clusters, opts)
 	if err != nil || len(minted) != 2 {
 		t.Fatalf("MintAhead with Force: %d minted, %v", len(minted), err)
 	}
@@ -562,5 +563,102 @@ func TestConcurrentSpreadsKeepBothCRLs(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Two rotate runs at once with CRLs on (both --force, as two CronJob runs that
+// overlap) rotate each cluster once: the run that gets a cluster's Lease second
+// finds it rotated since it minted ahead, and leaves it (issue: no Lease was held
+// during the CRL settle, and the second run rotated again).
+func TestOverlappingRotationsWithCRLsRotateOnce(t *testing.T) {
+	_, all := realClusters(t, false)
+	clusters := all[:2]
+	ns := testNamespace(t)
+	rootCRL := crlMesh(t, clusters, ns)
+	src := &Source{Issuer: ca.NewLocalIssuer(sharedRoot(t)), CRLAuthority: heldCRL(rootCRL)}
+	reports := make([]*RotateReport, 2)
+	var wg sync.WaitGroup
+	for k := range reports {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The second run waits longer for its CRLs to settle: it decided (and
+			// minted) before the first rotated, and reaches the clusters after.
+			opts := RotateOptions{Rotate: rotateOpts(t, ns, nil), CRLSettle: time.Duration(k) * 3 * time.Second}
+			opts.Rotate.Force, opts.Rotate.Lock.Holder, opts.Rotate.Lock.Wait = true, fmt.Sprintf("run-%d", k), time.Minute
+			reports[k] = Rotate(testContext(t), clusters, src, opts)
+		}()
+	}
+	wg.Wait()
+	for _, cl := range clusters {
+		rotated := 0
+		for _, rep := range reports {
+			if rep.Verdict() != OK {
+				t.Fatalf("a run failed: %v", rep.Err)
+			}
+			for _, c := range rep.Clusters {
+				if c.Cluster == cl.Name && c.Outcome == k8s.OutcomeRotated {
+					rotated++
+				}
+			}
+		}
+		if rotated != 1 {
+			t.Errorf("%s rotated %d times by two overlapping runs, want once", cl.Name, rotated)
+		}
+	}
+}
+
+// A revoke that one cluster refused (here: a bad token; an admission policy or an
+// apiserver down do the same) is finished by running it again: the revocation is
+// recorded already, so the rerun spreads it (exit 0) instead of refusing; until
+// then status flags the cluster whose root CRL is behind (mesh-crl-behind).
+func TestInterruptedRevokeIsFinishedByRerun(t *testing.T) {
+	env, clusters := realClusters(t, false)
+	ns := testNamespace(t)
+	for _, cl := range clusters {
+		_, files := mint(t, nil, cl.Name)
+		mustInstall(t, cl, files, k8s.InstallOptions{Namespace: ns})
+	}
+	root := sharedRoot(t)
+	dir := t.TempDir()
+	src := &Source{Issuer: ca.NewLocalIssuer(root), CRLAuthority: func(context.Context) (ca.CRLAuthority, error) {
+		return &ca.FolderCRL{Dir: dir, Root: root}, nil
+	}}
+	if rep := CRLSync(testContext(t), clusters, src, CRLRunOptions{Namespace: ns}); rep.Verdict() != OK {
+		t.Fatalf("crl sync: %v", rep.Err)
+	}
+	east, west := clusters[0], clusters[1]
+	broken, err := k8s.NewCluster(west.Name, env.Clusters[1].RESTConfig("not-a-token"), k8s.ClusterOptions{Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoke := RevokeOptions{CRLRunOptions: CRLRunOptions{Namespace: ns}, Clusters: []string{east.Name}, Reason: ca.ReasonKeyCompromise, ReasonName: "keyCompromise"}
+	rep := Revoke(testContext(t), []*k8s.Cluster{east, broken, clusters[2]}, src, revoke)
+	if rep.Verdict() != Failed || len(rep.Revoked) != 1 || rep.Revoked[0].Already {
+		t.Fatalf("first revoke: %s, %v, %+v", rep.Verdict(), rep.Err, rep.Revoked)
+	}
+	behind := func() bool {
+		st := Status(testContext(t), clusters, StatusOptions{Status: k8s.StatusOptions{Namespace: ns}})
+		for _, p := range st.Mesh {
+			if p.Check == "mesh-crl-behind" && strings.HasPrefix(p.Message, west.Name+" holds") {
+				return true
+			}
+		}
+		return false
+	}
+	if !behind() {
+		t.Fatal("status does not flag west, whose root CRL lacks the revocation")
+	}
+	rep = Revoke(testContext(t), clusters, src, revoke)
+	if rep.Verdict() != OK || len(rep.Revoked) != 1 || !rep.Revoked[0].Already {
+		t.Fatalf("rerun: %s, %v, %+v", rep.Verdict(), rep.Err, rep.Revoked)
+	}
+	if behind() {
+		t.Fatal("after the rerun, status still flags west")
+	}
+	ew, _ := crlWorkload(t, east, ns)
+	ww, _ := crlWorkload(t, west, ns)
+	if err := ca.Handshake(testContext(t), ww, ew); err == nil {
+		t.Fatal("west still accepts east's workloads after the rerun")
 	}
 }

@@ -32,6 +32,9 @@ type RevokedCA struct {
 	Cluster string `json:"cluster,omitempty"`
 	Serial  string `json:"serial"`
 	Reason  string `json:"reason"`
+	// Already: the source's CRL listed it before this run (a run interrupted
+	// before every cluster got it): this run only spread it.
+	Already bool `json:"alreadyRevoked,omitempty"`
 }
 
 // CRLInfo describes a CRL, never its signer's key.
@@ -127,7 +130,8 @@ type RevokeOptions struct {
 // cacerts) and each of opts.Serials: the source's CRL lists them (its durable
 // record), and the mesh CRL set goes to every other cluster, as CRLSync does, so
 // that every other cluster's Envoys refuse the revoked cluster's workloads from
-// then on. The revoked cluster's own Secret is left as it is. Neither the root nor
+// then on. A serial the record lists already is spread again, not refused
+// (RevokedCA.Already): rerunning an interrupted revoke finishes it. The revoked cluster's own Secret is left as it is. Neither the root nor
 // a CA of the signing path can be revoked, nor a CA the signing CA did not sign:
 // those are bad input, refused before anything is signed.
 func Revoke(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts RevokeOptions) *CRLReport {
@@ -188,6 +192,30 @@ func Revoke(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts Revo
 			rep.Err = err
 			return rep
 		}
+	}
+	// A serial recorded already (an interrupted run, or one repeated) is not
+	// revoked again: the run spreads the record, so that a rerun finishes what an
+	// interrupted one began.
+	if len(entries) > 0 && src.CRLAuthority != nil {
+		auth, err := src.CRLAuthority(ctx)
+		if err != nil {
+			rep.Err = err
+			return rep
+		}
+		recorded, _, err := auth.CRL(ctx, nil, ca.CRLOptions{TTL: src.CRLTTL, Refresh: src.CRLRefresh, DryRun: true})
+		if err != nil {
+			rep.Err = err
+			return rep
+		}
+		var fresh []x509.RevocationListEntry
+		for i, en := range entries {
+			if ca.IsRevoked(recorded, en.SerialNumber) {
+				rep.Revoked[i].Already = true
+			} else {
+				fresh = append(fresh, en)
+			}
+		}
+		entries = fresh
 	}
 	return crlRun(ctx, clusters, src, opts.CRLRunOptions, entries, rep)
 }

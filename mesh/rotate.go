@@ -10,16 +10,16 @@ import (
 	"github.com/meshpki/meshpki/k8s"
 )
 
-// MintAhead decides, as a dry run of Rotate does (no Lease, nothing written), which
+// MintAhead decides, as a dry run of k8s.Rotate does (no Lease, nothing written), which
 // of clusters are due, and mints their new intermediates now, so that their CRLs
 // can reach every cluster before any of them is installed: pass them to SyncCRLs
 // as Pending, then to Rotate as RotateOptions.Minted. Clusters that are not due,
 // or that Rotate would refuse, get none. A failure to mint is returned, with
 // nothing minted for the rest.
-func MintAhead(ctx context.Context, clusters []*k8s.Cluster, opts k8s.RotateOptions) (map[string]*ca.Bundle, error) {
+func MintAhead(ctx context.Context, clusters []*k8s.Cluster, opts k8s.RotateOptions) (map[string]*ca.Bundle, map[string]string, error) {
 	dry := opts
 	dry.DryRun = true
-	minted := map[string]*ca.Bundle{}
+	minted, seen := map[string]*ca.Bundle{}, map[string]string{}
 	for _, r := range k8s.Each(ctx, clusters, k8s.DefaultConcurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
 		return k8s.Rotate(ctx, cl, dry)
 	}, nil) {
@@ -31,11 +31,14 @@ func MintAhead(ctx context.Context, clusters []*k8s.Cluster, opts k8s.RotateOpti
 		p.Subject.Locality = []string{r.Cluster.Name}
 		b, err := ca.Mint(ctx, opts.Issuer, p)
 		if err != nil {
-			return nil, fmt.Errorf("cluster %s: %w", r.Cluster.Name, err)
+			return nil, nil, fmt.Errorf("cluster %s: %w", r.Cluster.Name, err)
 		}
-		minted[r.Cluster.Name] = b
+		minted[r.Cluster.Name], seen[r.Cluster.Name] = b, ""
+		if r.Value.Before != nil {
+			seen[r.Cluster.Name] = r.Value.Before.Serial
+		}
 	}
-	return minted, nil
+	return minted, seen, nil
 }
 
 // RotateOptions controls Rotate.
@@ -177,7 +180,7 @@ func spreadAhead(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts
 	if on, err := CRLsEnabled(ctx, clusters, sync); err != nil || !on {
 		return nil // no CRLs; or no cluster readable, which the rotations report
 	}
-	minted, err := MintAhead(ctx, clusters, opts.Rotate)
+	minted, seen, err := MintAhead(ctx, clusters, opts.Rotate)
 	if err != nil || len(minted) == 0 {
 		return err
 	}
@@ -201,7 +204,7 @@ func spreadAhead(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts
 	if err := SettleCRLs(ctx, opts.CRLSettle, res, false); err != nil {
 		return fmt.Errorf("waiting for the proxies to read the new CRLs: %w", err)
 	}
-	opts.Rotate.Minted = minted
+	opts.Rotate.Minted, opts.Rotate.Seen = minted, seen
 	return nil
 }
 

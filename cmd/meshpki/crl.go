@@ -171,6 +171,10 @@ func (o *crlOptions) runOptions(p *progress) mesh.CRLRunOptions {
 
 func printCRLRun(e *env, run *mesh.CRLReport) {
 	for _, r := range run.Revoked {
+		if r.Already {
+			fmt.Fprintf(e.stdout, "%s CA serial %s was revoked already: its revocation is spread again\n", orDash(r.Cluster), r.Serial)
+			continue
+		}
 		fmt.Fprintf(e.stdout, "revoked %s CA serial %s (%s)\n", r.Cluster, r.Serial, r.Reason)
 	}
 	verb := "kept"
