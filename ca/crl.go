@@ -375,6 +375,24 @@ func crlsBehind(members []CRLMember) []Problem {
 	return problems
 }
 
+// RevocationOf says which revocation, if any, crls hold for a CA of chain (below the
+// root), e.g. "its CA (serial 3f2a...) is revoked by CN=Root (keyCompromise, at
+// 2026-12-01T10:00:00Z)"; "" when none.
+func RevocationOf(chain []*x509.Certificate, crls []*x509.RevocationList) string {
+	for i := 0; i+1 < len(chain); i++ {
+		crl := CRLOf(crls, chain[i+1])
+		if crl == nil {
+			continue
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(chain[i].SerialNumber) == 0 {
+				return fmt.Sprintf("its CA (serial %s) is revoked by %s (%s, at %s)", FormatSerial(chain[i]), crl.Issuer, ReasonName(e.ReasonCode), e.RevocationTime.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return ""
+}
+
 // revokedInChain tells whether a CA of chain (below the root) is listed by its
 // issuer's CRL in crls, and which.
 func revokedInChain(chain []*x509.Certificate, crls []*x509.RevocationList) (serial, by string, ok bool) {

@@ -48,6 +48,24 @@ func ParseReason(s string) (int, error) {
 	return 0, fmt.Errorf("unknown revocation reason %q (want keyCompromise, caCompromise, superseded, cessationOfOperation or unspecified)", s)
 }
 
+// ReasonName names a CRL reason code as ParseReason reads it ("reason N" for a
+// code it does not know).
+func ReasonName(code int) string {
+	switch code {
+	case ReasonKeyCompromise:
+		return "keyCompromise"
+	case ReasonCACompromise:
+		return "caCompromise"
+	case ReasonSuperseded:
+		return "superseded"
+	case ReasonCessationOfOperation:
+		return "cessationOfOperation"
+	case ReasonUnspecified:
+		return "unspecified"
+	}
+	return fmt.Sprintf("reason %d", code)
+}
+
 // ErrAlreadyRevoked: the serial is listed already.
 var ErrAlreadyRevoked = errors.New("already revoked")
 

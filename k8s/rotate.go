@@ -33,6 +33,9 @@ const (
 	OutcomeLocked Outcome = "locked"
 	// OutcomeFailed: see the error.
 	OutcomeFailed Outcome = "failed"
+	// OutcomeRevoked: the cluster's CA is revoked; it is given no new one unless
+	// re-admitted by name (package mesh, RotateOptions.Readmit).
+	OutcomeRevoked Outcome = "revoked"
 )
 
 // OK reports whether the outcome leaves the cluster healthy.

@@ -87,6 +87,10 @@ type RootRotationOptions struct {
 	// its own CA (pilot/pkg/bootstrap/istio_ca.go: the cacerts watcher exists only
 	// in plugged-in mode).
 	Adopt bool
+	// Readmit names clusters whose CA is revoked (a CRL the mesh holds lists it)
+	// that step 2 may give a new intermediate; without it such a step is refused:
+	// re-admitting a revoked cluster is never implicit.
+	Readmit []string
 }
 
 func (o RootRotationOptions) namespace() string { return namespaceOr(o.Namespace) }
@@ -263,9 +267,33 @@ func readSelfSigned(ctx context.Context, cl *k8s.Cluster, ns string, r *rotation
 
 // RootRotationStatus reads every cluster and plans the next run without changing
 // anything: the plan says where each cluster stands, and why a run would refuse.
+//
+// Beyond the plan, it checks what would stop a run before any cluster moved: a
+// revoked cluster that step 2 would re-admit, or, with CRLs on, a new root source
+// that gives no CRL (opts.NewRootCRLs is called; it must sign nothing it would
+// keep). Such a report's Err says why, and its Verdict is Failed.
 func RootRotationStatus(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationOptions) *RootRotationReport {
-	rep, _ := planRootRotation(ctx, clusters, opts)
-	rep.Err = rep.Plan.Err
+	rep, reads := planRootRotation(ctx, clusters, opts)
+	plan := rep.Plan
+	rep.Err = plan.Err
+	if plan.Err != nil || len(plan.Moving()) == 0 {
+		return rep
+	}
+	if err := refuseRevoked(reads, plan, opts.Readmit); err != nil {
+		rep.Err = fmt.Errorf("a run would stop before any cluster moves: %w", err)
+		return rep
+	}
+	if opts.CRLs != nil {
+		sync := *opts.CRLs
+		sync.Namespace = opts.namespace()
+		if on, err := CRLsEnabled(ctx, clusters, sync); err == nil && on {
+			if opts.NewRootCRLs == nil {
+				rep.Err = invalid(fmt.Errorf("a run would stop before any cluster moves: CRLs are on in the mesh, and the new root source keeps no CRL: %w", ErrNoRootCRL))
+			} else if _, err := opts.NewRootCRLs(ctx); err != nil {
+				rep.Err = fmt.Errorf("a run would stop before any cluster moves: the new root's CRL: %w", err)
+			}
+		}
+	}
 	return rep
 }
 
@@ -348,6 +376,11 @@ func rotateRoot(ctx context.Context, clusters []*k8s.Cluster, opts RootRotationO
 	for _, j := range jobs {
 		byCluster[clusters[j.i]] = j
 		work = append(work, clusters[j.i])
+	}
+	if plan.Err == nil {
+		if err := refuseRevoked(reads, plan, opts.Readmit); err != nil {
+			return rep, err
+		}
 	}
 	var pre map[*k8s.Cluster]stepInput
 	if opts.CRLs != nil && plan.Err == nil && slices.ContainsFunc(jobs, func(j job) bool { return !j.stamp }) {
@@ -708,4 +741,37 @@ func newRecord(step rotation.Step, now time.Time, roots []*x509.Certificate, clu
 		rec.OldRoot, rec.Roots = rec.Roots[0], nil
 	}
 	return rec
+}
+
+// refuseRevoked refuses a step that would move a cluster whose CA a CRL of the
+// mesh revokes: a switch (step 2) would give it a new intermediate, re-admitting
+// it, which only naming it in readmit allows; the other steps cannot take it along
+// (its CA's CRL is no longer signed), so it must leave the run or get a new CA
+// first.
+func refuseRevoked(reads []*rotationRead, plan *rotation.Plan, readmit []string) error {
+	var all []*x509.RevocationList
+	for _, r := range reads {
+		if crls, err := ca.ParseCRLsPEM(r.files[ca.CRLFile]); err == nil {
+			all = append(all, crls...)
+		}
+	}
+	var refused []string
+	for i, row := range plan.Clusters {
+		b := reads[i].input.Bundle
+		if !row.Moves() || b == nil || plan.Target == rotation.StepSwitched && slices.Contains(readmit, row.Cluster) {
+			continue
+		}
+		if why := ca.RevocationOf(b.Chain, all); why != "" {
+			refused = append(refused, row.Cluster+": "+why)
+		}
+	}
+	switch {
+	case len(refused) == 0:
+		return nil
+	case plan.Target == rotation.StepSwitched:
+		return invalid(fmt.Errorf("%w: step 2 (switch) would give %s a new intermediate; name a cluster to re-admit it, or take it out of the mesh; nothing was changed",
+			ErrRevokedCA, strings.Join(refused, "; ")))
+	}
+	return invalid(fmt.Errorf("%w: step %d (%s) cannot take %s along (its CA's CRL is no longer signed): take it out of the run, or give it a new CA first (bootstrap --force); nothing was changed",
+		ErrRevokedCA, int(plan.Target), plan.Target.Action(), strings.Join(refused, "; ")))
 }

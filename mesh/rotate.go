@@ -2,7 +2,10 @@ package mesh
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,6 +59,10 @@ type RotateOptions struct {
 	Progress func(k8s.Result[*k8s.RotateResult])
 	// Log receives a line per cluster of the CRL spreads; nil logs nothing.
 	Log Logger
+	// Readmit names clusters whose CA is revoked (a CRL the mesh holds lists it)
+	// that may get a new one: re-admitting a revoked cluster is never implicit.
+	// Others are left alone (k8s.OutcomeRevoked).
+	Readmit []string
 }
 
 // RotateEntry is one cluster's part of a rotation run.
@@ -115,8 +122,17 @@ func (r *RotateReport) stop(clusters []*k8s.Cluster, opts RotateOptions, err err
 	r.OK, r.Error, r.Err = false, err.Error(), err
 	for _, cl := range clusters {
 		res := &k8s.RotateResult{Cluster: cl.Name, Namespace: namespaceOr(opts.Rotate.Namespace), DryRun: opts.Rotate.DryRun, Outcome: k8s.OutcomeFailed}
-		r.Clusters = append(r.Clusters, RotateEntry{RotateResult: res, Error: "not started: " + err.Error(), Err: err})
-		r.Summary[k8s.OutcomeFailed]++
+		entry := RotateEntry{RotateResult: res, Error: "not started: " + err.Error(), Err: err}
+		// A cluster whose Lease another run held stopped the CRL spread: say so.
+		for _, c := range r.CRLsAhead {
+			var le *k8s.LockedError
+			if c.Cluster == cl.Name && errors.As(c.Err, &le) {
+				res.Outcome, res.LockedBy, res.Reason = k8s.OutcomeLocked, le.Holder, "its Lease is held by another run"
+				entry.Error, entry.Err = "not started: "+c.Err.Error(), c.Err
+			}
+		}
+		r.Clusters = append(r.Clusters, entry)
+		r.Summary[res.Outcome]++
 	}
 }
 
@@ -132,13 +148,24 @@ func (r *RotateReport) stop(clusters []*k8s.Cluster, opts RotateOptions, err err
 func Rotate(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts RotateOptions) *RotateReport {
 	opts.Rotate.Issuer, opts.Rotate.CRLTTL = src.Issuer, src.CRLTTL
 	rep := newRotateReport(opts)
+	// Clusters whose CA is revoked get no new one unless re-admitted by name.
+	revoked := revokedCAs(ctx, clusters, namespaceOr(opts.Rotate.Namespace), opts.Concurrency)
+	var work []*k8s.Cluster
+	for _, cl := range clusters {
+		if why, ok := revoked[cl.Name]; ok && !slices.Contains(opts.Readmit, cl.Name) {
+			err := fmt.Errorf("cluster %s: %s: %w", cl.Name, why, ErrRevokedCA)
+			rep.skipped(cl, opts, err)
+			continue
+		}
+		work = append(work, cl)
+	}
 	if !opts.Rotate.DryRun {
-		if err := spreadAhead(ctx, clusters, src, &opts, rep); err != nil {
-			rep.stop(clusters, opts, fmt.Errorf("%w; no cluster was rotated", err))
+		if err := spreadAhead(ctx, work, src, &opts, rep); err != nil {
+			rep.stop(work, opts, fmt.Errorf("%w; no cluster was rotated", err))
 			return rep
 		}
 	}
-	results := k8s.Each(ctx, clusters, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
+	results := k8s.Each(ctx, work, opts.Concurrency, func(ctx context.Context, cl *k8s.Cluster) (*k8s.RotateResult, error) {
 		return k8s.Rotate(ctx, cl, opts.Rotate)
 	}, opts.Progress)
 	var bad []string
@@ -158,16 +185,70 @@ func Rotate(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts Rota
 		rep.Summary[res.Outcome]++
 		rep.Clusters = append(rep.Clusters, entry)
 	}
-	if !opts.Rotate.DryRun {
-		if err := syncAfterRotate(ctx, clusters, src, opts, rep); err != nil {
+	// The CRL refresh goes to the clusters under the source's root only: one whose
+	// CA chains to another root gets no CRL of this one (a run that could not do
+	// its job there writes nothing there).
+	var mine []*k8s.Cluster
+	for k, r := range results {
+		if !errors.Is(r.Err, k8s.ErrOtherRoot) {
+			mine = append(mine, work[k])
+		}
+	}
+	if !opts.Rotate.DryRun && len(mine) > 0 {
+		if err := syncAfterRotate(ctx, mine, src, opts, rep); err != nil {
 			rep.OK = false
 			bad = append(bad, "CRLs: "+err.Error())
 		}
 	}
+	for _, e := range rep.Clusters {
+		if e.Outcome == k8s.OutcomeRevoked {
+			bad = append(bad, fmt.Sprintf("%s: %s", e.Cluster, e.Outcome))
+		}
+	}
 	if len(bad) > 0 {
-		rep.Err = fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(results), strings.Join(bad, ", "))
+		rep.Err = fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(clusters), strings.Join(bad, ", "))
 	}
 	return rep
+}
+
+// ErrRevokedCA means a cluster's CA is revoked, and the cluster was not named to
+// be re-admitted: it gets no new CA.
+var ErrRevokedCA = errors.New("its CA is revoked; a new one would re-admit the cluster")
+
+// skipped records a cluster left out of the run (its CA revoked).
+func (r *RotateReport) skipped(cl *k8s.Cluster, opts RotateOptions, err error) {
+	res := &k8s.RotateResult{Cluster: cl.Name, Namespace: namespaceOr(opts.Rotate.Namespace), DryRun: opts.Rotate.DryRun, Outcome: k8s.OutcomeRevoked}
+	r.OK = false
+	r.Clusters = append(r.Clusters, RotateEntry{RotateResult: res, Error: err.Error(), Err: err})
+	r.Summary[k8s.OutcomeRevoked]++
+	if opts.Progress != nil {
+		opts.Progress(k8s.Result[*k8s.RotateResult]{Cluster: cl, Value: res, Err: err})
+	}
+}
+
+// revokedCAs reads every cluster's cacerts and tells, by cluster name, whose CA a
+// CRL held anywhere in the mesh revokes, and by what (serial, issuer, reason).
+// Clusters that cannot be read are not listed (the run reports them).
+func revokedCAs(ctx context.Context, clusters []*k8s.Cluster, ns string, concurrency int) map[string]string {
+	reads := k8s.Each(ctx, clusters, concurrency, func(ctx context.Context, cl *k8s.Cluster) (*crlRead, error) {
+		return readForCRLs(ctx, cl, ns, time.Now())
+	}, nil)
+	var all []*x509.RevocationList
+	for _, r := range reads {
+		if r.Err == nil {
+			all = append(all, r.Value.crls...)
+		}
+	}
+	out := map[string]string{}
+	for _, r := range reads {
+		if r.Err != nil || r.Value.bundle == nil {
+			continue
+		}
+		if why := ca.RevocationOf(r.Value.bundle.Chain, all); why != "" {
+			out[r.Cluster.Name] = why
+		}
+	}
+	return out
 }
 
 // spreadAhead, when CRLs are on in the mesh, mints the due clusters' new

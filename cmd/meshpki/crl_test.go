@@ -208,11 +208,18 @@ func TestIstiodTakesMeshCRLs(t *testing.T) {
 	if !strings.Contains(out, "was revoked already") || !strings.Contains(out, "3 clusters: 2 unchanged, 1 revoked") {
 		t.Errorf("revoking east twice:\n%s", out)
 	}
-	// rotate gives every cluster a new CA (east too, which brings it back) and, as
-	// CRLs are on, spreads the new CAs' CRLs before installing them: the istiods
-	// reload, and all talk again.
+	// rotate never brings a revoked cluster back by itself: without --readmit,
+	// east is left as it is (and reported), and nothing is written anywhere.
+	before = eastRV()
+	code, out, errOut := rrRun(t, three("rotate", "--root-dir", root, "--crl-settle", "1s", "-o", "json")...)
+	if code != 1 || !strings.Contains(out, `"outcome": "revoked"`) || !strings.Contains(errOut, "--readmit") || eastRV() != before {
+		t.Fatalf("rotate over a revoked east without --readmit: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// rotate --readmit east gives every cluster a new CA (east too, which brings it
+	// back) and, as CRLs are on, spreads the new CAs' CRLs before installing them:
+	// the istiods reload, and all talk again.
 	offsets := logOffsets(is)
-	out, _ = rrWant(t, 0, nil, three("rotate", "--root-dir", root, "--force", "--crl-settle", "1s", "-o", "json")...)
+	out, _ = rrWant(t, 0, nil, three("rotate", "--root-dir", root, "--force", "--readmit", "east", "--crl-settle", "1s", "-o", "json")...)
 	var rot struct {
 		Ahead []struct{ Cluster, Action string } `json:"crlsAhead"`
 		CRLs  []struct{ Cluster, Action string } `json:"crls"`

@@ -113,6 +113,7 @@ var advices = []advice{
 	}},
 	{ca.ErrNotWaiting, func(error) string { return " (make one with meshpki intermediate csr)" }},
 	{ca.ErrImported, func(error) string { return " (pass --force to replace it)" }},
+	{mesh.ErrRevokedCA, func(error) string { return " (pass --readmit CLUSTER to give it a new one)" }},
 	{rotation.ErrNeedsAdopt, func(error) string { return " (pass --adopt)" }},
 	{mesh.ErrNoUpstreamCRL, func(error) string { return "; give them with --upstream-crl FILE" }},
 	{mesh.ErrRootCRLNotHeld, func(error) string { return " (run meshpki crl sync with the root source)" }},

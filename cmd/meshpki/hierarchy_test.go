@@ -160,8 +160,12 @@ func TestRootRotateOntoIssuingCA(t *testing.T) {
 	rot = func(extra ...string) []string {
 		return append([]string{"root", "rotate", "--new-ca-dir", caDir, "--kubeconfig", kc, "--all-contexts", "--namespace", ns, "--min-step-interval", "0", "--crl-settle", "0"}, extra...)
 	}
-	if code, out, errOut := rrRun(t, rot()...); code != 2 || !strings.Contains(errOut, "--upstream-crl") {
+	if code, out, errOut := rrRun(t, rot()...); code != 2 || !strings.Contains(errOut, "--upstream-crl") || !strings.Contains(out, "stopped before any cluster moved") || strings.Contains(out, "some clusters failed") {
 		t.Fatalf("root rotate onto an issuing CA with CRLs on, no --upstream-crl: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// --status tells the same, before anyone runs it.
+	if code, out, errOut := rrRun(t, rot("--status")...); code != 2 || !strings.Contains(out, "next: a run would stop before any cluster moves") || !strings.Contains(errOut, "--upstream-crl") {
+		t.Fatalf("root rotate --status onto an issuing CA with CRLs on, no --upstream-crl: exit %d\n%s\n%s", code, out, errOut)
 	}
 	checkStep := func(step string) {
 		t.Helper()

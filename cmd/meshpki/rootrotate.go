@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -79,6 +80,7 @@ type rootRotateOptions struct {
 	RestartIstiod   bool
 	IgnoreIstiod    bool
 	Adopt           bool
+	Readmit         []string
 	Output          string
 	CRL             crlSettings
 	CRLSettle       string
@@ -97,6 +99,7 @@ func rootRotateCommand(e *env) *cli.Command {
 		&cli.IntFlag{Name: "keep-backups", Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all"},
 		&cli.BoolFlag{Name: "restart-istiod", Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload cacerts by itself)"},
 		&cli.BoolFlag{Name: "ignore-istiod", Usage: "move on even where istiod has not published the roots of the last step (ConfigMap istio-ca-root-cert)"},
+		readmitFlag(""),
 		&cli.BoolFlag{Name: "adopt", Usage: "converge clusters as they are onto the new root: clusters on other roots (another mesh), an issuing CA's chain, or istiod's own self-signed CA (no cacerts); every root in play is trusted everywhere from step 1 (docs/root-rotation.md, Merging meshes)"},
 		lockWaitFlag(""),
 		outputFlag(),
@@ -202,6 +205,7 @@ func bindRootRotate(c *cli.Context) *rootRotateOptions {
 		RestartIstiod:   c.Bool("restart-istiod"),
 		IgnoreIstiod:    c.Bool("ignore-istiod"),
 		Adopt:           c.Bool("adopt"),
+		Readmit:         c.StringSlice("readmit"),
 		Output:          c.String("output"),
 		CRL:             bindCRLSettings(c),
 		CRLSettle:       c.String("crl-settle"),
@@ -230,6 +234,7 @@ func (o *rootRotateOptions) Validate() error {
 		RestartIstiod: o.RestartIstiod,
 		IgnoreIstiod:  o.IgnoreIstiod,
 		Adopt:         o.Adopt,
+		Readmit:       o.Readmit,
 		Concurrency:   o.Clusters.Concurrency,
 	}
 	if err := o.Lock.Validate(); err != nil {
@@ -308,7 +313,7 @@ func (o *rootRotateOptions) openNewRoot(ctx context.Context, e *env) error {
 		return err
 	}
 	o.rotation.NewRootCRLs = func(ctx context.Context) ([]*x509.RevocationList, error) {
-		crls, _, err := src.AnchorCRLs(ctx, nil, o.DryRun)
+		crls, _, err := src.AnchorCRLs(ctx, nil, o.DryRun || o.Status) // --status signs nothing it keeps
 		return crls, err
 	}
 	e.log.Debug("new root", "subject", newRoot.Subject.String(), "sha256", ca.Fingerprint(newRoot), "notAfter", newRoot.NotAfter)
@@ -478,6 +483,8 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 	moving := plan.Moving()
 	if out.Status || out.DryRun {
 		switch {
+		case out.Status && plan.Err == nil && out.Error != "":
+			fmt.Fprintf(w, "next: %s\n", out.Error)
 		case out.Waiting:
 			fmt.Fprintf(w, "next: step %d (%s) is allowed from %s (--min-step-interval %s)\n", int(plan.Target), stepAction(plan, plan.Target), plan.NextAllowed.UTC().Format(time.RFC3339), textfmt.Interval(interval))
 		case len(moving) > 0:
@@ -496,7 +503,12 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		return
 	}
 	if !out.OK {
-		fmt.Fprintln(w, "mesh: some clusters failed: fix them and rerun; the run brings them to the step the others reached")
+		failedAny := slices.ContainsFunc(out.Clusters, func(r *mesh.RootRotationClusterResult) bool { return r.Error != "" })
+		if failedAny {
+			fmt.Fprintln(w, "mesh: some clusters failed: fix them and rerun; the run brings them to the step the others reached")
+		} else {
+			fmt.Fprintln(w, "mesh: stopped before any cluster moved: "+out.Error)
+		}
 		return
 	}
 	if len(moving) == 0 {

@@ -41,6 +41,7 @@ type rotateOptions struct {
 	RestartIstiod bool
 	MetricsFile   string
 	Output        string
+	Readmit       []string
 	CRL           crlSettings
 	CRLSettle     string
 	settle        time.Duration // set by Validate
@@ -67,6 +68,7 @@ func rotateCommand(e *env) *cli.Command {
 		&cli.BoolFlag{Name: "allow-short-ttl", Category: catRotate, Usage: "accept a lifetime cut short by the root's expiry instead of failing"},
 		&cli.IntFlag{Name: "keep-backups", Category: catRotate, Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all, e.g. --keep-backups 5"},
 		&cli.BoolFlag{Name: "restart-istiod", Category: catRotate, Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload it)"},
+		readmitFlag(catRotate),
 		&cli.StringFlag{Name: "metrics-file", Category: catRotate, Usage: "write Prometheus metrics for node_exporter's textfile collector here, atomically; counters carry over from the previous file, e.g. --metrics-file /var/lib/node_exporter/textfile/meshpki.prom"},
 		outputFlag(),
 	)
@@ -139,7 +141,13 @@ func bindRotate(c *cli.Context) *rotateOptions {
 		RestartIstiod: c.Bool("restart-istiod"),
 		MetricsFile:   c.String("metrics-file"),
 		Output:        c.String("output"),
+		Readmit:       c.StringSlice("readmit"),
 	}
+}
+
+// readmitFlag is --readmit, of the commands that may give a revoked cluster a new CA.
+func readmitFlag(category string) cli.Flag {
+	return &cli.StringSliceFlag{Name: "readmit", Category: category, Usage: "give this `CLUSTER`, whose CA is revoked, a new one, re-admitting it to the mesh (repeatable); without it a revoked cluster is left as it is"}
 }
 
 // Validate checks the flags, and that the metrics file can be written, and builds
@@ -274,7 +282,7 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	lines := &lineWriter{w: e.stderr}
-	opts := mesh.RotateOptions{Rotate: o.rotate, Concurrency: o.Clusters.Concurrency, CRLSettle: o.settle, Log: e.log,
+	opts := mesh.RotateOptions{Rotate: o.rotate, Concurrency: o.Clusters.Concurrency, CRLSettle: o.settle, Log: e.log, Readmit: o.Readmit,
 		Progress: func(r k8s.Result[*k8s.RotateResult]) { lines.cluster(r.Cluster.Name, r.Value, r.Err) }}
 	// The root source first: a sealed Vault or a refused token must stop the run
 	// before any cluster is touched.
@@ -348,7 +356,7 @@ func rotateSummary(rep *mesh.RotateReport) string {
 		label   string
 	}{
 		{k8s.OutcomeRotated, "rotated"}, {k8s.OutcomeDue, "due (would rotate)"}, {k8s.OutcomeNotDue, "not due"},
-		{k8s.OutcomeLocked, "locked"}, {k8s.OutcomeFailed, "failed"},
+		{k8s.OutcomeLocked, "locked"}, {k8s.OutcomeRevoked, "revoked"}, {k8s.OutcomeFailed, "failed"},
 	} {
 		if n := rep.Summary[o.outcome]; n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", n, o.label))
@@ -386,7 +394,7 @@ func (l *lineWriter) cluster(name string, res *k8s.RotateResult, err error) {
 func describeRotation(name string, res *k8s.RotateResult, err error) string {
 	msg := ""
 	if err != nil {
-		msg = strings.TrimPrefix(err.Error(), "cluster "+name+": ")
+		msg = strings.TrimPrefix(adviseText(err), "cluster "+name+": ")
 	}
 	if res == nil {
 		return "failed: " + msg
@@ -413,6 +421,8 @@ func describeRotation(name string, res *k8s.RotateResult, err error) string {
 		return "due, would rotate: " + res.Reason
 	case k8s.OutcomeLocked:
 		return msg + "; not rotated (" + res.Reason + ")"
+	case k8s.OutcomeRevoked:
+		return "revoked, left as it is: " + msg
 	}
 	return "failed: " + msg
 }

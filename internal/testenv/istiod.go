@@ -152,7 +152,15 @@ func StartIstiod(ctx context.Context, bin string, c *K8sCluster, opts IstiodOpti
 	if err := os.WriteFile(filepath.Join(dir, "networks"), []byte("{}\n"), 0o644); err != nil {
 		return nil, err
 	}
-	if err := i.start(ctx); err != nil {
+	if err := i.start(ctx); errors.Is(err, errExitedEarly) {
+		// pilot-discovery has been seen to exit (status 255) while starting, rarely,
+		// on a busy machine: one more try, logged, before the test fails.
+		fmt.Fprintf(os.Stderr, "testenv: istiod for %s exited while starting, starting it again: %v\n", c.Name, err)
+		err = i.start(ctx)
+		if err != nil {
+			return nil, err
+		}
+	} else if err != nil {
 		return nil, err
 	}
 	i.wg.Add(1)

@@ -408,12 +408,33 @@ func waitK8sReady(ctx context.Context, p *k8sProc, log string, ready func() bool
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", filepath.Base(p.cmd.Path), p.err, log, k8sLogTail(log, 30))
+			return fmt.Errorf("%s exited (%v): %w; its errors and last lines of %s:\n%s\n...\n%s", filepath.Base(p.cmd.Path), p.err, errExitedEarly, log, k8sLogErrors(log, 10), k8sLogTail(log, 30))
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %w; last lines of %s:\n%s", filepath.Base(p.cmd.Path), ctx.Err(), log, k8sLogTail(log, 30))
 		case <-tick.C:
 		}
 	}
+}
+
+// errExitedEarly: a server process exited before it was ready.
+var errExitedEarly = errors.New("exited before it was ready")
+
+// k8sLogErrors returns the last n lines of file that report an error.
+func k8sLogErrors(file string, n int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "\terror\t") || strings.Contains(l, "\tfatal\t") || strings.Contains(l, "Error:") || strings.HasPrefix(l, "F") && strings.Contains(l, "]") {
+			out = append(out, l)
+		}
+	}
+	if len(out) > n {
+		out = out[len(out)-n:]
+	}
+	return strings.Join(out, "\n")
 }
 
 func k8sLogTail(file string, n int) string {
