@@ -74,7 +74,7 @@ func TestKeepRootsFile(t *testing.T) {
 	}
 }
 
-func TestIstiodTakesRootsChange(t *testing.T) {
+func TestRootsChangeTakenByIstiod(t *testing.T) {
 	f := newRootsFixture(t)
 	a, b := f.a.Cert, f.b.Cert
 	pa, pb := EncodeCertificatesPEM(a), EncodeCertificatesPEM(b)
