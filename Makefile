@@ -41,10 +41,11 @@ tools: vaultdev k8s-testenv istiod
 # Every test, against real servers: the harness in internal/testenv starts them.
 # Three streams at once on the machine's cores:
 #   - every package under the race detector, but for the end-to-end tests with real
-#     istiod (TestIstiod*): they spend their time in istiod, the apiservers and the
-#     CLI runs that the other tests already cover under -race, and the detector
-#     would make them cost a third more CPU (measured: 250 vs 178 CPU-s);
-#   - those istiod tests, without it;
+#     istiod (TestIstiod*) and the one that kills CLI processes (TestKill*): they
+#     spend their time in istiod, the apiservers and the CLI runs that the other
+#     tests already cover under -race, and the detector would make them cost a third
+#     more CPU (measured: 250 vs 178 CPU-s);
+#   - those tests, without it;
 #   - the release archives and the image (internal/dist): no concurrency of their
 #     own, and compressing under the race detector takes minutes; at a lower
 #     priority, as they finish well before the rest.
@@ -53,7 +54,7 @@ TEST_ENV = VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
 	ISTIOD_TESTENV_BIN=$$(tools/build.sh istiod) \
 	MESHPKI_REQUIRE_SERVERS=1
-E2E := ^TestIstiod
+E2E := ^TestIstiod|^TestKill
 test: fmt-check vet lint build tools
 	@dist=$$(mktemp); e2e=$$(mktemp); \
 	nice -n 10 $(GO) test -count=1 -timeout 20m ./internal/dist/... >$$dist 2>&1 & pid=$$!; \

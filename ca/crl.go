@@ -310,6 +310,21 @@ type CRLMember struct {
 // once per such cluster (mesh-crl-revoked: a warning, since revoking is meant).
 func CheckMeshCRLs(members []CRLMember, now time.Time) []Problem {
 	var problems []Problem
+	var with, without []string
+	for _, m := range members {
+		if len(m.Chain) == 0 {
+			continue
+		}
+		if m.CRLs == nil {
+			without = append(without, m.Name)
+		} else {
+			with = append(with, m.Name)
+		}
+	}
+	if len(with) > 0 && len(without) > 0 {
+		problems = append(problems, Problem{Severity: SeverityError, Check: "mesh-crl-off",
+			Message: fmt.Sprintf("%s %s no %s while %s %s: its Envoys check no CRL, and accept revoked CAs", SummarizeNames(without, 10), hasHave(len(without)), CRLFile, SummarizeNames(with, 10), hasHave(len(with)))})
+	}
 	for _, a := range members {
 		if a.CRLs == nil {
 			continue
@@ -432,4 +447,11 @@ func EarliestNextUpdate(crls []*x509.RevocationList) time.Time {
 		}
 	}
 	return next.UTC()
+}
+
+func hasHave(n int) string {
+	if n == 1 {
+		return "has"
+	}
+	return "have"
 }

@@ -366,7 +366,21 @@ func TestCheckMeshCRLs(t *testing.T) {
 	if got := checks(east, west); len(got) != 0 {
 		t.Errorf("full sets: %v", got)
 	}
-	west.CRLs = nil // CRLs off in west: only east's set matters
+	// CRLs off in west while on in east: west accepts revoked CAs (an error of its
+	// own); apart from that, only east's set matters.
+	west.CRLs = nil
+	if ps := ca.CheckMeshCRLs([]ca.CRLMember{east, west}, now); len(ps) != 1 || ps[0].Check != "mesh-crl-off" || !strings.HasPrefix(ps[0].Message, "west has no ca-crl.pem") {
+		t.Errorf("CRLs off in west only: %v", ps)
+	}
+	checks = func(ms ...ca.CRLMember) []string {
+		var out []string
+		for _, p := range ca.CheckMeshCRLs(ms, now) {
+			if p.Check != "mesh-crl-off" {
+				out = append(out, p.Check)
+			}
+		}
+		return out
+	}
 	east.CRLs = []*x509.RevocationList{rootCRL, eastCRL}
 	if got := checks(east, west); len(got) != 1 || got[0] != "mesh-crl-missing" {
 		t.Errorf("east lacks west's CA's CRL: %v", got)

@@ -64,6 +64,10 @@ type LeaseOptions struct {
 	Wait time.Duration
 	// Poll is the pause between attempts while waiting; zero means a second.
 	Poll time.Duration
+	// OnWait, if set, is called once when the Lease is found held and will be
+	// waited for, with the cluster and the error that says by whom and until
+	// when: a wait of up to Wait that people should see.
+	OnWait func(cluster string, held *LockedError)
 }
 
 func (o LeaseOptions) withDefaults() LeaseOptions {
@@ -111,7 +115,7 @@ func AcquireLease(ctx context.Context, cl *Cluster, opts LeaseOptions) (*Lease, 
 	if opts.Holder == "" {
 		return nil, errors.New("lease: no holder identity given")
 	}
-	start := time.Now()
+	start, told := time.Now(), false
 	for {
 		l, err := tryAcquire(ctx, cl, opts)
 		if err == nil {
@@ -127,6 +131,10 @@ func AcquireLease(ctx context.Context, cl *Cluster, opts LeaseOptions) (*Lease, 
 			le.Waited = waited
 			return nil, le
 		}
+		if !told && opts.OnWait != nil {
+			opts.OnWait(cl.Name, le)
+		}
+		told = true
 		pause := min(opts.Poll, opts.Wait-waited)
 		select {
 		case <-ctx.Done():

@@ -194,10 +194,10 @@ func Rotate(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts Rota
 			mine = append(mine, work[k])
 		}
 	}
+	var crlErr error
 	if !opts.Rotate.DryRun && len(mine) > 0 {
-		if err := syncAfterRotate(ctx, mine, src, opts, rep); err != nil {
+		if crlErr = syncAfterRotate(ctx, mine, src, opts, rep); crlErr != nil {
 			rep.OK = false
-			bad = append(bad, "CRLs: "+err.Error())
 		}
 	}
 	for _, e := range rep.Clusters {
@@ -205,8 +205,14 @@ func Rotate(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts Rota
 			bad = append(bad, fmt.Sprintf("%s: %s", e.Cluster, e.Outcome))
 		}
 	}
-	if len(bad) > 0 {
+	// The CRL refresh that ends a run is not a cluster: say which failed.
+	switch {
+	case len(bad) > 0 && crlErr != nil:
+		rep.Err = fmt.Errorf("%d of %d clusters not healthy (%s); and the CRL refresh failed: %w", len(bad), len(clusters), strings.Join(bad, ", "), crlErr)
+	case len(bad) > 0:
 		rep.Err = fmt.Errorf("%d of %d clusters not healthy (%s)", len(bad), len(clusters), strings.Join(bad, ", "))
+	case crlErr != nil:
+		rep.Err = fmt.Errorf("every cluster was rotated or not due, but the CRL refresh that ends the run failed (the CRLs stay as they were; a rerun signs them): %w", crlErr)
 	}
 	return rep
 }

@@ -189,6 +189,7 @@ func (o *bootstrapOptions) Validate() error {
 // checks, mint, CRLs to the mesh first when it uses them, install, --out), then
 // writes the result.
 func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
+	o.Lock.onWait(e)
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -19,7 +20,9 @@ import (
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 )
 
 // convergence drives an istiod mesh through root rotate --adopt onto the root in
@@ -32,13 +35,15 @@ import (
 //     its istiod published then) complete mTLS: within a cluster always, across
 //     clusters where they did before, and everywhere from step 2 on.
 type convergence struct {
-	t       *testing.T
-	kc      string
-	is      []*testenv.Istiod
-	target  string
-	prev    []workload
-	talked  func(a, b string) bool // whether a and b completed mTLS at step 0
-	restart map[string]int         // restarts each istiod may have made by the end
+	t         *testing.T
+	kc        string
+	is        []*testenv.Istiod
+	target    string
+	prev      []workload
+	talked    func(a, b string) bool // whether a and b completed mTLS at step 0
+	restart   map[string]int         // restarts each istiod may have made by the end
+	clients   map[string]kubernetes.Interface
+	rootsFile map[string][]byte // each cluster's root-cert.pem before the step
 }
 
 func (c *convergence) roots(files ...string) []*x509.Certificate {
@@ -59,6 +64,24 @@ func (c *convergence) step(step int, want []*x509.Certificate, signer *x509.Cert
 		offsets[k] = i.LogSize()
 	}
 	rrWant(t, 0, nil, "root", "rotate", "--adopt", "--kubeconfig", c.kc, "--all-contexts", "--new-root-dir", c.target, "--min-step-interval", "0")
+	// Each roots file changed only as every istiod takes it on a hot reload: the
+	// byte rule of Istio 1.20-1.29, the set rule of 1.30+; at step 1 the bytes
+	// installed (a hand-made file's text too) are kept and extended. (An adopted
+	// istiod is restarted: it takes any file.)
+	for name, before := range c.rootsFile {
+		next := secretFiles(t, c.clients[name])[ca.RootCertFile]
+		if before != nil {
+			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 29}, {Major: 1, Minor: 30}} {
+				if v := ca.IstiodTakesRootsChange(rel, true, before, next); !v.Accepted {
+					t.Fatalf("step %d, %s: Istio %s would refuse the roots file: %s", step, name, rel, v.Reason)
+				}
+			}
+			if step == 1 && !bytes.HasPrefix(next, before) {
+				t.Fatalf("step 1, %s: the installed roots file was not kept byte for byte", name)
+			}
+		}
+		c.rootsFile[name] = next
+	}
 	var cur []workload
 	for k, i := range c.is {
 		ctx := waitCtx(t)
@@ -125,18 +148,35 @@ func (c *convergence) done() {
 // end every istiod publishes A alone and signs under A, and none was restarted.
 func TestIstiodMergeMeshes(t *testing.T) {
 	t.Parallel() // mostly waits on its own servers: see istiodMesh
-	env, kc, _ := istiodMesh(t, "east", "west", "north", "south")
+	env, kc, clients := istiodMesh(t, "east", "west", "north", "south")
 	dir := t.TempDir()
 	rootA, rootB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
 	rrWant(t, 0, nil, "root", "create", "--out", rootA, "--common-name", "Mesh A Root")
 	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Mesh B Root")
 	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "east", "--cluster", "west", "--out", filepath.Join(dir, "ba"))
 	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootB, "--cluster", "north", "--cluster", "south", "--out", filepath.Join(dir, "bb"))
-	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--context", "east", "--context", "west", "--bundles", filepath.Join(dir, "ba"))
+	// Mesh A's cacerts were made by hand (root-cert.pem with openssl's text around
+	// the PEM block), as `kubectl create secret generic cacerts --from-file=...`.
+	handRoot := opensslText(t, filepath.Join(rootA, ca.RootCertFile))
+	for _, name := range []string{"east", "west"} {
+		data := map[string][]byte{ca.RootCertFile: handRoot}
+		for _, f := range []string{ca.CACertFile, ca.CAKeyFile, ca.CertChainFile} {
+			data[f] = must(os.ReadFile(filepath.Join(dir, "ba", name, f)))
+		}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k8s.DefaultNamespace}}
+		_, _ = clients[name].CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: k8s.SecretName, Namespace: k8s.DefaultNamespace}, Data: data}
+		if _, err := clients[name].CoreV1().Secrets(k8s.DefaultNamespace).Create(context.Background(), sec, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--context", "north", "--context", "south", "--bundles", filepath.Join(dir, "bb"))
 	meshA := map[string]bool{"east": true, "west": true}
-	c := &convergence{t: t, kc: kc, target: rootA, restart: map[string]int{},
+	c := &convergence{t: t, kc: kc, target: rootA, restart: map[string]int{}, clients: clients, rootsFile: map[string][]byte{},
 		talked: func(a, b string) bool { return meshA[a] == meshA[b] }}
+	for _, name := range []string{"east", "west", "north", "south"} {
+		c.rootsFile[name] = secretFiles(t, clients[name])[ca.RootCertFile]
+	}
 	for _, cl := range env.Clusters {
 		i := startIstiod(t, cl, true)
 		c.is = append(c.is, i)
@@ -179,8 +219,9 @@ func TestIstiodAdoptSelfSigned(t *testing.T) {
 	root := filepath.Join(dir, "root")
 	rrWant(t, 0, nil, "root", "create", "--out", root, "--common-name", "Mesh Root")
 	rrWant(t, 0, nil, "bootstrap", "--kubeconfig", kc, "--context", "east", "--root-dir", root)
-	c := &convergence{t: t, kc: kc, target: root, restart: map[string]int{"west": 1},
-		talked: func(a, b string) bool { return a == b }}
+	c := &convergence{t: t, kc: kc, target: root, restart: map[string]int{"west": 1}, clients: clients,
+		rootsFile: map[string][]byte{"east": secretFiles(t, clients["east"])[ca.RootCertFile], "west": nil},
+		talked:    func(a, b string) bool { return a == b }}
 	for _, cl := range env.Clusters {
 		i := startIstiod(t, cl, true)
 		c.is = append(c.is, i)
@@ -212,7 +253,7 @@ func TestIstiodAdoptSelfSigned(t *testing.T) {
 	c.done()
 }
 
-// TestConvergeSurvivesSIGKILL: a convergence of clusters on roots A and B and the
+// TestKilledConvergenceResumes: a convergence of clusters on roots A and B and the
 // target N, run as its own process and killed (SIGKILL) at points spread over the
 // runs, between and inside steps, some runs two at once. After every kill: every
 // cluster holds a cacerts istiod would load, each roots file changed only as
@@ -220,7 +261,7 @@ func TestIstiodAdoptSelfSigned(t *testing.T) {
 // the kill fail after it. Leases a killed run left are cleared (as their expiry
 // would), and the next run resumes; in the end every cluster trusts and signs
 // under N.
-func TestConvergeSurvivesSIGKILL(t *testing.T) {
+func TestKilledConvergenceResumes(t *testing.T) {
 	t.Parallel() // its own servers, no environment set
 	env := parallelMesh(t, "east", "west", "north")
 	kc, clients := env.Kubeconfig, adminClients(t, env)

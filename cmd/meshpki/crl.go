@@ -281,6 +281,7 @@ func (o *crlSyncOptions) Validate() error {
 }
 
 func (o *crlSyncOptions) Run(ctx context.Context, e *env) error {
+	o.Lock.onWait(e)
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
@@ -359,6 +360,7 @@ func (o *revokeOptions) Validate() error {
 }
 
 func (o *revokeOptions) Run(ctx context.Context, e *env) error {
+	o.Lock.onWait(e)
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err

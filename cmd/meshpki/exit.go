@@ -176,6 +176,8 @@ func problemText(p ca.Problem) string {
 	switch p.Check {
 	case "mesh-crl-missing", "mesh-crl-stale":
 		return p.Message + "; run meshpki crl sync"
+	case "mesh-crl-off":
+		return p.Message + "; run meshpki crl sync"
 	case "mesh-crl-behind":
 		return p.Message + "; run meshpki crl sync (or the revoke again)"
 	}

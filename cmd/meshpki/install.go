@@ -182,6 +182,7 @@ func checkKeepBackups(keep int) error {
 // Run installs every cluster's bundle folder (mesh.InstallDir: CRLs to the mesh
 // first when it uses them) and writes the report; any cluster failed exits 1.
 func (o *installOptions) Run(ctx context.Context, e *env) error {
+	o.Lock.onWait(e)
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err

@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -22,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -291,110 +289,6 @@ func opensslText(t *testing.T, pemFile string) []byte {
 		t.Fatalf("openssl printed no text before the block:\n%s", out)
 	}
 	return out
-}
-
-// TestIstiodRootRotation walks a mesh whose cacerts were made by hand (root-cert.pem
-// with openssl's text) through the three steps of a root rotation. At every step,
-// every istiod takes the change on its hot reload (no refusal in its log; it publishes
-// the step's roots), the roots file changes only as Istio 1.20-1.29 take it (one
-// file contains the other byte for byte), and workloads signed at this step and at the
-// step before complete mutual TLS across clusters.
-func TestIstiodRootRotation(t *testing.T) {
-	t.Parallel() // mostly waits on its own servers: see istiodMesh
-	env, kc, clients := istiodMesh(t, "east", "west")
-	rootA, rootB, bundles := twoRoots(t)
-	handRoot := opensslText(t, filepath.Join(rootA, ca.RootCertFile))
-	for _, c := range env.Clusters {
-		data := map[string][]byte{ca.RootCertFile: handRoot}
-		for _, f := range []string{ca.CACertFile, ca.CAKeyFile, ca.CertChainFile} {
-			b, err := os.ReadFile(filepath.Join(bundles, c.Name, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			data[f] = b
-		}
-		// As `kubectl create secret generic cacerts -n istio-system --from-file=...`.
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k8s.DefaultNamespace}}
-		_, _ = clients[c.Name].CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{})
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: k8s.SecretName, Namespace: k8s.DefaultNamespace}, Data: data}
-		if _, err := clients[c.Name].CoreV1().Secrets(k8s.DefaultNamespace).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// meshpki reads the hand-made Secret (text outside the PEM block) as istiod does.
-	rrWant(t, 0, []string{"east", "west"}, "status", "--kubeconfig", kc, "--all-contexts")
-
-	var is []*testenv.Istiod
-	var prev []workload
-	for _, c := range env.Clusters {
-		i := startIstiod(t, c, true)
-		is = append(is, i)
-		prev = append(prev, signWorkload(t, i))
-	}
-	mustHandshake(t, "step 0", prev...)
-
-	a, _ := ca.ParseCertificatePEM(must(os.ReadFile(filepath.Join(rootA, ca.RootCertFile))))
-	b, _ := ca.ParseCertificatePEM(must(os.ReadFile(filepath.Join(rootB, ca.RootCertFile))))
-	stepRoots := map[int][]*x509.Certificate{1: {a, b}, 2: {a, b}, 3: {b}}
-	states := map[string][]byte{}
-	for _, c := range env.Clusters {
-		states[c.Name] = secretFiles(t, clients[c.Name])[ca.RootCertFile]
-	}
-	for step := 1; step <= 3; step++ {
-		offsets := make([]int64, len(is))
-		for k, i := range is {
-			offsets[k] = i.LogSize()
-		}
-		rrWant(t, 0, nil, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootB, "--min-step-interval", "0")
-		var cur []workload
-		for k, i := range is {
-			name := i.Cluster.Name
-			next := secretFiles(t, clients[name])[ca.RootCertFile]
-			// The byte rule of Istio 1.20-1.29, and the set rule of 1.30+.
-			for _, rel := range []ca.IstioRelease{{Major: 1, Minor: 20}, {Major: 1, Minor: 29}, {Major: 1, Minor: 30}} {
-				if v := ca.IstiodTakesRootsChange(rel, true, states[name], next); !v.Accepted {
-					t.Fatalf("step %d, %s: Istio %s would refuse the roots file: %s", step, name, rel, v.Reason)
-				}
-			}
-			if step == 1 && !bytes.HasPrefix(next, handRoot) {
-				t.Fatalf("step 1, %s: the hand-made roots file was not kept byte for byte", name)
-			}
-			if step == 2 && !bytes.Equal(next, states[name]) {
-				t.Fatalf("step 2, %s: the roots file changed", name)
-			}
-			states[name] = next
-			ctx := waitCtx(t)
-			if err := i.WaitPublished(ctx, stepRoots[step]); err != nil {
-				t.Fatalf("step %d: %v; refusals: %v", step, err, i.Refusals(offsets[k]))
-			}
-			if err := i.WaitLog(ctx, offsets[k], testenv.LogReloaded); err != nil {
-				t.Fatalf("step %d: %v", step, err)
-			}
-			w := signWorkload(t, i)
-			wantRoot := a
-			if step >= 2 {
-				wantRoot = b
-			}
-			if w.chain[1].CheckSignatureFrom(wantRoot) != nil {
-				t.Fatalf("step %d, %s: istiod signs with an intermediate of the wrong root", step, name)
-			}
-			cur = append(cur, w)
-		}
-		noRefusals(t, is)
-		wantIstiodState(t, kc, k8s.IstiodLoaded)
-		mustHandshake(t, fmt.Sprintf("step %d", step), cur...)
-		// A workload of the step before, holding the trust bundle it had then, meets one
-		// of this step (whose proxies got the new trust bundle).
-		for k := range cur {
-			for m := range prev {
-				if k != m {
-					mustHandshake(t, fmt.Sprintf("step %d and step %d", step-1, step), cur[k], prev[m])
-				}
-			}
-		}
-		prev = cur
-	}
-	noRefusals(t, is)
 }
 
 func must[T any](v T, err error) T {

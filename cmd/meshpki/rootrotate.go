@@ -284,6 +284,7 @@ type rootRotateOutput struct {
 // stands (--status) or moves the mesh one step (mesh.RotateRoot), and writes the
 // report; a refused run or a failed cluster exits 1.
 func (o *rootRotateOptions) Run(ctx context.Context, e *env) error {
+	o.Lock.onWait(e)
 	clusters, err := o.Clusters.loadClusters(e)
 	if err != nil {
 		return err
@@ -474,7 +475,8 @@ func printRootRotation(w io.Writer, out rootRotateOutput, interval time.Duration
 		fmt.Fprintln(w, "mesh: root rotation complete: every cluster trusts the new root only, and its intermediate comes from it; retire the old root once nothing else trusts it")
 		return
 	}
-	afterRun := !out.Status && !out.DryRun && !out.Waiting && out.OK
+	// After a real run, describe where it left the clusters (failed ones too).
+	afterRun := !out.Status && !out.DryRun && !out.Waiting && len(out.Clusters) > 0
 	reached := plan.MeshStep
 	if afterRun {
 		reached = plan.Target // every cluster is there now

@@ -259,6 +259,15 @@ func (l *lockOptions) Validate() error {
 	return nil
 }
 
+// onWait says, once per cluster, that a run waits for a Lease another run holds:
+// what it waits for, how long at most, and how to skip the wait.
+func (l *lockOptions) onWait(e *env) {
+	l.lease.OnWait = func(cluster string, held *k8s.LockedError) {
+		e.log.Info("waiting for the lock another run holds (--lock-wait 0 gives up at once)", "cluster", cluster,
+			"holder", held.Holder, "expires", held.Expires.UTC().Format(time.RFC3339), "lockWait", l.Wait.String())
+	}
+}
+
 // lockHolder names this run in the Leases it takes: the host name (a CronJob's pod
 // name) and a random suffix, so that two runs on one host differ.
 func lockHolder() (string, error) {
@@ -281,6 +290,8 @@ func (o *rotateOptions) Run(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	o.Lock.onWait(e)
+	o.rotate.Lock.OnWait = o.Lock.lease.OnWait
 	lines := &lineWriter{w: e.stderr}
 	opts := mesh.RotateOptions{Rotate: o.rotate, Concurrency: o.Clusters.Concurrency, CRLSettle: o.settle, Log: e.log, Readmit: o.Readmit,
 		Progress: func(r k8s.Result[*k8s.RotateResult]) { lines.cluster(r.Cluster.Name, r.Value, r.Err) }}
