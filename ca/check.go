@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -19,19 +20,31 @@ import (
 // Errors of a root istiod would refuse every intermediate under.
 var (
 	ErrRootEKU                 = errors.New("excludes serverAuth, which istiod's chain check requires of every certificate in the chain")
+	ErrClientAuthEKU           = errors.New("excludes clientAuth, which every workload's client certificate needs of each CA above it (crypto/x509 and Envoy nest extended key usages down a chain)")
 	ErrCriticalExt             = errors.New("unhandled critical extension")
 	ErrNameConstraints         = errors.New("root's name constraints exclude the intermediate's SANs")
+	ErrWorkloadNames           = errors.New("name constraints exclude the workloads' SPIFFE IDs")
 	ErrInsecureSigAlg          = errors.New("an insecure algorithm that crypto/x509, and so istiod, rejects")
 	ErrUnsupportedKeyAlgorithm = errors.New("keys are not supported (want ECDSA or RSA)")
 )
 
-// checkEKU is crypto/x509's rule with Go's default options, which istiod uses: a
-// certificate that lists extended key usages must list serverAuth or any.
+// DefaultTrustDomain is Istio's default trust domain (meshConfig.trustDomain): the
+// host of every workload's SPIFFE ID, spiffe://<trust domain>/ns/<ns>/sa/<sa>.
+const DefaultTrustDomain = "cluster.local"
+
+// checkEKU is the one extended key usage rule for every CA of a mesh's paths (root,
+// issuing CAs, cluster CA), in create, import and verify: no extended key usage,
+// any, or both serverAuth and clientAuth. crypto/x509 with Go's default options,
+// which istiod uses, wants serverAuth of every certificate of the chain
+// (ErrRootEKU); and since extended key usages nest down a chain, a CA without
+// clientAuth makes every workload's client certificate fail its peer's check
+// (ErrClientAuthEKU), though istiod takes the bundle.
 func checkEKU(c *x509.Certificate) error {
-	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
 		return nil
 	}
-	if slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
+	server, client := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth), slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	if server && client {
 		return nil
 	}
 	names := make([]string, 0, len(c.ExtKeyUsage)+len(c.UnknownExtKeyUsage))
@@ -41,11 +54,67 @@ func checkEKU(c *x509.Certificate) error {
 	for _, oid := range c.UnknownExtKeyUsage {
 		names = append(names, oid.String())
 	}
-	return fmt.Errorf("certificate's extended key usage (%s) %w", strings.Join(names, ", "), ErrRootEKU)
+	if !server {
+		return fmt.Errorf("certificate's extended key usage (%s) %w", strings.Join(names, ", "), ErrRootEKU)
+	}
+	return fmt.Errorf("certificate's extended key usage (%s) %w", strings.Join(names, ", "), ErrClientAuthEKU)
+}
+
+// checkWorkloadNames refuses a CA whose URI name constraints exclude the SPIFFE ID
+// of a workload in trustDomain (empty: DefaultTrustDomain): every workload
+// certificate istiod signs below it would fail its peers' chain check. It runs
+// crypto/x509's own check on a throwaway CA with c's URI constraints and a
+// throwaway workload certificate; no real key signs anything.
+func checkWorkloadNames(c *x509.Certificate, trustDomain string) error {
+	if len(c.PermittedURIDomains)+len(c.ExcludedURIDomains) == 0 {
+		return nil
+	}
+	if trustDomain == "" {
+		trustDomain = DefaultTrustDomain
+	}
+	id := SPIFFEID(trustDomain, "default", "default")
+	now := time.Now()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	rt := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: c.Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		BasicConstraintsValid: true, IsCA: true, MaxPathLen: -1, KeyUsage: x509.KeyUsageCertSign,
+		PermittedURIDomains: c.PermittedURIDomains, ExcludedURIDomains: c.ExcludedURIDomains,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, rt, rt, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("check the name constraints: %w", err)
+	}
+	probeCA, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, URIs: []*url.URL{id},
+	}
+	if der, err = x509.CreateCertificate(rand.Reader, leaf, probeCA, key.Public(), key); err != nil {
+		return fmt.Errorf("check the name constraints: %w", err)
+	}
+	probe, err := x509.ParseCertificate(der)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(probeCA)
+	if _, err := probe.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("%w (%s, trust domain %s: permitted URI domains %v, excluded %v), so every workload certificate below it fails its peers' check: %w",
+			ErrWorkloadNames, id, trustDomain, c.PermittedURIDomains, c.ExcludedURIDomains, err)
+	}
+	return nil
 }
 
 func ekuName(u x509.ExtKeyUsage) string {
 	switch u {
+	case x509.ExtKeyUsageServerAuth:
+		return "serverAuth"
 	case x509.ExtKeyUsageClientAuth:
 		return "clientAuth"
 	case x509.ExtKeyUsageCodeSigning:
@@ -100,6 +169,9 @@ func CheckProfile(root *x509.Certificate, p Profile, now time.Time) error {
 	if err := checkCritical(root); err != nil {
 		return fmt.Errorf("root: %w", err)
 	}
+	if err := checkWorkloadNames(root, p.TrustDomain); err != nil {
+		return fmt.Errorf("root: %w", err)
+	}
 	if hasNameConstraints(root) {
 		if err := probeNameConstraints(root, p, now); err != nil {
 			return err
@@ -134,6 +206,9 @@ func CheckProfileChain(chain []*x509.Certificate, p Profile, now time.Time) erro
 			return fmt.Errorf("%s: %w", c.Subject, err)
 		}
 		if err := checkCritical(c); err != nil {
+			return fmt.Errorf("%s: %w", c.Subject, err)
+		}
+		if err := checkWorkloadNames(c, p.TrustDomain); err != nil {
 			return fmt.Errorf("%s: %w", c.Subject, err)
 		}
 		if hasNameConstraints(c) {

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -12,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/meshpki/meshpki/internal/textfmt"
@@ -175,6 +175,9 @@ type ImportOptions struct {
 	// MinRemaining is the least life the certificate must have left; zero means
 	// DefaultMinRemaining.
 	MinRemaining time.Duration
+	// TrustDomain is the mesh's trust domain (empty: DefaultTrustDomain): the URI
+	// name constraints of every CA of the path must allow its workloads' SPIFFE IDs.
+	TrustDomain string
 }
 
 // ImportSigned assembles a bundle from a cluster CA certificate a CA outside
@@ -271,35 +274,19 @@ func ImportSigned(keyPEM, certPEM, chainPEM, rootsPEM []byte, opts ImportOptions
 	}
 	top := path[len(path)-1]
 	b := &Bundle{Cert: cert, Key: key, Chain: path, Roots: orderRoots(roots, top)}
-	if err := b.Check(VerifyOptions{Now: now, MinRemaining: minLeft}).Err(); err != nil {
+	if err := b.Check(VerifyOptions{Now: now, MinRemaining: minLeft, TrustDomain: cmp.Or(opts.TrustDomain, DefaultTrustDomain)}).Err(); err != nil {
 		return nil, certErr(err)
 	}
 	return b, nil
 }
 
-// checkImportEKU allows no extended key usage, any, or serverAuth with
-// clientAuth: crypto/x509 nests EKUs down a chain, so an intermediate limited to
-// serverAuth passes istiod's own check but makes every workload's client
-// certificate fail to verify.
+// checkImportEKU is checkEKU (serverAuth and clientAuth, or none) wrapped as
+// ErrImportEKU, with the fix for a certificate a CA outside meshpki signed.
 func checkImportEKU(c *x509.Certificate) error {
-	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 || slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageAny) {
-		return nil
+	if err := checkEKU(c); err != nil {
+		return fmt.Errorf("%w: %w: sign it with no extended key usage (the CSR asks for none)", ErrImportEKU, err)
 	}
-	if slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth) && slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
-		return nil
-	}
-	names := make([]string, 0, len(c.ExtKeyUsage))
-	for _, u := range c.ExtKeyUsage {
-		if u == x509.ExtKeyUsageServerAuth {
-			names = append(names, "serverAuth")
-		} else {
-			names = append(names, ekuName(u))
-		}
-	}
-	for _, oid := range c.UnknownExtKeyUsage {
-		names = append(names, oid.String())
-	}
-	return fmt.Errorf("%w: it lists %v; workload certificates are used for both serverAuth and clientAuth, and a CA's extended key usage limits every certificate below it: sign it with no extended key usage (the CSR asks for none)", ErrImportEKU, names)
+	return nil
 }
 
 // ImportDir completes the waiting CSR folder dir with ImportSigned's bundle from

@@ -62,7 +62,7 @@ func Mint(ctx context.Context, iss Issuer, p Profile) (*Bundle, error) {
 	}
 	b := NewBundle(key, iss2)
 	rep := &Report{Format: FormatIstio}
-	b.check(rep, layoutOf(FormatIstio), VerifyOptions{Now: p.now()}, &checkBuilt{signedHere: signedHere})
+	b.check(rep, layoutOf(FormatIstio), VerifyOptions{Now: p.now(), TrustDomain: p.TrustDomain}, &checkBuilt{signedHere: signedHere})
 	if err := rep.Err(); err != nil {
 		return nil, fmt.Errorf("cluster %s: minted bundle fails verification: %w", p.Cluster, err)
 	}

@@ -31,6 +31,10 @@ type Profile struct {
 	// AllowShortTTL accepts a not-after cut short by the root's expiry instead of
 	// refusing to sign.
 	AllowShortTTL bool
+	// TrustDomain is the mesh's trust domain (empty: DefaultTrustDomain): the URI
+	// name constraints of every CA above the intermediate must allow its workloads'
+	// SPIFFE IDs.
+	TrustDomain string `json:",omitempty"`
 	// Now is the clock Mint checks against and LocalIssuer signs at (valid from 5
 	// minutes before it); nil means time.Now. Other issuers (Vault) sign at their
 	// own time. It is not data: JSON leaves it out.

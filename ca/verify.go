@@ -86,6 +86,11 @@ type VerifyOptions struct {
 	// AllowRootKey accepts a bundle whose signing certificate is the mesh's root
 	// itself, which puts the root key in the cluster; by default that is an error.
 	AllowRootKey bool
+	// TrustDomain is the mesh's trust domain: the URI name constraints of every CA
+	// of the bundle must allow its workloads' SPIFFE IDs. Empty means the trust
+	// domain is not known: DefaultTrustDomain is checked, and a CA that excludes it
+	// is a warning only (a mesh on another trust domain may be fine).
+	TrustDomain string
 }
 
 // DefaultMinRemaining is the remaining life under which Verify warns.
@@ -239,6 +244,11 @@ func (b *Bundle) check(rep *Report, l layout, opts VerifyOptions, built *checkBu
 	if len(b.Roots) > 0 {
 		b.checkChain(rep, l, now, built)
 	}
+	// Workloads: every CA of the chain and every root lets workload certificates
+	// through (extended key usage, URI name constraints), as import and create
+	// demand: istiod takes a bundle that fails here, and then its workloads'
+	// handshakes fail.
+	b.checkWorkloadPath(rep, l, opts.TrustDomain)
 	// Stricter: strong keys, validity, pathlen, remaining life.
 	if err := CheckKeyStrength(cert.PublicKey); err != nil {
 		rep.add(SeverityError, "key-strength", l.cert, "%v", err)
@@ -363,6 +373,41 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built *checkBu
 			msg = "its extended key usage excludes serverAuth, which istiod's chain check requires (" + msg + ")"
 		}
 		rep.add(SeverityError, "chain", l.cert, "does not verify against %s as istiod checks it: %s", l.roots, msg)
+	}
+}
+
+// checkWorkloadPath reports each CA of the chain and each root whose extended key
+// usage or URI name constraints would refuse workload certificates (checkEKU,
+// checkWorkloadNames). A usage without serverAuth on the chain is also reported by
+// the chain check, as istiod sees it. With no trust domain given, name constraints
+// excluding DefaultTrustDomain are a warning.
+func (b *Bundle) checkWorkloadPath(rep *Report, l layout, trustDomain string) {
+	namesSeverity := SeverityError
+	if trustDomain == "" {
+		namesSeverity = SeverityWarning
+	}
+	seen := map[string]bool{}
+	check := func(file string, c *x509.Certificate) {
+		if seen[string(c.Raw)] {
+			return
+		}
+		seen[string(c.Raw)] = true
+		if err := checkEKU(c); err != nil {
+			rep.add(SeverityError, "workload-path", file, "%s: %v", c.Subject, err)
+		}
+		if err := checkWorkloadNames(c, trustDomain); err != nil {
+			rep.add(namesSeverity, "workload-path", file, "%s: %v", c.Subject, err)
+		}
+	}
+	chain := b.Chain
+	if len(chain) == 0 && b.Cert != nil {
+		chain = []*x509.Certificate{b.Cert}
+	}
+	for _, c := range chain {
+		check(l.chain, c)
+	}
+	for _, r := range b.Roots {
+		check(l.roots, r)
 	}
 }
 

@@ -112,7 +112,7 @@ func VerifyDirs(ctx context.Context, dirs []string, opts VerifyDirsOptions) (*Di
 		}
 	}
 	if opts.MTLS {
-		hs, ok := mtlsMatrix(ctx, log, dirs, bundles)
+		hs, ok := mtlsMatrix(ctx, log, dirs, bundles, opts.Check.TrustDomain)
 		res.Handshakes = hs
 		res.OK = res.OK && ok
 	}
@@ -123,7 +123,10 @@ func VerifyDirs(ctx context.Context, dirs []string, opts VerifyDirsOptions) (*Di
 // pair, whether they accept each other: each workload chain is checked against
 // every distinct trust set, and one real handshake runs per ordered pair of classes
 // (CheckMeshMTLS), so 1,000 bundles take seconds, not hours.
-func mtlsMatrix(ctx context.Context, log *slog.Logger, dirs []string, bundles map[int]*Bundle) ([]HandshakeResult, bool) {
+func mtlsMatrix(ctx context.Context, log *slog.Logger, dirs []string, bundles map[int]*Bundle, trustDomain string) ([]HandshakeResult, bool) {
+	if trustDomain == "" {
+		trustDomain = DefaultTrustDomain
+	}
 	ok := true
 	var out []HandshakeResult
 	var ws []*Workload
@@ -134,7 +137,7 @@ func mtlsMatrix(ctx context.Context, log *slog.Logger, dirs []string, bundles ma
 			continue
 		}
 		sa := fmt.Sprintf("workload-%d", i)
-		w, err := b.IssueWorkload(SPIFFEID("cluster.local", "default", sa), time.Hour)
+		w, err := b.IssueWorkload(SPIFFEID(trustDomain, "default", sa), time.Hour)
 		if err != nil {
 			out = append(out, HandshakeResult{Server: dirs[i], Client: dirs[i], Pairs: 1, Error: "issue workload certificate: " + err.Error()})
 			ok = false

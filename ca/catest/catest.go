@@ -37,6 +37,8 @@ type Options struct {
 	KeyUsage    x509.KeyUsage
 	ExtKeyUsage []x509.ExtKeyUsage
 	NotCA       bool
+	// PermittedURIDomains and ExcludedURIDomains are URI name constraints.
+	PermittedURIDomains, ExcludedURIDomains []string
 }
 
 // PathLen returns a pointer to n, for Options.PathLen.
@@ -74,6 +76,7 @@ func newCA(t testing.TB, parent *CA, o Options) *CA {
 		SerialNumber: serial, Subject: pkix.Name{Organization: []string{"Example Corp"}, CommonName: o.CN},
 		NotBefore: o.NotBefore, NotAfter: o.NotAfter, KeyUsage: o.KeyUsage, ExtKeyUsage: o.ExtKeyUsage,
 		BasicConstraintsValid: true, IsCA: !o.NotCA, MaxPathLen: -1,
+		PermittedURIDomains: o.PermittedURIDomains, ExcludedURIDomains: o.ExcludedURIDomains,
 	}
 	if o.PathLen != nil {
 		tmpl.MaxPathLen, tmpl.MaxPathLenZero = *o.PathLen, *o.PathLen == 0

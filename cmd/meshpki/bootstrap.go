@@ -26,6 +26,7 @@ type bootstrapOptions struct {
 	TTL           string
 	KeyType       string
 	Org           string
+	TrustDomain   string
 	Format        string
 	Out           string
 	DryRun        bool
@@ -51,6 +52,7 @@ func bootstrapCommand(e *env) *cli.Command {
 		ttlFlag("", ca.DefaultIntermediateTTL, "intermediate's lifetime"),
 		&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
 		orgFlag("", "subject O (CN="+ca.DefaultIntermediateCN+", L=<cluster>)"),
+		trustDomainFlag(""),
 		&cli.StringFlag{Name: "format", Value: string(ca.FormatIstio), Usage: "Secret keys: istio (ca-cert.pem, ...) or tls (tls.crt, tls.key, ca.crt)"},
 		&cli.StringFlag{Name: "out", Usage: "also write the bundle to OUT/<cluster>/ (key 0600); by default it lives only in the Secret"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "mint, then send the writes as a server-side dry run; nothing is stored"},
@@ -107,6 +109,7 @@ func bindBootstrap(c *cli.Context) *bootstrapOptions {
 		TTL:           c.String("ttl"),
 		KeyType:       c.String("key-type"),
 		Org:           c.String("org"),
+		TrustDomain:   c.String("trust-domain"),
 		Format:        c.String("format"),
 		Out:           c.String("out"),
 		DryRun:        c.Bool("dry-run"),
@@ -155,8 +158,11 @@ func (o *bootstrapOptions) Validate() error {
 	if err := checkOrg(o.Org); err != nil {
 		return err
 	}
+	if err := checkTrustDomain(o.TrustDomain); err != nil {
+		return err
+	}
 	o.profile = ca.IntermediateProfile("", o.Org)
-	o.profile.TTL, o.profile.KeyType = ttl, kt
+	o.profile.TTL, o.profile.KeyType, o.profile.TrustDomain = ttl, kt, o.TrustDomain
 	if err := o.Lock.Validate(); err != nil {
 		return err
 	}

@@ -172,6 +172,7 @@ type importOptions struct {
 	Chain        string
 	Root         string
 	MinRemaining string
+	TrustDomain  string
 	Force        bool
 	Output       string
 
@@ -205,6 +206,7 @@ Examples:
 			&cli.StringFlag{Name: "chain", Usage: "certificates between the signed ones and the root, nearest first (PEM)"},
 			&cli.StringFlag{Name: "root", Usage: "the root(s) to trust, root-cert.pem of every bundle (PEM)"},
 			minRemainingFlag("least life a signed certificate must have left"),
+			trustDomainFlag(""),
 			&cli.BoolFlag{Name: "force", Usage: "replace an imported certificate (the previous folder is kept as <cluster>.bak-<time>)"},
 			outputFlag(),
 		},
@@ -212,7 +214,7 @@ Examples:
 			return &importOptions{
 				cmd: bindArgs(c), Out: c.String("out"), Clusters: c.StringSlice("cluster"), Cert: c.String("cert"), Signed: c.String("signed"),
 				Chain: c.String("chain"), Root: c.String("root"), MinRemaining: c.String("min-remaining"),
-				Force: c.Bool("force"), Output: c.String("output"),
+				TrustDomain: c.String("trust-domain"), Force: c.Bool("force"), Output: c.String("output"),
 			}
 		}),
 	}
@@ -243,6 +245,9 @@ func (o *importOptions) Validate() error {
 		return inputError(fmt.Errorf("--min-remaining: %w", err))
 	}
 	o.minRemaining = d
+	if err := checkTrustDomain(o.TrustDomain); err != nil {
+		return err
+	}
 	if _, err := parseOutputFormat(o.Output); err != nil {
 		return err
 	}
@@ -275,7 +280,7 @@ func (o *importOptions) Validate() error {
 // certificate does not stop the others, and the exit code says whether any was
 // refused.
 func (o *importOptions) Run(ctx context.Context, e *env) error {
-	req := ca.ImportRequest{Certs: o.certs, Chain: o.Chain, Roots: o.Root, Force: o.Force, ImportOptions: ca.ImportOptions{MinRemaining: o.minRemaining}}
+	req := ca.ImportRequest{Certs: o.certs, Chain: o.Chain, Roots: o.Root, Force: o.Force, ImportOptions: ca.ImportOptions{MinRemaining: o.minRemaining, TrustDomain: o.TrustDomain}}
 	var err error
 	if req.RootsPEM, err = ca.ReadInputFile(o.Root); err != nil {
 		return inputError(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/ca/catest"
 )
 
 func corpusRoot(name string) string {
@@ -499,4 +503,57 @@ func TestConcurrentRuns(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// writeRootDir writes r as a --root-dir folder.
+func writeRootDir(t *testing.T, r *catest.CA) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{ca.RootCertFile: r.CertPEM(), ca.RootKeyFile: r.KeyPEM(t)} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// A root whose URI name constraints leave out the mesh's trust domain is refused
+// before any key, naming the trust domain and the flag that sets it; the same root
+// is fine for a mesh in a permitted trust domain. And verify refuses a bundle whose
+// cluster CA has serverAuth without clientAuth, which import already refused
+// (issue 26, defect 2).
+func TestWorkloadPathRuleInTheCLI(t *testing.T) {
+	dir := t.TempDir()
+	root := writeRootDir(t, catest.Root(t, catest.Options{CN: "Example URIs Root", PermittedURIDomains: []string{"example.org"}}))
+	code, out, errs := meshpki(t, "intermediate", "create", "--root-dir", root, "--cluster", "a", "--out", filepath.Join(dir, "o"))
+	if code != exitUsage || !strings.Contains(errs, "spiffe://cluster.local/ns/default/sa/default") || out != "" || exists(filepath.Join(dir, "o")) {
+		t.Fatalf("exit %d (want 2), stdout %q, stderr %q: want the SPIFFE ID named, nothing written", code, out, errs)
+	}
+	if code, _, errs := meshpki(t, "intermediate", "create", "--root-dir", root, "--cluster", "a", "--out", filepath.Join(dir, "o"), "--trust-domain", "Example.org/x"); code != exitUsage || !strings.Contains(errs, "--trust-domain") {
+		t.Fatalf("bad --trust-domain: exit %d, %q", code, errs)
+	}
+	mustRun(t, "intermediate", "create", "--root-dir", root, "--cluster", "a", "--out", filepath.Join(dir, "o"), "--trust-domain", "example.org")
+	mustRun(t, "verify", "--trust-domain", "example.org", filepath.Join(dir, "o", "a"))
+	if code, out, _ := meshpki(t, "verify", filepath.Join(dir, "o", "a")); code != exitFailed || !strings.Contains(out, "trust domain cluster.local") {
+		t.Fatalf("verify for trust domain cluster.local of a bundle whose root excludes it: exit %d, %q", code, out)
+	}
+
+	r := catest.Root(t, catest.Options{CN: "Root"})
+	cluster := r.Sub(t, catest.Options{CN: "Server Only", PathLen: catest.PathLen(0), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	b := filepath.Join(dir, "server-only")
+	if err := os.MkdirAll(b, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{
+		ca.CACertFile: cluster.CertPEM(), ca.CAKeyFile: cluster.KeyPEM(t),
+		ca.CertChainFile: append(cluster.CertPEM(), r.CertPEM()...), ca.RootCertFile: r.CertPEM(),
+	} {
+		if err := os.WriteFile(filepath.Join(b, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, _ = meshpki(t, "verify", b)
+	if code != exitFailed || !strings.Contains(out, "excludes clientAuth") {
+		t.Fatalf("verify of a serverAuth-only cluster CA: exit %d, stdout %q", code, out)
+	}
 }

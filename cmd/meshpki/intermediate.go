@@ -52,6 +52,7 @@ type intermediateCreateOptions struct {
 	PathLen       int
 	Format        string
 	AllowShortTTL bool
+	TrustDomain   string
 	Force         bool
 	Concurrency   int
 	Output        string
@@ -75,6 +76,7 @@ func intermediateCreateCommand(e *env) *cli.Command {
 		&cli.IntFlag{Name: "pathlen", Value: 0, Usage: "path length constraint of the intermediate"},
 		&cli.StringFlag{Name: "format", Value: string(ca.FormatIstio), Usage: "bundle files: istio (ca-cert.pem, ...) or tls (tls.crt, tls.key, ca.crt)"},
 		&cli.BoolFlag{Name: "allow-short-ttl", Usage: "accept a life cut short by the root's expiry instead of failing"},
+		trustDomainFlag(""),
 		&cli.BoolFlag{Name: "force", Usage: "replace existing bundle folders (each is kept as <cluster>.bak-<time>)"},
 		&cli.IntFlag{Name: "concurrency", Value: runtime.GOMAXPROCS(0), Usage: "clusters minted and written at once"},
 		outputFlag(),
@@ -119,6 +121,7 @@ func bindIntermediateCreate(c *cli.Context) *intermediateCreateOptions {
 		PathLen:       c.Int("pathlen"),
 		Format:        c.String("format"),
 		AllowShortTTL: c.Bool("allow-short-ttl"),
+		TrustDomain:   c.String("trust-domain"),
 		Force:         c.Bool("force"),
 		Concurrency:   c.Int("concurrency"),
 		Output:        c.String("output"),
@@ -175,6 +178,9 @@ func (o *intermediateCreateOptions) Validate() error {
 	if err := checkOrg(o.Org); err != nil {
 		return err
 	}
+	if err := checkTrustDomain(o.TrustDomain); err != nil {
+		return err
+	}
 	o.profiles = make([]ca.Profile, len(clusters))
 	for i, name := range clusters {
 		p := ca.IntermediateProfile(name, o.Org)
@@ -184,7 +190,7 @@ func (o *intermediateCreateOptions) Validate() error {
 		}
 		p.URIs = uris
 		p.TTL, p.KeyType, p.MaxPathLen = ttl, kt, o.PathLen
-		p.AllowShortTTL = o.AllowShortTTL
+		p.AllowShortTTL, p.TrustDomain = o.AllowShortTTL, o.TrustDomain
 		if err := p.Validate(); err != nil {
 			return inputError(err)
 		}

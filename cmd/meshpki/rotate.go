@@ -37,6 +37,7 @@ type rotateOptions struct {
 	Org           string
 	Format        string // "": the layout installed
 	AllowShortTTL bool
+	TrustDomain   string
 	KeepBackups   int
 	RestartIstiod bool
 	MetricsFile   string
@@ -66,6 +67,7 @@ func rotateCommand(e *env) *cli.Command {
 		orgFlag(catRotate, "subject O of new intermediates (CN="+ca.DefaultIntermediateCN+", L=<cluster>); must not be empty, e.g. --org Example"),
 		&cli.StringFlag{Name: "format", Category: catRotate, Usage: "Secret keys to write: istio or tls; default: the layout installed (istio when none), e.g. --format tls"},
 		&cli.BoolFlag{Name: "allow-short-ttl", Category: catRotate, Usage: "accept a lifetime cut short by the root's expiry instead of failing"},
+		trustDomainFlag(catRotate),
 		&cli.IntFlag{Name: "keep-backups", Category: catRotate, Value: k8s.DefaultKeepBackups, Usage: "cacerts-backup-* Secrets kept per cluster; -1 keeps all, e.g. --keep-backups 5"},
 		&cli.BoolFlag{Name: "restart-istiod", Category: catRotate, Usage: "restart istiod where cacerts changed (Istio before 1.19 does not reload it)"},
 		readmitFlag(catRotate),
@@ -137,6 +139,7 @@ func bindRotate(c *cli.Context) *rotateOptions {
 		Org:           c.String("org"),
 		Format:        c.String("format"),
 		AllowShortTTL: c.Bool("allow-short-ttl"),
+		TrustDomain:   c.String("trust-domain"),
 		KeepBackups:   c.Int("keep-backups"),
 		RestartIstiod: c.Bool("restart-istiod"),
 		MetricsFile:   c.String("metrics-file"),
@@ -214,8 +217,11 @@ func (o *rotateOptions) Validate() error {
 	if err := checkOrg(o.Org); err != nil {
 		return err
 	}
+	if err := checkTrustDomain(o.TrustDomain); err != nil {
+		return err
+	}
 	p := ca.IntermediateProfile("", o.Org)
-	p.TTL, p.KeyType, p.AllowShortTTL = ttl, kt, o.AllowShortTTL
+	p.TTL, p.KeyType, p.AllowShortTTL, p.TrustDomain = ttl, kt, o.AllowShortTTL, o.TrustDomain
 	o.rotate = k8s.RotateOptions{
 		Namespace:     o.Clusters.Namespace,
 		Profile:       p,

@@ -20,6 +20,7 @@ type verifyOptions struct {
 	MinRemaining string
 	Strict       bool
 	AllowRootKey bool
+	TrustDomain  string
 	Output       string
 
 	check ca.VerifyOptions // set by Validate
@@ -55,6 +56,7 @@ Examples:
 			minRemainingFlag("warn when an intermediate has less life left"),
 			&cli.BoolFlag{Name: "strict", Usage: "treat warnings as failures"},
 			allowRootKeyFlag(),
+			trustDomainFlag(""),
 			outputFlag(),
 		},
 		Action: actionOf(e, bindVerify),
@@ -68,6 +70,7 @@ func bindVerify(c *cli.Context) *verifyOptions {
 		MinRemaining: c.String("min-remaining"),
 		Strict:       c.Bool("strict"),
 		AllowRootKey: c.Bool("allow-root-key"),
+		TrustDomain:  c.String("trust-domain"),
 		Output:       c.String("output"),
 	}
 }
@@ -84,7 +87,10 @@ func (o *verifyOptions) Validate() error {
 	if _, err := parseOutputFormat(o.Output); err != nil {
 		return err
 	}
-	o.check = ca.VerifyOptions{MinRemaining: minRem, AllowRootKey: o.AllowRootKey}
+	if err := checkTrustDomain(o.TrustDomain); err != nil {
+		return err
+	}
+	o.check = ca.VerifyOptions{MinRemaining: minRem, AllowRootKey: o.AllowRootKey, TrustDomain: o.TrustDomain}
 	return nil
 }
 

@@ -155,7 +155,8 @@ func StartIstiod(ctx context.Context, bin string, c *K8sCluster, opts IstiodOpti
 	if err := i.start(ctx); errors.Is(err, errExitedEarly) {
 		// pilot-discovery has been seen to exit (status 255) while starting, rarely,
 		// on a busy machine: one more try, logged, before the test fails.
-		fmt.Fprintf(os.Stderr, "testenv: istiod for %s exited while starting, starting it again: %v\n", c.Name, err)
+		fmt.Fprintf(os.Stderr, "testenv: istiod for %s exited while starting, starting it again on other ports: %v\n", c.Name, err)
+		i.ports = [5]int{}
 		err = i.start(ctx)
 		if err != nil {
 			return nil, err

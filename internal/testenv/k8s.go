@@ -450,13 +450,42 @@ func k8sLogTail(file string, n int) string {
 }
 
 // k8sFreePort asks the kernel for a free loopback port (0 if none).
+// k8sFreePort finds a loopback port for a server to listen on. It picks below
+// Linux's ephemeral range (ip_local_port_range starts at 32768): a port the kernel
+// handed out by listening on :0 is one it may hand out again at once as the local
+// port of any outgoing connection, and a server given that port then fails with
+// "address already in use" (seen with istiod's gRPC port on a busy run). Ports
+// given out are not given again by this process.
 func k8sFreePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0
+	k8sPorts.Lock()
+	defer k8sPorts.Unlock()
+	if k8sPorts.given == nil {
+		k8sPorts.given = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 200 {
+		n, err := rand.Int(rand.Reader, big.NewInt(32768-16384))
+		if err != nil {
+			return 0
+		}
+		port := 16384 + int(n.Int64())
+		if k8sPorts.given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		k8sPorts.given[port] = true
+		return port
+	}
+	return 0
+}
+
+// k8sPorts are the ports k8sFreePort gave out.
+var k8sPorts struct {
+	sync.Mutex
+	given map[int]bool
 }
 
 func k8sToken() string {
