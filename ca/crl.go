@@ -191,6 +191,20 @@ func newerCRL(a, b *x509.RevocationList) bool {
 	return a.ThisUpdate.After(b.ThisUpdate)
 }
 
+// ForgedCRL returns the first of crls that names one of cas as its issuer (subject
+// and key identifier) and that this CA did not sign, with that CA. Envoy may pick
+// such a CRL for the CA and then refuse every peer under it (docs/revocation.md).
+func ForgedCRL(crls []*x509.RevocationList, cas []*x509.Certificate) (*x509.RevocationList, *x509.Certificate) {
+	for _, crl := range crls {
+		for _, c := range cas {
+			if bytes.Equal(crl.RawIssuer, c.RawSubject) && bytes.Equal(crl.AuthorityKeyId, c.SubjectKeyId) && !SignedBy(crl, c) {
+				return crl, c
+			}
+		}
+	}
+	return nil, nil
+}
+
 // IsRevoked reports whether crl lists the certificate with serial.
 func IsRevoked(crl *x509.RevocationList, serial *big.Int) bool {
 	for _, e := range crl.RevokedCertificateEntries {

@@ -307,6 +307,16 @@ func ImportDir(dir string, certPEM, chainPEM, rootsPEM []byte, force bool, opts 
 	if err != nil {
 		return nil, err
 	}
+	// A key that is not the CSR's was swapped or replaced in the folder: no
+	// signature fixes that, so say so before judging the certificate.
+	if csrData, ok := files[CSRFile]; ok {
+		csr, cerr := ParseCSRPEM(csrData)
+		key, kerr := ParsePrivateKeyPEM(files[CAKeyFile])
+		if cerr == nil && kerr == nil && !KeyMatches(key, csr.PublicKey) {
+			return nil, fmt.Errorf("%s: %w: it is not the key of this folder's %s (the key file was replaced or swapped with another folder's); a certificate signed for %s needs that CSR's own key back in place",
+				filepath.Join(dir, CAKeyFile), ErrKeyMismatch, CSRFile, CSRFile)
+		}
+	}
 	b, err := ImportSigned(files[CAKeyFile], certPEM, chainPEM, rootsPEM, opts)
 	if err != nil {
 		var re *RootError

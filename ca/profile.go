@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // DefaultIstiodSAN is the SAN Istio's tools/certs puts on every intermediate.
@@ -125,6 +126,17 @@ func (p Profile) Validate() error {
 	for _, n := range p.DNSNames {
 		if n == "" || strings.ContainsAny(n, " /:@") {
 			return fmt.Errorf("cluster %s: SAN %q is not a DNS name", p.Cluster, n)
+		}
+		if i := strings.IndexFunc(n, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) }); i >= 0 {
+			return fmt.Errorf("cluster %s: SAN %q is not a DNS name: %q at byte %d is not printable ASCII, which a certificate's DNS SAN must be (IA5String): give an internationalized name in its punycode form (xn--...)", p.Cluster, n, []rune(n[i:])[0], i)
+		}
+	}
+	for _, u := range p.URIs {
+		// The path is percent-encoded when written; the host is not, and
+		// crypto/x509 refuses a certificate whose URI host is not an ASCII domain.
+		h := u.Hostname()
+		if i := strings.IndexFunc(h, func(r rune) bool { return r > unicode.MaxASCII || !unicode.IsPrint(r) }); i >= 0 {
+			return fmt.Errorf("cluster %s: URI SAN %q: host %q has %q, not printable ASCII, which crypto/x509 refuses in a URI SAN: give an internationalized host in its punycode form (xn--...)", p.Cluster, u.Redacted(), h, []rune(h[i:])[0])
 		}
 	}
 	return nil

@@ -199,6 +199,9 @@ func linkChain(cert *x509.Certificate, chain, roots []*x509.Certificate) ([]*x50
 			cur = next
 			continue
 		}
+		if err := cannotSign(cur, next); err != nil {
+			return nil, &RootError{Part: PartChain, Err: fmt.Errorf("certificate %d (%s) is named as the issuer of %s but %w", i+1, next.Subject, cur.Subject, err)}
+		}
 		// Wrong order, or a certificate missing? Look for cur's issuer elsewhere.
 		for j, other := range chain {
 			if j != i && !other.Equal(cur) && signedBy(cur, other) {
@@ -220,6 +223,11 @@ func linkChain(cert *x509.Certificate, chain, roots []*x509.Certificate) ([]*x50
 			return append(path, r), nil
 		}
 	}
+	for _, r := range roots {
+		if err := cannotSign(cur, r); err != nil {
+			return nil, &RootError{Part: PartRoots, Err: fmt.Errorf("root %s is named as the issuer of %s but %w", r.Subject, cur.Subject, err)}
+		}
+	}
 	if len(roots) > 0 {
 		return nil, &RootError{Part: PartRoots, Err: fmt.Errorf("%w: %s is signed by %s, and no root given signed it", ErrChainOtherRoot, cur.Subject, cur.Issuer)}
 	}
@@ -232,6 +240,28 @@ func linkChain(cert *x509.Certificate, chain, roots []*x509.Certificate) ([]*x50
 // signedBy reports whether parent's key signed c and parent's subject is c's issuer.
 func signedBy(c, parent *x509.Certificate) bool {
 	return bytes.Equal(c.RawIssuer, parent.RawSubject) && c.CheckSignatureFrom(parent) == nil
+}
+
+// cannotSign is why parent, named as c's issuer, is refused as its signer by
+// crypto/x509 for a reason other than another key's signature: parent is not a
+// CA or lacks keyCertSign, or c's signature uses an algorithm crypto/x509 (and so
+// istiod) refuses, such as SHA-1. It is nil when the names differ or the
+// signature is merely another key's (a missing link or wrong order, which the
+// chain walk reports).
+func cannotSign(c, parent *x509.Certificate) error {
+	if !bytes.Equal(c.RawIssuer, parent.RawSubject) {
+		return nil
+	}
+	err := c.CheckSignatureFrom(parent)
+	var insecure x509.InsecureAlgorithmError
+	var constraint x509.ConstraintViolationError
+	switch {
+	case errors.As(err, &insecure):
+		return fmt.Errorf("its signature uses %w", err)
+	case errors.As(err, &constraint):
+		return fmt.Errorf("%w: crypto/x509, and so istiod, refuses it as an issuer (is it CA:true with keyCertSign?)", err)
+	}
+	return nil
 }
 
 // checkPathRoom checks that every CA of path (the signing CA first, the root last)

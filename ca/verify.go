@@ -296,6 +296,9 @@ func (b *Bundle) checkCRLs(rep *Report, l layout, now time.Time) {
 	if l.chain == TLSCertFile {
 		signers, files = append(slices.Clone(b.Chain), b.Roots...), TLSCertFile+" and "+TLSCAFile
 	}
+	if crl, c := ForgedCRL(crls, append(slices.Clone(b.Chain), b.Roots...)); crl != nil {
+		rep.add(SeverityError, "crl-forged", CRLFile, "a CRL (number %v) names %s (key id %x) as its issuer, and that CA did not sign it: a peer's Envoy may pick it for that CA and refuse every workload under it; remove it", crl.Number, c.Subject, c.SubjectKeyId)
+	}
 	if err := CheckIstiodCRLs(signers, crls); err != nil {
 		rep.add(SeverityError, "crl-missing", CRLFile, "istiod refuses the bundle: a CA of %s has no CRL here: %v", files, err)
 	}
@@ -349,6 +352,10 @@ func (b *Bundle) checkChain(rep *Report, l layout, now time.Time, built *checkBu
 				continue // a repeat, warned about above; its signature was checked once
 			}
 			if err := b.Chain[i].CheckSignatureFrom(b.Chain[i+1]); err != nil {
+				if cause := cannotSign(b.Chain[i], b.Chain[i+1]); cause != nil {
+					rep.add(SeverityError, "chain", l.chain, "certificate %d (%s) names certificate %d (%s) as its issuer but %v", i+1, b.Chain[i].Subject, i+2, b.Chain[i+1].Subject, cause)
+					break
+				}
 				rep.add(SeverityError, "chain-order", l.chain, "certificate %d (%s) is not signed by certificate %d (%s): the chain must run from the signing certificate up to the root",
 					i+1, b.Chain[i].Subject, i+2, b.Chain[i+1].Subject)
 				break

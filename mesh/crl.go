@@ -212,7 +212,7 @@ func SyncCRLs(ctx context.Context, clusters []*k8s.Cluster, opts CRLSyncOptions)
 		if r.Err != nil || r.Value.bundle == nil {
 			continue
 		}
-		if crl, c := forgedCRL(r.Value.crls, issuers); crl != nil {
+		if crl, c := ca.ForgedCRL(r.Value.crls, issuers); crl != nil {
 			results[i].Err = fmt.Errorf("cluster %s: %s in %s holds a CRL (number %v) claiming to be from %s (key %x): %w; remove it (or restore a %s* Secret) and rerun",
 				clusters[i].Name, ca.CRLFile, k8s.SecretName, crl.Number, c.Subject, c.SubjectKeyId, ErrForgedCRL, k8s.BackupPrefix)
 			errs = append(errs, results[i].Err)
@@ -419,19 +419,6 @@ func heldRootCRLs(reads []k8s.Result[*crlRead], roots []*x509.Certificate, now t
 		out = append(out, ca.MergeCRLs(held)...)
 	}
 	return out, nil
-}
-
-// forgedCRL returns the first of crls that names one of cas as its issuer (subject
-// and key identifier) and that this CA did not sign, with that CA.
-func forgedCRL(crls []*x509.RevocationList, cas []*x509.Certificate) (*x509.RevocationList, *x509.Certificate) {
-	for _, crl := range crls {
-		for _, c := range cas {
-			if bytes.Equal(crl.RawIssuer, c.RawSubject) && bytes.Equal(crl.AuthorityKeyId, c.SubjectKeyId) && !ca.SignedBy(crl, c) {
-				return crl, c
-			}
-		}
-	}
-	return nil, nil
 }
 
 // current keeps the CRLs current at now.

@@ -44,6 +44,9 @@ func TestInputErrorsBeforeKeygen(t *testing.T) {
 		{"pathlen the root forbids", []string{"--root-dir", corpusRoot("ok-pathlen-1"), "--cluster", "a", "--pathlen", "1", "--out", filepath.Join(dir, "o")}, "root allows pathlen 1 below it"},
 		{"out under a file", []string{"--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "a", "--out", filepath.Join(file, "o")}, file + " is not a folder"},
 		{"name constraints", []string{"--root-dir", corpusRoot("root-name-constraints-exclude-san"), "--cluster", "a", "--out", filepath.Join(dir, "o")}, "name constraints exclude the intermediate's SANs (istiod.istio-system.svc)"},
+		// issue 26, defect 8: up front, not at minting (exit 1).
+		{"non-ASCII SAN", []string{"--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "a", "--san", "istiod.bücher.svc", "--out", filepath.Join(dir, "o")}, `SAN "istiod.bücher.svc" is not a DNS name: 'ü' at byte 8 is not printable ASCII`},
+		{"non-ASCII URI SAN host", []string{"--root-dir", corpusRoot("ok-ecdsa"), "--cluster", "a", "--uri-san", "spiffe://bücher/ns/x", "--out", filepath.Join(dir, "o")}, `host "bücher" has 'ü'`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, errs := meshpki(t, append([]string{"intermediate", "create"}, tc.args...)...)
@@ -555,5 +558,29 @@ func TestWorkloadPathRuleInTheCLI(t *testing.T) {
 	code, out, _ = meshpki(t, "verify", b)
 	if code != exitFailed || !strings.Contains(out, "excludes clientAuth") {
 		t.Fatalf("verify of a serverAuth-only cluster CA: exit %d, stdout %q", code, out)
+	}
+}
+
+// verify says the mesh's bundles trust the same roots only of bundles whose roots
+// it read (issue 26, defect 7): a folder without root-cert.pem or a CSR folder
+// still waiting is named as not compared.
+func TestVerifyMeshLineCountsOnlyBundlesWithRoots(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	mustRun(t, "root", "create", "--out", root)
+	mustRun(t, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--cluster", "north", "--out", filepath.Join(dir, "b"))
+	mustRun(t, "intermediate", "csr", "--cluster", "south", "--out", filepath.Join(dir, "csrs"))
+	if err := os.Remove(filepath.Join(dir, "b", "north", "root-cert.pem")); err != nil {
+		t.Fatal(err)
+	}
+	east, west, north, south := filepath.Join(dir, "b", "east"), filepath.Join(dir, "b", "west"), filepath.Join(dir, "b", "north"), filepath.Join(dir, "csrs", "south")
+	code, out, _ := meshpki(t, "verify", east, west, north, south)
+	if code != exitFailed || strings.Contains(out, "all 4 bundles") || !strings.Contains(out, "OK   mesh: the 2 bundles with roots trust the same roots; not compared (no roots read): ") ||
+		!strings.Contains(out, north) || !strings.Contains(out, south) {
+		t.Fatalf("exit %d, stdout:\n%s", code, out)
+	}
+	code, out, _ = meshpki(t, "verify", east, south)
+	if code != exitFailed || strings.Contains(out, "OK   mesh") || !strings.Contains(out, "SKIP mesh: roots not compared (fewer than 2 bundles with roots read; none read of "+south+")") {
+		t.Fatalf("exit %d, stdout:\n%s", code, out)
 	}
 }
