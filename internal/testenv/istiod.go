@@ -44,6 +44,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 )
@@ -336,24 +337,63 @@ func (i *Istiod) start(ctx context.Context) error {
 }
 
 // loop mirrors the Secret into the volume and restarts istiod when its Deployment's pod
-// template changes, until Stop.
+// template changes, until Stop. It watches both objects, as kubelet would, rather
+// than polling them: ten GETs a second per istiod cost its apiserver about 4% of a
+// core at rest, and the tests start tens of them. A slow tick is a safety net.
 func (i *Istiod) loop() {
 	defer i.wg.Done()
-	tick := time.NewTicker(200 * time.Millisecond)
+	var watchers sync.WaitGroup
+	defer watchers.Wait() // after cancel, below, ends them
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case events <- struct{}{}:
+		default:
+		}
+	}
+	follow := func(open func(context.Context) (watch.Interface, error)) {
+		defer watchers.Done()
+		for ctx.Err() == nil {
+			w, err := open(ctx)
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+				continue
+			}
+			poke() // whatever changed while no watch was open
+			for range w.ResultChan() {
+				poke()
+			}
+			w.Stop()
+		}
+	}
+	watchers.Add(2)
+	go follow(func(ctx context.Context) (watch.Interface, error) {
+		return i.client.CoreV1().Secrets(IstioNamespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=cacerts"})
+	})
+	go follow(func(ctx context.Context) (watch.Interface, error) {
+		return i.client.AppsV1().Deployments(IstioNamespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=istiod"})
+	})
+	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
 		select {
 		case <-i.stop:
 			return
+		case <-events:
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = i.syncVolume(ctx)
-		if tmpl, err := i.podTemplate(ctx); err == nil && tmpl != i.template {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		_ = i.syncVolume(sctx)
+		if tmpl, err := i.podTemplate(sctx); err == nil && tmpl != i.template {
 			i.template = tmpl
 			_ = i.Restart(context.Background())
 		}
-		cancel()
+		scancel()
 	}
 }
 
