@@ -39,7 +39,7 @@ istiod:
 tools: vaultdev k8s-testenv istiod
 
 # Every test, against real servers: the harness in internal/testenv starts them.
-# Three streams at once on the machine's cores:
+# Four streams at once on the machine's cores:
 #   - every package under the race detector, but for the end-to-end tests with real
 #     istiod (TestIstiod*) and the one that kills CLI processes (TestKill*): they
 #     spend their time in istiod, the apiservers and the CLI runs that the other
@@ -50,20 +50,24 @@ tools: vaultdev k8s-testenv istiod
 #     default of one per core);
 #   - the release archives and the image (internal/dist): no concurrency of their
 #     own, and compressing under the race detector takes minutes; at a lower
-#     priority, as they finish well before the rest.
-# The output of the two background streams follows.
+#     priority, as they finish well before the rest;
+#   - go vet and staticcheck, also at a lower priority, so that the end-to-end
+#     tests, the longest stream, start at once.
+# The output of the background streams follows.
 TEST_ENV = VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
 	ISTIOD_TESTENV_BIN=$$(tools/build.sh istiod) \
 	MESHPKI_REQUIRE_SERVERS=1
 E2E := ^TestIstiod|^TestKill
-test: fmt-check vet lint build tools
-	@dist=$$(mktemp); e2e=$$(mktemp); \
+test: fmt-check build tools
+	@dist=$$(mktemp); e2e=$$(mktemp); lint=$$(mktemp); \
+	nice -n 10 $(MAKE) --no-print-directory vet lint >$$lint 2>&1 & lpid=$$!; \
 	nice -n 10 $(GO) test -count=1 -timeout 20m ./internal/dist/... >$$dist 2>&1 & pid=$$!; \
 	$(TEST_ENV) $(GO) test -count=1 -parallel 4 -timeout 20m -run '$(E2E)' ./cmd/meshpki/ >$$e2e 2>&1 & epid=$$!; \
 	$(TEST_ENV) $(GO) test -race -count=1 -timeout 20m -skip '$(E2E)' $$($(GO) list ./... | grep -v /internal/dist/); rc=$$?; \
 	wait $$epid || rc=1; echo "== end-to-end tests with real istiod (no race detector):"; cat $$e2e; \
-	wait $$pid || rc=1; cat $$dist; rm -f $$dist $$e2e; exit $$rc
+	wait $$pid || rc=1; cat $$dist; \
+	wait $$lpid || rc=1; echo "== go vet and staticcheck:"; cat $$lint; rm -f $$dist $$e2e $$lint; exit $$rc
 
 # Unit tests only: tests that need a server skip without one.
 test-unit:
