@@ -161,3 +161,15 @@ func TestVerifyRefusesForgedCRL(t *testing.T) {
 		t.Fatalf("verify says %v, want a crl-forged error naming the cluster CA", rep.Problems)
 	}
 }
+
+// A certificate after the root in a chain file is named as such (issue 26), not
+// reported as a chain "missing a link".
+func TestChainPastTheRoot(t *testing.T) {
+	root := catest.Root(t, catest.Options{CN: "Root"})
+	issuing := root.Sub(t, catest.Options{CN: "Issuing"})
+	extra := catest.Root(t, catest.Options{CN: "Stray"})
+	_, err := ca.ParseSigningCA(issuing.CertPEM(), issuing.KeyPEM(t), append(root.CertPEM(), extra.CertPEM()...), nil, time.Now())
+	if err == nil || errors.Is(err, ca.ErrChainLink) || !strings.Contains(err.Error(), "certificate 2 (CN=Stray,O=Example Corp) follows the root") {
+		t.Fatalf("got %v", err)
+	}
+}

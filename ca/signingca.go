@@ -191,6 +191,9 @@ func linkChain(cert *x509.Certificate, chain, roots []*x509.Certificate) ([]*x50
 	path := []*x509.Certificate{cert}
 	cur := cert
 	for i, next := range chain {
+		if IsSelfSigned(cur) && cur != cert {
+			return nil, &RootError{Part: PartChain, Err: fmt.Errorf("certificate %d (%s) follows the root %s, where the chain ends: remove it (and any after it)", i+1, next.Subject, cur.Subject)}
+		}
 		if next.Equal(cur) {
 			return nil, &RootError{Part: PartChain, Err: fmt.Errorf("certificate %d (%s) is repeated", i+1, next.Subject)}
 		}

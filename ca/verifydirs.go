@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -80,6 +82,7 @@ func VerifyDirs(ctx context.Context, dirs []string, opts VerifyDirsOptions) (*Di
 			return nil, err
 		}
 		b, rep, _ := ParseBundle(files, opts.Check)
+		checkKeyMode(rep, dir)
 		ok := rep.OK() && !(opts.Strict && len(rep.Problems) > 0)
 		if b != nil {
 			bundles[len(res.Bundles)] = b
@@ -91,6 +94,10 @@ func VerifyDirs(ctx context.Context, dirs []string, opts VerifyDirsOptions) (*Di
 	if p := SameRoots(dirs, reps); p != nil {
 		res.Mesh = append(res.Mesh, *p)
 		res.OK = false
+	}
+	if p := sharedCAs(dirs, bundles); p != nil {
+		res.Mesh = append(res.Mesh, *p)
+		res.OK = res.OK && !opts.Strict
 	}
 	// With CRLs: each bundle's ca-crl.pem must cover every CA of every other bundle.
 	var members []CRLMember
@@ -117,6 +124,51 @@ func VerifyDirs(ctx context.Context, dirs []string, opts VerifyDirsOptions) (*Di
 		res.OK = res.OK && ok
 	}
 	return res, nil
+}
+
+// checkKeyMode warns of a bundle folder's key file that its group or others may
+// read: meshpki writes keys 0600, and whoever reads this one can sign for the
+// cluster.
+func checkKeyMode(rep *Report, dir string) {
+	for _, name := range []string{CAKeyFile, TLSKeyFile} {
+		st, err := os.Lstat(filepath.Join(dir, name))
+		if err != nil || !st.Mode().IsRegular() {
+			continue
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			rep.add(SeverityWarning, "key-mode", name, "is readable by its group or others (%#o): whoever reads it can sign for this cluster; keep it 0600", perm)
+		}
+	}
+}
+
+// sharedCAs is a mesh warning naming bundles that hold the same CA certificate:
+// a revoke or a rotation of one is of them all, and their workloads' identities
+// cannot be told apart by CA.
+func sharedCAs(dirs []string, bundles map[int]*Bundle) *Problem {
+	byCA := map[string][]string{}
+	var order []string
+	for i, dir := range dirs {
+		b := bundles[i]
+		if b == nil || b.Cert == nil {
+			continue
+		}
+		fp := Fingerprint(b.Cert)
+		if byCA[fp] == nil {
+			order = append(order, fp)
+		}
+		byCA[fp] = append(byCA[fp], dir)
+	}
+	var groups []string
+	for _, fp := range order {
+		if len(byCA[fp]) > 1 {
+			groups = append(groups, strings.Join(byCA[fp], " and "))
+		}
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	return &Problem{Severity: SeverityWarning, Check: "shared-ca",
+		Message: fmt.Sprintf("%s hold the same CA certificate: a revoke or rotation of one is of all; mint one intermediate per cluster", strings.Join(groups, "; "))}
 }
 
 // mtlsMatrix issues one workload per valid bundle and works out, for every ordered

@@ -240,9 +240,11 @@ func (o *importOptions) Validate() error {
 			return inputError(fmt.Errorf("--cluster: %w", err))
 		}
 	}
-	d, err := ca.ParseDurationOrZero(o.MinRemaining)
+	// As verify and status: a positive duration (0 would silently mean the
+	// default, 30d).
+	d, err := parseDuration("min-remaining", o.MinRemaining)
 	if err != nil {
-		return inputError(fmt.Errorf("--min-remaining: %w", err))
+		return err
 	}
 	o.minRemaining = d
 	if err := checkTrustDomain(o.TrustDomain); err != nil {

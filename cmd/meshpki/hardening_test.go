@@ -584,3 +584,55 @@ func TestVerifyMeshLineCountsOnlyBundlesWithRoots(t *testing.T) {
 		t.Fatalf("exit %d, stdout:\n%s", code, out)
 	}
 }
+
+// Issue 26, questionable items decided: verify warns of a key file others may read
+// and of two bundles holding one CA (--strict fails them); import refuses
+// --min-remaining 0 as verify does (it silently meant 30d); root create warns of a
+// root that lives less than import's 30 days.
+func TestQuestionableItemsDecided(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	mustRun(t, "root", "create", "--out", root)
+	mustRun(t, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--out", filepath.Join(dir, "b"))
+	east, west, twin := filepath.Join(dir, "b", "east"), filepath.Join(dir, "b", "west"), filepath.Join(dir, "twin")
+	if err := os.MkdirAll(twin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ca-cert.pem", "ca-key.pem", "cert-chain.pem", "root-cert.pem"} {
+		b, err := os.ReadFile(filepath.Join(east, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(twin, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Join(west, "ca-key.pem"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := meshpki(t, "verify", east, west, twin)
+	if code != 0 || !strings.Contains(out, "warning: key-mode: ca-key.pem: is readable by its group or others (0644)") ||
+		!strings.Contains(out, east+" and "+twin+" hold the same CA certificate") {
+		t.Fatalf("exit %d, stdout:\n%s", code, out)
+	}
+	if code, _, _ := meshpki(t, "verify", "--strict", east, twin); code != exitFailed {
+		t.Fatalf("--strict with two bundles on one CA: exit %d", code)
+	}
+	if code, _, errs := meshpki(t, "intermediate", "import", "--out", dir, "--signed", dir, "--root", filepath.Join(root, "root-cert.pem"), "--min-remaining", "0"); code != exitUsage || !strings.Contains(errs, "--min-remaining") {
+		t.Fatalf("import --min-remaining 0: exit %d, %q", code, errs)
+	}
+	_, errs := mustRunErr(t, "root", "create", "--out", filepath.Join(dir, "short"), "--ttl", "1h")
+	if !strings.Contains(errs, "the root lives less than 30 days") {
+		t.Fatalf("root create --ttl 1h: stderr %q", errs)
+	}
+}
+
+// mustRunErr is mustRun that also returns stderr.
+func mustRunErr(t *testing.T, args ...string) (string, string) {
+	t.Helper()
+	code, out, errs := meshpki(t, args...)
+	if code != 0 {
+		t.Fatalf("meshpki %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out, errs
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/textfmt"
 )
 
 func rootCommand(e *env) *cli.Command {
@@ -131,6 +132,11 @@ type rootResult struct {
 // Run creates the root (ca.CreateRoot) in the folder, or in Vault
 // (runRootCreateVault), and writes what it made.
 func (o *rootCreateOptions) Run(ctx context.Context, e *env) error {
+	if o.profile.TTL < ca.DefaultMinRemaining {
+		// Allowed (tests, demos), but said: nothing under it lasts.
+		e.log.Warn("the root lives less than 30 days: intermediates under it are cut short (intermediate create needs --allow-short-ttl), and intermediate import refuses certificates with less than --min-remaining (30d) left",
+			"ttl", textfmt.Duration(o.profile.TTL))
+	}
 	if o.Target.inVault() {
 		return runRootCreateVault(ctx, e, o)
 	}
