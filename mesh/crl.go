@@ -73,6 +73,16 @@ type CRLSyncResult struct {
 	Err        error     `json:"-"`
 }
 
+// LogAttrs are r's slog attributes: cluster, action, crls, and error only when
+// there is one (no error=<nil> on every line).
+func (r *CRLSyncResult) LogAttrs() []any {
+	attrs := []any{"cluster", r.Cluster, "action", r.Action, "crls", r.CRLs}
+	if r.Err != nil {
+		attrs = append(attrs, "error", r.Err)
+	}
+	return attrs
+}
+
 // DefaultCRLSettle is how long Bootstrap and RotateRoot wait, by default, between
 // spreading new CRLs and installing a CA whose workloads need them: Istio's
 // proxies read the CRLs from the istio-ca-crl ConfigMap mounted as a volume

@@ -121,7 +121,7 @@ func install(ctx context.Context, clusters []*k8s.Cluster, files []map[string][]
 		Concurrency: opts.Concurrency, Lock: lease, DryRun: in.DryRun})
 	rep.CRLs = res
 	for _, r := range res {
-		logInfo(opts.Log, "CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
+		logInfo(opts.Log, "CRLs", r.LogAttrs()...)
 	}
 	if err == nil {
 		err = SettleCRLs(ctx, opts.CRLSettle, res, in.DryRun)

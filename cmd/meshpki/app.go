@@ -24,6 +24,8 @@ type env struct {
 	log    *slog.Logger
 	// started, when set, is called as a command's action starts (see cliSetup).
 	started func()
+	// unknownCommand is set when the command line names no command of meshpki.
+	unknownCommand bool
 }
 
 func newApp(e *env) *cli.App {
@@ -73,6 +75,12 @@ Examples:
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error {
 		return inputError(fmt.Errorf("%w (see 'meshpki --help')", err))
 	}
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		// urfave/cli would print "No help topic for ..." and exit 0.
+		help := strings.TrimSpace("meshpki " + commandPath(c))
+		fmt.Fprintf(e.stderr, "meshpki: unknown command %q (see '%s --help' for the commands)\n", name, help)
+		e.unknownCommand = true
+	}
 	usageErrors(app.Commands)
 	return app
 }
@@ -100,6 +108,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := interruptible(stderr)
 	defer stop()
 	err := newApp(e).RunContext(ctx, args)
+	if err == nil && e.unknownCommand {
+		return exitUsage
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -190,6 +201,18 @@ func bindArgs(c *cli.Context) cmdArgs {
 func (a cmdArgs) noArgs() error {
 	if len(a.Args) > 0 {
 		return inputError(fmt.Errorf("%s takes no arguments, got %q (flags go before arguments)", a.Path, a.Args))
+	}
+	return nil
+}
+
+// flagsFirst refuses an argument that looks like a flag: urfave/cli stops reading
+// flags at the first argument, so "verify DIR --strict" would take "--strict" for
+// a folder. It names the flag and where it goes instead.
+func (a cmdArgs) flagsFirst() error {
+	for _, arg := range a.Args {
+		if len(arg) > 1 && strings.HasPrefix(arg, "-") {
+			return inputError(fmt.Errorf("%s: %q comes after an argument, where it is not read as a flag: flags go before arguments (meshpki %s %s ARG...)", a.Path, arg, a.Path, arg))
+		}
 	}
 	return nil
 }

@@ -212,7 +212,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 	bopts := mesh.BootstrapOptions{Source: src, Profile: o.profile, Format: o.format, Install: o.install, CRLSettle: o.settle, Out: o.Out, Log: e.log,
 		CRLs: mesh.CRLSyncOptions{TTL: o.CRL.ttl, Refresh: o.CRL.refresh, Concurrency: k8s.DefaultConcurrency, Lock: &lease,
 			Progress: func(r *mesh.CRLSyncResult) {
-				e.log.Info("CRLs", "cluster", r.Cluster, "action", r.Action, "crls", r.CRLs, "error", r.Err)
+				e.log.Info("CRLs", r.LogAttrs()...)
 			}}}
 	if len(o.MeshContexts) > 0 {
 		if bopts.Mesh, err = o.meshClusters(e); err != nil {

@@ -345,6 +345,9 @@ func (o *revokeOptions) Validate() error {
 	if len(o.cmd.Args) == 0 && len(o.Serials) == 0 {
 		return inputError(fmt.Errorf("nothing to revoke: name clusters (meshpki revoke CLUSTER...) or pass --serial (see 'meshpki %s --help')", o.cmd.Path))
 	}
+	if err := o.cmd.flagsFirst(); err != nil {
+		return err
+	}
 	var err error
 	if o.reason, err = ca.ParseReason(o.Reason); err != nil {
 		return inputError(fmt.Errorf("--reason: %w", err))

@@ -636,3 +636,31 @@ func mustRunErr(t *testing.T, args ...string) (string, string) {
 	}
 	return out, errs
 }
+
+// Issue 29, messages: a flag after an argument is named as such (not taken for a
+// folder), an unknown command exits 2 naming it, verify bundles/* leaves out the
+// backups --force keeps.
+func TestMessagesForNewUsers(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	mustRun(t, "root", "create", "--out", root)
+	out := filepath.Join(dir, "b")
+	mustRun(t, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--cluster", "west", "--out", out)
+	mustRun(t, "intermediate", "create", "--root-dir", root, "--cluster", "east", "--out", out, "--force")
+	dirs, err := filepath.Glob(filepath.Join(out, "*"))
+	if err != nil || len(dirs) != 3 {
+		t.Fatalf("want east, its backup and west: %v %v", dirs, err)
+	}
+	code, stdout, errs := meshpki(t, append([]string{"verify"}, dirs...)...)
+	if code != 0 || !strings.Contains(stdout, "OK   mesh: all 2 bundles trust the same roots") || !strings.Contains(errs, "left out a backup folder") {
+		t.Fatalf("verify bundles/*: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, errs)
+	}
+	if code, _, errs := meshpki(t, "verify", filepath.Join(out, "east"), "--strict"); code != exitUsage || !strings.Contains(errs, `"--strict" comes after an argument`) {
+		t.Fatalf("flag after argument: exit %d, %q", code, errs)
+	}
+	for _, args := range [][]string{{"frobnicate"}, {"intermediate", "frob"}} {
+		if code, _, errs := meshpki(t, args...); code != exitUsage || !strings.Contains(errs, `unknown command "`+args[len(args)-1]+`"`) {
+			t.Fatalf("%v: exit %d, %q", args, code, errs)
+		}
+	}
+}

@@ -694,7 +694,7 @@ func (o *rootBundleOptions) Validate() error {
 	if len(o.cmd.Args) == 0 {
 		return inputError(errors.New("no roots given: pass root certificate files or root folders as arguments"))
 	}
-	return nil
+	return o.cmd.flagsFirst()
 }
 
 type rootBundleResult struct {

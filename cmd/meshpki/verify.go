@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -80,6 +81,9 @@ func (o *verifyOptions) Validate() error {
 	if len(o.cmd.Args) == 0 {
 		return inputError(errors.New("verify needs at least one bundle folder: meshpki verify DIR [DIR ...]"))
 	}
+	if err := o.cmd.flagsFirst(); err != nil {
+		return err
+	}
 	minRem, err := parseDuration("min-remaining", o.MinRemaining)
 	if err != nil {
 		return err
@@ -99,10 +103,31 @@ func allowRootKeyFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "allow-root-key", Usage: "accept a bundle whose ca-cert.pem is the mesh's root itself (its key, the root key, then sits in the cluster)"}
 }
 
+// dirs are the folders to verify: a backup that --force kept (<cluster>.bak-<time>)
+// among other folders, as "verify bundles/*" passes it, is not a cluster of the
+// mesh and is left out, logged; named alone (or only backups), it is verified.
+func (o *verifyOptions) dirs(e *env) []string {
+	var dirs, backups []string
+	for _, d := range o.cmd.Args {
+		if ca.IsBackupName(filepath.Base(filepath.Clean(d))) {
+			backups = append(backups, d)
+			continue
+		}
+		dirs = append(dirs, d)
+	}
+	if len(dirs) == 0 {
+		return o.cmd.Args
+	}
+	for _, b := range backups {
+		e.log.Info("left out a backup folder (a bundle kept by --force, not a cluster of the mesh); name it alone to verify it", "folder", b)
+	}
+	return dirs
+}
+
 // Run verifies each bundle folder, that they make one mesh and, with --mtls, that
 // they accept each other (ca.VerifyDirs); any failure exits 1.
 func (o *verifyOptions) Run(ctx context.Context, e *env) error {
-	res, err := ca.VerifyDirs(ctx, o.cmd.Args, ca.VerifyDirsOptions{Check: o.check, Strict: o.Strict, MTLS: o.MTLS, Log: e.log})
+	res, err := ca.VerifyDirs(ctx, o.dirs(e), ca.VerifyDirsOptions{Check: o.check, Strict: o.Strict, MTLS: o.MTLS, Log: e.log})
 	if err != nil {
 		return inputError(err)
 	}
