@@ -34,11 +34,32 @@ type OutputFileOptions struct {
 // created meanwhile by another run is not replaced either. Errors name the file;
 // an existing one wraps ErrExists.
 func WriteOutputFile(name string, data []byte, opts OutputFileOptions) error {
+	if err := CheckOutputFile(name, opts); err != nil {
+		return err
+	}
+	write := atomicfs.WriteFile
+	if !opts.Force {
+		write = atomicfs.CreateFile // another run may have written it since the check
+	}
+	if err := write(name, data, opts.Perm); errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s: %w", name, ErrExists)
+	} else if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// CheckOutputFile runs WriteOutputFile's checks without writing, for a command to
+// refuse its --out before it does any work (signs a CRL, say).
+func CheckOutputFile(name string, opts OutputFileOptions) error {
 	abs, err := filepath.Abs(name)
 	if err != nil {
 		return err
 	}
 	for _, dir := range opts.Protect {
+		if dir == "" {
+			continue // no such folder (a source without one)
+		}
 		d, err := filepath.Abs(dir)
 		if err == nil && (filepath.Dir(abs) == d || sameDir(filepath.Dir(abs), d)) {
 			return fmt.Errorf("%s: in %s, the CA's own folder: write it elsewhere", name, dir)
@@ -54,15 +75,6 @@ func WriteOutputFile(name string, data []byte, opts OutputFileOptions) error {
 		return fmt.Errorf("%s: %w", name, ErrExists)
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return err
-	}
-	write := atomicfs.WriteFile
-	if !opts.Force {
-		write = atomicfs.CreateFile // another run may have written it since the check
-	}
-	if err := write(name, data, opts.Perm); errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s: %w", name, ErrExists)
-	} else if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
 }

@@ -87,9 +87,27 @@ type crlSignResult struct {
 	DryRun bool   `json:"dryRun,omitempty"`
 }
 
+// outError is the error of a refused --out: bad input, with the fix.
+func outError(err error) error {
+	switch {
+	case errors.Is(err, ca.ErrExists):
+		return inputError(fmt.Errorf("--out %w (pass --force to replace it)", err))
+	case err != nil:
+		return inputError(fmt.Errorf("--out %w", err))
+	}
+	return nil
+}
+
 // Run signs the source's CRL when due and hands it out: stdout, or --out
 // (ca.WriteOutputFile: never over a key, nor into the source's folder).
 func (o *crlSignOptions) Run(ctx context.Context, e *env) error {
+	outOpts := ca.OutputFileOptions{Force: o.Force, Perm: 0o644, Protect: []string{o.Source.Dir, o.Source.CADir}}
+	if o.Out != "" {
+		// Before signing: a refused --out must not leave a CRL signed and kept.
+		if err := outError(ca.CheckOutputFile(o.Out, outOpts)); err != nil {
+			return err
+		}
+	}
 	iss, err := o.Source.issuer(ctx, e)
 	if err != nil {
 		return err
@@ -109,11 +127,8 @@ func (o *crlSignOptions) Run(ctx context.Context, e *env) error {
 		_, err := e.stdout.Write(data)
 		return err
 	}
-	err = ca.WriteOutputFile(o.Out, data, ca.OutputFileOptions{Force: o.Force, Perm: 0o644, Protect: []string{o.Source.Dir, o.Source.CADir}})
-	if errors.Is(err, ca.ErrExists) {
-		return inputError(fmt.Errorf("--out %w (pass --force to replace it)", err))
-	} else if err != nil {
-		return inputError(fmt.Errorf("--out %w", err))
+	if err := outError(ca.WriteOutputFile(o.Out, data, outOpts)); err != nil {
+		return err
 	}
 	if o.Output == "json" {
 		return writeJSON(e.stdout, crlSignResult{CRLInfo: mesh.DescribeCRL(crl, changed), Out: o.Out, DryRun: o.DryRun})

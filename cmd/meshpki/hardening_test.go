@@ -664,3 +664,23 @@ func TestMessagesForNewUsers(t *testing.T) {
 		}
 	}
 }
+
+// crl sign --out names a file in the working folder (found by comparing this
+// binary with the one before the mesh package): it was refused as "in , the CA's
+// own folder" when the source had no issuing-CA folder, after the CRL had been
+// signed and kept. A refused --out now leaves no CRL signed.
+func TestCRLSignOutInWorkingFolder(t *testing.T) {
+	t.Chdir(t.TempDir())
+	mustRun(t, "root", "create", "--out", "root")
+	mustRun(t, "crl", "sign", "--root-dir", "root", "--out", "root.crl")
+	if !exists("root.crl") {
+		t.Fatal("root.crl not written")
+	}
+	mustRun(t, "root", "create", "--out", "other")
+	if code, _, errs := meshpki(t, "crl", "sign", "--root-dir", "other", "--out", filepath.Join("other", "x.crl")); code != exitUsage || !strings.Contains(errs, "the CA's own folder") {
+		t.Fatalf("exit %d, %q", code, errs)
+	}
+	if exists(filepath.Join("other", "root-crl.pem")) {
+		t.Fatal("a refused --out left a CRL signed in the root folder")
+	}
+}
