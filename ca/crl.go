@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
 	"slices"
 	"strings"
@@ -382,8 +383,14 @@ func crlsBehind(members []CRLMember) []Problem {
 			}
 		}
 	}
+	// A cluster whose own CA the newest CRLs revoke is out of the mesh until it is
+	// given a new CA: revoke leaves its cacerts alone, so its CRLs stay behind.
+	newestList := slices.Collect(maps.Values(newest))
 	var problems []Problem
 	for _, m := range members {
+		if RevokedInChain(m.Chain, newestList) {
+			continue
+		}
 		for _, c := range m.CRLs {
 			n := newest[key(c)]
 			if n == c || !newerCRL(n, c) {

@@ -393,4 +393,39 @@ func TestCheckMeshCRLs(t *testing.T) {
 	if got := checks(east, west); len(got) != 1 || got[0] != "mesh-crl-revoked" {
 		t.Errorf("west revoked: %v", got)
 	}
+
+	// After revoke west: east holds the root's CRL number 2 revoking west's CA,
+	// west (left alone, as revoke leaves a revoked cluster) still number 1. West is
+	// out of the mesh: its CRL being behind is no finding (it was one, found by
+	// comparing binaries, and no crl sync could clear it). A third cluster with
+	// number 1 is behind.
+	number := func(crl *x509.RevocationList, n int64, revoked ...*x509.Certificate) *x509.RevocationList {
+		var entries []x509.RevocationListEntry
+		for _, r := range revoked {
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: r.SerialNumber, RevocationTime: now.Add(-time.Minute), ReasonCode: 1})
+		}
+		out, err := ca.SignCRL(m.root.Cert, m.root.Key, entries, big.NewInt(n), now, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	root1, root2 := number(rootCRL, 1), number(rootCRL, 2, m.west.Cert)
+	east.CRLs = []*x509.RevocationList{root2, eastCRL, westCRL}
+	west.CRLs = []*x509.RevocationList{root1, eastCRL, westCRL}
+	for _, p := range ca.CheckMeshCRLs([]ca.CRLMember{east, west}, now) {
+		if p.Check == "mesh-crl-behind" {
+			t.Errorf("the revoked cluster is reported behind: %s", p.Message)
+		}
+	}
+	north := ca.CRLMember{Name: "north", Chain: []*x509.Certificate{m.east.Cert, m.root.Cert}, CRLs: []*x509.RevocationList{root1, eastCRL, westCRL}}
+	var behind []string
+	for _, p := range ca.CheckMeshCRLs([]ca.CRLMember{east, west, north}, now) {
+		if p.Check == "mesh-crl-behind" {
+			behind = append(behind, p.Message)
+		}
+	}
+	if len(behind) != 1 || !strings.HasPrefix(behind[0], "north holds") {
+		t.Errorf("want north behind only: %v", behind)
+	}
 }
