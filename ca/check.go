@@ -74,42 +74,53 @@ func checkWorkloadNames(c *x509.Certificate, trustDomain string) error {
 	}
 	id := SPIFFEID(trustDomain, "default", "default")
 	now := time.Now()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	rt := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: c.Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: -1, KeyUsage: x509.KeyUsageCertSign,
-		PermittedURIDomains: c.PermittedURIDomains, ExcludedURIDomains: c.ExcludedURIDomains,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, rt, rt, key.Public(), key)
-	if err != nil {
-		return fmt.Errorf("check the name constraints: %w", err)
-	}
-	probeCA, err := x509.ParseCertificate(der)
-	if err != nil {
-		return err
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, URIs: []*url.URL{id},
-	}
-	if der, err = x509.CreateCertificate(rand.Reader, leaf, probeCA, key.Public(), key); err != nil {
-		return fmt.Errorf("check the name constraints: %w", err)
-	}
-	probe, err := x509.ParseCertificate(der)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(probeCA)
-	if _, err := probe.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	ca := &x509.Certificate{Subject: c.Subject, PermittedURIDomains: c.PermittedURIDomains, ExcludedURIDomains: c.ExcludedURIDomains}
+	leaf := &x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature, URIs: []*url.URL{id}}
+	if err := probeChain(ca, leaf, now); err != nil {
 		return fmt.Errorf("%w (%s, trust domain %s: permitted URI domains %v, excluded %v), so every workload certificate below it fails its peers' check: %w",
 			ErrWorkloadNames, id, trustDomain, c.PermittedURIDomains, c.ExcludedURIDomains, err)
 	}
 	return nil
 }
+
+// probeChain runs crypto/x509's chain check, at now, on a throwaway CA made from
+// ca (its subject and name constraints) and a throwaway certificate made from
+// below and signed by it, both with one throwaway key: no real key signs
+// anything. It returns the chain check's error (one making the probe wraps
+// errProbe).
+func probeChain(ca, below *x509.Certificate, now time.Time) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProbe, err)
+	}
+	rt := *ca
+	rt.SerialNumber, rt.NotBefore, rt.NotAfter = big.NewInt(1), now.Add(-time.Hour), now.Add(time.Hour)
+	rt.BasicConstraintsValid, rt.IsCA, rt.MaxPathLen, rt.KeyUsage = true, true, -1, x509.KeyUsageCertSign
+	der, err := x509.CreateCertificate(rand.Reader, &rt, &rt, key.Public(), key)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProbe, err)
+	}
+	probeCA, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProbe, err)
+	}
+	lt := *below
+	lt.SerialNumber, lt.NotBefore, lt.NotAfter = big.NewInt(2), now.Add(-time.Hour), now.Add(time.Hour)
+	if der, err = x509.CreateCertificate(rand.Reader, &lt, probeCA, key.Public(), key); err != nil {
+		return fmt.Errorf("%w: %w", errProbe, err)
+	}
+	probe, err := x509.ParseCertificate(der)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errProbe, err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(probeCA)
+	_, err = probe.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
+}
+
+// errProbe marks a failure to make probeChain's throwaway chain, not a finding.
+var errProbe = errors.New("check the name constraints")
 
 func ekuName(u x509.ExtKeyUsage) string {
 	switch u {
@@ -232,43 +243,18 @@ func checkPathLen(root *x509.Certificate, pathLen int) error {
 // root with root's subject and name constraints, and an intermediate with p's
 // subject and SANs, both signed with a throwaway key. No real key signs anything.
 func probeNameConstraints(root *x509.Certificate, p Profile, now time.Time) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	rt := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: root.Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		BasicConstraintsValid: true, IsCA: true, MaxPathLen: -1, KeyUsage: x509.KeyUsageCertSign,
+	ca := &x509.Certificate{Subject: root.Subject,
 		PermittedDNSDomainsCritical: root.PermittedDNSDomainsCritical,
 		PermittedDNSDomains:         root.PermittedDNSDomains, ExcludedDNSDomains: root.ExcludedDNSDomains,
 		PermittedIPRanges: root.PermittedIPRanges, ExcludedIPRanges: root.ExcludedIPRanges,
 		PermittedEmailAddresses: root.PermittedEmailAddresses, ExcludedEmailAddresses: root.ExcludedEmailAddresses,
 		PermittedURIDomains: root.PermittedURIDomains, ExcludedURIDomains: root.ExcludedURIDomains,
 	}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rt, rt, key.Public(), key)
-	if err != nil {
-		return fmt.Errorf("check the root's name constraints: %w", err)
-	}
-	probeRoot, err := x509.ParseCertificate(rootDER)
-	if err != nil {
+	it := &x509.Certificate{Subject: p.Subject, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true,
+		KeyUsage: x509.KeyUsageCertSign, DNSNames: p.DNSNames, URIs: p.URIs}
+	if err := probeChain(ca, it, now); errors.Is(err, errProbe) {
 		return err
-	}
-	it := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: p.Subject, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign,
-		DNSNames: p.DNSNames, URIs: p.URIs,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, it, probeRoot, key.Public(), key)
-	if err != nil {
-		return fmt.Errorf("check the root's name constraints: %w", err)
-	}
-	probe, err := x509.ParseCertificate(der)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(probeRoot)
-	if _, err := probe.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now}); err != nil {
+	} else if err != nil {
 		return fmt.Errorf("%w (%s), so istiod would refuse every bundle: %v", ErrNameConstraints, describeSANs(p), err)
 	}
 	return nil
