@@ -134,7 +134,7 @@ func advise(err error) error {
 	}
 	var mb *mesh.MissingBundleError
 	if errors.As(err, &mb) {
-		return &advised{err: err, msg: fmt.Sprintf("%s (mint one: meshpki intermediate create --cluster %s --out %s)", err, mb.Cluster, filepath.Dir(mb.Dir))}
+		return &advised{err: err, msg: fmt.Sprintf("%s (mint one with your root: meshpki intermediate create --root-dir ROOT --cluster %s --out %s; or leave the cluster out, or bootstrap it: meshpki bootstrap --context CTX --root-dir ROOT)", err, mb.Cluster, filepath.Dir(mb.Dir))}
 	}
 	for _, a := range advices {
 		if errors.Is(err, a.is) {
