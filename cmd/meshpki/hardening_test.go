@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -682,5 +683,105 @@ func TestCRLSignOutInWorkingFolder(t *testing.T) {
 	}
 	if exists(filepath.Join("other", "root-crl.pem")) {
 		t.Fatal("a refused --out left a CRL signed in the root folder")
+	}
+}
+
+// Issue 26, defects 1, 3 and 4, each of which this test failed on before its fix:
+// crl sign --out never writes over a key file, into the CA's folder, or over any
+// file without --force; a backup folder that csr --force keeps is not taken for a
+// waiting cluster, and a backup-shaped name is no cluster name; crl sign re-signs
+// a kept CRL that is not valid yet, or that does not cover --crl-ttl.
+func TestCRLSignAndBackupDefects(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	mustRun(t, "root", "create", "--out", root)
+	keyPath := filepath.Join(root, "root-key.pem")
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "elsewhere")
+	if err := os.MkdirAll(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	otherKey := filepath.Join(other, "ca-key.pem")
+	if err := os.WriteFile(otherKey, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plain := filepath.Join(other, "notes.txt")
+	if err := os.WriteFile(plain, []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		out, want string
+		force     bool
+	}{
+		{keyPath, "the CA's own folder", true},
+		{otherKey, "holds a private key: never written over", true},
+		{plain, "already exists (pass --force to replace it)", false},
+	} {
+		args := []string{"crl", "sign", "--root-dir", root, "--out", tc.out}
+		if tc.force {
+			args = append(args, "--force")
+		}
+		if code, _, errs := meshpki(t, args...); code != exitUsage || !strings.Contains(errs, tc.want) {
+			t.Errorf("--out %s: exit %d, %q (want %q)", tc.out, code, errs, tc.want)
+		}
+	}
+	if b, _ := os.ReadFile(keyPath); string(b) != string(key) {
+		t.Fatal("the root key was written over")
+	}
+	if b, _ := os.ReadFile(otherKey); string(b) != string(key) {
+		t.Fatal("a key file was written over")
+	}
+	if b, _ := os.ReadFile(plain); string(b) != "mine" {
+		t.Fatal("a file was replaced without --force")
+	}
+
+	// Defect 3: backups of csr --force are not waiting clusters.
+	csrs := filepath.Join(dir, "csrs")
+	mustRun(t, "intermediate", "csr", "--cluster", "east", "--out", csrs)
+	mustRun(t, "intermediate", "csr", "--cluster", "east", "--out", csrs, "--force")
+	if m, _ := filepath.Glob(filepath.Join(csrs, "east.bak-*")); len(m) != 1 {
+		t.Fatalf("want one backup, got %v", m)
+	}
+	code, _, errs := meshpki(t, "intermediate", "import", "--out", csrs, "--signed", filepath.Join(dir, "signed"), "--root", filepath.Join(root, "root-cert.pem"))
+	if code != exitUsage || strings.Contains(errs, ".bak-") || !strings.Contains(errs, "east") {
+		t.Errorf("import --signed with a backup beside east: exit %d, %q: the backup must not be a waiting cluster", code, errs)
+	}
+	if code, _, errs := meshpki(t, "intermediate", "csr", "--cluster", "east.bak-20200101T000000Z", "--out", csrs); code != exitUsage || !strings.Contains(errs, "backup") {
+		t.Errorf("a backup-shaped cluster name: exit %d, %q", code, errs)
+	}
+
+	// Defect 4: a kept CRL from a clock that ran ahead is signed again.
+	r, err := ca.ReadRootDir(root, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead, err := ca.SignCRL(r.Cert, r.Signer, nil, big.NewInt(5), time.Now().Add(2*time.Hour), 7*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, ca.RootCRLFile), ca.EncodeCRLsPEM(ahead), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	crl := func(args ...string) *x509.RevocationList {
+		code, out, errs := rrRun(t, append([]string{"crl", "sign", "--root-dir", root}, args...)...)
+		if code != 0 {
+			t.Fatalf("crl sign: exit %d, %s", code, errs)
+		}
+		crls, err := ca.ParseCRLsPEM([]byte(out))
+		if err != nil || len(crls) != 1 {
+			t.Fatalf("crl sign printed %q: %v", out, err)
+		}
+		return crls[0]
+	}
+	got := crl()
+	if got.Number.Int64() != 6 || got.ThisUpdate.After(time.Now()) {
+		t.Fatalf("a CRL not valid yet was handed out again: number %v, thisUpdate %s", got.Number, got.ThisUpdate)
+	}
+	// The questionable item: --crl-ttl 30d is not served by the kept 7-day CRL.
+	if got = crl("--crl-ttl", "30d"); got.Number.Int64() != 7 || got.NextUpdate.Sub(got.ThisUpdate) < 30*24*time.Hour {
+		t.Fatalf("--crl-ttl 30d: number %v, valid %s", got.Number, got.NextUpdate.Sub(got.ThisUpdate))
 	}
 }
