@@ -92,7 +92,7 @@ func TestKilledMeshJobsKeepTheMesh(t *testing.T) {
 			}},
 		{name: "bootstrap", args: append([]string{"bootstrap", "--context", "north", "--root-dir", root, "--force", "--mesh-context", "east", "--mesh-context", "west", "--crl-settle", "0"}, common...)},
 	}
-	fracs := []float64{0.2, 0.4, 0.6, 0.8, 1.0}
+	fracs := []float64{0.25, 0.5, 0.75, 1.0}
 	// snapshot is every cluster's cacerts and Lease, to tell whether a killed run
 	// had written anything.
 	midRun := 0
