@@ -312,11 +312,6 @@ func TestKilledConvergenceResumes(t *testing.T) {
 		}
 		return out
 	}
-	clearLeases := func() {
-		for _, n := range names {
-			_ = clients[n].CoordinationV1().Leases(k8s.DefaultNamespace).Delete(waitCtx(t), k8s.LeaseName, metav1.DeleteOptions{})
-		}
-	}
 	prev := read()
 	prevTalks := talks(prev)
 	// How long a run takes here: kills land at fractions of it, from before the
@@ -363,7 +358,7 @@ func TestKilledConvergenceResumes(t *testing.T) {
 			}
 		}
 		prev, prevTalks = cur, curTalks
-		clearLeases()
+		clearLeases(t, clients)
 		code, out, _ := rrRun(t, "root", "rotate", "--adopt", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", target, "--status")
 		done = code == 0 && strings.Contains(out, "root rotation complete")
 		for _, line := range strings.Split(out, "\n") {

@@ -11,11 +11,21 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/k8s"
 )
+
+// clearLeases deletes the rotation Lease in every cluster, as its expiry would
+// once a killed run stopped renewing it.
+func clearLeases(t *testing.T, clients map[string]kubernetes.Interface) {
+	t.Helper()
+	for _, cs := range clients {
+		_ = cs.CoordinationV1().Leases(k8s.DefaultNamespace).Delete(waitCtx(t), k8s.LeaseName, metav1.DeleteOptions{})
+	}
+}
 
 // TestKilledMeshJobsKeepTheMesh is the fault campaign of issue 26 against real
 // kube-apiservers, with CRLs on: rotate, crl sync, install and bootstrap run as
@@ -64,16 +74,11 @@ func TestKilledMeshJobsKeepTheMesh(t *testing.T) {
 		}
 		states++
 	}
-	clearLeases := func() {
-		for _, n := range names {
-			_ = clients[n].CoordinationV1().Leases(k8s.DefaultNamespace).Delete(waitCtx(t), k8s.LeaseName, metav1.DeleteOptions{})
-		}
-	}
 	// converge reruns a job after a fault, as an operator or the next cron run
 	// would once the killed run's Leases expired: exit 0, status OK.
 	converge := func(label string, args []string) {
 		t.Helper()
-		clearLeases()
+		clearLeases(t, clients)
 		rrWant(t, 0, nil, args...)
 		holds(label + ", rerun")
 		rrWant(t, 0, nil, "status", "--kubeconfig", kc, "--all-contexts")

@@ -622,20 +622,10 @@ func TestQuestionableItemsDecided(t *testing.T) {
 	if code, _, errs := meshpki(t, "intermediate", "import", "--out", dir, "--signed", dir, "--root", filepath.Join(root, "root-cert.pem"), "--min-remaining", "0"); code != exitUsage || !strings.Contains(errs, "--min-remaining") {
 		t.Fatalf("import --min-remaining 0: exit %d, %q", code, errs)
 	}
-	_, errs := mustRunErr(t, "root", "create", "--out", filepath.Join(dir, "short"), "--ttl", "1h")
+	_, errs := rrWant(t, 0, nil, "root", "create", "--out", filepath.Join(dir, "short"), "--ttl", "1h")
 	if !strings.Contains(errs, "the root lives less than 30 days") {
 		t.Fatalf("root create --ttl 1h: stderr %q", errs)
 	}
-}
-
-// mustRunErr is mustRun that also returns stderr.
-func mustRunErr(t *testing.T, args ...string) (string, string) {
-	t.Helper()
-	code, out, errs := meshpki(t, args...)
-	if code != 0 {
-		t.Fatalf("meshpki %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errs)
-	}
-	return out, errs
 }
 
 // Issue 29, messages: a flag after an argument is named as such (not taken for a
