@@ -44,10 +44,11 @@ tools: vaultdev k8s-testenv istiod
 # Every test, against real servers: the harness in internal/testenv starts them.
 # Four streams at once on the machine's cores:
 #   - every package under the race detector, but for the end-to-end tests with real
-#     istiod (TestIstiod*) and the one that kills CLI processes (TestKill*): they
-#     spend their time in istiod, the apiservers and the CLI runs that the other
-#     tests already cover under -race, and the detector would make them cost a third
-#     more CPU (measured: 250 vs 178 CPU-s);
+#     istiod (TestIstiod*), the one that kills CLI processes (TestKill*) and the one
+#     that runs the docs' shell blocks (TestDocsRun): they spend their time in
+#     istiod, the apiservers and CLI processes whose code the other tests already
+#     cover under -race, and the detector would make them cost a third more CPU
+#     (measured: 250 vs 178 CPU-s; TestDocsRun 51 vs 32);
 #   - those tests, without it, four at a time (-parallel 4: they mostly wait on
 #     istiod's reloads; measured alone: 189 s wall instead of 224 s with the
 #     default of one per core);
@@ -61,7 +62,7 @@ TEST_ENV = VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev \
 	K8S_TESTENV_BIN=$$(tools/build.sh k8s-testenv) \
 	ISTIOD_TESTENV_BIN=$$(tools/build.sh istiod) \
 	MESHPKI_REQUIRE_SERVERS=1
-E2E := ^TestIstiod|^TestKill
+E2E := ^TestIstiod|^TestKill|^TestDocsRun
 test: fmt-check build tools
 	@dist=$$(mktemp); e2e=$$(mktemp); lint=$$(mktemp); \
 	nice -n 10 $(MAKE) --no-print-directory vet lint >$$lint 2>&1 & lpid=$$!; \

@@ -224,8 +224,17 @@ func spreadNewCRL(ctx context.Context, cl *k8s.Cluster, b *ca.Bundle, opts Boots
 	if err != nil {
 		return fmt.Errorf("cluster %s: not installed, as its CA's CRL did not reach every cluster of the mesh: %w", cl.Name, err)
 	}
-	if err := SettleCRLs(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
+	if err := SettleCRLs(ctx, slogOrNil(opts.Log), opts.CRLSettle, res, sync.DryRun); err != nil {
 		return fmt.Errorf("cluster %s: not installed: waiting for the mesh's proxies to read the new CRLs: %w", cl.Name, err)
 	}
 	return nil
+}
+
+// slogOrNil is l as a Logger, nil when l is: a nil *slog.Logger in the interface
+// would not compare equal to nil.
+func slogOrNil(l *slog.Logger) Logger {
+	if l == nil {
+		return nil
+	}
+	return l
 }

@@ -94,11 +94,15 @@ const DefaultCRLSettle = 90 * time.Second
 
 // SettleCRLs waits d after a spread (res, SyncCRLs' results) that changed some
 // cluster, unless dryRun: for the proxies to read the new CRLs (see
-// DefaultCRLSettle). It returns early with ctx's cause.
-func SettleCRLs(ctx context.Context, d time.Duration, res []*CRLSyncResult, dryRun bool) error {
+// DefaultCRLSettle). It logs the wait first, at Info on log (nil: none): what it
+// waits for, how long, and that a wait of 0 (the CLI's --crl-settle 0) skips it.
+// It returns early with ctx's cause.
+func SettleCRLs(ctx context.Context, log Logger, d time.Duration, res []*CRLSyncResult, dryRun bool) error {
 	if d <= 0 || dryRun || !slices.ContainsFunc(res, func(r *CRLSyncResult) bool { return r.Action == k8s.ActionUpdated }) {
 		return nil
 	}
+	logInfo(log, "waiting for the mesh's proxies to read the new CRLs (the kubelet refreshes mounted ConfigMaps about once a minute) before the CA that needs them is installed",
+		"wait", d, "until", time.Now().Add(d).UTC().Format(time.RFC3339), "skip", "--crl-settle 0 (or MESHPKI_CRL_SETTLE=0): the new CA's peers may be refused until their proxies read the CRLs")
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

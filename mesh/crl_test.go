@@ -443,18 +443,18 @@ func TestSettleCRLs(t *testing.T) {
 		res  []*CRLSyncResult
 		dry  bool
 	}{{"nothing written", unchanged, false}, {"dry run", updated, true}} {
-		if err := SettleCRLs(context.Background(), long, tc.res, tc.dry); err != nil {
+		if err := SettleCRLs(context.Background(), nil, long, tc.res, tc.dry); err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	stop := errors.New("interrupted")
 	cancel(stop)
-	if err := SettleCRLs(ctx, long, updated, false); !errors.Is(err, stop) {
+	if err := SettleCRLs(ctx, nil, long, updated, false); !errors.Is(err, stop) {
 		t.Errorf("cancelled wait: %v", err)
 	}
 	start := time.Now()
-	if err := SettleCRLs(context.Background(), 20*time.Millisecond, updated, false); err != nil || time.Since(start) < 20*time.Millisecond {
+	if err := SettleCRLs(context.Background(), nil, 20*time.Millisecond, updated, false); err != nil || time.Since(start) < 20*time.Millisecond {
 		t.Errorf("wait after an update: %v after %s", err, time.Since(start))
 	}
 }

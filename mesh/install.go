@@ -124,7 +124,7 @@ func install(ctx context.Context, clusters []*k8s.Cluster, files []map[string][]
 		logInfo(opts.Log, "CRLs", r.LogAttrs()...)
 	}
 	if err == nil {
-		err = SettleCRLs(ctx, opts.CRLSettle, res, in.DryRun)
+		err = SettleCRLs(ctx, opts.Log, opts.CRLSettle, res, in.DryRun)
 	}
 	if err != nil {
 		rep.OK, rep.Err = false, fmt.Errorf("%w; nothing was installed", err)

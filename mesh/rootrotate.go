@@ -78,6 +78,8 @@ type RootRotationOptions struct {
 	// the step, for the proxies to read the new CRLs (see DefaultCRLSettle); zero
 	// waits not.
 	CRLSettle time.Duration
+	// Log, if set, is told of the waits (CRLSettle).
+	Log Logger
 	// Adopt makes the run a convergence (rotation.Options.Adopt): clusters on other
 	// roots, an issuing CA's chain or istiod's own self-signed CA are taken as they
 	// are. A cluster without cacerts (or with the one istiod generated) is read as
@@ -703,7 +705,7 @@ func rootRotationCRLs(ctx context.Context, clusters []*k8s.Cluster, reads []*rot
 	if err != nil {
 		return nil, fmt.Errorf("spreading the CRLs of the new root and intermediates: %w; no cluster moved", err)
 	}
-	if err := SettleCRLs(ctx, opts.CRLSettle, res, sync.DryRun); err != nil {
+	if err := SettleCRLs(ctx, opts.Log, opts.CRLSettle, res, sync.DryRun); err != nil {
 		return nil, fmt.Errorf("waiting for the proxies to read the new CRLs: %w; no cluster moved", err)
 	}
 	set := ca.EncodeCRLsPEM(sync.AnchorCRLs...)

@@ -288,7 +288,7 @@ func spreadAhead(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts
 	if err != nil {
 		return fmt.Errorf("spreading the new intermediates' CRLs first: %w", err)
 	}
-	if err := SettleCRLs(ctx, opts.CRLSettle, res, false); err != nil {
+	if err := SettleCRLs(ctx, opts.Log, opts.CRLSettle, res, false); err != nil {
 		return fmt.Errorf("waiting for the proxies to read the new CRLs: %w", err)
 	}
 	opts.Rotate.Minted, opts.Rotate.Seen = minted, seen

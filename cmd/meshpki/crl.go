@@ -29,7 +29,7 @@ func crlSettingFlags(category string) []cli.Flag {
 // crlSettleFlag is --crl-settle, of the commands that spread new CRLs and then
 // install a CA whose workloads need them.
 func crlSettleFlag() cli.Flag {
-	return &cli.StringFlag{Name: "crl-settle", Value: durationText(mesh.DefaultCRLSettle), Usage: "with CRLs on: wait this long after spreading new CRLs before installing the CA that needs them, for the proxies to read them (the kubelet refreshes the mounted istio-ca-crl ConfigMap about once a minute); 0 waits not"}
+	return &cli.StringFlag{Name: "crl-settle", Value: durationText(mesh.DefaultCRLSettle), EnvVars: []string{"MESHPKI_CRL_SETTLE"}, Usage: "with CRLs on: wait this long after spreading new CRLs before installing the CA that needs them, for the proxies to read them (the kubelet refreshes the mounted istio-ca-crl ConfigMap about once a minute); 0 waits not"}
 }
 
 // crlSettings is the --crl-ttl / --crl-refresh / --upstream-crl group.

@@ -101,6 +101,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// cliGORACE is GORACE for this test binary re-executed as the CLI: under the race
+// detector a process sleeps a second at exit (atexit_sleep_ms=1000 by default) for
+// the goroutines still running, which every CLI run of a test would wait for.
+func cliGORACE() string {
+	return "GORACE=atexit_sleep_ms=0 " + os.Getenv("GORACE")
+}
+
 // cliProcess is the CLI running in its own process (this test binary, re-executed).
 type cliProcess struct {
 	cmd      *exec.Cmd
@@ -112,7 +119,7 @@ func startCLI(t *testing.T, dir string, args ...string) *cliProcess {
 	t.Helper()
 	p := &cliProcess{cmd: exec.Command(os.Args[0], args...), done: make(chan struct{})}
 	p.cmd.Dir = dir
-	p.cmd.Env = append(os.Environ(), asCLI+"=1")
+	p.cmd.Env = append(os.Environ(), asCLI+"=1", cliGORACE())
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.err
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -309,6 +309,7 @@ func (o *rootRotateOptions) openNewRoot(ctx context.Context, e *env) error {
 		return err
 	}
 	o.rotation.NewRoot, o.rotation.Issuer = newRoot, iss
+	o.rotation.Log = e.log
 	src, err := o.CRL.sourceOf(e, o.NewRoot, iss)
 	if err != nil {
 		return err
