@@ -7,8 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"math/big"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,7 +269,7 @@ func (d *docEnv) run(t *testing.T, b docBlock) {
 
 // TestDocsRun runs every shell block of the docs (see the top of this file).
 func TestDocsRun(t *testing.T) {
-	t.Parallel() // its own clusters and Vaults
+	t.Parallel()                                             // its own clusters and Vaults
 	for _, tool := range []string{"bash", "openssl", "jq"} { // the docs use them
 		testenv.Tool(t, tool)
 	}
