@@ -224,7 +224,7 @@ func (o *bootstrapOptions) Run(ctx context.Context, e *env) error {
 	prog.item(cl.Name, rep.Err)
 	prog.finish()
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, rep); err != nil {
+		if err := writeJSON(e.stdout, rep.Err == nil, rep); err != nil {
 			return err
 		}
 	} else {

@@ -153,7 +153,7 @@ func (o *crlOptions) run(e *env, rep *mesh.CRLReport) error {
 		return rep.Err
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, rep); err != nil {
+		if err := writeJSON(e.stdout, rep.Err == nil, rep); err != nil {
 			return err
 		}
 	} else {

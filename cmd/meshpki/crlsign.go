@@ -131,7 +131,7 @@ func (o *crlSignOptions) Run(ctx context.Context, e *env) error {
 		return err
 	}
 	if o.Output == "json" {
-		return writeJSON(e.stdout, crlSignResult{CRLInfo: mesh.DescribeCRL(crl, changed), Out: o.Out, DryRun: o.DryRun})
+		return writeJSON(e.stdout, true, crlSignResult{CRLInfo: mesh.DescribeCRL(crl, changed), Out: o.Out, DryRun: o.DryRun})
 	}
 	return nil
 }

@@ -147,7 +147,7 @@ func (o *csrOptions) Run(ctx context.Context, e *env) error {
 		return failed(fmt.Errorf("--out: %w", err))
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, st); err != nil {
+		if err := writeJSON(e.stdout, err == nil, csrList{CSRs: st}); err != nil {
 			return err
 		}
 	} else {
@@ -306,7 +306,7 @@ func (o *importOptions) Run(ctx context.Context, e *env) error {
 		}
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, results); err != nil {
+		if err := writeJSON(e.stdout, firstErr == nil, importList{Imports: results}); err != nil {
 			return err
 		}
 	} else {
@@ -348,7 +348,10 @@ func (o *csrStatusOptions) Run(_ context.Context, e *env) error {
 		return inputError(fmt.Errorf("--out: %w", err))
 	}
 	if o.Output == "json" {
-		return writeJSON(e.stdout, st)
+		if err := writeJSON(e.stdout, brokenCSRDirs(st) == nil, csrList{CSRs: st}); err != nil {
+			return err
+		}
+		return brokenCSRDirs(st)
 	}
 	for _, s := range st {
 		switch s.State {
@@ -360,7 +363,21 @@ func (o *csrStatusOptions) Run(_ context.Context, e *env) error {
 			fmt.Fprintf(e.stdout, "broken    %s  %s\n", s.Cluster, s.Problem)
 		}
 	}
-	return nil
+	return brokenCSRDirs(st)
+}
+
+// brokenCSRDirs is exit 1 naming the broken folders, if any.
+func brokenCSRDirs(st []ca.CSRDirStatus) error {
+	var broken []string
+	for _, s := range st {
+		if s.State == ca.CSRBroken {
+			broken = append(broken, s.Dir)
+		}
+	}
+	if len(broken) == 0 {
+		return nil
+	}
+	return failed(fmt.Errorf("broken (neither waiting nor imported): %s", strings.Join(broken, ", ")))
 }
 
 func intermediateStatusCommand(e *env) *cli.Command {
@@ -369,6 +386,7 @@ func intermediateStatusCommand(e *env) *cli.Command {
 		Usage: "show which CSR folders wait for a signed certificate and which were imported",
 		Description: `One line per cluster folder of OUT: waiting (the CSR, when it was written, its
 subject), imported (serial, issuer, not after), or broken (what is missing).
+Exits 1 when a folder is broken.
 
 Examples:
    meshpki intermediate status --out csrs

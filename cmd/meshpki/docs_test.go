@@ -270,7 +270,7 @@ func (d *docEnv) run(t *testing.T, b docBlock) {
 // TestDocsRun runs every shell block of the docs (see the top of this file).
 func TestDocsRun(t *testing.T) {
 	t.Parallel()                                             // its own clusters and Vaults
-	for _, tool := range []string{"bash", "openssl", "jq"} { // the docs use them
+	for _, tool := range []string{"bash", "openssl", "jq"} { // the docs call them
 		testenv.Tool(t, tool)
 	}
 	for _, file := range docFiles(t) {

@@ -216,7 +216,7 @@ func (o *installOptions) Run(ctx context.Context, e *env) error {
 		rep.Clusters[i].Error = adviseText(c.Err)
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, rep); err != nil {
+		if err := writeJSON(e.stdout, rep.OK, rep); err != nil {
 			return err
 		}
 	} else {

@@ -229,7 +229,7 @@ func (o *intermediateCreateOptions) Run(ctx context.Context, e *env) error {
 		return stop // nothing was minted: no result to print
 	}
 	if o.Output == "json" {
-		if werr := writeJSON(e.stdout, results); werr != nil {
+		if werr := writeJSON(e.stdout, err == nil, mintList{Bundles: results}); werr != nil {
 			return werr
 		}
 	} else {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,10 +33,36 @@ func parseOutputFormat(o string) (string, error) {
 	}
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+// writeJSON prints v as the one JSON shape of every command's --output json: an
+// object whose "ok" says whether the command did its whole job (exit 0 follows),
+// beside v's own fields; lists are in named fields ("bundles", "csrs", "clusters"),
+// never a bare array. A v with its own "ok" (the mesh reports) keeps it.
+func writeJSON(w io.Writer, ok bool, v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	b := bytes.TrimSpace(buf.Bytes())
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return fmt.Errorf("internal error: the JSON result (%T) is not an object: %w", v, err)
+	}
+	if _, has := fields["ok"]; !has {
+		head := []byte(fmt.Sprintf(`{"ok":%t`, ok))
+		if len(fields) > 0 {
+			head = append(head, ',')
+		}
+		b = append(head, b[1:]...)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err := w.Write(out.Bytes())
+	return err
 }
 
 // progress reports per-item completion on stderr: a self-updating line on a
@@ -146,4 +173,19 @@ func plural(n int, word string) string {
 		return "1 " + word
 	}
 	return fmt.Sprintf("%d %ss", n, word)
+}
+
+// mintList is intermediate create's JSON result.
+type mintList struct {
+	Bundles []ca.MintDirResult `json:"bundles"`
+}
+
+// csrList is intermediate csr's and intermediate status's JSON result.
+type csrList struct {
+	CSRs []ca.CSRDirStatus `json:"csrs"`
+}
+
+// importList is intermediate import's JSON result.
+type importList struct {
+	Imports []ca.ImportResult `json:"imports"`
 }

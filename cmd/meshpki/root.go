@@ -156,7 +156,7 @@ func (o *rootCreateOptions) Run(ctx context.Context, e *env) error {
 	res := rootResult{Dir: o.Target.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
 		NotAfter: root.Cert.NotAfter.UTC(), Fingerprint: ca.Fingerprint(root.Cert)}
 	if o.Output == "json" {
-		return writeJSON(e.stdout, res)
+		return writeJSON(e.stdout, true, res)
 	}
 	fmt.Fprintf(e.stdout, "root CA written to %s\n  subject:     %s\n  key:         %s\n  not after:   %s\n  sha256:      %s\n",
 		res.Dir, res.Subject, res.KeyType, res.NotAfter.Format(time.RFC3339), res.Fingerprint)

@@ -355,7 +355,7 @@ func (o *rootRotateOptions) report(e *env, rep *mesh.RootRotationReport) error {
 		out.Error = rep.Err.Error()
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, out); err != nil {
+		if err := writeJSON(e.stdout, out.OK, out); err != nil {
 			return err
 		}
 	} else {
@@ -724,7 +724,7 @@ func (o *rootBundleOptions) Run(_ context.Context, e *env) error {
 		return inputError(err)
 	}
 	if o.Output == "json" {
-		return writeJSON(summary, res)
+		return writeJSON(summary, true, res)
 	}
 	where := "written to " + o.Out
 	if o.Out == "-" {

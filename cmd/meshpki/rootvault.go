@@ -129,7 +129,7 @@ func runRootCreateVault(ctx context.Context, e *env, o *rootCreateOptions) error
 	}
 	res.Subject, res.KeyType, res.NotAfter, res.Fingerprint = c.Subject.String(), ca.DescribeKey(c.PublicKey), c.NotAfter.UTC(), ca.Fingerprint(c)
 	if o.Output == "json" {
-		return writeJSON(e.stdout, res)
+		return writeJSON(e.stdout, true, res)
 	}
 	if res.VaultPKI != "" {
 		fmt.Fprintf(e.stdout, "root CA generated in Vault PKI mount %s (issuer %s); its key never leaves Vault\n", res.VaultPKI, res.IssuerID)

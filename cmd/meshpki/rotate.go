@@ -332,7 +332,7 @@ func (o *rotateOptions) report(e *env, lines *lineWriter, rep *mesh.RotateReport
 		}
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, rep); err != nil {
+		if err := writeJSON(e.stdout, rep.OK, rep); err != nil {
 			return err
 		}
 		if rep.Error == "" {

@@ -137,7 +137,7 @@ func (o *statusOptions) Run(ctx context.Context, e *env) error {
 		}})
 	prog.finish()
 	if o.output == "json" {
-		if err := writeJSON(e.stdout, rep); err != nil {
+		if err := writeJSON(e.stdout, rep.OK, rep); err != nil {
 			return err
 		}
 	} else {

@@ -132,7 +132,7 @@ func (o *verifyOptions) Run(ctx context.Context, e *env) error {
 		return inputError(err)
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, res); err != nil {
+		if err := writeJSON(e.stdout, res.OK, res); err != nil {
 			return err
 		}
 	} else {

@@ -95,7 +95,7 @@ func (o *versionOptions) Validate() error {
 func (o *versionOptions) Run(_ context.Context, e *env) error {
 	vi := buildVersion()
 	if o.Output == "json" {
-		return writeJSON(e.stdout, vi)
+		return writeJSON(e.stdout, true, vi)
 	}
 	dirty := ""
 	if vi.Modified {
