@@ -399,7 +399,7 @@ func crlsBehind(members []CRLMember) []Problem {
 			var missing []string
 			for _, e := range n.RevokedCertificateEntries {
 				if !IsRevoked(c, e.SerialNumber) {
-					missing = append(missing, e.SerialNumber.Text(16))
+					missing = append(missing, FormatSerialNumber(e.SerialNumber))
 				}
 			}
 			if len(missing) > 0 && !slices.ContainsFunc(m.CRLs, func(x *x509.RevocationList) bool { return x != c && key(x) == key(c) && !newerCRL(n, x) }) {

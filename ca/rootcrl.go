@@ -173,7 +173,7 @@ func NextRootCRL(root *Root, last *x509.RevocationList, revoke []x509.Revocation
 	}
 	for _, e := range revoke {
 		if slices.ContainsFunc(entries, func(x x509.RevocationListEntry) bool { return x.SerialNumber.Cmp(e.SerialNumber) == 0 }) {
-			return nil, false, fmt.Errorf("serial %s: %w", e.SerialNumber.Text(16), ErrAlreadyRevoked)
+			return nil, false, fmt.Errorf("serial %s: %w", FormatSerialNumber(e.SerialNumber), ErrAlreadyRevoked)
 		}
 		entries = append(entries, e)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -103,8 +104,25 @@ func (o VerifyOptions) now() time.Time {
 	return o.Now
 }
 
-// FormatSerial prints a certificate's serial number in lower-case hex.
-func FormatSerial(c *x509.Certificate) string { return c.SerialNumber.Text(16) }
+// FormatSerial prints a certificate's serial number as FormatSerialNumber does.
+func FormatSerial(c *x509.Certificate) string { return FormatSerialNumber(c.SerialNumber) }
+
+// FormatSerialNumber prints a serial number in lower-case hex,
+// byte by byte as openssl and Vault show it: an even number of digits, so a
+// leading zero is kept ("0a3f...", not "a3f..."). ParseSerial reads it back, with
+// or without that zero.
+func FormatSerialNumber(n *big.Int) string {
+	if n == nil {
+		return ""
+	}
+	if n.Sign() < 0 {
+		return "-" + FormatSerialNumber(new(big.Int).Neg(n))
+	}
+	if n.Sign() == 0 {
+		return "00"
+	}
+	return hex.EncodeToString(n.Bytes())
+}
 
 // Fingerprint is the hex SHA-256 of a certificate's DER.
 func Fingerprint(c *x509.Certificate) string {

@@ -89,7 +89,7 @@ func crlStatus(crls []*x509.RevocationList) *CRLStatus {
 		}
 		st.CRLs = append(st.CRLs, CRLSummary{Issuer: c.Issuer.String(), Number: n, NextUpdate: c.NextUpdate.UTC(), Revoked: len(c.RevokedCertificateEntries)})
 		for _, e := range c.RevokedCertificateEntries {
-			st.Revoked = append(st.Revoked, e.SerialNumber.Text(16))
+			st.Revoked = append(st.Revoked, ca.FormatSerialNumber(e.SerialNumber))
 		}
 	}
 	return st

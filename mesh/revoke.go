@@ -55,7 +55,7 @@ func DescribeCRL(crl *x509.RevocationList, signed bool) CRLInfo {
 		info.Number = crl.Number.Text(16)
 	}
 	for _, en := range crl.RevokedCertificateEntries {
-		info.Revoked = append(info.Revoked, en.SerialNumber.Text(16))
+		info.Revoked = append(info.Revoked, ca.FormatSerialNumber(en.SerialNumber))
 	}
 	return info
 }
@@ -148,15 +148,15 @@ func Revoke(ctx context.Context, clusters []*k8s.Cluster, src *Source, opts Revo
 				continue
 			}
 			if ca.IsSelfSigned(c) {
-				return invalid(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced by a root rotation", serial.Text(16)))
+				return invalid(fmt.Errorf("serial %s is the root's own: a root is not revoked, it is replaced by a root rotation", ca.FormatSerialNumber(serial)))
 			}
-			return invalid(fmt.Errorf("serial %s is that of %s, a CA this source signs under: it is revoked by the CA above it, outside meshpki, and replaced by a root rotation", serial.Text(16), c.Subject))
+			return invalid(fmt.Errorf("serial %s is that of %s, a CA this source signs under: it is revoked by the CA above it, outside meshpki, and replaced by a root rotation", ca.FormatSerialNumber(serial), c.Subject))
 		}
 		if slices.ContainsFunc(entries, func(en x509.RevocationListEntry) bool { return en.SerialNumber.Cmp(serial) == 0 }) {
 			return nil
 		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: now, ReasonCode: opts.Reason})
-		rep.Revoked = append(rep.Revoked, RevokedCA{Cluster: cluster, Serial: serial.Text(16), Reason: opts.ReasonName})
+		rep.Revoked = append(rep.Revoked, RevokedCA{Cluster: cluster, Serial: ca.FormatSerialNumber(serial), Reason: opts.ReasonName})
 		return nil
 	}
 	for _, name := range opts.Clusters {

@@ -34,10 +34,10 @@ func (p *PKIIssuer) CRL(ctx context.Context, revoke []x509.RevocationListEntry, 
 	}
 	for _, e := range revoke {
 		if crl != nil && ca.IsRevoked(crl, e.SerialNumber) {
-			return nil, false, fmt.Errorf("serial %s: %w", e.SerialNumber.Text(16), ca.ErrAlreadyRevoked)
+			return nil, false, fmt.Errorf("serial %s: %w", ca.FormatSerialNumber(e.SerialNumber), ca.ErrAlreadyRevoked)
 		}
 		path := p.mount + "/revoke"
-		if _, err := p.l.WriteWithContext(ctx, path, map[string]any{"serial_number": vaultSerial(e.SerialNumber.Text(16))}); err != nil {
+		if _, err := p.l.WriteWithContext(ctx, path, map[string]any{"serial_number": vaultSerial(ca.FormatSerialNumber(e.SerialNumber))}); err != nil {
 			return nil, false, describe(err, "write", path)
 		}
 	}
@@ -66,7 +66,7 @@ func (p *PKIIssuer) CRL(ctx context.Context, revoke []x509.RevocationListEntry, 
 	}
 	for _, e := range revoke {
 		if !ca.IsRevoked(crl, e.SerialNumber) {
-			return nil, false, &Error{Kind: ErrMalformed, Path: path, Msg: fmt.Sprintf("Vault's CRL of %s does not list serial %s after revoking it", p.mount, e.SerialNumber.Text(16))}
+			return nil, false, &Error{Kind: ErrMalformed, Path: path, Msg: fmt.Sprintf("Vault's CRL of %s does not list serial %s after revoking it", p.mount, ca.FormatSerialNumber(e.SerialNumber))}
 		}
 	}
 	return crl, true, nil
