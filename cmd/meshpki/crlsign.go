@@ -87,7 +87,8 @@ type crlSignResult struct {
 	DryRun bool   `json:"dryRun,omitempty"`
 }
 
-// outError is the error of a refused --out: bad input, with the fix.
+// outError is the one wording of a refused --out FILE (crl sign, root bundle):
+// "--out FILE: already exists (pass --force to replace it)", or the reason.
 func outError(err error) error {
 	switch {
 	case errors.Is(err, ca.ErrExists):

@@ -661,6 +661,14 @@ func TestMessagesForNewUsers(t *testing.T) {
 			t.Fatalf("%v: exit %d, %q", args, code, errs)
 		}
 	}
+	// One wording for an --out that exists, whichever command writes it.
+	taken := filepath.Join(dir, "taken.pem")
+	os.WriteFile(taken, nil, 0o600)
+	for _, args := range [][]string{{"root", "bundle", "--out", taken, root}, {"crl", "sign", "--root-dir", root, "--out", taken}} {
+		if code, _, errs := meshpki(t, args...); code != exitUsage || !strings.Contains(errs, "--out "+taken+": already exists (pass --force to replace it)") {
+			t.Errorf("%v over an existing file: exit %d, %q", args[:2], code, errs)
+		}
+	}
 }
 
 // crl sign --out names a file in the working folder (found by comparing this

@@ -718,10 +718,8 @@ func (o *rootBundleOptions) Run(_ context.Context, e *env) error {
 			return err
 		}
 		summary = e.stderr
-	} else if err := ca.WriteOutputFile(o.Out, pemData, ca.OutputFileOptions{Force: o.Force, Perm: 0o644}); errors.Is(err, ca.ErrExists) {
-		return inputError(fmt.Errorf("%w: pass --force to replace it", err))
-	} else if err != nil {
-		return inputError(err)
+	} else if err := outError(ca.WriteOutputFile(o.Out, pemData, ca.OutputFileOptions{Force: o.Force, Perm: 0o644})); err != nil {
+		return err
 	}
 	if o.Output == "json" {
 		return writeJSON(summary, true, res)
