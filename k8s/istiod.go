@@ -65,30 +65,44 @@ type IstiodStatus struct {
 	Since time.Time `json:"since,omitzero"`
 	// Reason explains every state but loaded, with the likely cause of a refusal.
 	Reason string `json:"reason,omitempty"`
+	// Source says where the published roots were read: SourceClusterTrustBundle
+	// or SourceConfigMap.
+	Source string `json:"source,omitempty"`
 }
 
-// ReadPublishedRoots reads istiod's trust bundle in namespace ns. found is false when no
-// istiod published one.
+// ReadPublishedRoots reads istiod's trust bundle for namespace ns where that istiod
+// publishes it (ReadTrustBundle: its ClusterTrustBundle, or the ConfigMap). found is
+// false when no istiod published one.
 func ReadPublishedRoots(ctx context.Context, cl *Cluster, ns string) (data []byte, found bool, err error) {
-	cm, err := cl.Client.CoreV1().ConfigMaps(ns).Get(ctx, RootConfigMap, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, apiError(cl.Name, "get", "configmaps", ns, err)
-	}
-	return []byte(cm.Data[RootConfigMapKey]), true, nil
+	p, err := ReadTrustBundle(ctx, cl, ns)
+	return p.Data, p.Found, err
 }
 
 // ReadIstiod tells whether istiod in cl has taken the roots of secret (cacerts as read
 // just now; nil when there is none). Errors reading the ConfigMaps become
 // IstiodUnknown, not an error: istiod's state is a finding.
 func ReadIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secret, now time.Time, grace time.Duration) *IstiodStatus {
-	published, found, selfSigned, err := readIstiodCA(ctx, cl, ns)
-	if err != nil && !found { // no trust bundle read; a refused istio-ca-secret only hides "self-signed"
-		return &IstiodStatus{State: IstiodUnknown, Reason: err.Error()}
+	return readIstiod(ctx, cl, ns, secret, now, grace, ReadIstioSetup(ctx, cl, ns))
+}
+
+func readIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secret, now time.Time, grace time.Duration, setup *IstioSetup) *IstiodStatus {
+	pub, err := readTrustBundle(ctx, cl, ns, setup)
+	if err != nil {
+		return &IstiodStatus{State: IstiodUnknown, Reason: err.Error(), Source: pub.Source}
 	}
-	return JudgeIstiod(secret, published, found, selfSigned, now, grace)
+	var selfSigned []byte
+	if pub.Found {
+		s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
+		if err == nil {
+			selfSigned = s.Data[ca.CACertFile]
+		} // else: a refused istio-ca-secret only hides "self-signed"
+	}
+	st := JudgeIstiod(secret, pub.Data, pub.Found, selfSigned, now, grace)
+	st.Source = pub.Source
+	if !pub.Found && setup.ClusterTrustBundle {
+		st.Reason = fmt.Sprintf("no ClusterTrustBundle %s, which istiod's Deployment says it publishes (ENABLE_CLUSTER_TRUST_BUNDLE_API): istiod is not running, or the apiserver does not serve certificates.k8s.io/v1beta1 clustertrustbundles, which istiod writes (--runtime-config on Kubernetes 1.37+)", TrustBundleName)
+	}
+	return st
 }
 
 // readIstiodCA reads what tells which CA istiod uses in namespace ns: the trust bundle it
@@ -124,7 +138,7 @@ func JudgeIstiod(secret *corev1.Secret, published []byte, found bool, selfSigned
 		grace = DefaultIstiodGrace
 	}
 	if !found {
-		return &IstiodStatus{State: IstiodAbsent, Reason: fmt.Sprintf("no ConfigMap %s: no istiod has run in this namespace", RootConfigMap)}
+		return &IstiodStatus{State: IstiodAbsent, Reason: fmt.Sprintf("no trust bundle published (ConfigMap %s, or ClusterTrustBundle %s): no istiod has run here", RootConfigMap, TrustBundleName)}
 	}
 	pub, _ := ca.ParseCertificatesPEM(published)
 	st := &IstiodStatus{}

@@ -40,6 +40,8 @@ type ClusterStatus struct {
 	Report *ca.Report `json:"report,omitempty"`
 	// Istiod says whether istiod took cacerts' roots, nil when not checked.
 	Istiod *IstiodStatus `json:"istiod,omitempty"`
+	// Istio is where istiod publishes trust and CRLs, and ambient's ztunnel.
+	Istio *IstioSetup `json:"istio,omitempty"`
 	// RenewAt is when rotate, with StatusOptions.RenewBefore, renews the installed
 	// intermediate; Due says it is due now (or cacerts is missing or broken). A team
 	// whose root is offline reads the due clusters here to make a CSR batch.
@@ -128,7 +130,8 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 	switch {
 	case apierrors.IsNotFound(err):
 		st.Verdict, st.Due = VerdictMissing, true
-		st.Istiod = ReadIstiod(ctx, cl, ns, nil, now(opts.Now), opts.IstiodGrace)
+		st.Istio = ReadIstioSetup(ctx, cl, ns)
+		st.Istiod = readIstiod(ctx, cl, ns, nil, now(opts.Now), opts.IstiodGrace, st.Istio)
 		return st, nil
 	case err != nil:
 		err = apiError(cl.Name, "get", "secrets", ns, err)
@@ -153,7 +156,9 @@ func Status(ctx context.Context, cl *Cluster, opts StatusOptions) (*ClusterStatu
 			st.CRLs, st.CRLList = crlStatus(crls), crls
 		}
 	}
-	st.Istiod = ReadIstiod(ctx, cl, ns, s, now(opts.Now), opts.IstiodGrace)
+	st.Istio = ReadIstioSetup(ctx, cl, ns)
+	st.Istiod = readIstiod(ctx, cl, ns, s, now(opts.Now), opts.IstiodGrace, st.Istio)
+	st.Report.Problems = append(st.Report.Problems, setupProblems(st.Istio, st.CRLs != nil, SecretFiles(s))...)
 	if b, _, err := ca.ParseBundle(SecretFiles(s), opts.Verify); err == nil {
 		st.Chain = b.Chain
 		st.RenewAt = opts.RenewBefore.RenewAt(b.Cert).UTC()

@@ -16,11 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -70,9 +72,14 @@ func twoRoots(t *testing.T) (rootA, rootB, bundles string) {
 
 func startIstiod(t *testing.T, c *testenv.K8sCluster, multiRoot bool) *testenv.Istiod {
 	t.Helper()
+	return startIstiodWith(t, c, testenv.IstiodOptions{MultiRoot: multiRoot})
+}
+
+func startIstiodWith(t *testing.T, c *testenv.K8sCluster, opts testenv.IstiodOptions) *testenv.Istiod {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	i, err := testenv.StartIstiod(ctx, testenv.IstiodBin(t), c, testenv.IstiodOptions{MultiRoot: multiRoot})
+	i, err := testenv.StartIstiod(ctx, testenv.IstiodBin(t), c, opts)
 	if err != nil {
 		t.Fatalf("start istiod for %s: %v", c.Name, err)
 	}
@@ -234,7 +241,9 @@ func TestIstiodInstallAndRotate(t *testing.T) {
 	var is []*testenv.Istiod
 	var before []workload
 	for _, c := range env.Clusters {
-		i := startIstiod(t, c, true)
+		// west's istiod publishes its roots as a ClusterTrustBundle (issue 27): no
+		// istio-ca-root-cert there, and status and the gates read the bundle.
+		i := startIstiodWith(t, c, testenv.IstiodOptions{MultiRoot: true, ClusterTrustBundle: c.Name == "west"})
 		if err := i.WaitLog(waitCtx(t), 0, testenv.LogPluggedIn); err != nil {
 			t.Fatal(err)
 		}
@@ -248,6 +257,7 @@ func TestIstiodInstallAndRotate(t *testing.T) {
 	}
 	mustHandshake(t, "after install", before...)
 	wantIstiodState(t, kc, k8s.IstiodLoaded)
+	wantTrustSources(t, kc, clients, map[string]string{"east": k8s.SourceConfigMap, "west": k8s.SourceClusterTrustBundle, "north": k8s.SourceConfigMap})
 
 	// rotate: a new intermediate per cluster, taken on istiod's hot reload.
 	offsets := make([]int64, len(is))
@@ -275,6 +285,57 @@ func TestIstiodInstallAndRotate(t *testing.T) {
 	mustHandshake(t, "before and after rotate", after[0], before[1], before[2])
 	noRefusals(t, is)
 	wantIstiodState(t, kc, k8s.IstiodLoaded)
+
+	// CRLs on: istiod in ClusterTrustBundle mode loads ca-crl.pem but publishes no
+	// istio-ca-crl (its namespace controller does not run), so no proxy there
+	// enforces it: measured here, and status warns.
+	for k, i := range is {
+		offsets[k] = i.LogSize()
+	}
+	rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", root)
+	for k, i := range is {
+		if err := i.WaitLog(waitCtx(t), offsets[k], testenv.LogReloaded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := is[0].WaitPublishedCRL(waitCtx(t), secretFiles(t, clients["east"])[ca.CRLFile]); err != nil { // east publishes it
+		t.Fatal(err)
+	}
+	if _, err := clients["west"].CoreV1().ConfigMaps(testenv.IstioNamespace).Get(context.Background(), testenv.CRLConfigMap, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("west (ClusterTrustBundle mode) published %s: %v", testenv.CRLConfigMap, err)
+	}
+	_, out, _ := rrRun(t, "status", "--kubeconfig", kc, "--all-contexts")
+	if !regexp.MustCompile(`(?m)^west +warning .*loaded \(ctb\)`).MatchString(out) || !strings.Contains(out, "crl-not-published") || strings.Count(out, "crl-not-published") != 1 {
+		t.Fatalf("status does not warn that west's CRLs are not published (and only west's):\n%s", out)
+	}
+}
+
+// wantTrustSources checks where status read each cluster's published roots, and
+// that a cluster in ClusterTrustBundle mode has no istio-ca-root-cert to read.
+func wantTrustSources(t *testing.T, kc string, clients map[string]kubernetes.Interface, want map[string]string) {
+	t.Helper()
+	code, out, errOut := rrRun(t, "status", "--kubeconfig", kc, "--all-contexts", "-o", "json")
+	var rep struct {
+		Clusters []struct {
+			Cluster string
+			Istiod  struct{ State, Source string }
+			Istio   struct{ ClusterTrustBundle bool }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("status -o json (exit %d): %v\n%s\n%s", code, err, out, errOut)
+	}
+	for _, c := range rep.Clusters {
+		if c.Istiod.Source != want[c.Cluster] || c.Istio.ClusterTrustBundle != (want[c.Cluster] == k8s.SourceClusterTrustBundle) {
+			t.Errorf("%s: status read the roots from %q (clusterTrustBundle %v), want %q", c.Cluster, c.Istiod.Source, c.Istio.ClusterTrustBundle, want[c.Cluster])
+		}
+		if want[c.Cluster] == k8s.SourceClusterTrustBundle {
+			_, err := clients[c.Cluster].CoreV1().ConfigMaps(testenv.IstioNamespace).Get(context.Background(), testenv.RootConfigMap, metav1.GetOptions{})
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("%s: istiod in ClusterTrustBundle mode, yet %s is there (%v): the test would not show that status reads the bundle", c.Cluster, testenv.RootConfigMap, err)
+			}
+		}
+	}
 }
 
 // opensslText returns `openssl x509 -text` of a PEM certificate: explanatory text,
@@ -309,7 +370,9 @@ func TestRootRotateWaitsForIstiod(t *testing.T) {
 	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Root CA 2027")
 	rrWant(t, 0, nil, "intermediate", "create", "--root-dir", rootA, "--cluster", "solo", "--out", bundles)
 	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
-	i := startIstiod(t, env.Clusters[0], false)
+	// istiod publishes its roots as a ClusterTrustBundle (issue 27): what it holds
+	// is what the gate reads.
+	i := startIstiodWith(t, env.Clusters[0], testenv.IstiodOptions{ClusterTrustBundle: true})
 	off := i.LogSize()
 	rrWant(t, 0, nil, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootB, "--min-step-interval", "0")
 	ctx := waitCtx(t)
@@ -324,8 +387,8 @@ func TestRootRotateWaitsForIstiod(t *testing.T) {
 		t.Fatalf("status: %+v, want refused naming ISTIO_MULTIROOT_MESH", st)
 	}
 	_, out, errOut := rrRun(t, "status", "--kubeconfig", kc, "--all-contexts", "--istiod-grace", "1ms")
-	if !strings.Contains(out, "refused since") {
-		t.Fatalf("status table lacks the refusal:\n%s\n%s", out, errOut)
+	if !strings.Contains(out, "refused since") || !strings.Contains(out, "(ctb)") {
+		t.Fatalf("status table lacks the refusal read from the ClusterTrustBundle:\n%s\n%s", out, errOut)
 	}
 	code, out, errOut := rrRun(t, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootB, "--min-step-interval", "0")
 	if code != 1 || !strings.Contains(out+errOut, "istiod has not loaded") || !strings.Contains(out+errOut, "solo") {

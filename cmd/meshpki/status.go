@@ -55,12 +55,19 @@ cacerts: istiod signs with its own self-signed root); error (the cluster could n
 be read).
 
 The ISTIOD column compares the roots istiod publishes (ConfigMap istio-ca-root-cert,
-what every proxy trusts) with the roots in cacerts: loaded; not-yet (cacerts changed
+what every proxy trusts, or, when istiod runs with ENABLE_CLUSTER_TRUST_BUNDLE_API,
+ClusterTrustBundle istio.io:istiod-ca:root-cert, shown as "(ctb)") with the roots in
+cacerts: loaded; not-yet (cacerts changed
 within --istiod-grace: kubelet has not updated the volume yet); refused since T
 (istiod kept its old CA; the likely reason follows: the byte rule of Istio 1.20-1.29,
 ISTIO_MULTIROOT_MESH off, a root switch); self-signed (istiod started before cacerts
 existed and signs with its own CA until restarted); no-istiod (no trust bundle
 published). istiod's log says for sure: "Updating new ROOT-CA not supported".
+A cluster whose Istio would not apply its cacerts is a warning: CRLs on while istiod
+publishes none (ClusterTrustBundle mode, PILOT_ENABLE_CA_CRL=false) or ambient's
+ztunnel checks none (peerCaCrl.enabled off), several roots for a ztunnel older than
+1.26 (it trusts one). -o json has each cluster's "istio" (trust bundle mode, CRL
+ConfigMap name, ztunnel).
 
 Exit status: 0 when every cluster is ok (or warning, unless --strict) and the mesh
 shares one root, 1 otherwise, 2 on bad usage. Read access to cacerts is all it
@@ -212,15 +219,22 @@ func printStatus(w io.Writer, rep *mesh.StatusReport) {
 }
 
 // istiodCell is the ISTIOD column: loaded, not-yet, "refused since <time>",
-// self-signed, no-istiod or unknown.
+// self-signed, no-istiod or unknown; "(ctb)" after it when the roots were read from
+// istiod's ClusterTrustBundle rather than its ConfigMap.
 func istiodCell(i *k8s.IstiodStatus) string {
+	cell := ""
 	switch {
 	case i == nil:
 		return "-"
 	case i.State == k8s.IstiodRefused:
-		return "refused since " + formatTime(i.Since)
+		cell = "refused since " + formatTime(i.Since)
+	default:
+		cell = string(i.State)
 	}
-	return string(i.State)
+	if i.Source == k8s.SourceClusterTrustBundle {
+		cell += " (ctb)"
+	}
+	return cell
 }
 
 func shortRoots(fps []string) string {

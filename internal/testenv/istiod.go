@@ -87,7 +87,16 @@ func IstiodBin(t testing.TB) string {
 type IstiodOptions struct {
 	// MultiRoot sets ISTIO_MULTIROOT_MESH, which a root rotation needs.
 	MultiRoot bool
+	// ClusterTrustBundle sets ENABLE_CLUSTER_TRUST_BUNDLE_API (in the process and in
+	// the Deployment's env, where meshpki reads it): istiod then publishes its roots
+	// as ClusterTrustBundle istio.io:istiod-ca:root-cert instead of the
+	// istio-ca-root-cert ConfigMaps, and no istio-ca-crl at all
+	// (pilot/pkg/serviceregistry/kube/controller/multicluster.go).
+	ClusterTrustBundle bool
 }
+
+// TrustBundleName is the ClusterTrustBundle istiod writes in that mode.
+const TrustBundleName = "istio.io:istiod-ca:root-cert"
 
 // Istiod is one real istiod for one test cluster.
 type Istiod struct {
@@ -197,7 +206,8 @@ current-context: c
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "discovery", Image: "istio/pilot (run by the test harness)"}}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "discovery", Image: "istio/pilot (run by the test harness)",
+					Env: []corev1.EnvVar{{Name: "ENABLE_CLUSTER_TRUST_BUNDLE_API", Value: fmt.Sprint(i.opts.ClusterTrustBundle)}}}}},
 			},
 		},
 	}
@@ -303,7 +313,7 @@ func (i *Istiod) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(f, "=== testenv: start istiod (multiroot=%v) at %s\n", i.opts.MultiRoot, time.Now().UTC().Format(time.RFC3339Nano))
+	fmt.Fprintf(f, "=== testenv: start istiod (multiroot=%v, clustertrustbundle=%v) at %s\n", i.opts.MultiRoot, i.opts.ClusterTrustBundle, time.Now().UTC().Format(time.RFC3339Nano))
 	cmd := exec.Command(filepath.Join(i.bin, "pilot-discovery"), args...)
 	cmd.Dir = i.Dir
 	cmd.Stdout, cmd.Stderr = f, f
@@ -311,6 +321,7 @@ func (i *Istiod) start(ctx context.Context) error {
 	cmd.Env = append(os.Environ(),
 		"ROOT_CA_DIR="+filepath.Join(i.Dir, "cacerts"),
 		fmt.Sprintf("ISTIO_MULTIROOT_MESH=%v", i.opts.MultiRoot),
+		fmt.Sprintf("ENABLE_CLUSTER_TRUST_BUNDLE_API=%v", i.opts.ClusterTrustBundle),
 		"POD_NAMESPACE="+IstioNamespace, "JWT_POLICY=third-party-jwt")
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -331,7 +342,11 @@ func (i *Istiod) start(ctx context.Context) error {
 			return false
 		}
 		conn.Close()
-		_, err = i.client.CoreV1().ConfigMaps(IstioNamespace).Get(rctx, RootConfigMap, metav1.GetOptions{})
+		if i.opts.ClusterTrustBundle {
+			_, err = i.client.CertificatesV1beta1().ClusterTrustBundles().Get(rctx, TrustBundleName, metav1.GetOptions{})
+		} else {
+			_, err = i.client.CoreV1().ConfigMaps(IstioNamespace).Get(rctx, RootConfigMap, metav1.GetOptions{})
+		}
 		return err == nil
 	})
 }
@@ -565,8 +580,16 @@ func tail(s string, n int) string {
 }
 
 // PublishedRoots returns the trust bundle istiod published (ConfigMap
-// istio-ca-root-cert, key root-cert.pem) in namespace ns.
+// istio-ca-root-cert, key root-cert.pem) in namespace ns, or in its
+// ClusterTrustBundle mode the cluster's ClusterTrustBundle (ns aside).
 func (i *Istiod) PublishedRoots(ctx context.Context, ns string) ([]byte, error) {
+	if i.opts.ClusterTrustBundle {
+		b, err := i.client.CertificatesV1beta1().ClusterTrustBundles().Get(ctx, TrustBundleName, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		return []byte(b.Spec.TrustBundle), nil
+	}
 	cm, err := i.client.CoreV1().ConfigMaps(ns).Get(ctx, RootConfigMap, metav1.GetOptions{})
 	if err != nil {
 		return nil, err

@@ -153,6 +153,7 @@ func resetCluster(ctx context.Context, cs kubernetes.Interface) error {
 			cs.CoreV1().ConfigMaps(n).DeleteCollection(ctx, del, all),
 			cs.CoordinationV1().Leases(n).DeleteCollection(ctx, del, all),
 			cs.AppsV1().Deployments(n).DeleteCollection(ctx, del, all),
+			cs.AppsV1().DaemonSets(n).DeleteCollection(ctx, del, all),
 			cs.RbacV1().Roles(n).DeleteCollection(ctx, del, all),
 			cs.RbacV1().RoleBindings(n).DeleteCollection(ctx, del, all),
 		)
@@ -161,6 +162,7 @@ func resetCluster(ctx context.Context, cs kubernetes.Interface) error {
 	errs = append(errs,
 		cs.RbacV1().ClusterRoles().DeleteCollection(ctx, del, notBootstrap),
 		cs.RbacV1().ClusterRoleBindings().DeleteCollection(ctx, del, notBootstrap),
+		cs.CertificatesV1().ClusterTrustBundles().DeleteCollection(ctx, del, all), // istiod's, in its ClusterTrustBundle mode
 	)
 	return errors.Join(errs...)
 }
