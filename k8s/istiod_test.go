@@ -43,7 +43,7 @@ func TestJudgeIstiod(t *testing.T) {
 		{"loaded", secret(rootA, long), rootA, true, nil, IstiodLoaded, ""},
 		// istiod publishes its roots file byte for byte: other bytes were not taken.
 		{"refused: byte rule (reordered)", secret(ba, long), ab, true, nil, IstiodRefused, "byte rule"},
-		{"no istiod", secret(rootA, long), nil, false, nil, IstiodAbsent, "no ConfigMap"},
+		{"no istiod", secret(rootA, long), nil, false, nil, IstiodAbsent, "no trust bundle published"},
 		{"not yet", secret(ab, now.Add(-10*time.Second)), rootA, true, nil, IstiodNotYet, "kubelet"},
 		{"refused: multiroot off (extension)", secret(ab, long), rootA, true, nil, IstiodRefused, "ISTIO_MULTIROOT_MESH"},
 		{"refused: root switch", secret(rootB, long), rootA, true, nil, IstiodRefused, "root switch"},

@@ -357,10 +357,14 @@ func TestIntermediateCreateInterruptedNamesClusters(t *testing.T) {
 	if err := o.Run(ctx, e); err == nil {
 		t.Fatal("interrupted run succeeded")
 	}
-	var res []ca.MintDirResult
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatalf("%v:\n%s", err, out.String())
+	var env struct {
+		OK      bool
+		Bundles []ca.MintDirResult
 	}
+	if err := json.Unmarshal(out.Bytes(), &env); err != nil || env.OK {
+		t.Fatalf("ok %v, %v:\n%s", env.OK, err, out.String())
+	}
+	res := env.Bundles
 	for i, want := range []string{"east", "west"} {
 		if res[i].Cluster != want || res[i].Error == "" {
 			t.Errorf("result %d: %+v, want cluster %s failed", i, res[i], want)

@@ -87,7 +87,7 @@ func TestRootBundle(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--out", combined, a}, "already exists: pass --force"},
+		{[]string{"--out", combined, a}, "already exists (pass --force to replace it)"},
 		{[]string{"--out", filepath.Join(dir, "x.pem"), filepath.Join(dir, "bundles", "east", ca.CACertFile)}, "CN=Intermediate CA,O=Istio,L=east: certificate has pathlen 0"},
 		{[]string{"--out", filepath.Join(dir, "x.pem"), filepath.Join(a, ca.RootKeyFile)}, "holds a private key: a root bundle takes certificates only"},
 		{[]string{"--out", filepath.Join(dir, "x.pem"), filepath.Join(dir, "nope")}, "no such file"},
