@@ -189,6 +189,10 @@ func readClusterTrustBundle(ctx context.Context, cl *Cluster) (data []byte, foun
 	if !apierrors.IsNotFound(err) {
 		return nil, false, apiError(cl.Name, "get", "clustertrustbundles", "", err)
 	}
+	var st apierrors.APIStatus
+	if errors.As(err, &st) && st.Status().Details != nil && st.Status().Details.Name == TrustBundleName {
+		return nil, false, nil // v1 is served and the object is absent: v1beta1 shares its storage
+	}
 	b1, err := cl.Client.CertificatesV1beta1().ClusterTrustBundles().Get(ctx, TrustBundleName, metav1.GetOptions{})
 	switch {
 	case err == nil:
