@@ -86,16 +86,9 @@ func ReadIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secr
 }
 
 func readIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secret, now time.Time, grace time.Duration, setup *IstioSetup) *IstiodStatus {
-	pub, err := readTrustBundle(ctx, cl, ns, setup)
-	if err != nil {
+	pub, selfSigned, err := readIstiodCA(ctx, cl, ns, setup)
+	if err != nil && !pub.Found { // no trust bundle read; a refused istio-ca-secret only hides "self-signed"
 		return &IstiodStatus{State: IstiodUnknown, Reason: err.Error(), Source: pub.Source}
-	}
-	var selfSigned []byte
-	if pub.Found {
-		s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
-		if err == nil {
-			selfSigned = s.Data[ca.CACertFile]
-		} // else: a refused istio-ca-secret only hides "self-signed"
 	}
 	st := JudgeIstiod(secret, pub.Data, pub.Found, selfSigned, now, grace)
 	st.Source = pub.Source
@@ -106,22 +99,22 @@ func readIstiod(ctx context.Context, cl *Cluster, ns string, secret *corev1.Secr
 }
 
 // readIstiodCA reads what tells which CA istiod uses in namespace ns: the trust bundle it
-// publishes (found false when none) and the certificate of its own self-signed CA (nil
-// when there is none). err is the first read that failed; what was read before it is
-// returned with it.
-func readIstiodCA(ctx context.Context, cl *Cluster, ns string) (published []byte, found bool, selfSigned []byte, err error) {
-	published, found, err = ReadPublishedRoots(ctx, cl, ns)
-	if err != nil || !found {
-		return nil, false, nil, err
+// publishes where setup says (Found false when none) and the certificate of its own
+// self-signed CA (nil when there is none). err is the first read that failed; what was
+// read before it is returned with it.
+func readIstiodCA(ctx context.Context, cl *Cluster, ns string, setup *IstioSetup) (pub Published, selfSigned []byte, err error) {
+	pub, err = readTrustBundle(ctx, cl, ns, setup)
+	if err != nil || !pub.Found {
+		return pub, nil, err
 	}
 	s, err := cl.Client.CoreV1().Secrets(ns).Get(ctx, SelfSignedSecret, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return published, true, nil, nil
+		return pub, nil, nil
 	case err != nil:
-		return published, true, nil, apiError(cl.Name, "get", "secrets", ns, err)
+		return pub, nil, apiError(cl.Name, "get", "secrets", ns, err)
 	}
-	return published, true, s.Data[ca.CACertFile], nil
+	return pub, s.Data[ca.CACertFile], nil
 }
 
 // onOwnCA reports whether the published roots hold the root of istiod's own CA.
@@ -214,13 +207,13 @@ func lastChange(s *corev1.Secret) time.Time {
 // istiodOnOwnCA reports whether istiod in namespace ns publishes the root of its own
 // self-signed CA (Secret istio-ca-secret) as its trust bundle.
 func istiodOnOwnCA(ctx context.Context, cl *Cluster, ns string) (bool, error) {
-	published, found, selfSigned, err := readIstiodCA(ctx, cl, ns)
-	if err != nil || !found {
+	pub, selfSigned, err := readIstiodCA(ctx, cl, ns, ReadIstioSetup(ctx, cl, ns))
+	if err != nil || !pub.Found {
 		return false, err
 	}
-	pub, _ := ca.ParseCertificatesPEM(published)
+	roots, _ := ca.ParseCertificatesPEM(pub.Data)
 	own, _ := ca.ParseCertificatesPEM(selfSigned)
-	return onOwnCA(pub, own), nil
+	return onOwnCA(roots, own), nil
 }
 
 // SelfSignedCA is istiod's own self-signed CA as istiod holds it, read to adopt it

@@ -87,18 +87,6 @@ type crlSignResult struct {
 	DryRun bool   `json:"dryRun,omitempty"`
 }
 
-// outError is the one wording of a refused --out FILE (crl sign, root bundle):
-// "--out FILE: already exists (pass --force to replace it)", or the reason.
-func outError(err error) error {
-	switch {
-	case errors.Is(err, ca.ErrExists):
-		return inputError(fmt.Errorf("--out %w (pass --force to replace it)", err))
-	case err != nil:
-		return inputError(fmt.Errorf("--out %w", err))
-	}
-	return nil
-}
-
 // Run signs the source's CRL when due and hands it out: stdout, or --out
 // (ca.WriteOutputFile: never over a key, nor into the source's folder).
 func (o *crlSignOptions) Run(ctx context.Context, e *env) error {

@@ -348,10 +348,11 @@ func (o *csrStatusOptions) Run(_ context.Context, e *env) error {
 		return inputError(fmt.Errorf("--out: %w", err))
 	}
 	if o.Output == "json" {
-		if err := writeJSON(e.stdout, brokenCSRDirs(st) == nil, csrList{CSRs: st}); err != nil {
+		broken := brokenCSRDirs(st)
+		if err := writeJSON(e.stdout, broken == nil, csrList{CSRs: st}); err != nil {
 			return err
 		}
-		return brokenCSRDirs(st)
+		return broken
 	}
 	for _, s := range st {
 		switch s.State {

@@ -35,7 +35,7 @@ import (
 //	<!-- doctest: given NAME -->      run, after the test has done NAME first: what
 //	                                  the user does elsewhere (docGivens)
 //
-// Clusters are named east, west, north and south (contexts of $KUBECONFIG), with no
+// Clusters are named east, west and north (contexts of $KUBECONFIG), with no
 // istiod; $VAULT_ADDR and $VAULT_TOKEN point at a Vault with KV v2 at secret/;
 // MESHPKI_CRL_SETTLE=1s shortens the waits a user would sit through.
 
@@ -220,8 +220,8 @@ type docEnv struct {
 }
 
 // newDocEnv makes the folder and environment of one document: meshpki on PATH (this
-// test binary, run as the CLI), $KUBECONFIG with clusters east, west, north and
-// south, and a Vault of its own when the document uses one.
+// test binary, run as the CLI), $KUBECONFIG with clusters east, west and north,
+// and a Vault of its own when the document uses one.
 func newDocEnv(t *testing.T, usesVault bool) *docEnv {
 	t.Helper()
 	self, err := os.Executable()
@@ -333,6 +333,9 @@ func TestDocsMarked(t *testing.T) {
 	t.Logf("%d shell blocks, %d run by TestDocsRun", total, ran)
 }
 
+// shellSeparators split a shell line into the commands it runs.
+var shellSeparators = regexp.MustCompile(`&&|\|\||;|\||\$\(`)
+
 // meshpkiLines returns the meshpki command lines of a block: continuation lines
 // joined, comments cut, split at && ; | and $( .
 func meshpkiLines(text string) []string {
@@ -347,7 +350,7 @@ func meshpkiLines(text string) []string {
 		if strings.HasPrefix(strings.TrimSpace(line), "#") {
 			continue
 		}
-		for _, part := range regexp.MustCompile(`&&|\|\||;|\||\$\(`).Split(line, -1) {
+		for _, part := range shellSeparators.Split(line, -1) {
 			part = strings.TrimSpace(part)
 			if strings.HasPrefix(part, "meshpki ") {
 				lines = append(lines, part)

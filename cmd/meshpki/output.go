@@ -189,3 +189,15 @@ type csrList struct {
 type importList struct {
 	Imports []ca.ImportResult `json:"imports"`
 }
+
+// outError is the one wording of a refused --out FILE (crl sign, root bundle):
+// "--out FILE: already exists (pass --force to replace it)", or the reason.
+func outError(err error) error {
+	switch {
+	case errors.Is(err, ca.ErrExists):
+		return inputError(fmt.Errorf("--out %w (pass --force to replace it)", err))
+	case err != nil:
+		return inputError(fmt.Errorf("--out %w", err))
+	}
+	return nil
+}
