@@ -20,8 +20,13 @@ import (
 // env is what every command gets: its output streams and logger.
 type env struct {
 	stdout io.Writer
+	// stderr takes the logger's lines, rotate's per-cluster lines and the progress
+	// line, from many goroutines: run makes it a lockedWriter so that they never
+	// interleave (nor race on a buffer that stands for it in tests).
 	stderr io.Writer
-	log    *slog.Logger
+	// stderrTTY says stderr is a terminal (progress redraws one line there).
+	stderrTTY bool
+	log       *slog.Logger
 	// started, when set, is called as a command's action starts (see cliSetup).
 	started func()
 	// unknownCommand is set when the command line names no command of meshpki.
@@ -98,14 +103,22 @@ func setupLibraries() { cflog.Level = cflog.LevelFatal }
 // the tests make them, would race there. Actions run concurrently.
 var cliSetup sync.Mutex
 
+// newEnv is a run's env: stderr behind one lock for the logger and every other
+// writer of it, which write from many goroutines.
+func newEnv(stdout, stderr io.Writer) *env {
+	errw := &lockedWriter{w: stderr}
+	return &env{stdout: stdout, stderr: errw, stderrTTY: isTerminal(stderr), log: slog.New(slog.NewTextHandler(errw, nil))}
+}
+
 // run is main without os.Exit, for tests (after setupLibraries).
 func run(args []string, stdout, stderr io.Writer) int {
 	var release sync.Once
 	cliSetup.Lock()
-	e := &env{stdout: stdout, stderr: stderr, log: slog.New(slog.NewTextHandler(stderr, nil)),
-		started: func() { release.Do(cliSetup.Unlock) }}
+	e := newEnv(stdout, stderr)
+	e.started = func() { release.Do(cliSetup.Unlock) }
+	errw := e.stderr
 	defer e.started()
-	ctx, stop := interruptible(stderr)
+	ctx, stop := interruptible(errw)
 	defer stop()
 	err := newApp(e).RunContext(ctx, args)
 	if err == nil && e.unknownCommand {
@@ -117,12 +130,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee != silentFailure {
-			fmt.Fprintln(stderr, "meshpki:", err)
+			fmt.Fprintln(errw, "meshpki:", err)
 		}
 		return ee.code
 	}
 	// Errors that did not come from an action are the CLI library's: flags, usage.
-	fmt.Fprintln(stderr, "meshpki:", err)
+	fmt.Fprintln(errw, "meshpki:", err)
 	return exitUsage
 }
 

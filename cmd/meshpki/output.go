@@ -80,11 +80,25 @@ type progress struct {
 }
 
 func newProgress(e *env, verb string, total int) *progress {
-	tty := false
-	if f, ok := e.stderr.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
-	return &progress{w: e.stderr, log: e.log, tty: tty, total: total, verb: verb}
+	return &progress{w: e.stderr, log: e.log, tty: e.stderrTTY, total: total, verb: verb}
+}
+
+// isTerminal says w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// lockedWriter serialises the writes of many goroutines to one writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // item records one finished item; attrs go to the log line.

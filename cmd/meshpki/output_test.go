@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -78,5 +81,25 @@ func TestMinStepIntervalZero(t *testing.T) {
 		if code != exitUsage || !strings.Contains(errs, "--min-step-interval") {
 			t.Errorf("--min-step-interval %q: exit %d (want 2): %s", v, code, errs)
 		}
+	}
+}
+
+// TestStderrWritersSerialised: the logger and rotate's per-cluster lines write to
+// stderr from many goroutines at once; a run's env serialises them (the race
+// detector caught the two writing one buffer at once in TestRotateHealsBrokenClusterWithCRLs,
+// when client-go logged an apiserver warning while a cluster's line was printed).
+func TestStderrWritersSerialised(t *testing.T) {
+	var buf bytes.Buffer
+	e := newEnv(io.Discard, &buf)
+	lines := &lineWriter{w: e.stderr}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(2)
+		go func() { defer wg.Done(); e.log.Warn("warning from the apiserver", "n", i) }()
+		go func() { defer wg.Done(); lines.line("east: not due") }()
+	}
+	wg.Wait()
+	if got := strings.Count(buf.String(), "\n"); got != 16 {
+		t.Fatalf("%d lines, want 16:\n%s", got, buf.String())
 	}
 }
