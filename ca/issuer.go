@@ -81,6 +81,9 @@ func NewSigningCAIssuer(sc *SigningCA) *LocalIssuer {
 	return &LocalIssuer{ca: sc}
 }
 
+// SigningCA is the CA li signs with.
+func (li *LocalIssuer) SigningCA() *SigningCA { return li.ca }
+
 // oidSAN is subjectAltName, the one CSR extension the local issuer copies.
 const oidSAN = "2.5.29.17"
 

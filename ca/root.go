@@ -100,13 +100,38 @@ func CreateRoot(p RootProfile, now time.Time) (*Root, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := NewSerial()
+	root, err := CreateRootWithSigner(p, key, now)
 	if err != nil {
 		return nil, nil, err
 	}
-	ski, err := subjectKeyID(key.Public())
+	keyPEM, err := MarshalPrivateKeyPEM(key)
 	if err != nil {
 		return nil, nil, err
+	}
+	return root, keyPEM, nil
+}
+
+// CreateRootWithSigner is CreateRoot for a key held elsewhere (an HSM, a key
+// service: kms.Open): key signs the root's certificate and stays where it is.
+// p.KeyType, when set, must be key's type.
+func CreateRootWithSigner(p RootProfile, key crypto.Signer, now time.Time) (*Root, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	kt, err := KeyTypeOf(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	if p.KeyType != "" && p.KeyType != kt {
+		return nil, fmt.Errorf("the key is %s, the profile asks for %s", kt, p.KeyType)
+	}
+	serial, err := NewSerial()
+	if err != nil {
+		return nil, err
+	}
+	ski, err := subjectKeyID(key.Public())
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -125,20 +150,15 @@ func CreateRoot(p RootProfile, now time.Time) (*Root, []byte, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sign root: %w", err)
+		return nil, fmt.Errorf("sign root: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	keyPEM, err := MarshalPrivateKeyPEM(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return &Root{Cert: cert, Signer: key}, keyPEM, nil
+	return &Root{Cert: cert, Signer: key}, nil
 }
 
-// subjectKeyID is the RFC 5280 method 1 key identifier: SHA-1 of the public key bits.
 func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -178,6 +198,18 @@ func (e *RootError) Unwrap() error { return e.Err }
 // period, with a strong key that matches the certificate. It is the one root
 // parser: ReadRootDir and Vault's KV root source use it. Errors are *RootError.
 func ParseRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
+	return parseRoot(certPEM, func() (crypto.Signer, error) { return ParsePrivateKeyPEM(keyPEM) }, now)
+}
+
+// ParseRootWithSigner is ParseRoot for a key held elsewhere (an HSM, a key
+// service: kms.Open): key must be the certificate's.
+func ParseRootWithSigner(certPEM []byte, key crypto.Signer, now time.Time) (*Root, error) {
+	return parseRoot(certPEM, func() (crypto.Signer, error) { return key, nil }, now)
+}
+
+// parseRoot is ParseRoot with the key from loadKey, called once the certificate
+// passed.
+func parseRoot(certPEM []byte, loadKey func() (crypto.Signer, error), now time.Time) (*Root, error) {
 	cert, err := ParseCertificatePEM(certPEM)
 	if err == nil {
 		err = CheckRootCert(cert, now)
@@ -185,7 +217,7 @@ func ParseRoot(certPEM, keyPEM []byte, now time.Time) (*Root, error) {
 	if err != nil {
 		return nil, &RootError{Part: RootPartCertificate, Err: err}
 	}
-	key, err := ParsePrivateKeyPEM(keyPEM)
+	key, err := loadKey()
 	if err == nil && !KeyMatches(key, cert.PublicKey) {
 		err = ErrKeyMismatch
 	}
@@ -252,16 +284,35 @@ func checkValidity(cert *x509.Certificate, now time.Time) error {
 // ReadRootDir reads DIR/root-cert.pem and DIR/root-key.pem with ParseRoot. Errors
 // name the file.
 func ReadRootDir(dir string, now time.Time) (*Root, error) {
+	return readRootDir(dir, nil, now)
+}
+
+// ReadRootDirWithSigner reads DIR/root-cert.pem with ParseRootWithSigner: the
+// root's key is key, held elsewhere. DIR/root-key.pem is not read. Errors name the
+// file.
+func ReadRootDirWithSigner(dir string, key crypto.Signer, now time.Time) (*Root, error) {
+	if key == nil {
+		return nil, errors.New("no key given")
+	}
+	return readRootDir(dir, key, now)
+}
+
+func readRootDir(dir string, key crypto.Signer, now time.Time) (*Root, error) {
 	certFile, keyFile := filepath.Join(dir, RootCertFile), filepath.Join(dir, RootKeyFile)
 	certPEM, err := ReadInputFile(certFile)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := ReadInputFile(keyFile)
-	if err != nil {
-		return nil, err
+	var root *Root
+	if key != nil {
+		root, err = ParseRootWithSigner(certPEM, key, now)
+	} else {
+		var keyPEM []byte
+		if keyPEM, err = ReadInputFile(keyFile); err != nil {
+			return nil, err
+		}
+		root, err = ParseRoot(certPEM, keyPEM, now)
 	}
-	root, err := ParseRoot(certPEM, keyPEM, now)
 	var re *RootError
 	switch {
 	case err == nil:
@@ -270,6 +321,8 @@ func ReadRootDir(dir string, now time.Time) (*Root, error) {
 		return nil, err
 	case re.Part == RootPartCertificate:
 		return nil, fmt.Errorf("%s: %w", certFile, re.Err)
+	case key != nil && errors.Is(re.Err, ErrKeyMismatch):
+		return nil, fmt.Errorf("the key given is not the key of %s: %w", certFile, re.Err)
 	case errors.Is(re.Err, ErrKeyMismatch):
 		return nil, fmt.Errorf("%s: %w %s", keyFile, re.Err, RootCertFile)
 	default:

@@ -31,7 +31,8 @@ func CheckRootDirFree(dir string) error {
 // for ReadRootDir to read: the key (0600) first and the certificate last, so that a
 // folder with a certificate always has its key. Both files are created exclusively:
 // a root another run wrote meanwhile is never overwritten (ErrRootExists), and a key
-// written just before a refused certificate is removed again.
+// written just before a refused certificate is removed again. A nil keyPEM writes
+// the certificate alone: the root's key is held elsewhere (an HSM, a key service).
 func WriteRootDir(dir string, root *Root, keyPEM []byte) error {
 	certFile, keyFile := filepath.Join(dir, RootCertFile), filepath.Join(dir, RootKeyFile)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -42,6 +43,12 @@ func WriteRootDir(dir string, root *Root, keyPEM []byte) error {
 			return fmt.Errorf("%w: %w", err, ErrRootExists)
 		}
 		return err
+	}
+	if keyPEM == nil {
+		if _, err := os.Lstat(keyFile); err == nil {
+			return fmt.Errorf("%s already exists: %w", keyFile, ErrRootExists)
+		}
+		return exists(atomicfs.CreateFile(certFile, EncodeCertificatesPEM(root.Cert), 0o644))
 	}
 	if err := atomicfs.CreateFile(keyFile, keyPEM, 0o600); err != nil {
 		return exists(err)

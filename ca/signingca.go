@@ -82,6 +82,18 @@ const (
 // rules apply. Errors are *RootError naming the part (RootPartCertificate,
 // RootPartKey, PartChain, PartRoots).
 func ParseSigningCA(certPEM, keyPEM, chainPEM, rootsPEM []byte, now time.Time) (*SigningCA, error) {
+	return parseSigningCA(certPEM, func() (crypto.Signer, error) { return ParsePrivateKeyPEM(keyPEM) }, chainPEM, rootsPEM, now)
+}
+
+// ParseSigningCAWithSigner is ParseSigningCA for a key held elsewhere (an HSM, a
+// key service: kms.Open): key must be the signing CA certificate's.
+func ParseSigningCAWithSigner(certPEM []byte, key crypto.Signer, chainPEM, rootsPEM []byte, now time.Time) (*SigningCA, error) {
+	return parseSigningCA(certPEM, func() (crypto.Signer, error) { return key, nil }, chainPEM, rootsPEM, now)
+}
+
+// parseSigningCA is ParseSigningCA with the key from loadKey, called once the
+// certificate passed.
+func parseSigningCA(certPEM []byte, loadKey func() (crypto.Signer, error), chainPEM, rootsPEM []byte, now time.Time) (*SigningCA, error) {
 	certs, err := ParseCertificatesPEM(certPEM)
 	if err != nil {
 		return nil, &RootError{Part: RootPartCertificate, Err: err}
@@ -91,7 +103,7 @@ func ParseSigningCA(certPEM, keyPEM, chainPEM, rootsPEM []byte, now time.Time) (
 	}
 	cert := certs[0]
 	if IsSelfSigned(cert) && len(bytes.TrimSpace(chainPEM)) == 0 {
-		root, err := ParseRoot(certPEM, keyPEM, now)
+		root, err := parseRoot(certPEM, loadKey, now)
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +123,7 @@ func ParseSigningCA(certPEM, keyPEM, chainPEM, rootsPEM []byte, now time.Time) (
 	if err := CheckSigningCACert(cert, now); err != nil {
 		return nil, &RootError{Part: RootPartCertificate, Err: err}
 	}
-	key, err := ParsePrivateKeyPEM(keyPEM)
+	key, err := loadKey()
 	if err == nil && !KeyMatches(key, cert.PublicKey) {
 		err = ErrKeyMismatch
 	}
@@ -334,6 +346,19 @@ const (
 // CADirChainFile and, when present, CADirRootsFile) with ParseSigningCA. Errors
 // name the file.
 func ReadCADir(dir string, now time.Time) (*SigningCA, error) {
+	return readCADir(dir, nil, now)
+}
+
+// ReadCADirWithSigner is ReadCADir for a signing CA whose key is held elsewhere
+// (an HSM, a key service: kms.Open): CADirKeyFile is not read.
+func ReadCADirWithSigner(dir string, key crypto.Signer, now time.Time) (*SigningCA, error) {
+	if key == nil {
+		return nil, errors.New("no key given")
+	}
+	return readCADir(dir, key, now)
+}
+
+func readCADir(dir string, key crypto.Signer, now time.Time) (*SigningCA, error) {
 	files := map[string]string{}
 	for part, name := range map[string]string{
 		RootPartCertificate: CADirCertFile, RootPartKey: CADirKeyFile, PartChain: CADirChainFile, PartRoots: CADirRootsFile,
@@ -351,9 +376,11 @@ func ReadCADir(dir string, now time.Time) (*SigningCA, error) {
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := read(RootPartKey, false)
-	if err != nil {
-		return nil, err
+	var keyPEM []byte
+	if key == nil {
+		if keyPEM, err = read(RootPartKey, false); err != nil {
+			return nil, err
+		}
 	}
 	chainPEM, err := read(PartChain, false)
 	if err != nil {
@@ -363,13 +390,20 @@ func ReadCADir(dir string, now time.Time) (*SigningCA, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc, err := ParseSigningCA(certPEM, keyPEM, chainPEM, rootsPEM, now)
+	var sc *SigningCA
+	if key != nil {
+		sc, err = ParseSigningCAWithSigner(certPEM, key, chainPEM, rootsPEM, now)
+	} else {
+		sc, err = ParseSigningCA(certPEM, keyPEM, chainPEM, rootsPEM, now)
+	}
 	var re *RootError
 	switch {
 	case err == nil:
 		return sc, nil
 	case !errors.As(err, &re):
 		return nil, err
+	case key != nil && errors.Is(re.Err, ErrKeyMismatch):
+		return nil, fmt.Errorf("the key given is not the key of %s: %w", files[RootPartCertificate], re.Err)
 	case errors.Is(re.Err, ErrKeyMismatch):
 		return nil, fmt.Errorf("%s: %w %s", files[RootPartKey], re.Err, CADirCertFile)
 	case re.Part == RootPartCertificate && errors.Is(re.Err, ErrPathLen) && isClusterCA(certPEM):

@@ -2,7 +2,9 @@
 // folder holding root-cert.pem and root-key.pem, a folder holding an issuing CA
 // below the root with its chain (ca-cert.pem, ca-key.pem, cert-chain.pem,
 // root-cert.pem), a Vault PKI mount (whose key never leaves Vault), or a Vault KV v2
-// secret holding the root's (or an issuing CA's) certificate and key.
+// secret holding the root's (or an issuing CA's) certificate and key. The key of a
+// folder's root or issuing CA may live in an HSM or a key service instead (Spec.Key,
+// a URI kms.Open reads): the folder then holds the certificates only.
 //
 // A Spec says which; Validate checks that it names exactly one; Open returns the
 // ca.Issuer. The package reads no environment variables and opens no connection of
@@ -14,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 	"time"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/kms"
 	"github.com/meshpki/meshpki/vault"
 )
 
@@ -43,6 +47,11 @@ var (
 	ErrSeveral = errors.New("more than one root source given")
 	// ErrIssuerWithoutPKI means VaultIssuer was set without VaultPKI.
 	ErrIssuerWithoutPKI = errors.New("a Vault issuer needs a Vault PKI mount")
+	// ErrKeyWithoutFolder means Key was set without Dir or CADir.
+	ErrKeyWithoutFolder = errors.New("a key URI needs a folder holding its certificate")
+	// ErrTwoKeys means Key was set and the folder holds a key file too: which
+	// signs would be a guess.
+	ErrTwoKeys = errors.New("the folder holds a key file and a key URI was given")
 )
 
 // Spec names where the signing CA is: exactly one of Dir, CADir, VaultPKI and
@@ -61,6 +70,9 @@ type Spec struct {
 	// VaultKV is a KV v2 secret (MOUNT/PATH) with fields certificate and
 	// private_key, and ca_chain when the certificate is an issuing CA below the root.
 	VaultKV string
+	// Key, with Dir or CADir, is the URI of the CA's key in an HSM or a key
+	// service (kms.Open); the folder then holds no key file.
+	Key string
 }
 
 // Kind is the kind of source s names, "" when it names none or several.
@@ -97,6 +109,13 @@ func (s Spec) Validate() error {
 		return ErrSeveral
 	case s.VaultIssuer != "" && s.VaultPKI == "":
 		return ErrIssuerWithoutPKI
+	case s.Key != "" && s.Dir == "" && s.CADir == "":
+		return ErrKeyWithoutFolder
+	}
+	if s.Key != "" {
+		if err := kms.Check(s.Key); err != nil {
+			return fmt.Errorf("key URI: %w", err)
+		}
 	}
 	if s.VaultKV != "" {
 		if _, err := vault.ParseKVPath(s.VaultKV); err != nil {
@@ -108,6 +127,11 @@ func (s Spec) Validate() error {
 
 // String names the source for messages: "folder root", "Vault PKI mount pki", ...
 func (s Spec) String() string {
+	if s.Key != "" && (s.Dir != "" || s.CADir != "") {
+		k := s.Key
+		s.Key = ""
+		return s.String() + " (key " + kms.Redact(k) + ")"
+	}
 	switch {
 	case s.Dir != "":
 		return "folder " + s.Dir
@@ -134,6 +158,27 @@ type Options struct {
 	// Log receives warnings (a root key readable by others) and debug lines; nil
 	// discards them.
 	Log *slog.Logger
+	// KMS are the options of a key held in an HSM or key service (Spec.Key): the
+	// PIN, when the URI names no pin-source.
+	KMS kms.Options
+}
+
+// KeyIssuer is the issuer Open returns for a folder whose key is in an HSM or a
+// key service (Spec.Key): Close ends the session with the token or service.
+type KeyIssuer struct {
+	*ca.LocalIssuer
+	Key *kms.Key
+}
+
+// Close ends the key's session.
+func (k *KeyIssuer) Close() error { return k.Key.Close() }
+
+// Close closes iss when it holds a session (a KeyIssuer); other issuers need none.
+func Close(iss ca.Issuer) error {
+	if c, ok := iss.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 // Open opens the source s names and returns the issuer that signs under it,
@@ -170,6 +215,8 @@ func Open(ctx context.Context, s Spec, o Options) (ca.Issuer, error) {
 		}
 		log.Debug("signing CA loaded from Vault KV", "path", k.String(), "subject", sc.Cert.Subject.String(), "levels", len(sc.Chain), "notAfter", sc.Cert.NotAfter)
 		return ca.NewSigningCAIssuer(sc), nil
+	case s.Key != "":
+		return openKey(ctx, s, o, now(), log)
 	case s.CADir != "":
 		sc, err := ca.ReadCADir(s.CADir, now())
 		if err != nil {
@@ -186,6 +233,38 @@ func Open(ctx context.Context, s Spec, o Options) (ca.Issuer, error) {
 	warnKeyMode(log, filepath.Join(s.Dir, ca.RootKeyFile), "root")
 	log.Debug("root loaded", "subject", root.Cert.Subject.String(), "notAfter", root.Cert.NotAfter)
 	return ca.NewLocalIssuer(root), nil
+}
+
+// openKey opens a folder's root or issuing CA whose key s.Key names: the key in
+// its token or service, the certificates from the folder, which must hold no key
+// file (ErrTwoKeys).
+func openKey(ctx context.Context, s Spec, o Options, now time.Time, log *slog.Logger) (*KeyIssuer, error) {
+	dir, keyFile := s.Dir, ca.RootKeyFile
+	if s.CADir != "" {
+		dir, keyFile = s.CADir, ca.CADirKeyFile
+	}
+	if _, err := os.Lstat(filepath.Join(dir, keyFile)); err == nil {
+		return nil, fmt.Errorf("%s: %w (%s): move the file away, or drop the key URI", filepath.Join(dir, keyFile), ErrTwoKeys, kms.Redact(s.Key))
+	}
+	key, err := kms.Open(ctx, s.Key, o.KMS)
+	if err != nil {
+		return nil, err
+	}
+	var sc *ca.SigningCA
+	if s.CADir != "" {
+		sc, err = ca.ReadCADirWithSigner(dir, key, now)
+	} else {
+		var root *ca.Root
+		if root, err = ca.ReadRootDirWithSigner(dir, key, now); err == nil {
+			sc = root.SigningCA()
+		}
+	}
+	if err != nil {
+		key.Close()
+		return nil, fmt.Errorf("%w (key %s)", err, kms.Redact(s.Key))
+	}
+	log.Debug("signing CA loaded, its key in an HSM or key service", "subject", sc.Cert.Subject.String(), "key", kms.Redact(s.Key), "levels", len(sc.Chain), "notAfter", sc.Cert.NotAfter)
+	return &KeyIssuer{LocalIssuer: ca.NewSigningCAIssuer(sc), Key: key}, nil
 }
 
 // warnKeyMode warns, as ssh does for its keys (but only a warning: the key was
@@ -210,6 +289,15 @@ func CRLAuthority(ctx context.Context, s Spec, iss ca.Issuer, o Options) (ca.CRL
 	now := time.Now
 	if o.Now != nil {
 		now = o.Now
+	}
+	if sc, ok := iss.(interface{ SigningCA() *ca.SigningCA }); ok && (s.Kind() == KindDir || s.Kind() == KindCADir) {
+		// The issuer Open returned holds the CA, and its key's session.
+		file := ""
+		if s.Kind() == KindCADir {
+			file = ca.SigningCACRLFile
+		}
+		c := sc.SigningCA()
+		return &ca.FolderCRL{Dir: s.Dir + s.CADir, File: file, Root: &ca.Root{Cert: c.Cert, Signer: c.Signer}}, nil
 	}
 	switch s.Kind() {
 	case KindVaultPKI:

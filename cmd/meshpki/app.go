@@ -31,6 +31,21 @@ type env struct {
 	started func()
 	// unknownCommand is set when the command line names no command of meshpki.
 	unknownCommand bool
+	// closers end what a run opened for its whole length (an HSM session).
+	closers []io.Closer
+}
+
+// closeAtEnd has c closed when the run ends.
+func (e *env) closeAtEnd(c io.Closer) { e.closers = append(e.closers, c) }
+
+// closeAll closes what closeAtEnd was given, last first, and logs what fails.
+func (e *env) closeAll() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		if err := e.closers[i].Close(); err != nil {
+			e.log.Warn("closing at the end of the run", "err", err)
+		}
+	}
+	e.closers = nil
 }
 
 func newApp(e *env) *cli.App {
@@ -121,6 +136,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := interruptible(errw)
 	defer stop()
 	err := newApp(e).RunContext(ctx, args)
+	e.closeAll()
 	if err == nil && e.unknownCommand {
 		return exitUsage
 	}

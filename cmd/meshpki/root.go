@@ -5,12 +5,14 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/textfmt"
+	"github.com/meshpki/meshpki/kms"
 )
 
 func rootCommand(e *env) *cli.Command {
@@ -41,6 +43,10 @@ type rootCreateOptions struct {
 	Org        string
 	TTL        string
 	Output     string
+	// KeyURI names the root's key in an HSM or key service (kms.Create makes it
+	// there, or kms.Open opens it with ExistingKey).
+	KeyURI      string
+	ExistingKey bool
 
 	profile ca.RootProfile // set by Validate
 }
@@ -60,18 +66,27 @@ With --vault-kv MOUNT/PATH the root is generated locally and stored in a KV v2 s
 (fields certificate and private_key) with check-and-set, so an existing secret is never
 overwritten; the key touches no disk. Vault is reached through VAULT_ADDR, VAULT_TOKEN
 and the --vault-* flags (see docs/vault.md).
+With --key-uri the key is generated inside an HSM (a pkcs11: URI, with both id and
+object), sensitive and never extractable; only DIR/root-cert.pem is written, and
+later commands name the key with --key-uri beside --root-dir DIR. --existing-key
+uses a key already there instead (a cloud KMS key, made with the service's tools).
+The PIN comes from the URI's pin-source=FILE or MESHPKI_PKCS11_PIN (see docs/hsm.md).
 
 Examples:
    meshpki root create --out root
    meshpki root create --out root --key-type rsa-4096 --org "Example Corp" --ttl 7300d
    meshpki root create --vault-pki pki-mesh --enable-mount --ttl 3650d
-   meshpki root create --vault-kv secret/meshpki/root`,
+   meshpki root create --vault-kv secret/meshpki/root
+   MESHPKI_PKCS11_PIN=$(cat pin) meshpki root create --out root-hsm \
+     --key-uri 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=mesh;id=2026;object=root-2026'`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "out", Usage: "folder to write root-cert.pem and root-key.pem to (or use --vault-pki / --vault-kv)"},
 			&cli.StringFlag{Name: "key-type", Value: string(ca.ECDSAP256), Usage: "ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096"},
 			&cli.StringFlag{Name: "common-name", Value: ca.DefaultRootCN, Usage: "subject CN"},
 			orgFlag("", "subject O; must not be empty (the same rule as for intermediates)"),
 			ttlFlag("", ca.DefaultRootTTL, "lifetime"),
+			&cli.StringFlag{Name: "key-uri", Usage: "with --out: generate the root's key inside an HSM at this pkcs11: URI (id and object both given) and write only root-cert.pem; see docs/hsm.md, e.g. --key-uri 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=mesh;id=2026;object=root-2026?pin-source=/run/secrets/pin'"},
+			&cli.BoolFlag{Name: "existing-key", Usage: "with --key-uri: sign the root with the key already at the URI (a cloud KMS key, or one made with the token's tools) instead of generating one; --key-type is then the key's"},
 			outputFlag(),
 		}, rootVaultFlags()...),
 		Action: actionOf(e, bindRootCreate),
@@ -80,13 +95,15 @@ Examples:
 
 func bindRootCreate(c *cli.Context) *rootCreateOptions {
 	return &rootCreateOptions{
-		cmd:        bindArgs(c),
-		Target:     bindRootTarget(c),
-		KeyType:    c.String("key-type"),
-		CommonName: c.String("common-name"),
-		Org:        c.String("org"),
-		TTL:        c.String("ttl"),
-		Output:     c.String("output"),
+		cmd:         bindArgs(c),
+		Target:      bindRootTarget(c),
+		KeyType:     c.String("key-type"),
+		CommonName:  c.String("common-name"),
+		Org:         c.String("org"),
+		TTL:         c.String("ttl"),
+		Output:      c.String("output"),
+		KeyURI:      c.String("key-uri"),
+		ExistingKey: c.Bool("existing-key"),
 	}
 }
 
@@ -115,6 +132,16 @@ func (o *rootCreateOptions) Validate() error {
 	o.profile = ca.DefaultRootProfile(o.Org)
 	o.profile.Subject = pkix.Name{CommonName: o.CommonName, Organization: []string{o.Org}}
 	o.profile.KeyType, o.profile.TTL = kt, ttl
+	switch {
+	case o.ExistingKey && o.KeyURI == "":
+		return inputError(errors.New("--existing-key needs --key-uri"))
+	case o.KeyURI != "" && o.Target.Out == "":
+		return inputError(errors.New("--key-uri needs --out DIR, the folder root-cert.pem is written to (a root in Vault has its key in Vault)"))
+	case o.KeyURI != "":
+		if err := kms.Check(o.KeyURI); err != nil {
+			return inputError(fmt.Errorf("--key-uri: %w", err))
+		}
+	}
 	return o.Target.Validate()
 }
 
@@ -143,15 +170,25 @@ func (o *rootCreateOptions) Run(ctx context.Context, e *env) error {
 	if err := ca.CheckRootDirFree(o.Target.Out); err != nil {
 		return rootWriteError(err)
 	}
-	if o.profile.KeyType == ca.RSA4096 || o.profile.KeyType == ca.RSA3072 {
-		e.log.Info("generating RSA key", "type", o.profile.KeyType)
-	}
-	root, keyPEM, err := ca.CreateRoot(o.profile, time.Now())
-	if err != nil {
-		return failed(err)
-	}
-	if err := ca.WriteRootDir(o.Target.Out, root, keyPEM); err != nil {
-		return rootWriteError(err)
+	var root *ca.Root
+	if o.KeyURI != "" {
+		r, err := o.createInKMS(ctx, e)
+		if err != nil {
+			return err
+		}
+		root = r
+	} else {
+		if o.profile.KeyType == ca.RSA4096 || o.profile.KeyType == ca.RSA3072 {
+			e.log.Info("generating RSA key", "type", o.profile.KeyType)
+		}
+		r, keyPEM, err := ca.CreateRoot(o.profile, time.Now())
+		if err != nil {
+			return failed(err)
+		}
+		if err := ca.WriteRootDir(o.Target.Out, r, keyPEM); err != nil {
+			return rootWriteError(err)
+		}
+		root = r
 	}
 	res := rootResult{Dir: o.Target.Out, Subject: root.Cert.Subject.String(), KeyType: ca.DescribeKey(root.Cert.PublicKey),
 		NotAfter: root.Cert.NotAfter.UTC(), Fingerprint: ca.Fingerprint(root.Cert)}
@@ -161,6 +198,52 @@ func (o *rootCreateOptions) Run(ctx context.Context, e *env) error {
 	fmt.Fprintf(e.stdout, "root CA written to %s\n  subject:     %s\n  key:         %s\n  not after:   %s\n  sha256:      %s\n",
 		res.Dir, res.Subject, res.KeyType, res.NotAfter.Format(time.RFC3339), res.Fingerprint)
 	return nil
+}
+
+// createInKMS makes the root with its key in an HSM or key service: the key
+// generated there (kms.Create), or the one there already (--existing-key), signs
+// the certificate, and only root-cert.pem is written. A key made here whose
+// certificate cannot be written is deleted again.
+func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (*ca.Root, error) {
+	opts := kms.Options{PIN: os.Getenv(pinEnv)}
+	var key *kms.Key
+	var err error
+	if o.ExistingKey {
+		key, err = kms.Open(ctx, o.KeyURI, opts)
+		if err == nil {
+			kt, _ := ca.KeyTypeOf(key.Public()) // Open checked it
+			o.profile.KeyType = kt
+		}
+	} else {
+		e.log.Info("generating the root's key in the token", "type", o.profile.KeyType, "key", kms.Redact(o.KeyURI))
+		key, err = kms.Create(ctx, o.KeyURI, o.profile.KeyType, opts)
+	}
+	if err != nil {
+		if errors.Is(err, kms.ErrExists) {
+			return nil, inputError(fmt.Errorf("--key-uri: %w; to make the root with that key, add --existing-key", err))
+		}
+		return nil, inputError(fmt.Errorf("--key-uri: %w", err))
+	}
+	drop := func() {
+		if o.ExistingKey {
+			key.Close()
+			return
+		}
+		if derr := key.Destroy(); derr != nil {
+			e.log.Error("the key generated in the token is not used, and could not be deleted: delete it with the token's tools", "key", kms.Redact(o.KeyURI), "err", derr)
+		}
+	}
+	root, err := ca.CreateRootWithSigner(o.profile, key, time.Now())
+	if err != nil {
+		drop()
+		return nil, failed(fmt.Errorf("sign the root in the token: %w", err))
+	}
+	if err := ca.WriteRootDir(o.Target.Out, root, nil); err != nil {
+		drop()
+		return nil, rootWriteError(err)
+	}
+	e.closeAtEnd(key)
+	return root, nil
 }
 
 func rootWriteError(err error) error {

@@ -37,6 +37,7 @@ func newRootFlags() []cli.Flag {
 		&cli.StringFlag{Name: "new-vault-pki", Category: catNewRoot, Usage: "Vault PKI mount whose root signs the new intermediates (its key never leaves Vault), e.g. --new-vault-pki pki-2027"},
 		&cli.StringFlag{Name: "new-vault-issuer", Category: catNewRoot, Usage: "with --new-vault-pki: the new root's issuer name or ID instead of the mount's default, e.g. --new-vault-issuer root-2027"},
 		&cli.StringFlag{Name: "new-vault-kv", Category: catNewRoot, Usage: "Vault KV v2 secret holding the new root (fields certificate, private_key) or an issuing CA under it (and ca_chain), as MOUNT/PATH, e.g. --new-vault-kv secret/meshpki/root-2027"},
+		keyURIFlag("new-"),
 	}
 }
 

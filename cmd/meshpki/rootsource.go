@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/kms"
 	"github.com/meshpki/meshpki/rootsource"
 	"github.com/meshpki/meshpki/vault"
 )
@@ -31,7 +33,21 @@ func rootSourceFlags() []cli.Flag {
 		&cli.StringFlag{Name: "vault-pki", Category: catRoot, Usage: "Vault PKI mount whose root signs the intermediates (the root key never leaves Vault), e.g. --vault-pki pki"},
 		&cli.StringFlag{Name: "vault-issuer", Category: catRoot, Usage: "with --vault-pki: issuer name or ID to sign with instead of the mount's default, e.g. --vault-issuer mesh-root"},
 		&cli.StringFlag{Name: "vault-kv", Category: catRoot, Usage: "Vault KV v2 secret holding the root (fields certificate, private_key) or an issuing CA (and ca_chain), as MOUNT/PATH, e.g. --vault-kv secret/meshpki/root"},
+		keyURIFlag(""),
 	}, vaultConnFlags()...)
+}
+
+// pinEnv holds the PIN of a PKCS#11 token whose key URI names no pin-source file.
+const pinEnv = "MESHPKI_PKCS11_PIN"
+
+// keyURIFlag is --key-uri (prefix "new-": --new-key-uri): the key of the folder's
+// root or issuing CA in an HSM or a key service.
+func keyURIFlag(prefix string) cli.Flag {
+	cat := catRoot
+	if prefix == "new-" {
+		cat = catNewRoot
+	}
+	return &cli.StringFlag{Name: prefix + "key-uri", Category: cat, Usage: fmt.Sprintf("with --%[1]sroot-dir or --%[1]sca-dir: the CA's key in an HSM (pkcs11:) or a cloud KMS (awskms:, azurekms:), used in place of the folder's key file, which must not exist; the PIN from the URI's pin-source=FILE or %[2]s, never the URI (see docs/hsm.md), e.g. --%[1]skey-uri 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=mesh;object=root-2026?pin-source=/run/secrets/pin'", prefix, pinEnv)}
 }
 
 // vaultConnFlags say how to reach and log in to Vault. Secrets never come from argv:
@@ -78,7 +94,7 @@ func bindRootSource(c *cli.Context, vc *vaultConn) rootSource {
 func bindRootSourceFlags(c *cli.Context, prefix string, vc *vaultConn) rootSource {
 	f := func(name string) string { return c.String(prefix + name) }
 	return rootSource{prefix: prefix, Vault: vc,
-		Spec: rootsource.Spec{Dir: f("root-dir"), CADir: f("ca-dir"), VaultPKI: f("vault-pki"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv")}}
+		Spec: rootsource.Spec{Dir: f("root-dir"), CADir: f("ca-dir"), VaultPKI: f("vault-pki"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv"), Key: f("key-uri")}}
 }
 
 // Validate checks that exactly one source is named (rootsource.Spec.Validate), in
@@ -96,6 +112,10 @@ func (s *rootSource) Validate() error {
 		return inputError(fmt.Errorf("pass only one of --%[1]sroot-dir, --%[1]sca-dir, --%[1]svault-pki and --%[1]svault-kv", s.prefix))
 	case errors.Is(err, rootsource.ErrIssuerWithoutPKI):
 		return inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", s.prefix))
+	case errors.Is(err, rootsource.ErrKeyWithoutFolder):
+		return inputError(fmt.Errorf("--%[1]skey-uri needs --%[1]sroot-dir or --%[1]sca-dir: the folder that holds the CA's certificate", s.prefix))
+	case err != nil && s.Key != "" && strings.HasPrefix(err.Error(), "key URI: "):
+		return inputError(fmt.Errorf("--%skey-uri: %w", s.prefix, errors.Unwrap(err)))
 	case err != nil:
 		return inputError(fmt.Errorf("--%svault-kv: %w", s.prefix, errors.Unwrap(err)))
 	}
@@ -117,6 +137,9 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 	iss, err := rootsource.Open(ctx, s.Spec, opts)
 	switch {
 	case err == nil:
+		if c, ok := iss.(io.Closer); ok {
+			e.closeAtEnd(c)
+		}
 		return iss, nil
 	case s.UsesVault():
 		return nil, vaultError(err)
@@ -127,7 +150,7 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 // options are the rootsource.Options of s: the logger, and the Vault client
 // (connected and logged in once per run) when the source is in Vault.
 func (s rootSource) options(ctx context.Context, e *env) (rootsource.Options, error) {
-	opts := rootsource.Options{Log: e.log}
+	opts := rootsource.Options{Log: e.log, KMS: kms.Options{PIN: os.Getenv(pinEnv)}}
 	if s.UsesVault() {
 		client, err := s.Vault.connect(ctx, e)
 		if err != nil {
