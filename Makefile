@@ -11,7 +11,7 @@ STAMP    := -version $(VERSION) -commit $(COMMIT) -date $(SOURCE_DATE_EPOCH)
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit vet lint fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-k8s bench-mesh bench-openssl demo demo-mesh fuzz release image manifests clean
+.PHONY: all build test test-unit vet lint fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-hsm bench-k8s bench-mesh bench-openssl demo demo-mesh fuzz release image manifests clean
 
 all: build
 
@@ -77,11 +77,15 @@ test: fmt-check build tools
 test-unit:
 	$(GO) test -count=1 ./...
 
-bench: bench-go bench-k8s bench-openssl
+bench: bench-go bench-k8s bench-openssl bench-hsm
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./ca/
 	VAULTDEV_BIN=$$(tools/build.sh vaultdev)/vaultdev $(GO) test -run '^$$' -bench PKIMint -benchtime 2000x ./vault/
+
+# 100 bundles from a root whose key is in a file and in a SoftHSM2 token, side by side.
+bench-hsm:
+	$(GO) test -run '^$$' -bench Mint100 -benchtime 10x ./kms/
 
 # Install into 3 real clusters, concurrently and sequentially.
 bench-k8s:

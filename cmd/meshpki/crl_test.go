@@ -419,11 +419,15 @@ func TestVerifyWithCRLs(t *testing.T) {
 // needs first; after every step each istiod has taken its Secret (published roots
 // and CRLs, its own loader agreeing, no refusal), and workloads it signs, holding
 // the published CRLs, complete mTLS across the clusters, also with workloads of
-// the step before.
+// the step before. Root B's key is in a PKCS#11 token (SoftHSM2, root create
+// --key-uri): the rotation onto it, and its CRLs, are signed there.
 func TestIstiodRootRotationWithCRLs(t *testing.T) {
 	t.Parallel() // mostly waits on its own servers: see istiodMesh
 	env, kc, clients := istiodMesh(t, "east", "west")
-	rootA, rootB, bundles := twoRoots(t)
+	rootA, _, bundles := twoRoots(t)
+	h := testenv.NewSoftHSM(t)
+	rootB, keyB := filepath.Join(t.TempDir(), "b-in-token"), h.URI("0b", "root-2027")
+	rrWant(t, 0, nil, "root", "create", "--out", rootB, "--common-name", "Root CA 2027", "--key-uri", keyB)
 	rrWant(t, 0, nil, "install", "--kubeconfig", kc, "--all-contexts", "--bundles", bundles)
 	rrWant(t, 0, nil, "crl", "sync", "--kubeconfig", kc, "--all-contexts", "--root-dir", rootA)
 	var is []*testenv.Istiod
@@ -449,7 +453,7 @@ func TestIstiodRootRotationWithCRLs(t *testing.T) {
 		for k, i := range is {
 			offsets[k] = i.LogSize()
 		}
-		out, _ := rrWant(t, 0, nil, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootB,
+		out, _ := rrWant(t, 0, nil, "root", "rotate", "--kubeconfig", kc, "--all-contexts", "--new-root-dir", rootB, "--new-key-uri", keyB,
 			"--min-step-interval", "0", "--crl-settle", "0", "-o", "json")
 		var run struct {
 			CRLs []struct{ Cluster, Action string } `json:"crls"`
