@@ -11,7 +11,7 @@ STAMP    := -version $(VERSION) -commit $(COMMIT) -date $(SOURCE_DATE_EPOCH)
 # cached in $(MESHPKI_CACHE) (default ~/.cache/meshpki); a cold build takes minutes.
 export MESHPKI_CACHE ?= $(HOME)/.cache/meshpki
 
-.PHONY: all build test test-unit vet lint fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-hsm bench-k8s bench-mesh bench-openssl demo demo-mesh fuzz release image manifests clean
+.PHONY: all build test test-unit vet lint fmt-check tools vaultdev k8s-testenv istiod bench bench-go bench-hsm bench-k8s bench-mesh bench-openssl demo demo-mesh fuzz release release-hsm image image-hsm manifests clean
 
 all: build
 
@@ -114,10 +114,20 @@ fuzz:
 release:
 	$(DIST) release $(STAMP) -out dist/release
 
+# The HSM build (docs/hsm.md): cgo binaries for linux/amd64 and linux/arm64 that load a
+# vendor's PKCS#11 module, meshpki-hsm_* in dist/release (arm64 on an amd64 machine
+# needs gcc-aarch64-linux-gnu and libc6-dev-arm64-cross).
+release-hsm:
+	$(DIST) release -hsm $(STAMP) -out dist/release
+
 # The container image, built with no daemon and no base image (docs: README, Install):
 # an OCI layout (linux/amd64 + linux/arm64) and a `docker load` tarball per platform, in dist/image.
 image:
 	$(DIST) image $(STAMP) -out dist/image
+
+# The HSM image (tag VERSION-hsm): the HSM build with the glibc it and a vendor's module need.
+image-hsm:
+	$(DIST) image -hsm $(STAMP) -out dist/image
 
 # deploy/cronjob.yaml, generated from the Helm chart deploy/chart/meshpki.
 manifests:

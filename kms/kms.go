@@ -274,7 +274,12 @@ func classify(rawURI string, err error, o Options) error {
 	case strings.Contains(msg, "compiled without cgo or PKCS#11 support"):
 		why = fmt.Errorf("%w: PKCS#11 needs the cgo build (meshpki-hsm, see docs/hsm.md)", ErrNotCompiled)
 	case strings.Contains(msg, "failed to open module"), strings.Contains(msg, "failed to initialize module"), strings.Contains(msg, "failed to create module context"):
-		why = fmt.Errorf("%w (module-path %q: is it the vendor's PKCS#11 library, for this machine's architecture, and can it find its configuration?)", ErrModule, moduleOf(rawURI))
+		module := moduleOf(rawURI)
+		if reason := loadError(module); reason != "" {
+			why = fmt.Errorf("%w: %s (module-path %s: the vendor's PKCS#11 library, for this machine's architecture, with the libraries it needs on the loader's path, e.g. LD_LIBRARY_PATH)", ErrModule, reason, module)
+		} else {
+			why = fmt.Errorf("%w (module-path %s: is it the vendor's PKCS#11 library, and can it find its configuration?)", ErrModule, module)
+		}
 	case strings.Contains(msg, "could not find PKCS#11 token"):
 		why = ErrToken
 	case strings.Contains(msg, "CKR_PIN_INCORRECT"), strings.Contains(msg, "CKR_PIN_INVALID"), strings.Contains(msg, "CKR_PIN_LEN_RANGE"):
@@ -294,11 +299,12 @@ func classify(rawURI string, err error, o Options) error {
 	return fmt.Errorf("%s: %w: %w", Redact(rawURI), why, err)
 }
 
-// moduleOf is the module-path of a PKCS#11 URI, or what crypto11 loads by default.
+// moduleOf is the module-path of a PKCS#11 URI, or what the library loads when
+// none is given (p11-kit's proxy).
 func moduleOf(rawURI string) string {
 	u, err := uri.Parse(rawURI)
 	if err != nil || u.Get("module-path") == "" {
-		return "p11-kit-proxy.so (the default)"
+		return "p11-kit-proxy.so"
 	}
 	return u.Get("module-path")
 }

@@ -50,6 +50,10 @@ type Options struct {
 	release.Stamp
 	// Source is the org.opencontainers.image.source label (default DefaultSource).
 	Source string
+	// HSM makes the HSM image: the binary is the cgo build (PKCS#11), and the
+	// image carries the glibc it and a vendor's PKCS#11 module need (glibcFiles)
+	// and the empty folder PKCS11Dir to mount the module in.
+	HSM bool
 }
 
 // Roots returns the CA roots put in the image as PEM: the NSS (Mozilla) trust
@@ -90,6 +94,11 @@ type file struct {
 // Layer returns the image's one layer, uncompressed: a tar of the binary, the
 // roots, passwd, group, nsswitch.conf, the user's home and /tmp.
 func Layer(binary []byte, date time.Time) ([]byte, error) {
+	return layer(binary, date, nil)
+}
+
+// layer is Layer with extra files (and folders) after the static image's.
+func layer(binary []byte, date time.Time, extra []file) ([]byte, error) {
 	files := []file{
 		{name: "etc/", mode: 0o755, dir: true},
 		{name: "etc/group", mode: 0o644, data: []byte(fmt.Sprintf("root:x:0:\nnonroot:x:%d:\n", GID))},
@@ -107,6 +116,7 @@ func Layer(binary []byte, date time.Time) ([]byte, error) {
 		{name: "usr/local/bin/", mode: 0o755, dir: true},
 		{name: "usr/local/bin/meshpki", mode: 0o755, data: binary},
 	}
+	files = append(files, extra...)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	mtime := date.UTC().Truncate(time.Second)
@@ -134,8 +144,12 @@ func Labels(o Options) map[string]string {
 	if src == "" {
 		src = DefaultSource
 	}
+	title := "meshpki"
+	if o.HSM {
+		title = "meshpki-hsm"
+	}
 	return map[string]string{
-		"org.opencontainers.image.title":       "meshpki",
+		"org.opencontainers.image.title":       title,
 		"org.opencontainers.image.description": "Per-cluster Istio intermediate CAs from one root, installed and rotated in every cluster",
 		"org.opencontainers.image.version":     o.Version,
 		"org.opencontainers.image.revision":    o.Commit,
@@ -151,7 +165,17 @@ func Build(o Options, p release.Platform, binary []byte) (v1.Image, error) {
 	if err := o.Stamp.Validate(); err != nil {
 		return nil, err
 	}
-	tarData, err := Layer(binary, o.Date)
+	var extra []file
+	what := "meshpki " + o.Version + ", CA roots, nonroot user"
+	if o.HSM {
+		libc, err := glibcFiles(binary, p)
+		if err != nil {
+			return nil, err
+		}
+		extra = withParents(append(libc, file{name: PKCS11Dir[1:] + "/", mode: 0o755, dir: true}))
+		what = "meshpki " + o.Version + " (HSM build: cgo, glibc, " + PKCS11Dir + " for a vendor's PKCS#11 module), CA roots, nonroot user"
+	}
+	tarData, err := layer(binary, o.Date, extra)
 	if err != nil {
 		return nil, err
 	}
@@ -165,7 +189,7 @@ func Build(o Options, p release.Platform, binary []byte) (v1.Image, error) {
 	img, err := mutate.Append(base, mutate.Addendum{
 		Layer:     layer,
 		MediaType: types.OCILayer,
-		History:   v1.History{Created: created, CreatedBy: "meshpki-dist image", Comment: "meshpki " + o.Version + ", CA roots, nonroot user"},
+		History:   v1.History{Created: created, CreatedBy: "meshpki-dist image", Comment: what},
 	})
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -79,10 +80,37 @@ type BuildOptions struct {
 	Go string
 	// Package is the main package (default ./cmd/meshpki).
 	Package string
+	// CGO builds with cgo, as PKCS#11 needs (the HSM build): the binary links
+	// glibc dynamically, and uses Go's own DNS resolver and user lookup (netgo,
+	// osusergo), so that it needs nothing of glibc but libc.so.6 and its loader.
+	CGO bool
+	// CC is the C compiler of a cgo build for another platform than this
+	// machine's (CrossCC finds one).
+	CC string
+}
+
+// CrossCC is the C compiler a cgo build for p needs on this machine: "" for this
+// machine's own platform, else Debian's cross compiler for p (gcc-aarch64-linux-gnu,
+// gcc-x86-64-linux-gnu), which must be on PATH.
+func CrossCC(p Platform) (string, error) {
+	if p.OS == runtime.GOOS && p.Arch == runtime.GOARCH {
+		return "", nil
+	}
+	triplets := map[string]string{"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
+	t, ok := triplets[p.String()]
+	if !ok {
+		return "", fmt.Errorf("the HSM build (cgo) is made for linux/amd64 and linux/arm64, not %s", p)
+	}
+	cc := t + "-gcc"
+	if _, err := exec.LookPath(cc); err != nil {
+		return "", fmt.Errorf("the HSM build for %s needs the C cross compiler %s (Debian: apt-get install gcc-%s): %w", p, cc, strings.ReplaceAll(t, "_", "-"), err)
+	}
+	return cc, nil
 }
 
 // BuildBinary builds a static (CGO_ENABLED=0), trimmed, stamped binary for p at
-// out. Build IDs and VCS stamping are off, so the same inputs give the same bytes.
+// out (with o.CGO: linked to glibc, for PKCS#11). Build IDs and VCS stamping are
+// off, so the same inputs give the same bytes.
 func BuildBinary(ctx context.Context, o BuildOptions, s Stamp, p Platform, out string) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -95,9 +123,17 @@ func BuildBinary(ctx context.Context, o BuildOptions, s Stamp, p Platform, out s
 		pkg = "./cmd/meshpki"
 	}
 	ldflags := fmt.Sprintf("-s -w -buildid= -X main.version=%s -X main.commit=%s", s.Version, s.Commit)
-	cmd := exec.CommandContext(ctx, goCmd, "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out, pkg)
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", out}
+	cgo := "CGO_ENABLED=0"
+	if o.CGO {
+		args, cgo = append(args, "-tags", "netgo,osusergo"), "CGO_ENABLED=1"
+	}
+	cmd := exec.CommandContext(ctx, goCmd, append(args, pkg)...)
 	cmd.Dir = o.ModuleDir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Arch, "GOFLAGS=-mod=readonly", "GOWORK=off")
+	cmd.Env = append(os.Environ(), cgo, "GOOS="+p.OS, "GOARCH="+p.Arch, "GOFLAGS=-mod=readonly", "GOWORK=off")
+	if o.CGO && o.CC != "" {
+		cmd.Env = append(cmd.Env, "CC="+o.CC)
+	}
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	if err := cmd.Run(); err != nil {
@@ -118,6 +154,15 @@ type Options struct {
 	// Extra files put next to the binary in every archive, relative to
 	// ModuleDir (e.g. README.md).
 	Extra []string
+	// HSM makes the HSM build instead: cgo binaries (PKCS#11) for linux only
+	// (default HSMPlatforms), in files named meshpki-hsm_VERSION_OS_ARCH, with
+	// their own checksums file.
+	HSM bool
+}
+
+// HSMPlatforms are the platforms of the HSM build.
+func HSMPlatforms() []Platform {
+	return []Platform{{"linux", "amd64"}, {"linux", "arm64"}}
 }
 
 // Artifacts are the files Build wrote, as paths under Options.Out.
@@ -132,15 +177,26 @@ func Name(s Stamp, p Platform) string {
 	return fmt.Sprintf("meshpki_%s_%s_%s", s.Version, p.OS, p.Arch)
 }
 
+// HSMName is the base name of the HSM build's files: meshpki-hsm_VERSION_OS_ARCH.
+func HSMName(s Stamp, p Platform) string {
+	return fmt.Sprintf("meshpki-hsm_%s_%s_%s", s.Version, p.OS, p.Arch)
+}
+
 // Build builds every platform's binary, archive and SBOM into o.Out, then the
 // checksums file meshpki_VERSION_checksums.txt over all of them.
 func Build(ctx context.Context, o Options) (*Artifacts, error) {
 	if err := o.Stamp.Validate(); err != nil {
 		return nil, err
 	}
-	platforms := o.Platforms
+	platforms, name, product := o.Platforms, Name, "meshpki"
 	if len(platforms) == 0 {
 		platforms = DefaultPlatforms()
+		if o.HSM {
+			platforms = HSMPlatforms()
+		}
+	}
+	if o.HSM {
+		name, product = HSMName, "meshpki-hsm"
 	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, err
@@ -153,9 +209,19 @@ func Build(ctx context.Context, o Options) (*Artifacts, error) {
 	a := &Artifacts{Archives: map[Platform]string{}, SBOMs: map[Platform]string{}}
 	var sums []string
 	for _, p := range platforms {
-		name := Name(o.Stamp, p)
+		name := name(o.Stamp, p)
 		bin := filepath.Join(work, name, "meshpki")
-		if err := BuildBinary(ctx, o.BuildOptions, o.Stamp, p, bin); err != nil {
+		bo := o.BuildOptions
+		if o.HSM {
+			if p.OS != "linux" {
+				return nil, fmt.Errorf("the HSM build is for linux only, not %s", p)
+			}
+			if bo.CC, err = CrossCC(p); err != nil {
+				return nil, err
+			}
+			bo.CGO = true
+		}
+		if err := BuildBinary(ctx, bo, o.Stamp, p, bin); err != nil {
 			return nil, err
 		}
 		files := []archiveFile{{name: "meshpki", path: bin, mode: 0o755}}
@@ -177,7 +243,7 @@ func Build(ctx context.Context, o Options) (*Artifacts, error) {
 		a.Archives[p], a.SBOMs[p] = archive, sbomFile
 		sums = append(sums, archive, sbomFile)
 	}
-	a.Checksums = filepath.Join(o.Out, fmt.Sprintf("meshpki_%s_checksums.txt", o.Version))
+	a.Checksums = filepath.Join(o.Out, fmt.Sprintf("%s_%s_checksums.txt", product, o.Version))
 	if err := writeChecksums(a.Checksums, sums); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"debug/elf"
 	"debug/macho"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -86,6 +87,7 @@ func TestRelease(t *testing.T) {
 		if p.OS == runtime.GOOS && p.Arch == runtime.GOARCH {
 			ran = true
 			runVersion(t, binPath, p)
+			refusesPKCS11(t, binPath)
 		}
 	}
 	if !ran && runtime.GOOS == "linux" && runtime.GOARCH == "amd64" {
@@ -141,6 +143,37 @@ func runVersion(t *testing.T, bin string, p Platform) {
 	text, err := exec.Command(bin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(text), fmt.Sprintf("meshpki %s (commit %s) go", testStamp.Version, testStamp.Commit)) {
 		t.Errorf("%s: meshpki version: %q %v", p, text, err)
+	}
+}
+
+// refusesPKCS11: the static binary, which cannot load a PKCS#11 module, says so
+// and points to the HSM build, with exit 2 and nothing written.
+func refusesPKCS11(t *testing.T, bin string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "root")
+	cmd := exec.Command(bin, "root", "create", "--out", out, "--key-uri", "pkcs11:token=mesh;id=01;object=root")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(stderr.String(), "cgo build") {
+		t.Errorf("the static binary with a pkcs11 key: %v\n%s", err, stderr.String())
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("the refused root create wrote its folder")
+	}
+}
+
+// TestCrossCC: the native platform needs no cross compiler; darwin has no HSM build.
+func TestCrossCC(t *testing.T) {
+	if cc, err := CrossCC(Platform{runtime.GOOS, runtime.GOARCH}); cc != "" || err != nil {
+		t.Errorf("native: %q %v", cc, err)
+	}
+	if _, err := CrossCC(Platform{"darwin", "arm64"}); err == nil {
+		t.Error("darwin HSM build accepted")
+	}
+	if HSMName(testStamp, Platform{"linux", "arm64"}) != "meshpki-hsm_v9.8.7-test.1_linux_arm64" {
+		t.Error(HSMName(testStamp, Platform{"linux", "arm64"}))
 	}
 }
 

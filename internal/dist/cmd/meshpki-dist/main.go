@@ -1,9 +1,11 @@
 // Command meshpki-dist builds meshpki's release artifacts and container image;
 // the Makefile runs it (make release, make image).
 //
-//	meshpki-dist release -version V -commit C [-date UNIX] [-out dist/release] [-platform linux/amd64 ...]
+//	meshpki-dist release -version V -commit C [-date UNIX] [-out dist/release] [-platform linux/amd64 ...] [-hsm]
 //	meshpki-dist manifests [-C .]   (deploy/cronjob.yaml from the Helm chart)
-//	meshpki-dist image   -version V -commit C [-date UNIX] [-out dist/image] [-platform linux/amd64 ...] [-repo meshpki]
+//	meshpki-dist image   -version V -commit C [-date UNIX] [-out dist/image] [-platform linux/amd64 ...] [-repo meshpki] [-hsm]
+//
+// -hsm makes the HSM build (cgo, for PKCS#11; docs/hsm.md) instead of the static one.
 package main
 
 import (
@@ -85,6 +87,7 @@ func runRelease(ctx context.Context, args []string, stdout io.Writer) error {
 	stamp := stampFlags(fs)
 	out := fs.String("out", "dist/release", "folder to write")
 	mod := fs.String("C", ".", "meshpki's module folder")
+	hsm := fs.Bool("hsm", false, "the HSM build: cgo binaries (PKCS#11) for linux/amd64 and linux/arm64, named meshpki-hsm_*")
 	var platforms platformsFlag
 	fs.Var(&platforms, "platform", "GOOS/GOARCH to build (repeatable; default linux and darwin on amd64 and arm64)")
 	if err := fs.Parse(args); err != nil {
@@ -94,12 +97,17 @@ func runRelease(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	extra := []string{"README.md"}
+	if *hsm {
+		extra = append(extra, "docs/hsm.md")
+	}
 	a, err := release.Build(ctx, release.Options{
 		BuildOptions: release.BuildOptions{ModuleDir: *mod},
 		Stamp:        s,
 		Platforms:    platforms,
 		Out:          *out,
-		Extra:        []string{"README.md"},
+		Extra:        extra,
+		HSM:          *hsm,
 	})
 	if err != nil {
 		return err
@@ -131,6 +139,7 @@ func runImage(ctx context.Context, args []string, stdout io.Writer) error {
 	mod := fs.String("C", ".", "meshpki's module folder")
 	repo := fs.String("repo", "meshpki", "repository name in the docker tarballs (docker load tags the image REPO:VERSION)")
 	source := fs.String("source", image.DefaultSource, "org.opencontainers.image.source label")
+	hsm := fs.Bool("hsm", false, "the HSM image: the cgo build with the glibc it and a vendor's PKCS#11 module need (tagged VERSION-hsm)")
 	var platforms platformsFlag
 	fs.Var(&platforms, "platform", "linux/ARCH to build (repeatable; default linux/amd64 and linux/arm64)")
 	if err := fs.Parse(args); err != nil {
@@ -144,6 +153,10 @@ func runImage(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	name := release.Name
+	if *hsm {
+		tag, name = tag+"-hsm", release.HSMName
+	}
 	if len(platforms) == 0 {
 		platforms = platformsFlag{{OS: "linux", Arch: "amd64"}, {OS: "linux", Arch: "arm64"}}
 	}
@@ -155,14 +168,20 @@ func runImage(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	opts := image.Options{Stamp: s, Source: *source}
+	opts := image.Options{Stamp: s, Source: *source, HSM: *hsm}
 	var imgs []v1.Image
 	for _, p := range platforms {
 		if p.OS != "linux" {
 			return fmt.Errorf("-platform %s: the image is for linux only", p)
 		}
 		bin := filepath.Join(work, p.OS+"-"+p.Arch, "meshpki")
-		if err := release.BuildBinary(ctx, release.BuildOptions{ModuleDir: *mod}, s, p, bin); err != nil {
+		bo := release.BuildOptions{ModuleDir: *mod, CGO: *hsm}
+		if *hsm {
+			if bo.CC, err = release.CrossCC(p); err != nil {
+				return err
+			}
+		}
+		if err := release.BuildBinary(ctx, bo, s, p, bin); err != nil {
 			return err
 		}
 		data, err := os.ReadFile(bin)
@@ -174,7 +193,7 @@ func runImage(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("image for %s: %w", p, err)
 		}
 		imgs = append(imgs, img)
-		tarPath := filepath.Join(*out, release.Name(s, p)+".docker.tar")
+		tarPath := filepath.Join(*out, name(s, p)+".docker.tar")
 		if err := image.WriteDockerTar(tarPath, *repo, tag, img); err != nil {
 			return err
 		}
@@ -193,6 +212,9 @@ func runImage(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	layoutDir := filepath.Join(*out, "oci")
+	if *hsm {
+		layoutDir = filepath.Join(*out, "oci-hsm")
+	}
 	if err := image.WriteLayout(layoutDir, idx, tag); err != nil {
 		return err
 	}
