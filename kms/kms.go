@@ -93,11 +93,14 @@ func (k *Key) Close() error {
 // Destroy deletes the key from its token, for a key Create made that is not used
 // after all (its certificate could not be written); then it closes the session.
 func (k *Key) Destroy() error {
-	d, ok := k.km.(interface{ DeleteKey(string) error })
+	// The object this Key holds, by its handle (crypto11's Delete), never a key
+	// looked up again by its URI, which could be another's.
+	d, ok := k.Signer.(interface{ Delete() error })
 	if !ok {
+		k.Close()
 		return fmt.Errorf("%s: this kind of key cannot be deleted by meshpki", Redact(k.uri))
 	}
-	err := d.DeleteKey(k.uri)
+	err := d.Delete()
 	if cerr := k.Close(); err == nil {
 		err = cerr
 	}
@@ -232,7 +235,8 @@ func Create(ctx context.Context, rawURI string, kt ca.KeyType, o Options) (*Key,
 	if err != nil {
 		return nil, err
 	}
-	if _, err := km.CreateKey(req); err != nil {
+	made, err := km.CreateKey(req)
+	if err != nil {
 		km.Close()
 		return nil, classify(rawURI, err, o)
 	}
@@ -240,6 +244,13 @@ func Create(ctx context.Context, rawURI string, kt ca.KeyType, o Options) (*Key,
 	if err != nil {
 		km.Close()
 		return nil, classify(rawURI, err, o)
+	}
+	if !ca.KeyMatchesPublic(s.Public(), made.PublicKey) {
+		// The library looks for the key it made by id and label, and found another:
+		// a second run made one at the same URI at the same time (PKCS#11 allows
+		// two objects with one label). Neither may be taken for the other.
+		km.Close()
+		return nil, fmt.Errorf("%s: %w: two keys now have this id and label (another run created one at the same time); delete the extra one with the token's tools", Redact(rawURI), ErrExists)
 	}
 	return &Key{Signer: s, uri: rawURI, km: km}, nil
 }

@@ -177,6 +177,16 @@ func TestHSMRoot(t *testing.T) {
 		if _, errOut := hsmRun(t, h, 2, "root", "create", "--out", out, "--key-uri", uri); !strings.Contains(errOut, "a key already exists at that URI") || exists(out) {
 			t.Errorf("root create over an existing key: %s", errOut)
 		}
+		// A run killed after it made the key and before it wrote the certificate
+		// leaves the key: the rerun says to take it, and --existing-key does.
+		if _, errOut := hsmRun(t, h, 2, "root", "create", "--out", out, "--key-uri", uri); !strings.Contains(errOut, "add --existing-key") {
+			t.Errorf("root create over an existing key should name --existing-key: %s", errOut)
+		}
+		hsmRun(t, h, 0, "root", "create", "--out", out, "--key-uri", uri, "--existing-key")
+		again, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(out, ca.RootCertFile)))
+		if again == nil || !ca.KeyMatchesPublic(again.PublicKey, rootCert.PublicKey) {
+			t.Error("root create --existing-key signed another key than the one at the URI")
+		}
 		// root create into a folder that holds a root: refused before a key is made.
 		if _, errOut := hsmRun(t, h, 2, "root", "create", "--out", root, "--key-uri", h.URI("30", "never-made")); !strings.Contains(errOut, "already exists") {
 			t.Errorf("root create over a root folder: %s", errOut)
@@ -185,6 +195,41 @@ func TestHSMRoot(t *testing.T) {
 			t.Error("a refused root create left a key in the token")
 		}
 	})
+}
+
+// TestHSMRootCreateTwoRunsAtOnce: two root create runs into one folder with one key
+// URI, at once: one makes the root, the other is refused, and the token holds one
+// key at the URI, the root's.
+func TestHSMRootCreateTwoRunsAtOnce(t *testing.T) {
+	t.Parallel()
+	h := testenv.NewSoftHSM(t)
+	out, uri := filepath.Join(t.TempDir(), "root"), h.URI("50", "race")
+	codes := make(chan int, 2)
+	for range 2 {
+		go func() {
+			code, _, _ := rrRun(t, "root", "create", "--out", out, "--key-uri", uri)
+			codes <- code
+		}()
+	}
+	a, b := <-codes, <-codes
+	if a+b != 2 || a*b != 0 {
+		t.Fatalf("two runs at once exited %d and %d, want 0 and 2", a, b)
+	}
+	if _, err := h.PrivateKeyAttributes("race"); err != nil {
+		t.Fatalf("the token after two runs at once: %v", err)
+	}
+	root, err := ca.ParseCertificatePEM(mustRead(t, filepath.Join(out, ca.RootCertFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := kms.Open(context.Background(), uri, kms.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer key.Close()
+	if !ca.KeyMatchesPublic(key.Public(), root.PublicKey) {
+		t.Error("the root's certificate is not for the key at the URI")
+	}
 }
 
 // makeIssuingCA makes, in the token, the key of an issuing CA at issuingURI and

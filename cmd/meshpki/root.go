@@ -5,12 +5,14 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/atomicfs"
 	"github.com/meshpki/meshpki/internal/textfmt"
 	"github.com/meshpki/meshpki/kms"
 )
@@ -204,10 +206,32 @@ func (o *rootCreateOptions) Run(ctx context.Context, e *env) error {
 // generated there (kms.Create), or the one there already (--existing-key), signs
 // the certificate, and only root-cert.pem is written. A key made here whose
 // certificate cannot be written is deleted again.
-func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (*ca.Root, error) {
+func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (_ *ca.Root, err error) {
+	// Hold the folder while the key is made: a second run into it waits, then finds
+	// the root there and makes no key of its own. A folder made here is removed
+	// again when the run is refused (os.Remove: only while it is empty).
+	if _, serr := os.Stat(o.Target.Out); errors.Is(serr, fs.ErrNotExist) {
+		defer func() {
+			if err != nil {
+				_ = os.Remove(o.Target.Out)
+			}
+		}()
+	}
+	if err := os.MkdirAll(o.Target.Out, 0o700); err != nil {
+		return nil, failed(err)
+	}
+	lock, err := atomicfs.LockDir(ctx, o.Target.Out, func() {
+		e.log.Info("waiting for another meshpki run writing into the folder", "dir", o.Target.Out)
+	})
+	if err != nil {
+		return nil, failed(err)
+	}
+	defer lock.Unlock()
+	if err := ca.CheckRootDirFree(o.Target.Out); err != nil {
+		return nil, rootWriteError(err)
+	}
 	opts := kms.Options{PIN: os.Getenv(pinEnv)}
 	var key *kms.Key
-	var err error
 	if o.ExistingKey {
 		key, err = kms.Open(ctx, o.KeyURI, opts)
 		if err == nil {
