@@ -142,12 +142,8 @@ func parse(rawURI string) (*uri.URI, error) {
 		return nil, fmt.Errorf("%s: %w", Redact(rawURI), ErrPINInURI)
 	}
 	if src := u.Get("pin-source"); src != "" {
-		b, err := os.ReadFile(src)
-		switch {
-		case err != nil:
+		if err := checkPINFile(src); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", Redact(rawURI), ErrPINSource, err)
-		case len(strings.TrimSpace(string(b))) == 0:
-			return nil, fmt.Errorf("%s: %w: %s is empty", Redact(rawURI), ErrPINSource, src)
 		}
 	}
 	if apiv1.Type(strings.ToLower(u.Scheme)) == apiv1.PKCS11 {
@@ -159,6 +155,32 @@ func parse(rawURI string) (*uri.URI, error) {
 		}
 	}
 	return u, nil
+}
+
+// maxPINFile is the most a PIN file holds: PINs are short.
+const maxPINFile = 1024
+
+// checkPINFile checks that the file pin-source names is a regular file (a FIFO or
+// a device would block or never end) holding up to maxPINFile bytes, not all
+// white space. Its content goes into no message.
+func checkPINFile(name string) error {
+	st, err := os.Stat(name)
+	switch {
+	case err != nil:
+		return err
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file (%s)", name, st.Mode().Type())
+	case st.Size() > maxPINFile:
+		return fmt.Errorf("%s holds %d bytes, more than a PIN (at most %d)", name, st.Size(), maxPINFile)
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return fmt.Errorf("%s is empty", name)
+	}
+	return nil
 }
 
 // Redact is rawURI for messages: any pin-value replaced. (Open refuses such URIs;

@@ -1,6 +1,9 @@
+//go:build unix
+
 package kms_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -11,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"go.step.sm/crypto/kms/apiv1"
@@ -100,6 +104,11 @@ func TestOpenRefuses(t *testing.T) {
 	wrong, empty := filepath.Join(dir, "wrong"), filepath.Join(dir, "empty")
 	os.WriteFile(wrong, []byte("000000\n"), 0o600)
 	os.WriteFile(empty, []byte("\n"), 0o600)
+	fifo, big := filepath.Join(dir, "fifo"), filepath.Join(dir, "big")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(big, bytes.Repeat([]byte("1"), 1<<20), 0o600)
 	swap := func(from, to string) string { return strings.Replace(h.URI("0a", "good"), from, to, 1) }
 	for _, tc := range []struct {
 		name, uri string
@@ -117,6 +126,9 @@ func TestOpenRefuses(t *testing.T) {
 		{"PIN in the URI", h.URIWithoutPIN("0a", "good") + "?pin-value=" + h.PIN, kms.Options{}, kms.ErrPINInURI},
 		{"missing PIN file", swap(h.PINFile, filepath.Join(dir, "nope")), kms.Options{}, kms.ErrPINSource},
 		{"empty PIN file", swap(h.PINFile, empty), kms.Options{}, kms.ErrPINSource},
+		{"a folder for a PIN file", swap(h.PINFile, dir), kms.Options{}, kms.ErrPINSource},
+		{"a FIFO for a PIN file (would block)", swap(h.PINFile, fifo), kms.Options{}, kms.ErrPINSource},
+		{"a PIN file of 1 MiB", swap(h.PINFile, big), kms.Options{}, kms.ErrPINSource},
 		{"a file name", "/etc/meshpki/root-key.pem", kms.Options{}, kms.ErrScheme},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
