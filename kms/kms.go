@@ -26,8 +26,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"go.step.sm/crypto/kms/apiv1"
 	"go.step.sm/crypto/kms/uri"
@@ -46,8 +50,10 @@ var (
 	ErrNotCompiled = errors.New("this meshpki build cannot reach that kind of key")
 	// ErrScheme: the text is not a key URI meshpki knows.
 	ErrScheme = errors.New("not a key URI (pkcs11:, awskms:, cloudkms: or azurekms:)")
-	// ErrPINInURI: the URI carries the PIN itself (pin-value).
-	ErrPINInURI = errors.New("the URI holds the PIN (pin-value): PINs must not appear on command lines or in files that name keys; put it in a file named by pin-source=FILE, or in MESHPKI_PKCS11_PIN")
+	// ErrURI: the URI does not parse, or lacks what its scheme needs.
+	ErrURI = errors.New("bad key URI")
+	// ErrPINInURI: the URI carries a secret itself (pin-value, a client secret).
+	ErrPINInURI = errors.New("a secret in the URI (a PIN in pin-value, or a client secret): secrets must not appear on command lines or in files that name keys; put a PIN in a file named by pin-source=FILE, or in MESHPKI_PKCS11_PIN, and leave cloud credentials to the cloud SDK's environment")
 	// ErrPINSource: the file pin-source names cannot be read or is empty.
 	ErrPINSource = errors.New("cannot read the PIN file (pin-source)")
 	// ErrModule: the PKCS#11 module (module-path) does not load.
@@ -121,127 +127,273 @@ func IsURI(s string) bool {
 }
 
 // Check parses uri and refuses what Open would refuse before it reaches a token:
-// an unknown scheme, a PIN inside the URI, an unreadable pin-source, a PKCS#11
-// URI that names no token or no key. It does not read the PIN file's content
-// into any message.
+// an unknown scheme, a secret inside the URI (a PIN, a client secret), an
+// unreadable pin-source, a PKCS#11 URI that names no token or no key, a bad
+// max-sessions. Its errors never hold the URI's text, only Redact's description.
 func Check(rawURI string) error {
-	_, err := parse(rawURI)
+	_, err := check(rawURI)
 	return err
 }
 
-// parse checks rawURI and returns it parsed.
-func parse(rawURI string) (*uri.URI, error) {
+// CheckCreate is Check for a key Create would make: a pkcs11 URI with both id and
+// object.
+func CheckCreate(rawURI string) error {
+	c, err := check(rawURI)
+	if err != nil {
+		return err
+	}
+	return c.canCreate()
+}
+
+// secretAttr reports whether a URI attribute named key carries a secret: a PIN or
+// a password, or a cloud client secret, which the library would read from the URI.
+func secretAttr(key string) bool {
+	k := strings.ToLower(key)
+	for _, s := range []string{"pin-value", "secret", "password", "passphrase"} {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// checked is a key URI that passed check.
+type checked struct {
+	typ apiv1.Type
+	u   *uri.URI
+	// lib is the URI the library gets: a pkcs11 URI without pin-source, whose
+	// file meshpki reads itself (pin), so that the file checked is the file read.
+	lib string
+	pin string
+	// desc is the URI for messages (Redact).
+	desc string
+}
+
+// attrs are the attribute=value fields of a URI's opaque part (split on ;) and
+// of its query (split on &), undecoded, in order.
+func attrs(rawURI string) (scheme string, opaque, query []string) {
+	scheme, rest, _ := strings.Cut(rawURI, ":")
+	rest, _, _ = strings.Cut(rest, "#")
+	op, q, _ := strings.Cut(rest, "?")
+	split := func(s, sep string) []string {
+		var out []string
+		for _, f := range strings.Split(s, sep) {
+			if f != "" {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	// The library splits the opaque part on & as well.
+	return scheme, split(strings.ReplaceAll(op, "&", ";"), ";"), split(q, "&")
+}
+
+// fieldKey is the decoded attribute name of a field.
+func fieldKey(f string) string {
+	k, _, _ := strings.Cut(f, "=")
+	if d, err := url.QueryUnescape(k); err == nil {
+		return d
+	}
+	return k
+}
+
+func check(rawURI string) (*checked, error) {
 	if !IsURI(rawURI) {
-		return nil, fmt.Errorf("%q: %w", Redact(rawURI), ErrScheme)
+		return nil, ErrScheme
+	}
+	scheme, opaque, query := attrs(rawURI)
+	if strings.Contains(rawURI, "#") {
+		return nil, fmt.Errorf("%w: a %s: URI has no #fragment (a label with # in it is written %%23)", ErrURI, strings.ToLower(scheme))
+	}
+	for _, f := range append(append([]string{}, opaque...), query...) {
+		if secretAttr(fieldKey(f)) || secretAttr(f) {
+			return nil, fmt.Errorf("the %s: URI: %w", strings.ToLower(scheme), ErrPINInURI)
+		}
 	}
 	u, err := uri.Parse(rawURI)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", Redact(rawURI), err)
+		// The library's and net/url's words quote the URI: not repeated here.
+		return nil, fmt.Errorf("%w: the %s: URI does not parse: check its percent-escapes and its attribute=value pairs (separated by ; and, after ?, by &)", ErrURI, strings.ToLower(scheme))
 	}
-	if u.Has("pin-value") {
-		return nil, fmt.Errorf("%s: %w", Redact(rawURI), ErrPINInURI)
-	}
-	if src := u.Get("pin-source"); src != "" {
-		if err := checkPINFile(src); err != nil {
-			return nil, fmt.Errorf("%s: %w: %w", Redact(rawURI), ErrPINSource, err)
+	for _, vs := range []url.Values{u.Values, u.URL.Query()} {
+		for k := range vs {
+			if secretAttr(k) {
+				return nil, fmt.Errorf("the %s: URI: %w", strings.ToLower(scheme), ErrPINInURI)
+			}
 		}
 	}
-	if apiv1.Type(strings.ToLower(u.Scheme)) == apiv1.PKCS11 {
-		if u.Get("token") == "" && u.Get("serial") == "" && u.Get("slot-id") == "" {
-			return nil, fmt.Errorf("%s: name the token: token=LABEL, serial=SERIAL or slot-id=N", Redact(rawURI))
+	c := &checked{typ: apiv1.Type(strings.ToLower(u.Scheme)), u: u, lib: rawURI, desc: describe(rawURI)}
+	if c.typ != apiv1.PKCS11 {
+		return c, nil
+	}
+	if u.Get("token") == "" && u.Get("serial") == "" && u.Get("slot-id") == "" {
+		return nil, fmt.Errorf("%s: %w: name the token: token=LABEL, serial=SERIAL or slot-id=N", c.desc, ErrURI)
+	}
+	if u.Get("object") == "" && len(u.GetEncoded("id")) == 0 {
+		return nil, fmt.Errorf("%s: %w: name the key: object=LABEL and/or id=HEX", c.desc, ErrURI)
+	}
+	for _, k := range []string{"slot-id", "max-sessions"} {
+		if !u.Has(k) {
+			continue
 		}
-		if u.Get("object") == "" && len(u.GetEncoded("id")) == 0 {
-			return nil, fmt.Errorf("%s: name the key: object=LABEL and/or id=HEX", Redact(rawURI))
+		n, err := strconv.Atoi(u.Get(k))
+		if err != nil || n < 0 || k == "max-sessions" && (n < 2 || n > maxSessions) {
+			return nil, fmt.Errorf("%s: %w: %s=%q is not a number meshpki takes (max-sessions: 2 to %d)", c.desc, ErrURI, k, u.Get(k), maxSessions)
 		}
 	}
-	return u, nil
+	if u.Has("pin-source") {
+		src := strings.TrimPrefix(u.Get("pin-source"), "file://")
+		if src == "" {
+			return nil, fmt.Errorf("%s: %w: pin-source names no file", c.desc, ErrPINSource)
+		}
+		if c.pin, err = readPINFile(src); err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", c.desc, ErrPINSource, err)
+		}
+		c.lib = without(rawURI, "pin-source")
+	}
+	return c, nil
+}
+
+// canCreate checks that Create can make a key at c.
+func (c *checked) canCreate() error {
+	if c.typ != apiv1.PKCS11 {
+		return fmt.Errorf("%s: %w: keys are created in a token (pkcs11:) only; create a cloud KMS key with the service's own tools and use it with --existing-key", c.desc, ErrURI)
+	}
+	if c.u.Get("object") == "" || len(c.u.GetEncoded("id")) == 0 {
+		return fmt.Errorf("%s: %w: a new key needs both id=HEX and object=LABEL, so that it can be found by either", c.desc, ErrURI)
+	}
+	return nil
+}
+
+// maxSessions bounds max-sessions: crypto11 allocates its session pool up front.
+const maxSessions = 4096
+
+// without is rawURI without the attributes named keys (decoded names), the
+// others as written.
+func without(rawURI string, keys ...string) string {
+	scheme, opaque, query := attrs(rawURI)
+	keep := func(fields []string) []string {
+		var out []string
+		for _, f := range fields {
+			if !slices.Contains(keys, fieldKey(f)) {
+				out = append(out, f)
+			}
+		}
+		return out
+	}
+	out := scheme + ":" + strings.Join(keep(opaque), ";")
+	if q := keep(query); len(q) > 0 {
+		out += "?" + strings.Join(q, "&")
+	}
+	return out
 }
 
 // maxPINFile is the most a PIN file holds: PINs are short.
 const maxPINFile = 1024
 
-// checkPINFile checks that the file pin-source names is a regular file (a FIFO or
-// a device would block or never end) holding up to maxPINFile bytes, not all
-// white space. Its content goes into no message.
-func checkPINFile(name string) error {
+// readPINFile reads the PIN from a regular file (a FIFO or a device would block or
+// never end) of at most maxPINFile bytes, trailing white space dropped. Its content
+// goes into no message.
+func readPINFile(name string) (string, error) {
 	st, err := os.Stat(name)
 	switch {
 	case err != nil:
-		return err
+		return "", err
 	case !st.Mode().IsRegular():
-		return fmt.Errorf("%s is not a regular file (%s)", name, st.Mode().Type())
+		return "", fmt.Errorf("%s is not a regular file (%s)", name, st.Mode().Type())
 	case st.Size() > maxPINFile:
-		return fmt.Errorf("%s holds %d bytes, more than a PIN (at most %d)", name, st.Size(), maxPINFile)
+		return "", fmt.Errorf("%s holds %d bytes, more than a PIN (at most %d)", name, st.Size(), maxPINFile)
 	}
 	b, err := os.ReadFile(name)
 	if err != nil {
-		return err
+		return "", err
 	}
-	if len(strings.TrimSpace(string(b))) == 0 {
-		return fmt.Errorf("%s is empty", name)
+	pin := strings.TrimRightFunc(string(b), unicode.IsSpace)
+	if strings.TrimSpace(pin) == "" {
+		return "", fmt.Errorf("%s is empty", name)
 	}
-	return nil
+	return pin, nil
 }
 
-// Redact is rawURI for messages: any pin-value replaced. (Open refuses such URIs;
-// Redact keeps the PIN out of the message that says so.)
+// PINSource is the file a pkcs11 URI's pin-source names, "" when none (or when
+// the URI does not pass Check): for a caller that warns about its mode.
+func PINSource(rawURI string) string {
+	c, err := check(rawURI)
+	if err != nil || c.typ != apiv1.PKCS11 {
+		return ""
+	}
+	return strings.TrimPrefix(c.u.Get("pin-source"), "file://")
+}
+
+// Redact describes rawURI for messages and logs: its scheme and attributes,
+// decoded, without any that could carry a secret (which Check refuses anyway). A
+// URI that does not parse is not quoted at all.
 func Redact(rawURI string) string {
-	before, query, ok := strings.Cut(rawURI, "?")
-	if !ok && !strings.Contains(rawURI, "pin-value") {
-		return rawURI
+	if !IsURI(rawURI) {
+		return "(not a key URI)"
 	}
-	redact := func(part string, sep string) string {
-		fields := strings.Split(part, sep)
-		for i, f := range fields {
-			if k, _, ok := strings.Cut(f, "="); ok && strings.EqualFold(k, "pin-value") {
-				fields[i] = k + "=REDACTED"
-			}
+	return describe(rawURI)
+}
+
+func describe(rawURI string) string {
+	scheme, opaque, query := attrs(rawURI)
+	var parts []string
+	for _, f := range append(append([]string{}, opaque...), query...) {
+		k, v, _ := strings.Cut(f, "=")
+		dk, err1 := url.QueryUnescape(k)
+		dv, err2 := url.QueryUnescape(v)
+		switch {
+		case err1 != nil || err2 != nil:
+			return strings.ToLower(scheme) + ": (a URI that does not parse)"
+		case secretAttr(dk):
+			parts = append(parts, dk+"=REDACTED")
+		case !strings.Contains(f, "="):
+			parts = append(parts, dk)
+		default:
+			parts = append(parts, dk+"="+dv)
 		}
-		return strings.Join(fields, sep)
 	}
-	out := redact(before, ";")
-	if ok {
-		out += "?" + redact(query, "&")
-	}
-	return out
+	return strings.ToLower(scheme) + ":" + strings.Join(parts, ";")
 }
 
 // Open returns the key rawURI names, checked to be one a mesh CA can use (ECDSA
 // P-256 or P-384, RSA 2048 to 4096).
 func Open(ctx context.Context, rawURI string, o Options) (*Key, error) {
-	km, err := manager(ctx, rawURI, o)
+	c, err := check(rawURI)
 	if err != nil {
 		return nil, err
 	}
-	s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: rawURI})
+	km, err := c.manager(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: c.lib})
 	if err != nil {
 		km.Close()
-		return nil, classify(rawURI, err, o)
+		return nil, c.classify(err, o)
 	}
 	if _, err := ca.KeyTypeOf(s.Public()); err != nil {
 		km.Close()
-		return nil, fmt.Errorf("%s: %w: %w", Redact(rawURI), ErrKeyType, err)
+		return nil, fmt.Errorf("%s: %w: %w", c.desc, ErrKeyType, err)
 	}
 	return &Key{Signer: s, uri: rawURI, km: km}, nil
 }
 
 // Create makes a new key of type kt at rawURI, inside the token: for PKCS#11 the
 // private key is sensitive and never extractable (CKA_SENSITIVE true,
-// CKA_EXTRACTABLE false), and both id and object must be given. A key already at
-// the URI is never replaced (ErrExists). Cloud services make their own key names:
-// create the key there and Open it.
+// CKA_EXTRACTABLE false), and both id and object must be given. No key may have
+// that id or that label already (ErrExists): a key is never replaced, and a URI
+// that names a key by either finds one key. Cloud services make their own key
+// names: create the key there and Open it.
 func Create(ctx context.Context, rawURI string, kt ca.KeyType, o Options) (*Key, error) {
-	u, err := parse(rawURI)
+	c, err := check(rawURI)
 	if err != nil {
 		return nil, err
 	}
-	if apiv1.Type(strings.ToLower(u.Scheme)) != apiv1.PKCS11 {
-		return nil, fmt.Errorf("%s: keys are created in a token (pkcs11:) only; create a cloud KMS key with the service's own tools and use it as it is", Redact(rawURI))
+	if err := c.canCreate(); err != nil {
+		return nil, err
 	}
-	if u.Get("object") == "" || len(u.GetEncoded("id")) == 0 {
-		return nil, fmt.Errorf("%s: a new key needs both id=HEX and object=LABEL, so that it can be found by either", Redact(rawURI))
-	}
-	req := &apiv1.CreateKeyRequest{Name: rawURI}
+	req := &apiv1.CreateKeyRequest{Name: c.lib}
 	switch kt {
 	case ca.ECDSAP256, "":
 		req.SignatureAlgorithm = apiv1.ECDSAWithSHA256
@@ -251,46 +403,71 @@ func Create(ctx context.Context, rawURI string, kt ca.KeyType, o Options) (*Key,
 		req.SignatureAlgorithm = apiv1.SHA256WithRSA
 		fmt.Sscanf(string(kt), "rsa-%d", &req.Bits)
 	default:
-		return nil, fmt.Errorf("%s: %w: %s", Redact(rawURI), ErrKeyType, kt)
+		return nil, fmt.Errorf("%s: %w: %s", c.desc, ErrKeyType, kt)
 	}
-	km, err := manager(ctx, rawURI, o)
+	km, err := c.manager(ctx, o)
 	if err != nil {
 		return nil, err
+	}
+	byID, byLabel := without(c.lib, "object"), without(c.lib, "id")
+	for _, by := range []struct{ what, uri string }{{"id", byID}, {"label (object)", byLabel}} {
+		found, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: by.uri})
+		switch {
+		case err == nil && found != nil:
+			km.Close()
+			return nil, fmt.Errorf("%s: %w: a key with that %s is in the token already (meshpki never replaces a key, and gives no two keys one id or label; choose another)", c.desc, ErrExists, by.what)
+		case err != nil && !errors.Is(c.classify(err, o), ErrNotFound):
+			km.Close()
+			return nil, c.classify(err, o)
+		}
 	}
 	made, err := km.CreateKey(req)
 	if err != nil {
 		km.Close()
-		return nil, classify(rawURI, err, o)
+		return nil, c.classify(err, o)
 	}
-	s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: rawURI})
-	if err != nil {
-		km.Close()
-		return nil, classify(rawURI, err, o)
+	// Another run may have made a key with the same id or label meanwhile (PKCS#11
+	// allows it): each of the three lookups must find this key, or it is dropped.
+	var mine crypto.Signer
+	same := true
+	for _, u := range []string{c.lib, byID, byLabel} {
+		s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: u})
+		switch {
+		case err != nil:
+			same = false
+		case ca.KeyMatchesPublic(s.Public(), made.PublicKey):
+			mine = s
+		default:
+			same = false
+		}
 	}
-	if !ca.KeyMatchesPublic(s.Public(), made.PublicKey) {
-		// The library looks for the key it made by id and label, and found another:
-		// a second run made one at the same URI at the same time (PKCS#11 allows
-		// two objects with one label). Neither may be taken for the other.
-		km.Close()
-		return nil, fmt.Errorf("%s: %w: two keys now have this id and label (another run created one at the same time); delete the extra one with the token's tools", Redact(rawURI), ErrExists)
+	if !same {
+		k := &Key{Signer: mine, uri: rawURI, km: km}
+		cleanup := "the key made was deleted again"
+		if mine == nil {
+			k.Close()
+			cleanup = "the key made could not be told apart: delete the extra one with the token's tools"
+		} else if err := k.Destroy(); err != nil {
+			cleanup = "the key made could not be deleted: delete the extra one with the token's tools"
+		}
+		return nil, fmt.Errorf("%s: %w: another key with this id or label appeared while this one was made (another run at the same time?); %s", c.desc, ErrExists, cleanup)
 	}
-	return &Key{Signer: s, uri: rawURI, km: km}, nil
+	return &Key{Signer: mine, uri: rawURI, km: km}, nil
 }
 
-// manager connects to the token or service rawURI names.
-func manager(ctx context.Context, rawURI string, o Options) (apiv1.KeyManager, error) {
-	u, err := parse(rawURI)
-	if err != nil {
-		return nil, err
-	}
-	typ := apiv1.Type(strings.ToLower(u.Scheme))
-	newKM, ok := apiv1.LoadKeyManagerNewFunc(typ)
+// manager connects to the token or service c names.
+func (c *checked) manager(ctx context.Context, o Options) (apiv1.KeyManager, error) {
+	newKM, ok := apiv1.LoadKeyManagerNewFunc(c.typ)
 	if !ok {
-		return nil, fmt.Errorf("%s: %w (%s)", Redact(rawURI), ErrNotCompiled, notCompiledHint(typ))
+		return nil, fmt.Errorf("%s: %w (%s)", c.desc, ErrNotCompiled, notCompiledHint(c.typ))
 	}
-	km, err := newKM(ctx, apiv1.Options{Type: typ, URI: rawURI, Pin: o.PIN})
+	pin := o.PIN
+	if c.pin != "" {
+		pin = c.pin
+	}
+	km, err := newKM(ctx, apiv1.Options{Type: c.typ, URI: c.lib, Pin: pin})
 	if err != nil {
-		return nil, classify(rawURI, err, o)
+		return nil, c.classify(err, o)
 	}
 	return km, nil
 }
@@ -298,16 +475,18 @@ func manager(ctx context.Context, rawURI string, o Options) (apiv1.KeyManager, e
 // classify wraps err, from the library, with the error of this package it means.
 // crypto11 and the PKCS#11 module say it only in words (crypto11's token error is
 // unexported; miekg/pkcs11's return codes need cgo to name), so the words decide.
-func classify(rawURI string, err error, o Options) error {
+// The library's words may quote c.lib, which holds no secret (check).
+func (c *checked) classify(err error, o Options) error {
 	msg := err.Error()
 	var nf apiv1.NotFoundError
 	var ae apiv1.AlreadyExistsError
+	noPIN := c.typ == apiv1.PKCS11 && c.pin == "" && o.PIN == ""
 	var why error
 	switch {
 	case strings.Contains(msg, "compiled without cgo or PKCS#11 support"):
 		why = fmt.Errorf("%w: PKCS#11 needs the cgo build (meshpki-hsm, see docs/hsm.md)", ErrNotCompiled)
 	case strings.Contains(msg, "failed to open module"), strings.Contains(msg, "failed to initialize module"), strings.Contains(msg, "failed to create module context"):
-		module := moduleOf(rawURI)
+		module := moduleOf(c.u)
 		if reason := loadError(module); reason != "" {
 			why = fmt.Errorf("%w: %s (module-path %s: the vendor's PKCS#11 library, for this machine's architecture, with the libraries it needs on the loader's path, e.g. LD_LIBRARY_PATH)", ErrModule, reason, module)
 		} else {
@@ -319,27 +498,42 @@ func classify(rawURI string, err error, o Options) error {
 		why = ErrPIN
 	case strings.Contains(msg, "CKR_PIN_LOCKED"):
 		why = fmt.Errorf("%w: the PIN is locked after too many wrong tries (the security officer must unlock it)", ErrPIN)
+	case strings.Contains(msg, "CKR_USER_NOT_LOGGED_IN") && noPIN:
+		why = fmt.Errorf("%w: no PIN was given (set MESHPKI_PKCS11_PIN or pin-source=FILE)", ErrPIN)
 	case errors.As(err, &ae), strings.Contains(msg, "already exists"):
-		return fmt.Errorf("%s: %w (meshpki never replaces a key; choose another id and object)", Redact(rawURI), ErrExists)
+		return fmt.Errorf("%s: %w (meshpki never replaces a key; choose another id and object)", c.desc, ErrExists)
 	case errors.As(err, &nf), strings.Contains(msg, "not found"):
-		why = ErrNotFound
-		if o.PIN == "" && !strings.Contains(rawURI, "pin-source") && strings.HasPrefix(strings.ToLower(rawURI), "pkcs11:") {
+		why = fmt.Errorf("%w (a private key and its public key object, both with this id or label)", ErrNotFound)
+		if noPIN {
 			why = fmt.Errorf("%w (no PIN was given, and a token shows its private keys only after login: set MESHPKI_PKCS11_PIN or pin-source=FILE)", ErrNotFound)
 		}
+	case strings.Contains(msg, "unsupported key type"), strings.Contains(msg, "unsupported elliptic curve"), strings.Contains(msg, "unsupported curve"):
+		why = ErrKeyType
 	default:
-		return fmt.Errorf("%s: %w", Redact(rawURI), err)
+		return fmt.Errorf("%s: %w", c.desc, err)
 	}
-	return fmt.Errorf("%s: %w: %w", Redact(rawURI), why, err)
+	return fmt.Errorf("%s: %w: %w", c.desc, why, err)
+}
+
+// BadInput reports whether err, from Open or Create, is the caller's to fix (a
+// URI, a PIN, a module, a key that is not there or not usable) rather than a
+// failure of the token or service (unreachable, refusing).
+func BadInput(err error) bool {
+	for _, e := range []error{ErrScheme, ErrURI, ErrPINInURI, ErrPINSource, ErrModule, ErrToken, ErrPIN, ErrNotFound, ErrExists, ErrKeyType, ErrNotCompiled} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // moduleOf is the module-path of a PKCS#11 URI, or what the library loads when
 // none is given (p11-kit's proxy).
-func moduleOf(rawURI string) string {
-	u, err := uri.Parse(rawURI)
-	if err != nil || u.Get("module-path") == "" {
-		return "p11-kit-proxy.so"
+func moduleOf(u *uri.URI) string {
+	if m := u.Get("module-path"); m != "" {
+		return m
 	}
-	return u.Get("module-path")
+	return "p11-kit-proxy.so"
 }
 
 var _ io.Closer = (*Key)(nil)

@@ -171,13 +171,69 @@ func TestDestroy(t *testing.T) {
 
 func TestRedact(t *testing.T) {
 	for in, want := range map[string]string{
-		"pkcs11:token=a;object=b?pin-value=1234":           "pkcs11:token=a;object=b?pin-value=REDACTED",
-		"pkcs11:token=a;pin-value=1234;object=b":           "pkcs11:token=a;pin-value=REDACTED;object=b",
-		"pkcs11:token=a;object=b?pin-source=/run/pin":      "pkcs11:token=a;object=b?pin-source=/run/pin",
-		"pkcs11:token=a?module-path=/x&PIN-VALUE=1234&x=y": "pkcs11:token=a?module-path=/x&PIN-VALUE=REDACTED&x=y",
+		"pkcs11:token=a;object=b?pin-value=1234":           "pkcs11:token=a;object=b;pin-value=REDACTED",
+		"pkcs11:token=a;pin%2Dvalue=1234;object=b":         "pkcs11:token=a;pin-value=REDACTED;object=b",
+		"pkcs11:token=a;object=b?pin-source=/run/pin":      "pkcs11:token=a;object=b;pin-source=/run/pin",
+		"pkcs11:token=a?module-path=/x&PIN-VALUE=1234&x=y": "pkcs11:token=a;module-path=/x;PIN-VALUE=REDACTED;x=y",
+		"pkcs11:token=a;pin-value=1234%":                   "pkcs11: (a URI that does not parse)",
+		"azurekms:vault=v;name=k;client-secret=s3":         "azurekms:vault=v;name=k;client-secret=REDACTED",
+		"/etc/key.pem":                                     "(not a key URI)",
+		"pkcs11:token=a;object=b%23c":                      "pkcs11:token=a;object=b#c",
 	} {
 		if got := kms.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestSecretsInURIs: a URI holding a secret, however spelled, is refused before
+// anything is reached, and the error does not show it.
+func TestSecretsInURIs(t *testing.T) {
+	const secret = "S3CR3T99"
+	base := "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=t;object=root"
+	for _, u := range []string{
+		base + "?pin-value=" + secret,
+		base + ";pin-value=" + secret,
+		base + ";pin%2Dvalue=" + secret,
+		base + "&pin-value=" + secret,
+		base + ";PIN-VALUE=" + secret,
+		base + ";pin-value=" + secret + ";x=%zz",
+		base + ";pin-value=" + secret + "%",
+		base + "?pin-source=/p;pin-value=" + secret,
+		base + "#pin-value=" + secret,
+		base + ";x=%zz" + secret,
+		"azurekms:vault=v;name=k;client-id=a;client-secret=" + secret + ";tenant-id=t",
+	} {
+		_, err := kms.Open(context.Background(), u, kms.Options{})
+		if err == nil {
+			t.Errorf("%s: opened", u)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error shows the secret: %v", err)
+		}
+		if !kms.BadInput(err) {
+			t.Errorf("%s: %v is not bad input", u, err)
+		}
+	}
+}
+
+// TestCreateRefusesSharedIDOrLabel: a new key may share neither its id nor its label
+// with a key in the token, so that a URI naming a key by either finds that one.
+func TestCreateRefusesSharedIDOrLabel(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	ctx := context.Background()
+	k, err := kms.Create(ctx, h.URI("0d", "mesh-root"), ca.ECDSAP256, kms.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+	for _, u := range []string{h.URI("0e", "mesh-root"), h.URI("0d", "other")} {
+		if _, err := kms.Create(ctx, u, ca.ECDSAP256, kms.Options{}); !errors.Is(err, kms.ErrExists) {
+			t.Errorf("%s: %v, want ErrExists", u, err)
+		}
+	}
+	if _, err := h.PrivateKeyAttributes("other"); err == nil {
+		t.Error("a refused Create left a key")
 	}
 }

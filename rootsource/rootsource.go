@@ -49,6 +49,8 @@ var (
 	ErrIssuerWithoutPKI = errors.New("a Vault issuer needs a Vault PKI mount")
 	// ErrKeyWithoutFolder means Key was set without Dir or CADir.
 	ErrKeyWithoutFolder = errors.New("a key URI needs a folder holding its certificate")
+	// ErrKey wraps every error opening the key Key names (kms.Open's).
+	ErrKey = errors.New("the CA's key")
 	// ErrTwoKeys means Key was set and the folder holds a key file too: which
 	// signs would be a guess.
 	ErrTwoKeys = errors.New("the folder holds a key file and a key URI was given")
@@ -248,7 +250,7 @@ func openKey(ctx context.Context, s Spec, o Options, now time.Time, log *slog.Lo
 	}
 	key, err := kms.Open(ctx, s.Key, o.KMS)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
 	var sc *ca.SigningCA
 	if s.CADir != "" {

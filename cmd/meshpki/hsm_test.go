@@ -162,6 +162,8 @@ func TestHSMRoot(t *testing.T) {
 			{"PIN in the URI", []string{"--root-dir", root, "--key-uri", h.URIWithoutPIN("10", "root-ecdsa-p256") + "?pin-value=" + h.PIN}, "--key-uri: "},
 			{"a key file beside the URI", []string{"--ca-dir", issuing, "--key-uri", issuingURI}, "a key URI was given"},
 			{"a key URI without a folder", []string{"--vault-kv", "secret/x", "--key-uri", uri}, "--key-uri needs --root-dir or --ca-dir"},
+			{"an empty key URI (an unset variable), never taken for none", []string{"--root-dir", root, "--key-uri", ""}, "--key-uri is empty"},
+			{"the PIN, percent-escaped, in the URI", []string{"--root-dir", root, "--key-uri", h.URIWithoutPIN("10", "root-ecdsa-p256") + ";pin%2Dvalue=" + h.PIN}, "a secret in the URI"},
 		} {
 			out := filepath.Join(t.TempDir(), "out")
 			_, errOut := hsmRun(t, h, 2, append([]string{"intermediate", "create", "--cluster", "x", "--out", out}, tc.args...)...)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -49,6 +50,9 @@ type rootCreateOptions struct {
 	// there, or kms.Open opens it with ExistingKey).
 	KeyURI      string
 	ExistingKey bool
+	// keyURISet and keyTypeSet say the flags were given (an empty --key-uri is an
+	// error; --key-type with --existing-key must be the key's).
+	keyURISet, keyTypeSet bool
 
 	profile ca.RootProfile // set by Validate
 }
@@ -106,6 +110,8 @@ func bindRootCreate(c *cli.Context) *rootCreateOptions {
 		Output:      c.String("output"),
 		KeyURI:      c.String("key-uri"),
 		ExistingKey: c.Bool("existing-key"),
+		keyURISet:   c.IsSet("key-uri"),
+		keyTypeSet:  c.IsSet("key-type"),
 	}
 }
 
@@ -135,12 +141,18 @@ func (o *rootCreateOptions) Validate() error {
 	o.profile.Subject = pkix.Name{CommonName: o.CommonName, Organization: []string{o.Org}}
 	o.profile.KeyType, o.profile.TTL = kt, ttl
 	switch {
+	case o.keyURISet && o.KeyURI == "":
+		return inputError(errors.New("--key-uri is empty (was the variable it came from set?)"))
 	case o.ExistingKey && o.KeyURI == "":
 		return inputError(errors.New("--existing-key needs --key-uri"))
 	case o.KeyURI != "" && o.Target.Out == "":
 		return inputError(errors.New("--key-uri needs --out DIR, the folder root-cert.pem is written to (a root in Vault has its key in Vault)"))
-	case o.KeyURI != "":
+	case o.ExistingKey:
 		if err := kms.Check(o.KeyURI); err != nil {
+			return inputError(fmt.Errorf("--key-uri: %w", err))
+		}
+	case o.KeyURI != "":
+		if err := kms.CheckCreate(o.KeyURI); err != nil {
 			return inputError(fmt.Errorf("--key-uri: %w", err))
 		}
 	}
@@ -210,13 +222,21 @@ func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (_ *ca.Root
 	// Hold the folder while the key is made: a second run into it waits, then finds
 	// the root there and makes no key of its own. A folder made here is removed
 	// again when the run is refused (os.Remove: only while it is empty).
-	if _, serr := os.Stat(o.Target.Out); errors.Is(serr, fs.ErrNotExist) {
-		defer func() {
-			if err != nil {
-				_ = os.Remove(o.Target.Out)
-			}
-		}()
+	var made []string // the folders MkdirAll makes, deepest first
+	for d := filepath.Clean(o.Target.Out); ; d = filepath.Dir(d) {
+		if _, serr := os.Lstat(d); !errors.Is(serr, fs.ErrNotExist) || d == filepath.Dir(d) {
+			break
+		}
+		made = append(made, d)
 	}
+	defer func() {
+		if err != nil {
+			for _, d := range made {
+				_ = os.Remove(d) // only while empty
+			}
+		}
+	}()
+	warnPINFileMode(e, o.KeyURI)
 	if err := os.MkdirAll(o.Target.Out, 0o700); err != nil {
 		return nil, failed(err)
 	}
@@ -236,17 +256,23 @@ func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (_ *ca.Root
 		key, err = kms.Open(ctx, o.KeyURI, opts)
 		if err == nil {
 			kt, _ := ca.KeyTypeOf(key.Public()) // Open checked it
+			if o.keyTypeSet && kt != o.profile.KeyType {
+				key.Close()
+				return nil, inputError(fmt.Errorf("--key-type %s: the key at --key-uri is %s (drop --key-type: an existing key's type is its own)", o.profile.KeyType, kt))
+			}
 			o.profile.KeyType = kt
 		}
 	} else {
 		e.log.Info("generating the root's key in the token", "type", o.profile.KeyType, "key", kms.Redact(o.KeyURI))
 		key, err = kms.Create(ctx, o.KeyURI, o.profile.KeyType, opts)
 	}
-	if err != nil {
-		if errors.Is(err, kms.ErrExists) {
-			return nil, inputError(fmt.Errorf("--key-uri: %w; to make the root with that key, add --existing-key", err))
-		}
+	switch {
+	case errors.Is(err, kms.ErrExists):
+		return nil, inputError(fmt.Errorf("--key-uri: %w; to make the root with the key there, add --existing-key", err))
+	case err != nil && kms.BadInput(err):
 		return nil, inputError(fmt.Errorf("--key-uri: %w", err))
+	case err != nil:
+		return nil, failed(fmt.Errorf("--key-uri: %w", err)) // the token or service failed or is unreachable
 	}
 	drop := func() {
 		if o.ExistingKey {

@@ -50,6 +50,16 @@ func keyURIFlag(prefix string) cli.Flag {
 	return &cli.StringFlag{Name: prefix + "key-uri", Category: cat, Usage: fmt.Sprintf("with --%[1]sroot-dir or --%[1]sca-dir: the CA's key in an HSM (pkcs11:) or a cloud KMS (awskms:, azurekms:), used in place of the folder's key file, which must not exist; the PIN from the URI's pin-source=FILE or %[2]s, never the URI (see docs/hsm.md), e.g. --%[1]skey-uri 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=mesh;object=root-2026?pin-source=/run/secrets/pin'", prefix, pinEnv)}
 }
 
+// warnPINFileMode warns, as for key files, when others than its owner may read
+// or write the PIN file a key URI names.
+func warnPINFileMode(e *env, keyURI string) {
+	if f := kms.PINSource(keyURI); f != "" {
+		if st, err := os.Stat(f); err == nil && st.Mode().Perm()&0o077 != 0 {
+			e.log.Warn("the token's PIN file can be read or written by others than its owner: chmod 600 it", "file", f, "mode", fmt.Sprintf("%04o", st.Mode().Perm()))
+		}
+	}
+}
+
 // vaultConnFlags say how to reach and log in to Vault. Secrets never come from argv:
 // the token from VAULT_TOKEN, --vault-token-file or ~/.vault-token, the AppRole secret
 // ID from VAULT_SECRET_ID or --vault-secret-id-file.
@@ -79,6 +89,9 @@ type rootSource struct {
 	rootsource.Spec
 	// prefix is the flags' prefix ("" or "new-"), for messages.
 	prefix string
+	// emptyKey says --key-uri was given empty (an unset variable, say): never
+	// taken for "no key URI", which would sign with a key file.
+	emptyKey bool
 	// Vault is the command's Vault connection flag group, shared with the other
 	// groups that reach Vault; Validate checks it only when the source is in Vault.
 	Vault *vaultConn
@@ -93,7 +106,7 @@ func bindRootSource(c *cli.Context, vc *vaultConn) rootSource {
 // ("" for --root-dir and friends, "new-" for root rotation's --new-root-dir ...).
 func bindRootSourceFlags(c *cli.Context, prefix string, vc *vaultConn) rootSource {
 	f := func(name string) string { return c.String(prefix + name) }
-	return rootSource{prefix: prefix, Vault: vc,
+	return rootSource{prefix: prefix, Vault: vc, emptyKey: c.IsSet(prefix+"key-uri") && f("key-uri") == "",
 		Spec: rootsource.Spec{Dir: f("root-dir"), CADir: f("ca-dir"), VaultPKI: f("vault-pki"), VaultIssuer: f("vault-issuer"), VaultKV: f("vault-kv"), Key: f("key-uri")}}
 }
 
@@ -101,6 +114,9 @@ func bindRootSourceFlags(c *cli.Context, prefix string, vc *vaultConn) rootSourc
 // the words of the flags, and the Vault connection flags when the source is in Vault.
 func (s *rootSource) Validate() error {
 	s.VaultPKI = strings.Trim(s.VaultPKI, "/")
+	if s.emptyKey {
+		return inputError(fmt.Errorf("--%skey-uri is empty (was the variable it came from set?)", s.prefix))
+	}
 	switch err := s.Spec.Validate(); {
 	case errors.Is(err, rootsource.ErrNone) && s.VaultIssuer != "":
 		return inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", s.prefix))
@@ -134,6 +150,9 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.Key != "" {
+		warnPINFileMode(e, s.Key)
+	}
 	iss, err := rootsource.Open(ctx, s.Spec, opts)
 	switch {
 	case err == nil:
@@ -143,6 +162,8 @@ func (s rootSource) issuer(ctx context.Context, e *env) (ca.Issuer, error) {
 		return iss, nil
 	case s.UsesVault():
 		return nil, vaultError(err)
+	case s.Key != "" && errors.Is(err, rootsource.ErrKey) && !kms.BadInput(err):
+		return nil, failed(err) // the token or service failed or is unreachable
 	}
 	return nil, inputError(err)
 }
