@@ -177,8 +177,8 @@ func TestRedact(t *testing.T) {
 		"pkcs11:token=a?module-path=/x&PIN-VALUE=1234&x=y": "pkcs11:token=a;module-path=/x;PIN-VALUE=REDACTED;x=y",
 		"pkcs11:token=a;pin-value=1234%":                   "pkcs11: (a URI that does not parse)",
 		"azurekms:vault=v;name=k;client-secret=s3":         "azurekms:vault=v;name=k;client-secret=REDACTED",
-		"/etc/key.pem":                                     "(not a key URI)",
-		"pkcs11:token=a;object=b%23c":                      "pkcs11:token=a;object=b#c",
+		"/etc/key.pem":                "(not a key URI)",
+		"pkcs11:token=a;object=b%23c": "pkcs11:token=a;object=b#c",
 	} {
 		if got := kms.Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
