@@ -26,8 +26,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +42,7 @@ import (
 	_ "go.step.sm/crypto/kms/pkcs11"
 
 	"github.com/meshpki/meshpki/ca"
+	"github.com/meshpki/meshpki/internal/atomicfs"
 )
 
 // Errors a key can fail with; each is wrapped with the URI (and the library's own
@@ -405,6 +408,15 @@ func Create(ctx context.Context, rawURI string, kt ca.KeyType, o Options) (*Key,
 	default:
 		return nil, fmt.Errorf("%s: %w: %s", c.desc, ErrKeyType, kt)
 	}
+	// One key made at a time by this user on this machine: a token's objects made
+	// by another process may stay unseen by a session opened before (SoftHSM2
+	// loads them when the module starts), so no lookup inside a run can stand in
+	// for the lock. Taken before the module starts, released once the key exists.
+	unlock, err := lockCreate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	km, err := c.manager(ctx, o)
 	if err != nil {
 		return nil, err
@@ -453,6 +465,28 @@ func Create(ctx context.Context, rawURI string, kt ca.KeyType, o Options) (*Key,
 		return nil, fmt.Errorf("%s: %w: another key with this id or label appeared while this one was made (another run at the same time?); %s", c.desc, ErrExists, cleanup)
 	}
 	return &Key{Signer: mine, uri: rawURI, km: km}, nil
+}
+
+// lockCreate takes the lock key creation holds: the folder meshpki-kms-UID in the
+// temporary folder, which must be this user's own folder (not a link another user
+// planted).
+func lockCreate(ctx context.Context) (func(), error) {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("meshpki-kms-%d", os.Getuid()))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("key creation lock: %w", err)
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("key creation lock: %w", err)
+	}
+	if !st.IsDir() || !ownedByMe(st) {
+		return nil, fmt.Errorf("key creation lock: %s is not a folder of this user's", dir)
+	}
+	l, err := atomicfs.LockDir(ctx, dir, nil)
+	if err != nil {
+		return nil, fmt.Errorf("key creation lock: %w", err)
+	}
+	return l.Unlock, nil
 }
 
 // manager connects to the token or service c names.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -231,6 +232,28 @@ func TestHSMRootCreateTwoRunsAtOnce(t *testing.T) {
 	defer key.Close()
 	if !ca.KeyMatchesPublic(key.Public(), root.PublicKey) {
 		t.Error("the root's certificate is not for the key at the URI")
+	}
+}
+
+// TestHSMRootCreateTwoProcesses: two root create processes at once, into two
+// folders, with one key URI: one makes the key and its root, the other is refused,
+// and the token holds one key with that label.
+func TestHSMRootCreateTwoProcesses(t *testing.T) {
+	t.Parallel()
+	h := testenv.NewSoftHSM(t)
+	dir := t.TempDir()
+	for round := range 3 {
+		object := fmt.Sprintf("race-%d", round)
+		uri := h.URI(fmt.Sprintf("6%d", round), object)
+		a := startCLI(t, dir, "root", "create", "--out", fmt.Sprintf("a%d", round), "--key-uri", uri)
+		b := startCLI(t, dir, "root", "create", "--out", fmt.Sprintf("b%d", round), "--key-uri", uri)
+		ea, eb := a.wait(t), b.wait(t)
+		if ea+eb != 2 || ea*eb != 0 {
+			t.Fatalf("round %d: two processes exited %d and %d, want 0 and 2\n%s\n%s", round, ea, eb, a.err.String(), b.err.String())
+		}
+		if _, err := h.PrivateKeyAttributes(object); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
 	}
 }
 
