@@ -37,7 +37,8 @@ func hsmRun(t *testing.T, h *testenv.SoftHSM, want int, args ...string) (string,
 // P-256 and RSA-3072 keys: root create generates the key inside the token
 // (sensitive and never extractable, as PKCS#11 itself reports) and writes
 // root-cert.pem alone; the bundles it signs for three clusters pass istiod's own
-// loader and verify --mtls. With the P-256 root: crl sync and revoke sign the
+// loader and verify --mtls. With the P-256 root: rotate re-signs a cluster's CA in
+// the token; crl sync and revoke sign the
 // root's CRL in the token and spread it to real clusters, where verify takes it
 // (and, after the revoke, finds west cut off); crl sign prints it; an issuing CA
 // whose key is in the token signs bundles that istiod loads. Bad input exits 2,
@@ -122,7 +123,17 @@ func TestHSMRoot(t *testing.T) {
 	}
 	hsmRun(t, h, 0, append([]string{"verify", "--mtls"}, secretDirs()...)...)
 
-	west, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(bundles, "west", ca.CACertFile)))
+	// The CronJob's rotate, with the token's root: each cluster gets a new CA
+	// signed in the token, whose CRL reaches the other first.
+	eastBefore, _ := ca.ParseCertificatePEM(secretFiles(t, clients["east"])[ca.CACertFile])
+	hsmRun(t, h, 0, append(append([]string{"rotate", "--force", "--crl-settle", "0"}, src...), two...)...)
+	eastAfter, _ := ca.ParseCertificatePEM(secretFiles(t, clients["east"])[ca.CACertFile])
+	if eastAfter == nil || eastAfter.Equal(eastBefore) || eastAfter.CheckSignatureFrom(rootCert) != nil {
+		t.Fatal("rotate with the token's root did not give east a new CA signed by it")
+	}
+	hsmRun(t, h, 0, append([]string{"verify", "--mtls"}, secretDirs()...)...)
+
+	west, _ := ca.ParseCertificatePEM(secretFiles(t, clients["west"])[ca.CACertFile])
 	hsmRun(t, h, 0, append(append(append([]string{"revoke"}, src...), two...), "west")...)
 	if crl := heldCRL("east"); crl == nil || !ca.IsRevoked(crl, west.SerialNumber) || crl.CheckSignatureFrom(rootCert) != nil {
 		t.Fatal("after revoke, east's root CRL, signed in the token, should list west's CA")
