@@ -13,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/meshpki/meshpki/ca"
 	"github.com/meshpki/meshpki/internal/testenv"
 	"github.com/meshpki/meshpki/kms"
@@ -96,14 +94,7 @@ func TestHSMRoot(t *testing.T) {
 	src := []string{"--root-dir", root, "--key-uri", uri}
 	hsmRun(t, h, 0, append([]string{"install", "--bundles", bundles}, two...)...)
 	hsmRun(t, h, 0, append(append([]string{"crl", "sync"}, src...), two...)...)
-	clients := map[string]kubernetes.Interface{}
-	for _, c := range env.Clusters {
-		cs, err := kubernetes.NewForConfig(c.RESTConfig(c.AdminToken))
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[c.Name] = cs
-	}
+	clients := adminClients(t, env)
 	secretDirs := func() []string {
 		var out []string
 		for _, c := range []string{"east", "west"} {
