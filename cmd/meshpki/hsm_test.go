@@ -187,7 +187,14 @@ func TestHSMRoot(t *testing.T) {
 		if _, errOut := hsmRun(t, h, 2, "root", "create", "--out", out, "--key-uri", uri); !strings.Contains(errOut, "add --existing-key") {
 			t.Errorf("root create over an existing key should name --existing-key: %s", errOut)
 		}
+		// ... and what a kill while writing root-cert.pem left is cleared.
+		os.MkdirAll(out, 0o700)
+		tmp := filepath.Join(out, "."+ca.RootCertFile+".tmp-4242")
+		os.WriteFile(tmp, []byte("half"), 0o644)
 		hsmRun(t, h, 0, "root", "create", "--out", out, "--key-uri", uri, "--existing-key")
+		if exists(tmp) {
+			t.Error("root create left an interrupted run's temporary file")
+		}
 		again, _ := ca.ParseCertificatePEM(mustRead(t, filepath.Join(out, ca.RootCertFile)))
 		if again == nil || !ca.KeyMatchesPublic(again.PublicKey, rootCert.PublicKey) {
 			t.Error("root create --existing-key signed another key than the one at the URI")

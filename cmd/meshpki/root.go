@@ -250,6 +250,14 @@ func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (_ *ca.Root
 	if err := ca.CheckRootDirFree(o.Target.Out); err != nil {
 		return nil, rootWriteError(err)
 	}
+	// A run killed while it wrote the certificate left its temporary file; with
+	// the folder held, none is a live run's.
+	left, _ := filepath.Glob(filepath.Join(o.Target.Out, "."+ca.RootCertFile+".tmp-*"))
+	for _, f := range left {
+		if atomicfs.IsTemp(filepath.Base(f)) && os.Remove(f) == nil {
+			e.log.Info("removed what an interrupted run left", "file", f)
+		}
+	}
 	opts := kms.Options{PIN: os.Getenv(pinEnv)}
 	var key *kms.Key
 	if o.ExistingKey {
@@ -282,6 +290,10 @@ func (o *rootCreateOptions) createInKMS(ctx context.Context, e *env) (_ *ca.Root
 		if derr := key.Destroy(); derr != nil {
 			e.log.Error("the key generated in the token is not used, and could not be deleted: delete it with the token's tools", "key", kms.Redact(o.KeyURI), "err", derr)
 		}
+	}
+	if ctx.Err() != nil { // interrupted while the token made the key
+		drop()
+		return nil, failed(fmt.Errorf("stopped before the root was signed: %w", context.Cause(ctx)))
 	}
 	root, err := ca.CreateRootWithSigner(o.profile, key, time.Now())
 	if err != nil {
