@@ -216,16 +216,20 @@ func TestHSMRootCreateTwoRunsAtOnce(t *testing.T) {
 	t.Parallel()
 	h := testenv.NewSoftHSM(t)
 	out, uri := filepath.Join(t.TempDir(), "root"), h.URI("50", "race")
-	codes := make(chan int, 2)
+	type result struct {
+		code   int
+		stderr string
+	}
+	results := make(chan result, 2)
 	for range 2 {
 		go func() {
-			code, _, _ := rrRun(t, "root", "create", "--out", out, "--key-uri", uri)
-			codes <- code
+			code, _, errOut := rrRun(t, "root", "create", "--out", out, "--key-uri", uri)
+			results <- result{code, errOut}
 		}()
 	}
-	a, b := <-codes, <-codes
-	if a+b != 2 || a*b != 0 {
-		t.Fatalf("two runs at once exited %d and %d, want 0 and 2", a, b)
+	a, b := <-results, <-results
+	if a.code+b.code != 2 || a.code*b.code != 0 {
+		t.Fatalf("two runs at once exited %d and %d, want 0 and 2\n%s\n%s", a.code, b.code, a.stderr, b.stderr)
 	}
 	if _, err := h.PrivateKeyAttributes("race"); err != nil {
 		t.Fatalf("the token after two runs at once: %v", err)
@@ -283,7 +287,7 @@ func makeIssuingCA(t *testing.T, rootURI, issuingURI string, root *x509.Certific
 	}
 	defer key.Close()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "Issuing CA", Organization: []string{"Istio"}},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(2 * 365 * 24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
 		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, key.Public(), rootKey)
 	if err != nil {

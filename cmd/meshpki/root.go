@@ -92,7 +92,7 @@ Examples:
 			orgFlag("", "subject O; must not be empty (the same rule as for intermediates)"),
 			ttlFlag("", ca.DefaultRootTTL, "lifetime"),
 			&cli.StringFlag{Name: "key-uri", Usage: "with --out: generate the root's key inside an HSM at this pkcs11: URI (id and object both given) and write only root-cert.pem; see docs/hsm.md, e.g. --key-uri 'pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=mesh;id=2026;object=root-2026?pin-source=/run/secrets/pin'"},
-			&cli.BoolFlag{Name: "existing-key", Usage: "with --key-uri: sign the root with the key already at the URI (a cloud KMS key, or one made with the token's tools) instead of generating one; --key-type is then the key's"},
+			&cli.BoolFlag{Name: "existing-key", Usage: "with --key-uri: sign the root with the key already at the URI (a cloud KMS key, or one made with the token's tools) instead of generating one; --key-type, when given, must be the key's type"},
 			outputFlag(),
 		}, rootVaultFlags()...),
 		Action: actionOf(e, bindRootCreate),

@@ -40,19 +40,28 @@ type SoftHSM struct {
 	PIN, PINFile string
 }
 
-// softhsm is the process's SoftHSM2 configuration: one token folder, named by
-// SOFTHSM2_CONF, which the module reads when it is initialised. It is set once
-// for the process, as the module is loaded once per process.
+// softhsm is the process's SoftHSM2 store: one token folder, named by
+// SOFTHSM2_CONF, which the module reads when it is initialised, and the tokens in
+// it. SoftHSM2 finds the tokens when the module is initialised: a token made while
+// another test of the process holds the module open stays unseen ("no such
+// token"). So every token the process hands out is made first, before any test
+// loads the module: EnvSoftHSMTokens of them (default 24).
 var softhsm struct {
 	once   sync.Once
-	conf   string
 	err    error
-	tokens atomic.Int64
+	module string
+	tokens []*SoftHSM
+	next   atomic.Int64
 }
 
-// NewSoftHSM initialises a new token for t in the process's SoftHSM2 store and
-// returns it. Without SoftHSM2 (or without cgo, which loading a PKCS#11 module
-// needs) the test is skipped, or failed when MESHPKI_REQUIRE_SERVERS=1.
+// EnvSoftHSMTokens sets how many tokens a test process makes up front (default 24;
+// raise it for go test -count=N).
+const EnvSoftHSMTokens = "MESHPKI_SOFTHSM_TOKENS"
+
+// NewSoftHSM returns a token of its own for t, initialised in the process's
+// SoftHSM2 store, with a user PIN and a PIN file. Without SoftHSM2 (or without cgo,
+// which loading a PKCS#11 module needs) the test is skipped, or failed when
+// MESHPKI_REQUIRE_SERVERS=1.
 func NewSoftHSM(t testing.TB) *SoftHSM {
 	t.Helper()
 	if !cgoEnabled {
@@ -71,35 +80,51 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 	if module == "" || err != nil {
 		requireOrSkip(t, "SoftHSM2 is not installed (apt-get install softhsm2)")
 	}
-	softhsm.once.Do(func() {
-		dir, err := os.MkdirTemp("", "meshpki-softhsm-")
-		if err != nil {
-			softhsm.err = err
-			return
-		}
-		if err := os.Mkdir(filepath.Join(dir, "tokens"), 0o700); err != nil {
-			softhsm.err = err
-			return
-		}
-		softhsm.conf = filepath.Join(dir, "softhsm2.conf")
-		conf := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", filepath.Join(dir, "tokens"))
-		if softhsm.err = os.WriteFile(softhsm.conf, []byte(conf), 0o600); softhsm.err == nil {
-			softhsm.err = os.Setenv("SOFTHSM2_CONF", softhsm.conf)
-		}
-	})
+	softhsm.once.Do(func() { softhsm.err = makeTokens(module, util) })
 	if softhsm.err != nil {
-		t.Fatalf("SoftHSM2 configuration: %v", softhsm.err)
+		t.Fatalf("SoftHSM2 tokens: %v", softhsm.err)
 	}
-	h := &SoftHSM{Module: module, Token: fmt.Sprintf("meshpki-test-%d", softhsm.tokens.Add(1)), PIN: randomPIN(t)}
-	h.PINFile = filepath.Join(t.TempDir(), "pin")
-	if err := os.WriteFile(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
+	i := int(softhsm.next.Add(1)) - 1
+	if i >= len(softhsm.tokens) {
+		t.Fatalf("the %d SoftHSM2 tokens made for this test process are all taken: raise %s", len(softhsm.tokens), EnvSoftHSMTokens)
 	}
-	out, err := exec.Command(util, "--init-token", "--free", "--label", h.Token, "--pin", h.PIN, "--so-pin", randomPIN(t)).CombinedOutput()
+	return softhsm.tokens[i]
+}
+
+// makeTokens makes the process's token store and its tokens.
+func makeTokens(module, util string) error {
+	n := 24
+	if v := os.Getenv(EnvSoftHSMTokens); v != "" {
+		if _, err := fmt.Sscan(v, &n); err != nil || n < 1 {
+			return fmt.Errorf("%s=%q: want a positive number", EnvSoftHSMTokens, v)
+		}
+	}
+	dir, err := os.MkdirTemp("", "meshpki-softhsm-")
 	if err != nil {
-		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
+		return err
 	}
-	return h
+	if err := os.Mkdir(filepath.Join(dir, "tokens"), 0o700); err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "softhsm2.conf")
+	text := fmt.Sprintf("directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", filepath.Join(dir, "tokens"))
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return err
+	}
+	if err := os.Setenv("SOFTHSM2_CONF", conf); err != nil {
+		return err
+	}
+	for i := 1; i <= n; i++ {
+		h := &SoftHSM{Module: module, Token: fmt.Sprintf("meshpki-test-%d", i), PIN: randomHex(6), PINFile: filepath.Join(dir, fmt.Sprintf("pin-%d", i))}
+		if err := os.WriteFile(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
+			return err
+		}
+		if out, err := exec.Command(util, "--init-token", "--free", "--label", h.Token, "--pin", h.PIN, "--so-pin", randomHex(6)).CombinedOutput(); err != nil {
+			return fmt.Errorf("softhsm2-util --init-token: %w\n%s", err, out)
+		}
+		softhsm.tokens = append(softhsm.tokens, h)
+	}
+	return nil
 }
 
 // URI is the pkcs11 URI of key id (hex) and object (label) in the token, with the
@@ -113,10 +138,10 @@ func (h *SoftHSM) URIWithoutPIN(id, object string) string {
 	return fmt.Sprintf("pkcs11:module-path=%s;token=%s;id=%s;object=%s", h.Module, h.Token, id, object)
 }
 
-func randomPIN(t testing.TB) string {
-	b := make([]byte, 6)
+func randomHex(n int) string {
+	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
+		panic(err) // crypto/rand does not fail on Linux
 	}
 	return hex.EncodeToString(b)
 }

@@ -5,7 +5,7 @@ package testenv
 import (
 	"fmt"
 
-	"github.com/miekg/pkcs11"
+	"github.com/ThalesGroup/crypto11"
 )
 
 const cgoEnabled = true
@@ -16,62 +16,33 @@ type KeyAttributes struct {
 	Sensitive, Extractable, AlwaysSensitive, NeverExtractable bool
 }
 
-// PrivateKeyAttributes reads, through the PKCS#11 module itself (not through
-// meshpki's library), the attributes of the private key labelled object in h.
+// PrivateKeyAttributes reads from the token (C_GetAttributeValue, through
+// crypto11, not through meshpki's kms package) the attributes of the one private
+// key labelled object in h; more than one key with that label is an error. It goes
+// through crypto11's context, which counts the module's users in the process, so
+// that it never initialises or finalises the module under another test's feet.
 func (h *SoftHSM) PrivateKeyAttributes(object string) (KeyAttributes, error) {
 	var a KeyAttributes
-	p := pkcs11.New(h.Module)
-	if p == nil {
-		return a, fmt.Errorf("load %s", h.Module)
+	ctx, err := crypto11.Configure(&crypto11.Config{Path: h.Module, TokenLabel: h.Token, Pin: h.PIN})
+	if err != nil {
+		return a, fmt.Errorf("token %s: %w", h.Token, err)
 	}
-	defer p.Destroy()
-	if err := p.Initialize(); err != nil && err != pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
-		return a, err
-	} else if err == nil {
-		defer p.Finalize()
-	}
-	slots, err := p.GetSlotList(true)
+	defer ctx.Close()
+	keys, err := ctx.FindKeyPairs(nil, []byte(object))
 	if err != nil {
 		return a, err
 	}
-	for _, slot := range slots {
-		info, err := p.GetTokenInfo(slot)
-		if err != nil || info.Label != h.Token {
-			continue
-		}
-		s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
-		if err != nil {
-			return a, err
-		}
-		defer p.CloseSession(s)
-		if err := p.Login(s, pkcs11.CKU_USER, h.PIN); err != nil && err != pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
-			return a, err
-		}
-		if err := p.FindObjectsInit(s, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, object),
-		}); err != nil {
-			return a, err
-		}
-		objs, _, err := p.FindObjects(s, 2)
-		p.FindObjectsFinal(s)
-		if err != nil {
-			return a, err
-		}
-		if len(objs) != 1 {
-			return a, fmt.Errorf("token %s holds %d private keys labelled %s, want 1", h.Token, len(objs), object)
-		}
-		attrs, err := p.GetAttributeValue(s, objs[0], []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_SENSITIVE, nil),
-			pkcs11.NewAttribute(pkcs11.CKA_NEVER_EXTRACTABLE, nil),
-		})
-		if err != nil {
-			return a, err
-		}
-		b := func(i int) bool { return len(attrs[i].Value) == 1 && attrs[i].Value[0] == 1 }
-		return KeyAttributes{Sensitive: b(0), Extractable: b(1), AlwaysSensitive: b(2), NeverExtractable: b(3)}, nil
+	if len(keys) != 1 {
+		return a, fmt.Errorf("token %s holds %d private keys labelled %s, want 1", h.Token, len(keys), object)
 	}
-	return a, fmt.Errorf("no token labelled %s", h.Token)
+	set, err := ctx.GetAttributes(keys[0], []crypto11.AttributeType{crypto11.CkaSensitive, crypto11.CkaExtractable, crypto11.CkaAlwaysSensitive, crypto11.CkaNeverExtractable})
+	if err != nil {
+		return a, err
+	}
+	b := func(t crypto11.AttributeType) bool {
+		v := set[t]
+		return v != nil && len(v.Value) == 1 && v.Value[0] == 1
+	}
+	return KeyAttributes{Sensitive: b(crypto11.CkaSensitive), Extractable: b(crypto11.CkaExtractable),
+		AlwaysSensitive: b(crypto11.CkaAlwaysSensitive), NeverExtractable: b(crypto11.CkaNeverExtractable)}, nil
 }
