@@ -187,8 +187,10 @@ func attrs(rawURI string) (scheme string, opaque, query []string) {
 		}
 		return out
 	}
-	// The library splits the opaque part on & as well.
-	return scheme, split(strings.ReplaceAll(op, "&", ";"), ";"), split(q, "&")
+	// The library splits the opaque part on & as well; a ; in the query is no
+	// separator to net/url, which drops the pair, but it is read as one here so
+	// that nothing after it escapes the checks.
+	return scheme, split(strings.ReplaceAll(op, "&", ";"), ";"), split(strings.ReplaceAll(q, ";", "&"), "&")
 }
 
 // fieldKey is the decoded attribute name of a field.
@@ -209,7 +211,8 @@ func check(rawURI string) (*checked, error) {
 		return nil, fmt.Errorf("%w: a %s: URI has no #fragment (a label with # in it is written %%23)", ErrURI, strings.ToLower(scheme))
 	}
 	for _, f := range append(append([]string{}, opaque...), query...) {
-		if secretAttr(fieldKey(f)) || secretAttr(f) {
+		rawKey, _, _ := strings.Cut(f, "=")
+		if secretAttr(fieldKey(f)) || secretAttr(rawKey) { // names only: a value (a path under /run/secrets) is no secret
 			return nil, fmt.Errorf("the %s: URI: %w", strings.ToLower(scheme), ErrPINInURI)
 		}
 	}

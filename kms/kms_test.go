@@ -145,6 +145,16 @@ func TestOpenRefuses(t *testing.T) {
 			}
 		})
 	}
+	// A PIN file under a folder named secrets (a Kubernetes Secret volume) is
+	// taken: attribute names carry secrets, not paths.
+	secrets := filepath.Join(t.TempDir(), "run", "secrets", "client-secret")
+	os.MkdirAll(secrets, 0o700)
+	os.WriteFile(filepath.Join(secrets, "pin"), []byte(h.PIN), 0o600)
+	k, err = kms.Open(ctx, swap(h.PINFile, filepath.Join(secrets, "pin")), kms.Options{})
+	if err != nil {
+		t.Fatalf("a PIN file under .../secrets/client-secret/: %v", err)
+	}
+	k.Close()
 	// The right PIN from the caller opens it.
 	k, err = kms.Open(ctx, h.URIWithoutPIN("0a", "good"), kms.Options{PIN: h.PIN})
 	if err != nil {

@@ -54,6 +54,13 @@ func TestChartCronJob(t *testing.T) {
 	k8sMustRun(t, "root", "create", "--vault-kv", "secret/meshpki/root")
 	rootDir := filepath.Join(dir, "root")
 	k8sMustRun(t, "root", "create", "--out", rootDir)
+	// And a root whose key is in a PKCS#11 token (SoftHSM2): the folder holds
+	// root-cert.pem alone, and the job reaches the key by --key-uri, the PIN in a
+	// Secret mounted as a file.
+	hsm := testenv.NewSoftHSM(t)
+	hsmRootDir := filepath.Join(dir, "root-hsm")
+	k8sMustRun(t, "root", "create", "--out", hsmRootDir, "--key-uri", hsm.URI("70", "chart-root"))
+	hsmKeyURI := strings.Replace(hsm.URI("70", "chart-root"), hsm.PINFile, "/var/run/secrets/hsm/pin", 1)
 
 	mgmt := env.Clusters[0]
 	cs := map[string]*kubernetes.Clientset{}
@@ -100,6 +107,8 @@ path "secret/data/meshpki/root" { capabilities = ["read"] }`); err != nil {
 		setup    func(t *testing.T)
 		clusters map[string]string // cluster (context) -> name in the mesh
 		metrics  bool
+		// rootCert, when set, is the root every installed bundle must trust first.
+		rootCert string
 	}{
 		{
 			name: "defaults: Vault PKI, Kubernetes auth, kubeconfig Secret, all contexts", release: "chart-pki", cacertsNS: "istio-system",
@@ -161,6 +170,38 @@ path "secret/data/meshpki/root" { capabilities = ["read"] }`); err != nil {
 				applyRoles(t, cl, "mesh-secret", "meshpki-install", "meshpki-rotate")
 			},
 			clusters: map[string]string{"east": "east-1"},
+			rootCert: filepath.Join(rootDir, "root-cert.pem"),
+		},
+		{
+			// docs/hsm.md, "The CronJob with an HSM": the chart's values as they are.
+			name: "root key in an HSM: root-cert.pem in a Secret, --key-uri, PIN Secret", release: "chart-hsm", cacertsNS: "mesh-hsm",
+			values: map[string]any{
+				"root":              map[string]any{"source": "secret", "secret": map[string]any{"name": "meshpki-root-cert"}},
+				"clusters":          map[string]any{"contexts": []any{"east"}, "namespace": "mesh-hsm"},
+				"rotate":            map[string]any{"extraArgs": []any{"--key-uri=" + hsmKeyURI}},
+				"extraEnv":          []any{map[string]any{"name": "LD_LIBRARY_PATH", "value": "/usr/local/lib/pkcs11"}},
+				"extraVolumes":      []any{map[string]any{"name": "hsm-pin", "secret": map[string]any{"secretName": "meshpki-hsm-pin", "defaultMode": 0o400}}},
+				"extraVolumeMounts": []any{map[string]any{"name": "hsm-pin", "mountPath": "/var/run/secrets/hsm", "readOnly": true}},
+			},
+			setup: func(t *testing.T) {
+				kubeconfigSecret(t, cs["mgmt"], "chart-hsm", limitedKC)
+				cert, err := os.ReadFile(filepath.Join(hsmRootDir, "root-cert.pem"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for name, data := range map[string]map[string][]byte{"meshpki-root-cert": {"root-cert.pem": cert}, "meshpki-hsm-pin": {"pin": []byte(hsm.PIN)}} {
+					if _, err := cs["mgmt"].CoreV1().Secrets("chart-hsm").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}, metav1.CreateOptions{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cl, err := k8s.NewCluster("east", env.Clusters[1].RESTConfig(env.Clusters[1].AdminToken), k8s.ClusterOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				applyRoles(t, cl, "mesh-hsm", "meshpki-install", "meshpki-rotate")
+			},
+			clusters: map[string]string{"east": "east"},
+			rootCert: filepath.Join(hsmRootDir, "root-cert.pem"),
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -210,7 +251,7 @@ path "secret/data/meshpki/root" { capabilities = ["read"] }`); err != nil {
 				if len(b.Cert.Subject.Locality) != 1 || b.Cert.Subject.Locality[0] != meshName {
 					t.Errorf("%s: intermediate for %v, want %s", c, b.Cert.Subject.Locality, meshName)
 				}
-				if tc.release == "chart-secret" && !b.Roots[0].Equal(readCert(t, filepath.Join(rootDir, "root-cert.pem"))) {
+				if tc.rootCert != "" && !b.Roots[0].Equal(readCert(t, tc.rootCert)) {
 					t.Errorf("%s: not signed by the Secret's root", c)
 				}
 			}
