@@ -17,7 +17,10 @@
 // PINs never travel in a URI's value: a URI with pin-value is refused. The PIN comes
 // from the file the URI's pin-source names, or from Options.PIN, which the caller
 // reads (meshpki: the environment variable MESHPKI_PKCS11_PIN). The package reads no
-// environment variable itself.
+// environment variable of meshpki's (the cloud SDKs read their own credentials').
+//
+// Create makes one key at a time per user on the machine (a lock in the temporary
+// folder), and never gives two keys of a token one id or label.
 package kms
 
 import (
