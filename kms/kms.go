@@ -325,13 +325,13 @@ func readPINFile(name string) (string, error) {
 }
 
 // PINSource is the file a pkcs11 URI's pin-source names, "" when none (or when
-// the URI does not pass Check): for a caller that warns about its mode.
+// the URI does not parse): for a caller that warns about its mode.
 func PINSource(rawURI string) string {
-	c, err := check(rawURI)
-	if err != nil || c.typ != apiv1.PKCS11 {
+	u, err := uri.Parse(rawURI)
+	if err != nil || apiv1.Type(strings.ToLower(u.Scheme)) != apiv1.PKCS11 {
 		return ""
 	}
-	return strings.TrimPrefix(c.u.Get("pin-source"), "file://")
+	return strings.TrimPrefix(u.Get("pin-source"), "file://")
 }
 
 // Redact describes rawURI for messages and logs: its scheme and attributes,

@@ -287,47 +287,29 @@ var ErrNoCRL = errors.New("this root source keeps no CRL")
 // revocation and CRL (a root or an intermediate mount), or the secret PATH/crl beside
 // a Vault KV root or issuing CA (vault.KVCRL; o.Vault is needed). The CRLs of the CAs
 // above an issuing CA come from outside (ca.UpstreamCRLs).
-func CRLAuthority(ctx context.Context, s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
-	now := time.Now
-	if o.Now != nil {
-		now = o.Now
+func CRLAuthority(_ context.Context, s Spec, iss ca.Issuer, o Options) (ca.CRLAuthority, error) {
+	if a, ok := iss.(ca.CRLAuthority); ok && s.Kind() == KindVaultPKI {
+		return a, nil
 	}
-	if sc, ok := iss.(interface{ SigningCA() *ca.SigningCA }); ok && (s.Kind() == KindDir || s.Kind() == KindCADir) {
-		// The issuer Open returned holds the CA, and its key's session.
-		file := ""
-		if s.Kind() == KindCADir {
-			file = ca.SigningCACRLFile
-		}
-		c := sc.SigningCA()
-		return &ca.FolderCRL{Dir: s.Dir + s.CADir, File: file, Root: &ca.Root{Cert: c.Cert, Signer: c.Signer}}, nil
+	// The other kinds sign with the CA Open loaded (and, for a key in a token,
+	// the session it holds): it is not read again.
+	held, ok := iss.(interface{ SigningCA() *ca.SigningCA })
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
 	}
+	c := held.SigningCA()
+	root := &ca.Root{Cert: c.Cert, Signer: c.Signer}
 	switch s.Kind() {
-	case KindVaultPKI:
-		if a, ok := iss.(ca.CRLAuthority); ok {
-			return a, nil
-		}
 	case KindDir:
-		root, err := ca.ReadRootDir(s.Dir, now())
-		if err != nil {
-			return nil, err
-		}
 		return &ca.FolderCRL{Dir: s.Dir, Root: root}, nil
 	case KindCADir:
-		sc, err := ca.ReadCADir(s.CADir, now())
-		if err != nil {
-			return nil, err
-		}
-		return &ca.FolderCRL{Dir: s.CADir, File: ca.SigningCACRLFile, Root: &ca.Root{Cert: sc.Cert, Signer: sc.Signer}}, nil
+		return &ca.FolderCRL{Dir: s.CADir, File: ca.SigningCACRLFile, Root: root}, nil
 	case KindVaultKV:
 		if o.Vault == nil {
 			return nil, fmt.Errorf("%s: no Vault client given", s)
 		}
 		k, _ := vault.ParseKVPath(s.VaultKV) // validated
-		sc, err := vault.LoadSigningCAKV(ctx, o.Vault, k, now())
-		if err != nil {
-			return nil, err
-		}
-		return vault.NewKVCRL(o.Vault, k, &ca.Root{Cert: sc.Cert, Signer: sc.Signer}), nil
+		return vault.NewKVCRL(o.Vault, k, root), nil
 	}
 	return nil, fmt.Errorf("%s: %w", s, ErrNoCRL)
 }

@@ -130,7 +130,7 @@ func (s *rootSource) Validate() error {
 		return inputError(fmt.Errorf("--%[1]svault-issuer needs --%[1]svault-pki", s.prefix))
 	case errors.Is(err, rootsource.ErrKeyWithoutFolder):
 		return inputError(fmt.Errorf("--%[1]skey-uri needs --%[1]sroot-dir or --%[1]sca-dir: the folder that holds the CA's certificate", s.prefix))
-	case err != nil && s.Key != "" && strings.HasPrefix(err.Error(), "key URI: "):
+	case s.Key != "" && kms.BadInput(err):
 		return inputError(fmt.Errorf("--%skey-uri: %w", s.prefix, errors.Unwrap(err)))
 	case err != nil:
 		return inputError(fmt.Errorf("--%svault-kv: %w", s.prefix, errors.Unwrap(err)))

@@ -76,10 +76,10 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 			module = m
 		}
 	}
-	util, err := exec.LookPath("softhsm2-util")
-	if module == "" || err != nil {
-		requireOrSkip(t, "SoftHSM2 is not installed (apt-get install softhsm2)")
+	if module == "" {
+		requireOrSkip(t, "SoftHSM2's module is not installed (apt-get install softhsm2)")
 	}
+	util := Tool(t, "softhsm2-util")
 	softhsm.once.Do(func() { softhsm.err = makeTokens(module, util) })
 	if softhsm.err != nil {
 		t.Fatalf("SoftHSM2 tokens: %v", softhsm.err)

@@ -99,6 +99,16 @@ func glibcFiles(binary []byte, p release.Platform) ([]file, error) {
 	return out, nil
 }
 
+// hsmFiles are what the HSM image holds beyond the static image's files: glibc for
+// binary (glibcFiles), the empty PKCS11Dir, and their folders.
+func hsmFiles(binary []byte, p release.Platform) ([]file, error) {
+	libc, err := glibcFiles(binary, p)
+	if err != nil {
+		return nil, err
+	}
+	return withParents(append(libc, file{name: PKCS11Dir[1:] + "/", mode: 0o755, dir: true})), nil
+}
+
 // withParents puts, before files, a directory entry for each of their folders
 // not made already by the static image's files.
 func withParents(files []file) []file {

@@ -66,11 +66,11 @@ func TestHSMReleaseAndImage(t *testing.T) {
 		t.Fatalf("the HSM binary: %q %v", v, err)
 	}
 
-	libc, err := glibcFiles(bin, p)
+	extra, err := hsmFiles(bin, p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	layerTar, err := layer(bin, testStamp.Date, withParents(append(libc, file{name: PKCS11Dir[1:] + "/", mode: 0o755, dir: true})))
+	layerTar, err := layer(bin, testStamp.Date, extra)
 	if err != nil {
 		t.Fatal(err)
 	}

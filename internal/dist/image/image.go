@@ -168,11 +168,10 @@ func Build(o Options, p release.Platform, binary []byte) (v1.Image, error) {
 	var extra []file
 	what := "meshpki " + o.Version + ", CA roots, nonroot user"
 	if o.HSM {
-		libc, err := glibcFiles(binary, p)
-		if err != nil {
+		var err error
+		if extra, err = hsmFiles(binary, p); err != nil {
 			return nil, err
 		}
-		extra = withParents(append(libc, file{name: PKCS11Dir[1:] + "/", mode: 0o755, dir: true}))
 		what = "meshpki " + o.Version + " (HSM build: cgo, glibc, " + PKCS11Dir + " for a vendor's PKCS#11 module), CA roots, nonroot user"
 	}
 	tarData, err := layer(binary, o.Date, extra)
